@@ -1,0 +1,272 @@
+//! Typed configuration: defaults, then a TOML file (`--config`, or `BERTH_CONFIG`), then
+//! `BERTH_*` environment variables, then command-line flags.
+//!
+//! Environment variables name a key by its path: `BERTH_LISTEN` is `listen`,
+//! `BERTH_DATABASE__URL` is `database.url` (sections are joined with a double underscore).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    pub tls: TlsConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+    pub server: ServerConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://USER:PASS@HOST:PORT/DB`; empty means
+    /// `sqlite://<data_dir>/berth.db`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Only `fs` for now.
+    pub backend: String,
+    /// Root of the filesystem store; empty means `<data_dir>/storage`.
+    pub root: PathBuf,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_manifest_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter such as `info` or `berth=debug,tower_http=info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:5000".parse().expect("static address"),
+            data_dir: PathBuf::from("./data"),
+            database: DatabaseConfig::default(),
+            storage: StorageConfig::default(),
+            tls: TlsConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+            server: ServerConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: String::new(),
+            max_connections: 16,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: "fs".into(),
+            root: PathBuf::new(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_manifest_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the file (if any) and applies `BERTH_*` variables from `env`.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (key, value) in env {
+            let Some(path) = key.strip_prefix("BERTH_") else { continue };
+            if path == "CONFIG" || path.is_empty() {
+                continue;
+            }
+            let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            set_path(&mut table, &parts, parse_scalar(&value)).with_context(|| format!("environment variable {key}"))?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration (see config/berth.toml for every key)")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.storage.backend != "fs" {
+            bail!("storage.backend = {:?} is not supported; use \"fs\"", self.storage.backend);
+        }
+        if self.tls.cert.as_os_str().is_empty() != self.tls.key.as_os_str().is_empty() {
+            bail!("tls.cert and tls.key must be set together");
+        }
+        if self.limits.max_manifest_bytes == 0 {
+            bail!("limits.max_manifest_bytes must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("berth.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    pub fn storage_root(&self) -> PathBuf {
+        if self.storage.root.as_os_str().is_empty() {
+            self.data_dir.join("storage")
+        } else {
+            self.storage.root.clone()
+        }
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        !self.tls.cert.as_os_str().is_empty()
+    }
+}
+
+/// Environment values are typed the way TOML would read them when they look like a number
+/// or a boolean, and are strings otherwise.
+fn parse_scalar(v: &str) -> toml::Value {
+    if let Ok(i) = v.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match v {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(v.to_string()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, parts: &[String], value: toml::Value) -> anyhow::Result<()> {
+    match parts {
+        [] => Ok(()),
+        [last] => {
+            // Keys that are strings in the schema stay strings even if they look numeric.
+            let value = match (table.get(last), value) {
+                (Some(toml::Value::String(_)), v) => toml::Value::String(scalar_text(&v)),
+                (_, v) => v,
+            };
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => set_path(t, rest, value),
+                _ => bail!("{first} is not a section"),
+            }
+        }
+    }
+}
+
+fn scalar_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(c.listen.port(), 5000);
+        assert_eq!(c.database_url(), "sqlite://./data/berth.db");
+        assert_eq!(c.storage_root(), PathBuf::from("./data/storage"));
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let env = vec![
+            ("BERTH_LISTEN".to_string(), "127.0.0.1:6000".to_string()),
+            ("BERTH_DATABASE__URL".to_string(), "postgres://x@y/z".to_string()),
+            ("BERTH_LIMITS__MAX_MANIFEST_BYTES".to_string(), "1024".to_string()),
+            ("OTHER".to_string(), "ignored".to_string()),
+        ];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:6000");
+        assert_eq!(c.database_url(), "postgres://x@y/z");
+        assert_eq!(c.limits.max_manifest_bytes, 1024);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let env = vec![("BERTH_NOPE".to_string(), "1".to_string())];
+        assert!(Config::load(None, env).is_err());
+    }
+
+    #[test]
+    fn shipped_config_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/berth.toml");
+        Config::load(Some(&path), Vec::new()).unwrap();
+    }
+}

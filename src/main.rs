@@ -1,0 +1,74 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use berth::config::Config;
+use berth::metadata::SqlMetadataStore;
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "An OCI distribution registry server")]
+struct Cli {
+    /// Configuration file (TOML); see config/berth.toml. Without one, defaults and
+    /// BERTH_* environment variables apply.
+    #[arg(long, global = true, env = "BERTH_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry.
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:5000 (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Where the embedded database and the filesystem blob store live.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    if let Command::Serve { listen, data_dir } = &cli.command {
+        if let Some(l) = listen {
+            config.listen = *l;
+        }
+        if let Some(d) = data_dir {
+            config.data_dir = d.clone();
+        }
+    }
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { .. } => berth::server::serve(config).await,
+            Command::Migrate => {
+                let url = config.database_url();
+                let store = SqlMetadataStore::connect(&url, 1).await.context("connecting to the database")?;
+                store.migrate().await?;
+                store.close().await;
+                tracing::info!(database = %berth::server::redact(&url), "migrations applied");
+                Ok(())
+            }
+        }
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,289 @@
+//! Blob uploads: `POST /v2/<name>/blobs/uploads/` (session, monolithic with `?digest=`,
+//! cross-repository mount) and `PATCH`/`PUT`/`GET`/`DELETE /v2/<name>/blobs/uploads/<id>`.
+//!
+//! The session's durable length and hasher state live in the metadata store, so any
+//! process can take the next request of an upload another started.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::{StreamExt, TryStreamExt};
+
+use super::blobs::parse_digest;
+use super::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Req, Result, header_value};
+use crate::auth::Access;
+use crate::metadata::{MetaError, UploadSession, now_millis};
+use crate::oci::{Algorithm, Digest, ErrorCode, Hasher, RegistryError, RepoName};
+use crate::storage::{ByteStream, StorageError};
+
+pub async fn start(req: Req<'_>, name: RepoName, body: Body) -> Result<Response> {
+    if *req.method != Method::POST {
+        return Err(req.unsupported("POST"));
+    }
+    let mount = req.query_one("mount");
+    let from = req.query_one("from");
+    req.state.access.authorize(req.headers, &[Access::push(name.as_str())]).await?;
+
+    if let (Some(mount), Some(from)) = (&mount, &from) {
+        if let Some(resp) = try_mount(req, &name, mount, from).await? {
+            return Ok(resp);
+        }
+    }
+
+    let digest = req.query_one("digest").map(|d| parse_digest(&d)).transpose()?;
+    let session = new_session(req, &name).await?;
+    if let Some(digest) = digest {
+        // Monolithic upload in a single POST.
+        return finish(req, &name, session, digest, body).await;
+    }
+    Ok(upload_status(StatusCode::ACCEPTED, &name, &session.id, 0))
+}
+
+/// Mounts `digest` from `from` into `name` when the caller may pull `from` and it has the
+/// blob; `None` means "not mountable", and the caller opens an ordinary upload instead.
+async fn try_mount(req: Req<'_>, name: &RepoName, mount: &str, from: &str) -> Result<Option<Response>> {
+    let (Ok(digest), Ok(from)) = (mount.parse::<Digest>(), RepoName::parse(from)) else {
+        return Ok(None);
+    };
+    if req.state.access.authorize(req.headers, &[Access::pull(from.as_str())]).await.is_err() {
+        return Ok(None);
+    }
+    let meta = &req.state.meta;
+    let Some(size) = meta.linked_blob(&from, &digest).await.map_err(RegistryError::internal)? else {
+        return Ok(None);
+    };
+    if req.state.blobs.stat(&digest).await.map_err(RegistryError::internal)?.is_none() {
+        return Ok(None);
+    }
+    meta.link_blob(name, &digest, size).await.map_err(RegistryError::internal)?;
+    Ok(Some(created(name, &digest)))
+}
+
+async fn new_session(req: Req<'_>, name: &RepoName) -> Result<UploadSession> {
+    let session = UploadSession {
+        id: uuid::Uuid::new_v4().to_string(),
+        repository: name.clone(),
+        committed: 0,
+        hash_state: Hasher::new(Algorithm::Sha256).save(),
+        started_at: now_millis(),
+    };
+    req.state.blobs.upload_start(&session.id).await.map_err(RegistryError::internal)?;
+    req.state.meta.create_upload(&session).await.map_err(RegistryError::internal)?;
+    Ok(session)
+}
+
+pub async fn handle(req: Req<'_>, name: RepoName, id: &str, body: Body) -> Result<Response> {
+    let access = match *req.method {
+        Method::GET => Access::pull(name.as_str()),
+        Method::PATCH | Method::PUT | Method::DELETE => Access::push(name.as_str()),
+        _ => return Err(req.unsupported("GET, PATCH, PUT, DELETE")),
+    };
+    req.state.access.authorize(req.headers, &[access]).await?;
+    let session = req
+        .state
+        .meta
+        .get_upload(&name, id)
+        .await
+        .map_err(RegistryError::internal)?
+        .ok_or_else(|| RegistryError::upload_unknown(id))?;
+    match *req.method {
+        Method::GET => Ok(upload_status(StatusCode::NO_CONTENT, &name, id, session.committed)),
+        Method::DELETE => {
+            req.state.meta.delete_upload(id).await.map_err(RegistryError::internal)?;
+            req.state.blobs.upload_abort(id).await.map_err(RegistryError::internal)?;
+            Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
+        }
+        Method::PATCH => {
+            let committed = append(req, &name, &session, body).await?;
+            Ok(upload_status(StatusCode::ACCEPTED, &name, id, committed))
+        }
+        _ => {
+            let digest = req.query_one("digest").ok_or_else(|| {
+                RegistryError::new(ErrorCode::DigestInvalid, "PUT that completes an upload needs ?digest=<algorithm:hex>")
+            })?;
+            let digest = parse_digest(&digest)?;
+            finish(req, &name, session, digest, body).await
+        }
+    }
+}
+
+/// The `Range` an upload reports: `0-<last byte>`, or `0-0` when it is empty (as
+/// distribution does, since clients parse it as two numbers).
+fn upload_status(status: StatusCode, name: &RepoName, id: &str, committed: u64) -> Response {
+    let range = format!("0-{}", committed.saturating_sub(1));
+    (
+        status,
+        [
+            (header::LOCATION, header_value(format!("/v2/{name}/blobs/uploads/{id}"))),
+            (header::RANGE, header_value(range)),
+            (header::HeaderName::from_static(DOCKER_UPLOAD_UUID), header_value(id)),
+            (header::CONTENT_LENGTH, HeaderValue::from_static("0")),
+        ],
+    )
+        .into_response()
+}
+
+fn created(name: &RepoName, digest: &Digest) -> Response {
+    (
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, header_value(format!("/v2/{name}/blobs/{digest}"))),
+            (header::HeaderName::from_static(DOCKER_CONTENT_DIGEST), header_value(digest.to_string())),
+            (header::CONTENT_LENGTH, HeaderValue::from_static("0")),
+        ],
+    )
+        .into_response()
+}
+
+/// Parses an upload `Content-Range` (`<start>-<end>`, inclusive; a `bytes ` or `bytes=`
+/// prefix is tolerated).
+fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+    let v = v.trim();
+    let v = v.strip_prefix("bytes").map(|r| r.trim_start_matches([' ', '='])).unwrap_or(v);
+    let v = v.split('/').next()?;
+    let (a, b) = v.split_once('-')?;
+    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (b >= a).then_some((a, b))
+}
+
+/// Checks a request's `Content-Range` against the session; returns the byte count the
+/// request promises, if it says.
+fn check_chunk(req: Req<'_>, name: &RepoName, session: &UploadSession) -> Result<Option<u64>> {
+    let content_length = req.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let Some(raw) = req.header(header::CONTENT_RANGE) else {
+        return Ok(content_length);
+    };
+    let out_of_order = |message: String| {
+        RegistryError::new(ErrorCode::BlobUploadInvalid, message)
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .with_header(header::RANGE, header_value(format!("0-{}", session.committed.saturating_sub(1))))
+            .with_header(header::LOCATION, header_value(format!("/v2/{name}/blobs/uploads/{}", session.id)))
+            .with_header(header::HeaderName::from_static(DOCKER_UPLOAD_UUID), header_value(&session.id))
+    };
+    let Some((start, end)) = parse_content_range(raw) else {
+        return Err(out_of_order(format!("Content-Range {raw:?} is not of the form <start>-<end>")));
+    };
+    if start != session.committed {
+        return Err(out_of_order(format!(
+            "chunk starts at byte {start} but the upload holds {} bytes; send the chunk that starts there",
+            session.committed
+        )));
+    }
+    let len = end - start + 1;
+    if content_length.is_some_and(|cl| cl != len) {
+        return Err(RegistryError::new(
+            ErrorCode::SizeInvalid,
+            format!("Content-Range {raw:?} covers {len} bytes but Content-Length is {}", content_length.unwrap_or(0)),
+        ));
+    }
+    Ok(Some(len))
+}
+
+fn body_stream(body: Body) -> ByteStream {
+    body.into_data_stream().map_err(std::io::Error::other).boxed()
+}
+
+/// Appends the request body to the session; returns the new durable length.
+async fn append(req: Req<'_>, name: &RepoName, session: &UploadSession, body: Body) -> Result<u64> {
+    let expected = check_chunk(req, name, session)?;
+    if expected == Some(0) {
+        return Ok(session.committed);
+    }
+    let mut hasher = Hasher::restore(&session.hash_state)
+        .ok_or_else(|| RegistryError::internal(format!("upload {} has an unreadable hash state", session.id)))?;
+    let written = match req
+        .state
+        .blobs
+        .upload_append(&session.id, session.committed, body_stream(body), &mut hasher)
+        .await
+    {
+        Ok(n) => n,
+        Err(StorageError::UploadNotFound(_)) => return Err(RegistryError::upload_unknown(&session.id)),
+        Err(StorageError::Body(e)) => {
+            return Err(RegistryError::new(
+                ErrorCode::BlobUploadInvalid,
+                format!("request body ended early ({e}); resume from the offset the upload status reports"),
+            ));
+        }
+        Err(e) => return Err(RegistryError::internal(e)),
+    };
+    if let Some(expected) = expected {
+        if written != expected {
+            // Not acknowledged: the session keeps its old length and the extra bytes are
+            // dropped by the next append.
+            return Err(RegistryError::new(
+                ErrorCode::SizeInvalid,
+                format!("request promised {expected} bytes but sent {written}"),
+            ));
+        }
+    }
+    let to = session.committed + written;
+    match req.state.meta.advance_upload(&session.id, session.committed, to, &hasher.save()).await {
+        Ok(()) => Ok(to),
+        Err(MetaError::UploadConflict) => Err(RegistryError::new(ErrorCode::BlobUploadInvalid, MetaError::UploadConflict.to_string())
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)),
+        Err(e) => Err(RegistryError::internal(e)),
+    }
+}
+
+/// Appends the final chunk (if any), verifies the digest and commits the blob.
+async fn finish(req: Req<'_>, name: &RepoName, session: UploadSession, digest: Digest, body: Body) -> Result<Response> {
+    let state = req.state;
+    let has_body = req.header(header::CONTENT_LENGTH) != Some("0")
+        && (req.header(header::CONTENT_LENGTH).is_some() || req.header(header::TRANSFER_ENCODING).is_some());
+    let (size, hash_state) = if has_body {
+        let size = append(req, name, &session, body).await?;
+        let session = state
+            .meta
+            .get_upload(name, &session.id)
+            .await
+            .map_err(RegistryError::internal)?
+            .ok_or_else(|| RegistryError::upload_unknown(&session.id))?;
+        (size, session.hash_state)
+    } else {
+        (session.committed, session.hash_state.clone())
+    };
+    let hasher = Hasher::restore(&hash_state)
+        .ok_or_else(|| RegistryError::internal(format!("upload {} has an unreadable hash state", session.id)))?;
+    let actual = if hasher.algorithm() == digest.algorithm() {
+        hasher.finish()
+    } else {
+        // The stream was hashed with sha256; another algorithm needs one more pass.
+        let mut h = Hasher::new(digest.algorithm());
+        let mut s = state.blobs.upload_read(&session.id, size).await.map_err(RegistryError::internal)?;
+        while let Some(chunk) = s.next().await {
+            h.update(&chunk.map_err(RegistryError::internal)?);
+        }
+        h.finish()
+    };
+    if actual != digest {
+        // A wrong digest leaves nothing behind.
+        state.meta.delete_upload(&session.id).await.map_err(RegistryError::internal)?;
+        state.blobs.upload_abort(&session.id).await.map_err(RegistryError::internal)?;
+        return Err(RegistryError::new(
+            ErrorCode::DigestInvalid,
+            format!("the {size} uploaded bytes have digest {actual}, not {digest}; the upload was discarded"),
+        )
+        .with_detail(serde_json::json!({ "expected": digest.to_string(), "actual": actual.to_string(), "size": size })));
+    }
+    // Bytes first, then the link that makes them visible, then forget the session: a
+    // crash in between leaves at worst an unreferenced blob for garbage collection.
+    state.blobs.upload_commit(&session.id, size, &digest).await.map_err(RegistryError::internal)?;
+    state.meta.link_blob(name, &digest, size).await.map_err(RegistryError::internal)?;
+    state.meta.delete_upload(&session.id).await.map_err(RegistryError::internal)?;
+    Ok(created(name, &digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_content_range;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("0-9"), Some((0, 9)));
+        assert_eq!(parse_content_range("bytes 10-19/100"), Some((10, 19)));
+        assert_eq!(parse_content_range("bytes=10-19"), Some((10, 19)));
+        assert_eq!(parse_content_range("9-0"), None);
+        assert_eq!(parse_content_range("x"), None);
+    }
+}

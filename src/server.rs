@@ -1,0 +1,75 @@
+//! Serving: binding (plain HTTP or rustls), logging where we listen, and graceful
+//! shutdown on SIGTERM/SIGINT that lets in-flight requests finish.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+
+use crate::app::{AppState, router};
+use crate::config::Config;
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let state = AppState::from_config(&config).await?;
+    let app = router(state);
+    let listener = std::net::TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let handle = Handle::new();
+    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    tokio::spawn(shutdown_on_signal(handle.clone(), grace));
+    let scheme = if config.tls_enabled() { "https" } else { "http" };
+    tracing::info!(
+        %addr,
+        scheme,
+        database = %redact(&config.database_url()),
+        storage = %config.storage_root().display(),
+        "listening"
+    );
+    let service = app.into_make_service();
+    if config.tls_enabled() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = RustlsConfig::from_pem_file(&config.tls.cert, &config.tls.key)
+            .await
+            .with_context(|| format!("loading TLS certificate {} and key {}", config.tls.cert.display(), config.tls.key.display()))?;
+        axum_server::from_tcp_rustls(listener, tls).handle(handle).serve(service).await?;
+    } else {
+        axum_server::from_tcp(listener).handle(handle).serve(service).await?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_on_signal(handle: Handle, grace: Duration) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!(grace_seconds = grace.as_secs(), "shutting down: finishing in-flight requests");
+    handle.graceful_shutdown(Some(grace));
+}
+
+/// Hides a password in a database URL for logging.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((creds, host)) = rest.split_once('@') {
+            if let Some((user, _)) = creds.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
