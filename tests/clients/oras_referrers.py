@@ -113,6 +113,8 @@ def main():
         challenge = r.headers.get("WWW-Authenticate", "")
         backend = "basic" if challenge.lower().startswith("basic") else "token"
         print(f"GET /v2/ -> {r.status_code}, WWW-Authenticate {challenge!r}: auth backend {backend}", flush=True)
+        if backend == "basic" and not args.user:
+            fatal("the registry asks for Basic auth: pass --user USER:PASSWORD")
     client = oras.client.OrasClient(
         hostname=host,
         insecure=not args.tls,

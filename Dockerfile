@@ -1,0 +1,27 @@
+# Berth container image: build the release binary, then run it on a slim Debian base.
+#   docker build -t berth .
+#   docker run -p 5000:5000 -v berth-data:/var/lib/berth berth
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY migrations ./migrations
+COPY config ./config
+RUN cargo build --release --locked --bin berth
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --home-dir /var/lib/berth --create-home berth
+COPY --from=build /src/target/release/berth /usr/local/bin/berth
+COPY config/berth.toml /etc/berth/berth.toml
+USER berth
+WORKDIR /var/lib/berth
+ENV BERTH_CONFIG=/etc/berth/berth.toml \
+    BERTH_DATA_DIR=/var/lib/berth
+VOLUME ["/var/lib/berth"]
+EXPOSE 5000
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["berth"]
+CMD ["serve"]

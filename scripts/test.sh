@@ -1,0 +1,359 @@
+#!/usr/bin/env bash
+# Berth's test command (CI runs it through .ci/run).
+#
+#   scripts/test.sh                 install what is missing, start a private PostgreSQL,
+#                                   then cargo fmt --check, clippy -D warnings, nextest
+#   scripts/test.sh --setup-only    steps 1-3 only: install, start PostgreSQL, print the
+#                                   exported environment, tear everything down
+#   scripts/test.sh --run CMD ARGS  steps 1-3, then run CMD ARGS in that environment
+#                                   (e.g. --run cargo nextest run -E 'test(podman)')
+#
+# Environment knobs: BERTH_TEST_THREADS (nextest --test-threads, default: nproc),
+# BERTH_TEST_TIMEOUT (seconds for the nextest phase, default 3000),
+# BERTH_SKIP_INSTALL=1 (never apt-get / pip; fail later if something is missing).
+#
+# Exported to the tests (see docs/testing-clients.md):
+#   BERTH_TEST_POSTGRES_URL   postgres://postgres@127.0.0.1:PORT/berth_test (trust auth)
+#   BERTH_TEST_TMPDIR         per-run scratch dir, removed on exit
+#   BERTH_TEST_PYTHON         python3 interpreter that has the `oras` package
+#   STORAGE_DRIVER=vfs, CONTAINERS_STORAGE_CONF, CONTAINERS_CONF,
+#   CONTAINERS_REGISTRIES_CONF, REGISTRY_AUTH_FILE   (podman/buildah/skopeo state kept
+#                                                     inside BERTH_TEST_TMPDIR)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+MODE=full
+RUN_CMD=()
+case "${1:-}" in
+  "") ;;
+  --setup-only) MODE=setup ;;
+  --run)
+    MODE=run
+    shift
+    RUN_CMD=("$@")
+    if [[ ${#RUN_CMD[@]} -eq 0 ]]; then
+      echo "usage: $0 --run CMD [ARGS...]" >&2
+      exit 2
+    fi
+    ;;
+  -h | --help)
+    sed -n '2,23p' "$0"
+    exit 0
+    ;;
+  *)
+    echo "unknown argument: $1 (try --help)" >&2
+    exit 2
+    ;;
+esac
+
+START_EPOCH=$(date +%s)
+log() { printf '[%s +%4ss] %s\n' "$(date -u +%H:%M:%S)" "$(($(date +%s) - START_EPOCH))" "$*"; }
+phase() { log "=== $*"; }
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null 2>&1 && SUDO=(sudo -n)
+fi
+
+# ---------------------------------------------------------------------------
+# 1. Install what the tests need.
+# ---------------------------------------------------------------------------
+PG_VERSION=15
+PGBIN=/usr/lib/postgresql/$PG_VERSION/bin
+# podman/buildah/skopeo as root with the vfs driver need nothing beyond their
+# Depends (conmon, crun/runc, containers-common, uidmap come with them);
+# fuse-overlayfs, slirp4netns, catatonit are only for overlay, rootless or
+# `run --init`, which the tests do not use.
+APT_PACKAGES=(skopeo podman buildah containerd docker-registry openssl ca-certificates curl)
+PIP_PACKAGES=("oras>=0.2.43,<0.3")
+
+pkg_installed() {
+  [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true) == installed ]]
+}
+
+install_apt() {
+  local missing=() p
+  for p in "${APT_PACKAGES[@]}"; do
+    pkg_installed "$p" || missing+=("$p")
+  done
+  [[ -x $PGBIN/initdb ]] || missing+=("postgresql-$PG_VERSION")
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    log "apt: all present (${APT_PACKAGES[*]}, postgresql-$PG_VERSION binaries)"
+    return
+  fi
+  [[ ${BERTH_SKIP_INSTALL:-0} == 1 ]] && die "missing packages and BERTH_SKIP_INSTALL=1: ${missing[*]}"
+  log "apt: installing ${missing[*]}"
+  # Keep package maintainer scripts from starting services (docker-registry,
+  # containerd) on machines that have an init: a policy-rc.d that says no.
+  local added_policy=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
+    added_policy=1
+  fi
+  local rc=0
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null || rc=$?
+  if [[ $rc -eq 0 ]]; then
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      -o Dpkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+      "${missing[@]}" </dev/null >"${BERTH_APT_LOG:-/tmp/berth-apt-install.log}" 2>&1 || rc=$?
+  fi
+  [[ $added_policy -eq 1 ]] && "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
+  if [[ $rc -ne 0 ]]; then
+    tail -n 30 "${BERTH_APT_LOG:-/tmp/berth-apt-install.log}" 2>/dev/null || true
+    die "apt-get failed (rc=$rc)"
+  fi
+  log "apt: done"
+}
+
+PYTHON=""
+install_pip() {
+  PYTHON=$(command -v python3 || true)
+  [[ -n $PYTHON ]] || die "python3 not found"
+  if "$PYTHON" -c 'import oras' >/dev/null 2>&1; then
+    log "pip: oras present ($("$PYTHON" -c 'import oras.version as v; print(v.__version__)' 2>/dev/null || echo '?'))"
+  else
+    [[ ${BERTH_SKIP_INSTALL:-0} == 1 ]] && die "python package oras missing and BERTH_SKIP_INSTALL=1"
+    log "pip: installing ${PIP_PACKAGES[*]} for $PYTHON"
+    if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
+      # Debian's own python3 has no pip until python3-pip is installed.
+      "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip </dev/null >/dev/null
+    fi
+    local pip=("$PYTHON" -m pip install --quiet --disable-pip-version-check --no-input --root-user-action=ignore)
+    # Debian's /usr/bin/python3 is "externally managed" (PEP 668); a pyenv one is not.
+    if ! "${pip[@]}" "${PIP_PACKAGES[@]}" </dev/null; then
+      "${pip[@]}" --break-system-packages "${PIP_PACKAGES[@]}" </dev/null || die "pip install oras failed"
+    fi
+    "$PYTHON" -c 'import oras' || die "oras still not importable by $PYTHON"
+  fi
+  PYTHON=$("$PYTHON" -c 'import sys; print(sys.executable)')
+}
+
+ensure_containers_policy() {
+  # containers/image refuses to copy without a policy. The containers-common
+  # package ships /etc/containers/policy.json; recreate it if someone removed it.
+  if [[ ! -f /etc/containers/policy.json ]]; then
+    log "writing /etc/containers/policy.json (insecureAcceptAnything)"
+    "${SUDO[@]}" mkdir -p /etc/containers
+    printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' | "${SUDO[@]}" tee /etc/containers/policy.json >/dev/null
+  fi
+}
+
+NEXTEST=0
+check_rust_tools() {
+  command -v cargo >/dev/null 2>&1 || die "cargo not found on PATH"
+  if cargo nextest --version >/dev/null 2>&1; then
+    NEXTEST=1
+    log "cargo-nextest: $(cargo nextest --version 2>/dev/null | head -n1)"
+  else
+    log "cargo-nextest not found: falling back to cargo test"
+  fi
+}
+
+# ---------------------------------------------------------------------------
+# 2. Private PostgreSQL; 3. environment for the client tests.
+# ---------------------------------------------------------------------------
+BERTH_TEST_TMPDIR=""
+PGDIR=""
+PG_STARTED=0
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [[ $PG_STARTED -eq 1 ]]; then
+    log "stopping PostgreSQL"
+    (cd / && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -t 60 stop >/dev/null 2>&1) ||
+      log "WARNING: pg_ctl stop failed"
+  fi
+  [[ -n $PGDIR && -d $PGDIR ]] && rm -rf "$PGDIR"
+  if [[ -n $BERTH_TEST_TMPDIR && -d $BERTH_TEST_TMPDIR ]]; then
+    # vfs layers can be read-only directories: make them removable first.
+    chmod -R u+w "$BERTH_TEST_TMPDIR" 2>/dev/null || true
+    rm -rf "$BERTH_TEST_TMPDIR" 2>/dev/null || log "WARNING: could not remove $BERTH_TEST_TMPDIR"
+  fi
+  log "exit $rc"
+  exit "$rc"
+}
+# Long commands run in the background and are waited for, so that a signal to
+# this script is handled at once (bash defers traps while a foreground child runs).
+CHILD=""
+run_child() {
+  "$@" &
+  CHILD=$!
+  local rc=0
+  wait "$CHILD" || rc=$?
+  CHILD=""
+  return "$rc"
+}
+on_signal() {
+  if [[ -n $CHILD ]]; then
+    kill -TERM "$CHILD" 2>/dev/null || true
+    local _
+    for _ in $(seq 1 100); do
+      kill -0 "$CHILD" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$CHILD" 2>/dev/null || true
+  fi
+  exit "$1"
+}
+trap cleanup EXIT
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+
+free_port() {
+  "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+start_postgres() {
+  [[ -x $PGBIN/initdb ]] || die "$PGBIN/initdb not found"
+  id postgres >/dev/null 2>&1 || die "no postgres user"
+  PGDIR=$(mktemp -d /tmp/berth-pg.XXXXXX)
+  chown postgres:postgres "$PGDIR"
+  chmod 700 "$PGDIR"
+  log "initdb in $PGDIR"
+  (cd / && runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/data" -U postgres -A trust -E UTF8 \
+    --locale=C --no-sync >"$PGDIR/initdb.log" 2>&1) || {
+    cat "$PGDIR/initdb.log"
+    die "initdb failed"
+  }
+  local port attempt
+  for attempt in 1 2 3 4 5; do
+    port=$(free_port)
+    if (cd / && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w -t 60 \
+      -o "-p $port -k $PGDIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+      start >/dev/null 2>&1); then
+      PG_STARTED=1
+      break
+    fi
+    log "PostgreSQL did not start on port $port (attempt $attempt)"
+    tail -n 5 "$PGDIR/server.log" 2>/dev/null || true
+  done
+  [[ $PG_STARTED -eq 1 ]] || die "PostgreSQL would not start"
+  (cd / && runuser -u postgres -- "$PGBIN/createdb" -h 127.0.0.1 -p "$port" -U postgres berth_test) ||
+    die "createdb failed"
+  "$PGBIN/psql" -X -q -t -A -h 127.0.0.1 -p "$port" -U postgres -d berth_test -c 'select 1' >/dev/null ||
+    die "cannot connect to berth_test"
+  export BERTH_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/berth_test"
+  export BERTH_TEST_POSTGRES_ADMIN_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  log "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+}
+
+setup_client_env() {
+  BERTH_TEST_TMPDIR=$(mktemp -d /tmp/berth-test.XXXXXX)
+  export BERTH_TEST_TMPDIR
+  local c=$BERTH_TEST_TMPDIR/containers
+  mkdir -p "$c/tmp"
+  # Run-wide defaults so nothing lands in /var/lib/containers/storage or
+  # /run/libpod. Tests that run podman/buildah in parallel should still give
+  # each test its own CONTAINERS_STORAGE_CONF (see docs/testing-clients.md).
+  cat >"$c/storage.conf" <<EOF
+[storage]
+driver = "vfs"
+graphroot = "$c/storage"
+runroot = "$c/runroot"
+EOF
+  cat >"$c/containers.conf" <<EOF
+[engine]
+tmp_dir = "$c/libpod-tmp"
+image_copy_tmp_dir = "$c/tmp"
+events_logger = "none"
+cgroup_manager = "cgroupfs"
+[network]
+network_config_dir = "$c/networks"
+EOF
+  cat >"$c/registries.conf" <<EOF
+unqualified-search-registries = []
+short-name-mode = "disabled"
+EOF
+  export STORAGE_DRIVER=vfs
+  export CONTAINERS_STORAGE_CONF=$c/storage.conf
+  export CONTAINERS_CONF=$c/containers.conf
+  export CONTAINERS_REGISTRIES_CONF=$c/registries.conf
+  export REGISTRY_AUTH_FILE=$c/auth.json
+  export BERTH_TEST_PYTHON=$PYTHON
+  export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+}
+
+print_env() {
+  log "test environment:"
+  local v
+  for v in BERTH_TEST_POSTGRES_URL BERTH_TEST_POSTGRES_ADMIN_URL BERTH_TEST_TMPDIR BERTH_TEST_PYTHON \
+    STORAGE_DRIVER CONTAINERS_STORAGE_CONF CONTAINERS_CONF CONTAINERS_REGISTRIES_CONF REGISTRY_AUTH_FILE; do
+    printf '  export %s=%q\n' "$v" "${!v}"
+  done
+  printf '  tools: %s\n' \
+    "$(podman --version 2>&1 | head -n1)" \
+    "$(buildah --version 2>&1 | head -n1)" \
+    "$(skopeo --version 2>&1 | head -n1)" \
+    "$(containerd --version 2>&1 | head -n1)" \
+    "$(docker-registry --version 2>&1 | head -n1)" \
+    "oras (python) $("$PYTHON" -c 'import oras.version as v; print(v.__version__)' 2>&1)"
+}
+
+phase "1. install prerequisites"
+install_apt
+ensure_containers_policy
+install_pip
+check_rust_tools
+
+phase "2. PostgreSQL $PG_VERSION"
+start_postgres
+
+phase "3. client environment"
+setup_client_env
+print_env
+
+if [[ $MODE == setup ]]; then
+  phase "setup only: tearing down"
+  exit 0
+fi
+
+if [[ $MODE == run ]]; then
+  phase "running: ${RUN_CMD[*]}"
+  rc=0
+  run_child "${RUN_CMD[@]}" || rc=$?
+  exit "$rc"
+fi
+
+# ---------------------------------------------------------------------------
+# 4. Checks.
+# ---------------------------------------------------------------------------
+FAILED=()
+
+phase "4a. cargo fmt --all -- --check"
+if run_child cargo fmt --all -- --check; then log "fmt: ok"; else FAILED+=(fmt); fi
+
+phase "4b. cargo clippy --all-targets -- -D warnings"
+if run_child cargo clippy --all-targets --locked -- -D warnings; then log "clippy: ok"; else FAILED+=(clippy); fi
+
+THREADS=${BERTH_TEST_THREADS:-$(nproc)}
+TEST_TIMEOUT=${BERTH_TEST_TIMEOUT:-3000}
+if [[ $NEXTEST -eq 1 ]]; then
+  phase "4c. cargo nextest run --no-fail-fast --test-threads $THREADS"
+  if run_child timeout --kill-after=60 "$TEST_TIMEOUT" \
+    cargo nextest run --locked --no-fail-fast --test-threads "$THREADS" --no-tests=warn; then
+    log "tests: ok"
+  else
+    FAILED+=(tests)
+  fi
+else
+  phase "4c. cargo test --no-fail-fast (-- --test-threads $THREADS)"
+  if run_child timeout --kill-after=60 "$TEST_TIMEOUT" \
+    cargo test --locked --no-fail-fast -- --test-threads "$THREADS"; then
+    log "tests: ok"
+  else
+    FAILED+=(tests)
+  fi
+fi
+
+if [[ ${#FAILED[@]} -gt 0 ]]; then
+  phase "FAILED: ${FAILED[*]}"
+  exit 1
+fi
+phase "all checks passed"

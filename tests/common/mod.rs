@@ -1,0 +1,523 @@
+//! Test harness: runs the real `berth` binary on a free loopback port with its own data
+//! directory (and, when asked, its own PostgreSQL database), and talks to it over HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub use sha2::Digest as _;
+
+/// How a test server is set up.
+#[derive(Default, Clone)]
+pub struct Options {
+    /// `None`: embedded SQLite in the data dir.
+    pub database_url: Option<String>,
+    /// `None`: a fresh temporary directory.
+    pub data_dir: Option<PathBuf>,
+    /// Blob store root; `None`: inside the data dir.
+    pub storage_root: Option<PathBuf>,
+    /// Extra environment (e.g. `BERTH_LIMITS__MAX_MANIFEST_BYTES`).
+    pub env: Vec<(String, String)>,
+    /// PEM certificate and key for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+pub struct Berth {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT` (or https).
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub options: Options,
+    child: Child,
+    log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Berth {
+    /// A server on the embedded defaults (SQLite + filesystem in a temp dir).
+    pub fn start() -> Berth {
+        Berth::start_with(Options::default())
+    }
+
+    pub fn start_with(options: Options) -> Berth {
+        let (tmp, data_dir) = match &options.data_dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let t = tempfile::tempdir().expect("temp dir");
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let log = data_dir.join(format!("berth-{}.log", uuid_like()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env_remove("BERTH_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(url) = &options.database_url {
+            cmd.env("BERTH_DATABASE__URL", url);
+        }
+        if let Some(root) = &options.storage_root {
+            cmd.env("BERTH_STORAGE__ROOT", root);
+        }
+        if let Some((cert, key)) = &options.tls {
+            cmd.env("BERTH_TLS__CERT", cert).env("BERTH_TLS__KEY", key);
+        }
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn berth");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel::<String>();
+        let log_path = log.clone();
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::create(&log_path).ok();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(f) = file.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
+                if line.contains("listening") {
+                    // Text logs say `addr=HOST:PORT`, JSON logs `"addr":"HOST:PORT"`.
+                    let addr = line
+                        .split("addr=")
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                        .or_else(|| line.split("\"addr\":\"").nth(1).and_then(|r| r.split('"').next()));
+                    if let Some(addr) = addr {
+                        let _ = tx.send(addr.to_string());
+                    }
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("berth stderr: {line}");
+            }
+        });
+        let addr: SocketAddr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a.parse().expect("listening address"),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "berth did not start within 60s; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        let scheme = if options.tls.is_some() { "https" } else { "http" };
+        Berth {
+            addr,
+            base: format!("{scheme}://{addr}"),
+            data_dir,
+            options,
+            child,
+            log,
+            _tmp: tmp,
+        }
+    }
+
+    /// `host:port`, as clients such as skopeo and podman want it.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// The blob store root.
+    pub fn storage_root(&self) -> PathBuf {
+        self.options.storage_root.clone().unwrap_or_else(|| self.data_dir.join("storage"))
+    }
+
+    /// Where a committed blob lives in the filesystem store.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let (alg, hex) = digest.split_once(':').expect("digest");
+        self.storage_root().join("blobs").join(alg).join(&hex[..2]).join(hex)
+    }
+
+    /// Files currently under `uploads/` in the store.
+    pub fn upload_files(&self) -> Vec<PathBuf> {
+        list_files(&self.storage_root().join("uploads"))
+    }
+
+    /// Files currently under `blobs/` in the store.
+    pub fn blob_files(&self) -> Vec<PathBuf> {
+        list_files(&self.storage_root().join("blobs"))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().expect("wait for berth")
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn list_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The PostgreSQL server the test command started (`BERTH_TEST_POSTGRES_URL`). Tests
+/// that need it fail, rather than skip, without it: run them through `scripts/test.sh`.
+pub fn postgres_admin_url() -> String {
+    std::env::var("BERTH_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("BERTH_TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL")
+    })
+}
+
+/// Creates a fresh, empty PostgreSQL database for one test and returns its URL.
+pub async fn fresh_postgres_db() -> String {
+    use sqlx::Connection;
+    let admin = postgres_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to test PostgreSQL");
+    let name = format!("berth_t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let _ = conn.close().await;
+    let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{name}")
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client")
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+pub fn sha512(bytes: &[u8]) -> String {
+    format!("sha512:{}", hex::encode(sha2::Sha512::digest(bytes)))
+}
+
+/// Pushes a blob monolithically (POST with ?digest=); returns its digest.
+pub async fn push_blob(c: &reqwest::Client, b: &Berth, repo: &str, bytes: &[u8]) -> String {
+    let digest = sha256(bytes);
+    let r = c
+        .post(b.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
+        .header("content-type", "application/octet-stream")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .expect("push blob");
+    assert_eq!(r.status(), 201, "pushing blob {digest}: {:?}", r.text().await);
+    digest
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// An OCI image manifest over a config and layers already pushed: `(media type, digest, size)`.
+pub fn image_manifest(config: (&str, &str, usize), layers: &[(&str, &str, usize)]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": config.0, "digest": config.1, "size": config.2 },
+        "layers": layers.iter().map(|(m, d, s)| serde_json::json!({"mediaType": m, "digest": d, "size": s})).collect::<Vec<_>>(),
+    }))
+    .expect("json")
+}
+
+/// Pushes a small image (config + one layer) and tags it; returns the manifest's digest and bytes.
+pub async fn push_image(c: &reqwest::Client, b: &Berth, repo: &str, tag: &str, layer: &[u8]) -> (String, Vec<u8>) {
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let cd = push_blob(c, b, repo, config).await;
+    let ld = push_blob(c, b, repo, layer).await;
+    let m = image_manifest(
+        ("application/vnd.oci.image.config.v1+json", &cd, config.len()),
+        &[("application/vnd.oci.image.layer.v1.tar", &ld, layer.len())],
+    );
+    let r = c
+        .put(b.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("content-type", OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .expect("push manifest");
+    assert_eq!(r.status(), 201, "pushing manifest: {:?}", r.text().await);
+    (sha256(&m), m)
+}
+
+/// The `errors[0].code` of an error response body.
+pub async fn error_code(r: reqwest::Response) -> String {
+    let v: serde_json::Value = r.json().await.expect("error body is JSON");
+    v["errors"][0]["code"].as_str().unwrap_or("").to_string()
+}
+
+/// A test CA and a server certificate for 127.0.0.1 signed by it, made with openssl
+/// (webpki-based clients refuse a self-signed CA certificate used as the server's).
+pub struct TestCert {
+    /// The CA certificate clients should trust.
+    pub ca: PathBuf,
+    /// The server's certificate chain and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCert {
+    pub fn generate() -> TestCert {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = |n: &str| dir.path().join(n);
+        let ext = p("ext.cnf");
+        std::fs::write(
+            &ext,
+            "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write ext");
+        let run = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("run openssl");
+            assert!(status.success(), "openssl {args:?} failed");
+        };
+        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Berth test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
+        run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "server.csr"]);
+        run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "cert.pem"]);
+        TestCert {
+            ca: p("ca.pem"),
+            cert: p("cert.pem"),
+            key: p("key.pem"),
+            _dir: dir,
+        }
+    }
+}
+
+// ---- Helpers for the spec-rule tests (tests/spec_*.rs) ----
+
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// A response header as text, or `""` when it is absent.
+pub fn header_str(r: &reqwest::Response, name: &str) -> String {
+    r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+}
+
+/// Asserts `Docker-Distribution-API-Version: registry/2.0`, which every response carries.
+pub fn assert_api_version(r: &reqwest::Response) {
+    assert_eq!(
+        header_str(r, "docker-distribution-api-version"),
+        "registry/2.0",
+        "{} {} lacks Docker-Distribution-API-Version",
+        r.status(),
+        r.url()
+    );
+}
+
+/// Asserts an error response: its status, the API version header, a JSON body of the
+/// spec's form `{"errors":[{"code":..,"message":..}]}` with `code` first and a message a
+/// person can read; returns the message.
+pub async fn expect_error(r: reqwest::Response, status: u16, code: &str) -> String {
+    let url = r.url().clone();
+    assert_eq!(r.status(), status, "status of {url}");
+    assert_api_version(&r);
+    assert!(
+        header_str(&r, "content-type").starts_with("application/json"),
+        "error from {url} has Content-Type {:?}",
+        header_str(&r, "content-type")
+    );
+    let text = r.text().await.expect("error body");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("error body {text:?} is not JSON: {e}"));
+    let errors = v["errors"].as_array().unwrap_or_else(|| panic!("error body {text} has no errors array"));
+    assert!(!errors.is_empty(), "error body {text} has an empty errors array");
+    assert_eq!(errors[0]["code"], code, "error body from {url}: {text}");
+    let message = errors[0]["message"].as_str().unwrap_or_else(|| panic!("error body {text} has no message"));
+    assert!(message.len() > 10, "error message {message:?} is too terse to act on");
+    message.to_string()
+}
+
+/// Turns a `Location` header (absolute, or a path on the registry) into a URL.
+pub fn location_url(b: &Berth, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_string()
+    } else {
+        b.url(location)
+    }
+}
+
+/// Adds `key=value` to a URL's query.
+pub fn with_query(url: &str, kv: &str) -> String {
+    format!("{url}{}{kv}", if url.contains('?') { '&' } else { '?' })
+}
+
+/// Opens an upload session (`POST /v2/<repo>/blobs/uploads/`); returns its Location as a URL.
+pub async fn open_upload(c: &reqwest::Client, b: &Berth, repo: &str) -> String {
+    let r = c
+        .post(b.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .header("content-length", "0")
+        .send()
+        .await
+        .expect("open upload");
+    assert_eq!(r.status(), 202, "opening an upload in {repo}");
+    let location = header_str(&r, "location");
+    assert!(!location.is_empty(), "upload session without Location");
+    location_url(b, &location)
+}
+
+/// Pushes a blob monolithically under its sha512 digest; returns that digest.
+pub async fn push_blob_sha512(c: &reqwest::Client, b: &Berth, repo: &str, bytes: &[u8]) -> String {
+    let digest = sha512(bytes);
+    let r = c
+        .post(b.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
+        .header("content-type", "application/octet-stream")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .expect("push blob");
+    assert_eq!(r.status(), 201, "pushing blob {digest}: {:?}", r.text().await);
+    digest
+}
+
+/// `PUT /v2/<repo>/manifests/<reference>` with `content_type`.
+pub async fn put_manifest_as(
+    c: &reqwest::Client,
+    b: &Berth,
+    repo: &str,
+    reference: &str,
+    content_type: &str,
+    body: &[u8],
+) -> reqwest::Response {
+    c.put(b.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header("content-type", content_type)
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("put manifest")
+}
+
+/// The status of `GET /v2/<repo>/manifests/<reference>`.
+pub async fn manifest_status(c: &reqwest::Client, b: &Berth, repo: &str, reference: &str) -> u16 {
+    c.get(b.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .send()
+        .await
+        .expect("get manifest")
+        .status()
+        .as_u16()
+}
+
+/// The status of `GET /v2/<repo>/blobs/<digest>`.
+pub async fn blob_status(c: &reqwest::Client, b: &Berth, repo: &str, digest: &str) -> u16 {
+    c.get(b.url(&format!("/v2/{repo}/blobs/{digest}")))
+        .send()
+        .await
+        .expect("get blob")
+        .status()
+        .as_u16()
+}
+
+/// A repository's tags through the tags list API; `None` when it answers 404.
+pub async fn tags_of(c: &reqwest::Client, b: &Berth, repo: &str) -> Option<Vec<String>> {
+    let r = c.get(b.url(&format!("/v2/{repo}/tags/list"))).send().await.expect("tags list");
+    if r.status() == 404 {
+        return None;
+    }
+    assert_eq!(r.status(), 200, "tags list of {repo}");
+    let v: serde_json::Value = r.json().await.expect("tags list JSON");
+    Some(
+        v["tags"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+            .unwrap_or_default(),
+    )
+}
+
+/// Every repository in `/v2/_catalog`.
+pub async fn catalog_of(c: &reqwest::Client, b: &Berth) -> Vec<String> {
+    let r = c.get(b.url("/v2/_catalog")).send().await.expect("catalog");
+    assert_eq!(r.status(), 200, "catalog");
+    let v: serde_json::Value = r.json().await.expect("catalog JSON");
+    v["repositories"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+/// What both stores hold, as far as the API and the filesystem show it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StoreSnapshot {
+    /// Each repository in the catalog, with each tag and the digest it resolves to.
+    pub repositories: Vec<(String, Vec<(String, String)>)>,
+    pub blob_files: Vec<PathBuf>,
+    pub upload_files: Vec<PathBuf>,
+}
+
+pub async fn store_snapshot(c: &reqwest::Client, b: &Berth) -> StoreSnapshot {
+    let mut repositories = Vec::new();
+    for repo in catalog_of(c, b).await {
+        let mut tags = Vec::new();
+        for tag in tags_of(c, b, &repo).await.unwrap_or_default() {
+            let r = c
+                .head(b.url(&format!("/v2/{repo}/manifests/{tag}")))
+                .send()
+                .await
+                .expect("head manifest");
+            tags.push((tag, header_str(&r, "docker-content-digest")));
+        }
+        repositories.push((repo, tags));
+    }
+    StoreSnapshot {
+        repositories,
+        blob_files: b.blob_files(),
+        upload_files: b.upload_files(),
+    }
+}

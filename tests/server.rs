@@ -1,0 +1,177 @@
+//! The process: HTTPS, graceful shutdown, request logs, `berth migrate`, configuration.
+
+mod common;
+use common::*;
+
+use std::process::Command;
+use std::time::Duration;
+
+#[tokio::test]
+async fn serves_https_when_a_certificate_is_configured() {
+    let tls = TestCert::generate();
+    let b = Berth::start_with(Options {
+        tls: Some((tls.cert.clone(), tls.key.clone())),
+        ..Default::default()
+    });
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).unwrap()).unwrap();
+    let c = reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
+    let r = c.get(b.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Plain HTTP to the TLS port does not get a registry answer.
+    let plain = client().get(format!("http://{}/v2/", b.host())).send().await;
+    assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_then_exits() {
+    let mut b = Berth::start();
+    let c = client();
+    let r = c.post(b.url("/v2/slow/up/blobs/uploads/")).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+
+    // A PATCH whose body arrives slowly: half now, half after the SIGTERM.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let url = b.url(&location);
+    let patch = tokio::spawn(async move { client().patch(url).body(body).send().await });
+    tx.send(Ok(vec![1u8; 1000])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = b.pid();
+    Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.send(Ok(vec![2u8; 1000])).await.unwrap();
+    drop(tx);
+
+    let r = patch.await.unwrap().expect("in-flight PATCH is answered");
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["range"], "0-1999");
+    let status = b.terminate();
+    assert!(status.success(), "berth exits cleanly after SIGTERM: {status:?}");
+    assert!(b.log_text().contains("shutting down"));
+}
+
+/// Adapts a channel receiver into a stream for `reqwest::Body::wrap_stream`.
+fn tokio_stream_from(
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+}
+
+#[tokio::test]
+async fn logs_one_line_per_request_with_method_path_status_bytes_latency() {
+    let b = Berth::start();
+    let r = client().get(b.url("/v2/nope/manifests/latest")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = b.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("/v2/nope/manifests/latest"))
+        .unwrap_or_else(|| panic!("no request line in log:\n{log}"));
+    for field in ["method=GET", "status=404", "bytes=", "latency_us="] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+    assert_eq!(log.lines().filter(|l| l.contains("/v2/nope/manifests/latest")).count(), 1);
+    assert!(log.contains("listening"), "start-up line says where it listens");
+    assert!(log.contains("storage="), "start-up line says where data goes");
+}
+
+fn berth() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    c.env_remove("BERTH_CONFIG");
+    c
+}
+
+#[tokio::test]
+async fn migrate_command_prepares_a_sqlite_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sub/meta.db");
+    let out = berth()
+        .arg("migrate")
+        .env("BERTH_DATABASE__URL", format!("sqlite://{}", db.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(db.exists());
+    // Twice is fine.
+    let again = berth()
+        .arg("migrate")
+        .env("BERTH_DATABASE__URL", format!("sqlite://{}", db.display()))
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    let tables: Vec<(String,)> = sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let names: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
+    for t in ["blobs", "manifests", "repositories", "tags", "uploads"] {
+        assert!(names.contains(&t), "{t} missing from {names:?}");
+    }
+}
+
+#[tokio::test]
+async fn migrate_command_prepares_a_postgres_database() {
+    let url = fresh_postgres_db().await;
+    let out = berth().arg("migrate").env("BERTH_DATABASE__URL", &url).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name IN ('repositories','manifests','tags','uploads','blobs')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(n, 5);
+}
+
+#[tokio::test]
+async fn config_file_is_read_and_environment_overrides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("berth.toml");
+    std::fs::write(&file, "[limits]\nmax_manifest_bytes = 100\n[log]\nformat = \"json\"\n").unwrap();
+    let b = Berth::start_with(Options {
+        env: vec![("BERTH_CONFIG".into(), file.display().to_string())],
+        ..Default::default()
+    });
+    let big = vec![b' '; 200];
+    let r = client()
+        .put(b.url("/v2/cfg/test/manifests/v1"))
+        .header("content-type", OCI_MANIFEST)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "the file's 100-byte limit applies");
+    assert!(b.log_text().lines().any(|l| l.starts_with('{')), "log.format = json from the file");
+    drop(b);
+
+    let b = Berth::start_with(Options {
+        env: vec![
+            ("BERTH_CONFIG".into(), file.display().to_string()),
+            ("BERTH_LIMITS__MAX_MANIFEST_BYTES".into(), "100000".into()),
+        ],
+        ..Default::default()
+    });
+    let r = client()
+        .put(b.url("/v2/cfg/test/manifests/v1"))
+        .header("content-type", OCI_MANIFEST)
+        .body(vec![b' '; 200])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "the environment's larger limit wins; the body is then just invalid");
+}
+
+#[test]
+fn a_bad_config_is_refused_with_a_clear_message() {
+    let out = berth().arg("serve").env("BERTH_STORAGE__BACKEND", "floppy").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("storage.backend"), "{err}");
+}
