@@ -17,8 +17,8 @@
 #   BERTH_TEST_TMPDIR         per-run scratch dir, removed on exit
 #   BERTH_TEST_PYTHON         python3 interpreter that has the `oras` package
 #   STORAGE_DRIVER=vfs, CONTAINERS_STORAGE_CONF, CONTAINERS_CONF,
-#   CONTAINERS_REGISTRIES_CONF, REGISTRY_AUTH_FILE   (podman/buildah/skopeo state kept
-#                                                     inside BERTH_TEST_TMPDIR)
+#   CONTAINERS_REGISTRIES_CONF   (podman/buildah/skopeo state kept inside BERTH_TEST_TMPDIR;
+#   REGISTRY_AUTH_FILE is deliberately not set: it breaks docker-registry)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -96,18 +96,20 @@ install_apt() {
     "${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
     added_policy=1
   fi
-  local rc=0
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null || rc=$?
+  local rc=0 apt_log
+  apt_log=$(mktemp /tmp/berth-apt.XXXXXX.log)
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >"$apt_log" 2>&1 || rc=$?
   if [[ $rc -eq 0 ]]; then
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       -o Dpkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-      "${missing[@]}" </dev/null >"${BERTH_APT_LOG:-/tmp/berth-apt-install.log}" 2>&1 || rc=$?
+      "${missing[@]}" </dev/null >>"$apt_log" 2>&1 || rc=$?
   fi
   [[ $added_policy -eq 1 ]] && "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
   if [[ $rc -ne 0 ]]; then
-    tail -n 30 "${BERTH_APT_LOG:-/tmp/berth-apt-install.log}" 2>/dev/null || true
-    die "apt-get failed (rc=$rc)"
+    tail -n 40 "$apt_log" || true
+    die "apt-get failed (rc=$rc); full log: $apt_log"
   fi
+  rm -f "$apt_log"
   log "apt: done"
 }
 
@@ -275,7 +277,10 @@ EOF
   export CONTAINERS_STORAGE_CONF=$c/storage.conf
   export CONTAINERS_CONF=$c/containers.conf
   export CONTAINERS_REGISTRIES_CONF=$c/registries.conf
-  export REGISTRY_AUTH_FILE=$c/auth.json
+  # Not exported: REGISTRY_AUTH_FILE. Debian's docker-registry (distribution)
+  # reads every REGISTRY_* variable as a config override and refuses to start
+  # with REGISTRY_AUTH_FILE set. Tests pass --creds, or --authfile / a
+  # per-command REGISTRY_AUTH_FILE under their own temp dir.
   export BERTH_TEST_PYTHON=$PYTHON
   export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 }
@@ -284,7 +289,7 @@ print_env() {
   log "test environment:"
   local v
   for v in BERTH_TEST_POSTGRES_URL BERTH_TEST_POSTGRES_ADMIN_URL BERTH_TEST_TMPDIR BERTH_TEST_PYTHON \
-    STORAGE_DRIVER CONTAINERS_STORAGE_CONF CONTAINERS_CONF CONTAINERS_REGISTRIES_CONF REGISTRY_AUTH_FILE; do
+    STORAGE_DRIVER CONTAINERS_STORAGE_CONF CONTAINERS_CONF CONTAINERS_REGISTRIES_CONF; do
     printf '  export %s=%q\n' "$v" "${!v}"
   done
   printf '  tools: %s\n' \

@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 
+use futures::StreamExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -174,4 +175,61 @@ fn a_bad_config_is_refused_with_a_clear_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("storage.backend"), "{err}");
+}
+
+/// Peak resident memory of a process, from /proc (Linux), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc status")
+}
+
+#[tokio::test]
+async fn a_large_blob_streams_through_without_raising_memory() {
+    const SIZE: u64 = 512 * 1024 * 1024;
+    const CHUNK: usize = 1024 * 1024;
+    let b = Berth::start();
+    let baseline = peak_rss_kib(b.pid());
+
+    // Generate the body on the fly, hashing as we go, so the test holds no copy either.
+    let hasher = std::sync::Arc::new(std::sync::Mutex::new(<sha2::Sha256 as sha2::Digest>::new()));
+    let h = hasher.clone();
+    let body = futures::stream::iter(0..SIZE / CHUNK as u64).map(move |i| {
+        let chunk = vec![(i % 251) as u8; CHUNK];
+        sha2::Digest::update(&mut *h.lock().unwrap(), &chunk);
+        Ok::<_, std::io::Error>(chunk)
+    });
+    let c = client();
+    let r = c.post(b.url("/v2/big/blob/blobs/uploads/")).send().await.unwrap();
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let r = c
+        .patch(b.url(&location))
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["range"].to_str().unwrap(), format!("0-{}", SIZE - 1));
+    let digest = format!("sha256:{}", hex::encode(sha2::Digest::finalize(hasher.lock().unwrap().clone())));
+    let r = c.put(format!("{}?digest={digest}", b.url(&location))).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    assert_eq!(std::fs::metadata(b.blob_path(&digest)).unwrap().len(), SIZE);
+
+    // And back out, counting bytes without keeping them.
+    let mut r = c.get(b.url(&format!("/v2/big/blob/blobs/{digest}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut got = 0u64;
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        got += chunk.len() as u64;
+    }
+    assert_eq!(got, SIZE);
+
+    let peak = peak_rss_kib(b.pid());
+    assert!(
+        peak < baseline + 64 * 1024,
+        "peak RSS grew from {baseline} KiB to {peak} KiB moving a {SIZE}-byte blob"
+    );
 }
