@@ -96,14 +96,21 @@ install_apt() {
     "${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
     added_policy=1
   fi
-  local rc=0 apt_log
+  local rc=1 apt_log attempt
   apt_log=$(mktemp /tmp/berth-apt.XXXXXX.log)
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >"$apt_log" 2>&1 || rc=$?
-  if [[ $rc -eq 0 ]]; then
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      -o Dpkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-      "${missing[@]}" </dev/null >>"$apt_log" 2>&1 || rc=$?
-  fi
+  # Up to 3 tries: a package mirror can fail transiently.
+  for attempt in 1 2 3; do
+    rc=0
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >>"$apt_log" 2>&1 || rc=$?
+    if [[ $rc -eq 0 ]]; then
+      "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o Dpkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        "${missing[@]}" </dev/null >>"$apt_log" 2>&1 || rc=$?
+    fi
+    [[ $rc -eq 0 ]] && break
+    log "apt: attempt $attempt failed (rc=$rc)"
+    sleep $((attempt * 5))
+  done
   [[ $added_policy -eq 1 ]] && "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
   if [[ $rc -ne 0 ]]; then
     tail -n 40 "$apt_log" || true

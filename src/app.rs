@@ -36,7 +36,9 @@ pub struct AppState {
 impl AppState {
     /// Opens the stores the configuration names, migrating the database.
     pub async fn from_config(config: &Config) -> anyhow::Result<AppState> {
-        let meta = SqlMetadataStore::connect(&config.database_url(), config.database.max_connections).await?;
+        let meta =
+            SqlMetadataStore::connect(&config.database_url(), config.database.max_connections)
+                .await?;
         meta.migrate().await?;
         let blobs = FsBlobStore::open(config.storage_root()).await?;
         Ok(AppState {

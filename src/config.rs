@@ -130,22 +130,30 @@ impl Default for ServerConfig {
 
 impl Config {
     /// Loads the file (if any) and applies `BERTH_*` variables from `env`.
-    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
                 text.parse::<toml::Table>()
                     .with_context(|| format!("parsing config file {}", path.display()))?
             }
             None => toml::Table::new(),
         };
         for (key, value) in env {
-            let Some(path) = key.strip_prefix("BERTH_") else { continue };
-            if path == "CONFIG" || path.is_empty() {
+            let Some(path) = key.strip_prefix("BERTH_") else {
+                continue;
+            };
+            // BERTH_CONFIG names the file; BERTH_TEST_* belongs to the test harness.
+            if path == "CONFIG" || path.is_empty() || path.starts_with("TEST_") {
                 continue;
             }
             let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
-            set_path(&mut table, &parts, parse_scalar(&value)).with_context(|| format!("environment variable {key}"))?;
+            set_path(&mut table, &parts, parse_scalar(&value))
+                .with_context(|| format!("environment variable {key}"))?;
         }
         let config: Config = toml::Value::Table(table)
             .try_into()
@@ -156,7 +164,10 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         if self.storage.backend != "fs" {
-            bail!("storage.backend = {:?} is not supported; use \"fs\"", self.storage.backend);
+            bail!(
+                "storage.backend = {:?} is not supported; use \"fs\"",
+                self.storage.backend
+            );
         }
         if self.tls.cert.as_os_str().is_empty() != self.tls.key.as_os_str().is_empty() {
             bail!("tls.cert and tls.key must be set together");
@@ -248,8 +259,14 @@ mod tests {
     fn environment_overrides() {
         let env = vec![
             ("BERTH_LISTEN".to_string(), "127.0.0.1:6000".to_string()),
-            ("BERTH_DATABASE__URL".to_string(), "postgres://x@y/z".to_string()),
-            ("BERTH_LIMITS__MAX_MANIFEST_BYTES".to_string(), "1024".to_string()),
+            (
+                "BERTH_DATABASE__URL".to_string(),
+                "postgres://x@y/z".to_string(),
+            ),
+            (
+                "BERTH_LIMITS__MAX_MANIFEST_BYTES".to_string(),
+                "1024".to_string(),
+            ),
             ("OTHER".to_string(), "ignored".to_string()),
         ];
         let c = Config::load(None, env).unwrap();

@@ -44,13 +44,17 @@ fn main() -> anyhow::Result<()> {
         }
     }
     init_logging(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Serve { .. } => berth::server::serve(config).await,
             Command::Migrate => {
                 let url = config.database_url();
-                let store = SqlMetadataStore::connect(&url, 1).await.context("connecting to the database")?;
+                let store = SqlMetadataStore::connect(&url, 1)
+                    .await
+                    .context("connecting to the database")?;
                 store.migrate().await?;
                 store.close().await;
                 tracing::info!(database = %berth::server::redact(&url), "migrations applied");

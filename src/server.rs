@@ -13,13 +13,18 @@ use crate::config::Config;
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::from_config(&config).await?;
     let app = router(state);
-    let listener = std::net::TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("binding {}", config.listen))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let handle = Handle::new();
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     tokio::spawn(shutdown_on_signal(handle.clone(), grace));
-    let scheme = if config.tls_enabled() { "https" } else { "http" };
+    let scheme = if config.tls_enabled() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(
         %addr,
         scheme,
@@ -32,10 +37,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let tls = RustlsConfig::from_pem_file(&config.tls.cert, &config.tls.key)
             .await
-            .with_context(|| format!("loading TLS certificate {} and key {}", config.tls.cert.display(), config.tls.key.display()))?;
-        axum_server::from_tcp_rustls(listener, tls).handle(handle).serve(service).await?;
+            .with_context(|| {
+                format!(
+                    "loading TLS certificate {} and key {}",
+                    config.tls.cert.display(),
+                    config.tls.key.display()
+                )
+            })?;
+        axum_server::from_tcp_rustls(listener, tls)
+            .handle(handle)
+            .serve(service)
+            .await?;
     } else {
-        axum_server::from_tcp(listener).handle(handle).serve(service).await?;
+        axum_server::from_tcp(listener)
+            .handle(handle)
+            .serve(service)
+            .await?;
     }
     tracing::info!("stopped");
     Ok(())
@@ -58,7 +75,10 @@ async fn shutdown_on_signal(handle: Handle, grace: Duration) {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!(grace_seconds = grace.as_secs(), "shutting down: finishing in-flight requests");
+    tracing::info!(
+        grace_seconds = grace.as_secs(),
+        "shutting down: finishing in-flight requests"
+    );
     handle.graceful_shutdown(Some(grace));
 }
 

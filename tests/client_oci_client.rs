@@ -31,24 +31,45 @@ async fn push_then_pull(monolithic: bool) {
     let config = Config::oci_v1(br#"{"architecture":"amd64","os":"linux"}"#.to_vec(), None);
     let pushed_layers = layers();
     let pushed = client
-        .push(&reference, &pushed_layers, config.clone(), &RegistryAuth::Anonymous, None)
+        .push(
+            &reference,
+            &pushed_layers,
+            config.clone(),
+            &RegistryAuth::Anonymous,
+            None,
+        )
         .await
         .expect("oci-client push");
-    assert!(pushed.manifest_url.contains("/v2/team/app/manifests/"), "{}", pushed.manifest_url);
+    assert!(
+        pushed.manifest_url.contains("/v2/team/app/manifests/"),
+        "{}",
+        pushed.manifest_url
+    );
 
     // A fresh client, so nothing is cached on the client side.
     let pulled = oci(ClientProtocol::Http, false)
         .pull(
             &reference,
             &RegistryAuth::Anonymous,
-            vec![oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE, oci_client::manifest::IMAGE_LAYER_GZIP_MEDIA_TYPE],
+            vec![
+                oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE,
+                oci_client::manifest::IMAGE_LAYER_GZIP_MEDIA_TYPE,
+            ],
         )
         .await
         .expect("oci-client pull");
     assert_eq!(pulled.layers.len(), pushed_layers.len());
-    for (a, b) in pulled.layers.iter().zip(&pushed_layers) {
-        assert_eq!(a.media_type, b.media_type);
-        assert_eq!(a.data, b.data, "layer bytes differ after the round trip");
+    // oci-client fetches layers concurrently, so match them by media type, not by order.
+    for want in &pushed_layers {
+        let got = pulled
+            .layers
+            .iter()
+            .find(|l| l.media_type == want.media_type)
+            .unwrap_or_else(|| panic!("no pulled layer of type {}", want.media_type));
+        assert_eq!(
+            got.data, want.data,
+            "layer bytes differ after the round trip"
+        );
     }
     assert_eq!(pulled.config.data, config.data);
 
@@ -58,8 +79,15 @@ async fn push_then_pull(monolithic: bool) {
         .await
         .expect("pull manifest");
     assert_eq!(Some(digest.clone()), pulled.digest);
-    let r = common::client().head(b.url("/v2/team/app/manifests/1.0.0")).send().await.unwrap();
-    assert_eq!(r.headers()["docker-content-digest"].to_str().unwrap(), digest);
+    let r = common::client()
+        .head(b.url("/v2/team/app/manifests/1.0.0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["docker-content-digest"].to_str().unwrap(),
+        digest
+    );
 
     let tags = oci(ClientProtocol::Http, false)
         .list_tags(&reference, &RegistryAuth::Anonymous, None, None)
@@ -106,7 +134,11 @@ async fn oci_client_over_https_with_configured_certificate() {
         .await
         .expect("push over https");
     let pulled = client
-        .pull(&reference, &RegistryAuth::Anonymous, vec![oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE])
+        .pull(
+            &reference,
+            &RegistryAuth::Anonymous,
+            vec![oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE],
+        )
         .await
         .expect("pull over https");
     assert_eq!(pulled.layers[0].data, b"tls layer");

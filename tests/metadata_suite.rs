@@ -54,7 +54,9 @@ async fn open_postgres() -> Backend {
 async fn open_postgres_icu() -> Backend {
     use sqlx::Connection;
     let admin = common::postgres_admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to test PostgreSQL");
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to test PostgreSQL");
     let name = format!("berth_icu_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!(
         "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
@@ -155,7 +157,10 @@ async fn put(m: &Store, nm: &NewManifest) {
 }
 
 async fn manifest_digest(m: &Store, r: &RepoName, reference: &Reference) -> Option<Digest> {
-    m.get_manifest(r, reference).await.expect("get_manifest").map(|rec| rec.digest)
+    m.get_manifest(r, reference)
+        .await
+        .expect("get_manifest")
+        .map(|rec| rec.digest)
 }
 
 async fn all_tags(m: &Store, r: &RepoName) -> Vec<String> {
@@ -185,12 +190,23 @@ async fn migrations_are_idempotent(b: &Backend) {
     let m = b.store();
     let r = repo("survives/migrate");
     m.link_blob(&r, &digest_of("b"), 3).await.unwrap();
-    b.sql.migrate().await.expect("migrating an up-to-date database again is a no-op");
+    b.sql
+        .migrate()
+        .await
+        .expect("migrating an up-to-date database again is a no-op");
     b.sql.migrate().await.expect("and a third time");
     // Another process starting on the same database migrates too.
-    let other = SqlMetadataStore::connect(&b.url, 2).await.expect("second connection");
-    other.migrate().await.expect("a second process migrates the same database");
-    assert_eq!(other.linked_blob(&r, &digest_of("b")).await.unwrap(), Some(3));
+    let other = SqlMetadataStore::connect(&b.url, 2)
+        .await
+        .expect("second connection");
+    other
+        .migrate()
+        .await
+        .expect("a second process migrates the same database");
+    assert_eq!(
+        other.linked_blob(&r, &digest_of("b")).await.unwrap(),
+        Some(3)
+    );
     other.close().await;
     assert_eq!(m.linked_blob(&r, &digest_of("b")).await.unwrap(), Some(3));
 }
@@ -208,12 +224,18 @@ async fn repositories_are_created_by_link_blob_and_put_manifest(m: &Store) {
     assert!(m.repository_exists(&a).await.unwrap());
     assert!(m.repository_exists(&b).await.unwrap());
     assert!(!m.repository_exists(&c).await.unwrap());
-    assert_eq!(m.list_repositories(None, 100).await.unwrap(), ["p/linked", "p/manifested"]);
+    assert_eq!(
+        m.list_repositories(None, 100).await.unwrap(),
+        ["p/linked", "p/manifested"]
+    );
 
     // Linking again or into an existing repository does not duplicate it.
     m.link_blob(&a, &digest_of("blob"), 10).await.unwrap();
     m.link_blob(&b, &digest_of("blob"), 10).await.unwrap();
-    assert_eq!(m.list_repositories(None, 100).await.unwrap(), ["p/linked", "p/manifested"]);
+    assert_eq!(
+        m.list_repositories(None, 100).await.unwrap(),
+        ["p/linked", "p/manifested"]
+    );
 }
 
 async fn repositories_list_in_byte_order_with_pagination(m: &Store) {
@@ -221,11 +243,16 @@ async fn repositories_list_in_byte_order_with_pagination(m: &Store) {
     // ignores the punctuation and would interleave these.
     let names = ["b", "a_b", "a0", "a/b", "ab", "a.b", "a-b", "a/b/c"];
     for (i, n) in names.iter().enumerate() {
-        m.link_blob(&repo(n), &digest_of(n), i as u64).await.unwrap();
+        m.link_blob(&repo(n), &digest_of(n), i as u64)
+            .await
+            .unwrap();
     }
     let mut expected: Vec<&str> = names.to_vec();
     expected.sort_by(|x, y| x.as_bytes().cmp(y.as_bytes()));
-    assert_eq!(expected, ["a-b", "a.b", "a/b", "a/b/c", "a0", "a_b", "ab", "b"]);
+    assert_eq!(
+        expected,
+        ["a-b", "a.b", "a/b", "a/b/c", "a0", "a_b", "ab", "b"]
+    );
 
     assert_eq!(m.list_repositories(None, 100).await.unwrap(), expected);
 
@@ -243,12 +270,28 @@ async fn repositories_list_in_byte_order_with_pagination(m: &Store) {
     }
     assert_eq!(paged, expected);
 
-    assert_eq!(m.list_repositories(Some("a/b"), 2).await.unwrap(), ["a/b/c", "a0"]);
+    assert_eq!(
+        m.list_repositories(Some("a/b"), 2).await.unwrap(),
+        ["a/b/c", "a0"]
+    );
     // `last` need not be a repository that exists.
-    assert_eq!(m.list_repositories(Some("a1"), 100).await.unwrap(), ["a_b", "ab", "b"]);
+    assert_eq!(
+        m.list_repositories(Some("a1"), 100).await.unwrap(),
+        ["a_b", "ab", "b"]
+    );
     assert_eq!(m.list_repositories(Some("Z"), 1).await.unwrap(), ["a-b"]);
-    assert!(m.list_repositories(Some("b"), 100).await.unwrap().is_empty());
-    assert!(m.list_repositories(Some("zzz"), 100).await.unwrap().is_empty());
+    assert!(
+        m.list_repositories(Some("b"), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        m.list_repositories(Some("zzz"), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(m.list_repositories(None, 0).await.unwrap().is_empty());
 }
 
@@ -259,7 +302,11 @@ async fn blob_links_are_per_repository(m: &Store) {
     assert_eq!(m.linked_blob(&a, &x).await.unwrap(), None);
     m.link_blob(&a, &x, 1234).await.unwrap();
     assert_eq!(m.linked_blob(&a, &x).await.unwrap(), Some(1234));
-    assert_eq!(m.linked_blob(&b, &x).await.unwrap(), None, "linked in A is not linked in B");
+    assert_eq!(
+        m.linked_blob(&b, &x).await.unwrap(),
+        None,
+        "linked in A is not linked in B"
+    );
     assert_eq!(m.linked_blob(&a, &y).await.unwrap(), None);
 
     // Linking twice is harmless; the same blob may be linked into B as well.
@@ -275,7 +322,10 @@ async fn blob_links_are_per_repository(m: &Store) {
     assert!(m.unlink_blob(&a, &x).await.unwrap());
     assert_eq!(m.linked_blob(&a, &x).await.unwrap(), None);
     assert_eq!(m.linked_blob(&b, &x).await.unwrap(), Some(1234));
-    assert!(!m.unlink_blob(&a, &x).await.unwrap(), "a second unlink finds nothing");
+    assert!(
+        !m.unlink_blob(&a, &x).await.unwrap(),
+        "a second unlink finds nothing"
+    );
     assert!(!m.unlink_blob(&repo("proj/none"), &x).await.unwrap());
 
     // And it can be linked again.
@@ -286,8 +336,12 @@ async fn blob_links_are_per_repository(m: &Store) {
 async fn put_manifest_refuses_missing_references_and_stores_nothing(m: &Store) {
     let r = repo("refs/image");
     let other = repo("refs/other");
-    let (present, missing_blob, only_in_other, unlinked) =
-        (digest_of("present"), digest_of("missing"), digest_of("other"), digest_of("unlinked"));
+    let (present, missing_blob, only_in_other, unlinked) = (
+        digest_of("present"),
+        digest_of("missing"),
+        digest_of("other"),
+        digest_of("unlinked"),
+    );
     m.link_blob(&other, &present, 1).await.unwrap();
     m.link_blob(&other, &only_in_other, 1).await.unwrap();
     m.link_blob(&other, &unlinked, 1).await.unwrap();
@@ -298,12 +352,23 @@ async fn put_manifest_refuses_missing_references_and_stores_nothing(m: &Store) {
     match m.put_manifest(&nm).await {
         Err(MetaError::MissingReferences(d)) => {
             let got: BTreeSet<Digest> = d.into_iter().collect();
-            assert_eq!(got, BTreeSet::from([missing_blob.clone(), only_in_other.clone()]));
+            assert_eq!(
+                got,
+                BTreeSet::from([missing_blob.clone(), only_in_other.clone()])
+            );
         }
         other => panic!("expected MissingReferences, got {other:?}"),
     }
-    assert!(!m.repository_exists(&r).await.unwrap(), "a refused manifest creates no repository");
-    assert!(m.get_manifest(&r, &by_digest(&nm.digest)).await.unwrap().is_none());
+    assert!(
+        !m.repository_exists(&r).await.unwrap(),
+        "a refused manifest creates no repository"
+    );
+    assert!(
+        m.get_manifest(&r, &by_digest(&nm.digest))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(m.get_manifest(&r, &tag("v1")).await.unwrap().is_none());
     assert!(all_tags(m, &r).await.is_empty());
 
@@ -318,36 +383,69 @@ async fn put_manifest_refuses_missing_references_and_stores_nothing(m: &Store) {
     let child_nowhere = digest_of("child-nowhere");
 
     let mut nm = tagged(manifest(&r, b"index"), &["latest"]);
-    nm.blobs = vec![present.clone(), missing_blob.clone(), unlinked.clone(), present.clone()];
-    nm.manifests = vec![child_here.digest.clone(), child_elsewhere.digest.clone(), child_nowhere.clone()];
+    nm.blobs = vec![
+        present.clone(),
+        missing_blob.clone(),
+        unlinked.clone(),
+        present.clone(),
+    ];
+    nm.manifests = vec![
+        child_here.digest.clone(),
+        child_elsewhere.digest.clone(),
+        child_nowhere.clone(),
+    ];
     nm.subject = Some(child_here.digest.clone());
     match m.put_manifest(&nm).await {
         Err(MetaError::MissingReferences(d)) => {
             assert_eq!(d.len(), 4, "each missing reference listed once: {d:?}");
             let got: BTreeSet<Digest> = d.into_iter().collect();
-            let want = BTreeSet::from([missing_blob.clone(), unlinked.clone(), child_elsewhere.digest.clone(), child_nowhere]);
+            let want = BTreeSet::from([
+                missing_blob.clone(),
+                unlinked.clone(),
+                child_elsewhere.digest.clone(),
+                child_nowhere,
+            ]);
             assert_eq!(got, want);
         }
         other => panic!("expected MissingReferences, got {other:?}"),
     }
-    assert!(m.get_manifest(&r, &by_digest(&nm.digest)).await.unwrap().is_none());
+    assert!(
+        m.get_manifest(&r, &by_digest(&nm.digest))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(m.get_manifest(&r, &tag("latest")).await.unwrap().is_none());
     assert!(all_tags(m, &r).await.is_empty());
-    assert!(m.referrers(&r, &child_here.digest, None).await.unwrap().is_empty());
+    assert!(
+        m.referrers(&r, &child_here.digest, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // A refused put that would have moved an existing tag leaves it where it was.
     put(m, &tagged(manifest(&r, b"good"), &["stable"])).await;
     let mut bad = tagged(manifest(&r, b"bad"), &["stable"]);
     bad.blobs = vec![missing_blob.clone()];
-    assert!(matches!(m.put_manifest(&bad).await, Err(MetaError::MissingReferences(_))));
-    assert_eq!(manifest_digest(m, &r, &tag("stable")).await, Some(Digest::sha256(b"good")));
+    assert!(matches!(
+        m.put_manifest(&bad).await,
+        Err(MetaError::MissingReferences(_))
+    ));
+    assert_eq!(
+        manifest_digest(m, &r, &tag("stable")).await,
+        Some(Digest::sha256(b"good"))
+    );
 
     // With everything present it is accepted.
     let mut ok = tagged(manifest(&r, b"complete"), &["latest"]);
     ok.blobs = vec![present.clone()];
     ok.manifests = vec![child_here.digest.clone()];
     put(m, &ok).await;
-    assert_eq!(manifest_digest(m, &r, &tag("latest")).await, Some(ok.digest.clone()));
+    assert_eq!(
+        manifest_digest(m, &r, &tag("latest")).await,
+        Some(ok.digest.clone())
+    );
 }
 
 async fn put_manifest_stores_content_byte_exact_with_media_type(m: &Store) {
@@ -360,23 +458,43 @@ async fn put_manifest_stores_content_byte_exact_with_media_type(m: &Store) {
     nm.media_type = "application/vnd.docker.distribution.manifest.list.v2+json".into();
     put(m, &nm).await;
 
-    let rec = m.get_manifest(&r, &by_digest(&nm.digest)).await.unwrap().expect("stored");
+    let rec = m
+        .get_manifest(&r, &by_digest(&nm.digest))
+        .await
+        .unwrap()
+        .expect("stored");
     assert_eq!(rec.digest, nm.digest);
     assert_eq!(rec.media_type, nm.media_type);
     assert_eq!(rec.content.len(), content.len());
-    assert!(rec.content[..] == content[..], "content comes back byte-exact");
+    assert!(
+        rec.content[..] == content[..],
+        "content comes back byte-exact"
+    );
 
     let empty = manifest(&r, b"");
     put(m, &empty).await;
-    let rec = m.get_manifest(&r, &by_digest(&empty.digest)).await.unwrap().expect("stored");
+    let rec = m
+        .get_manifest(&r, &by_digest(&empty.digest))
+        .await
+        .unwrap()
+        .expect("stored");
     assert!(rec.content.is_empty());
 
     // A manifest is per repository.
-    assert!(m.get_manifest(&repo("exact/other"), &by_digest(&nm.digest)).await.unwrap().is_none());
+    assert!(
+        m.get_manifest(&repo("exact/other"), &by_digest(&nm.digest))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Putting the same manifest again is fine and changes nothing.
     put(m, &nm).await;
-    let rec = m.get_manifest(&r, &by_digest(&nm.digest)).await.unwrap().expect("stored");
+    let rec = m
+        .get_manifest(&r, &by_digest(&nm.digest))
+        .await
+        .unwrap()
+        .expect("stored");
     assert!(rec.content[..] == content[..]);
 }
 
@@ -387,32 +505,66 @@ async fn tags_point_at_manifests_and_retagging_moves_them(m: &Store) {
     put(m, &one).await;
     put(m, &two).await;
 
-    let rec = m.get_manifest(&r, &tag("latest")).await.unwrap().expect("by tag");
+    let rec = m
+        .get_manifest(&r, &tag("latest"))
+        .await
+        .unwrap()
+        .expect("by tag");
     assert_eq!(rec.digest, one.digest);
     assert_eq!(&rec.content[..], b"one");
     assert_eq!(rec.media_type, one.media_type);
-    assert_eq!(manifest_digest(m, &r, &tag("v1")).await, Some(one.digest.clone()));
-    assert_eq!(manifest_digest(m, &r, &tag("v2")).await, Some(two.digest.clone()));
-    assert_eq!(manifest_digest(m, &r, &by_digest(&two.digest)).await, Some(two.digest.clone()));
+    assert_eq!(
+        manifest_digest(m, &r, &tag("v1")).await,
+        Some(one.digest.clone())
+    );
+    assert_eq!(
+        manifest_digest(m, &r, &tag("v2")).await,
+        Some(two.digest.clone())
+    );
+    assert_eq!(
+        manifest_digest(m, &r, &by_digest(&two.digest)).await,
+        Some(two.digest.clone())
+    );
     assert_eq!(manifest_digest(m, &r, &tag("v3")).await, None);
-    assert_eq!(manifest_digest(m, &r, &by_digest(&digest_of("nothing"))).await, None);
-    assert_eq!(manifest_digest(m, &repo("tags/other"), &tag("latest")).await, None);
+    assert_eq!(
+        manifest_digest(m, &r, &by_digest(&digest_of("nothing"))).await,
+        None
+    );
+    assert_eq!(
+        manifest_digest(m, &repo("tags/other"), &tag("latest")).await,
+        None
+    );
 
     // Re-tagging: putting `two` again with `latest` moves `latest` and leaves `v1`.
     put(m, &tagged(manifest(&r, b"two"), &["latest"])).await;
-    assert_eq!(manifest_digest(m, &r, &tag("latest")).await, Some(two.digest.clone()));
-    assert_eq!(manifest_digest(m, &r, &tag("v1")).await, Some(one.digest.clone()));
+    assert_eq!(
+        manifest_digest(m, &r, &tag("latest")).await,
+        Some(two.digest.clone())
+    );
+    assert_eq!(
+        manifest_digest(m, &r, &tag("v1")).await,
+        Some(one.digest.clone())
+    );
     assert_eq!(all_tags(m, &r).await, ["latest", "v1", "v2"]);
 
     // And back.
     put(m, &tagged(manifest(&r, b"one"), &["latest"])).await;
-    assert_eq!(manifest_digest(m, &r, &tag("latest")).await, Some(one.digest.clone()));
+    assert_eq!(
+        manifest_digest(m, &r, &tag("latest")).await,
+        Some(one.digest.clone())
+    );
 
     // The same tag name in another repository is independent.
     let r2 = repo("tags/move2");
     put(m, &tagged(manifest(&r2, b"elsewhere"), &["latest"])).await;
-    assert_eq!(manifest_digest(m, &r, &tag("latest")).await, Some(one.digest.clone()));
-    assert_eq!(manifest_digest(m, &r2, &tag("latest")).await, Some(Digest::sha256(b"elsewhere")));
+    assert_eq!(
+        manifest_digest(m, &r, &tag("latest")).await,
+        Some(one.digest.clone())
+    );
+    assert_eq!(
+        manifest_digest(m, &r2, &tag("latest")).await,
+        Some(Digest::sha256(b"elsewhere"))
+    );
 }
 
 async fn delete_manifest_removes_its_tags(m: &Store) {
@@ -425,20 +577,37 @@ async fn delete_manifest_removes_its_tags(m: &Store) {
     put(m, &tagged(manifest(&r2, b"one"), &["a"])).await;
 
     assert!(m.delete_manifest(&r, &one.digest).await.unwrap());
-    assert!(m.get_manifest(&r, &by_digest(&one.digest)).await.unwrap().is_none());
+    assert!(
+        m.get_manifest(&r, &by_digest(&one.digest))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(m.get_manifest(&r, &tag("a")).await.unwrap().is_none());
     assert!(m.get_manifest(&r, &tag("b")).await.unwrap().is_none());
     assert_eq!(all_tags(m, &r).await, ["c"]);
-    assert_eq!(manifest_digest(m, &r, &tag("c")).await, Some(two.digest.clone()));
+    assert_eq!(
+        manifest_digest(m, &r, &tag("c")).await,
+        Some(two.digest.clone())
+    );
     // The same manifest in another repository is untouched.
-    assert_eq!(manifest_digest(m, &r2, &tag("a")).await, Some(one.digest.clone()));
+    assert_eq!(
+        manifest_digest(m, &r2, &tag("a")).await,
+        Some(one.digest.clone())
+    );
 
-    assert!(!m.delete_manifest(&r, &one.digest).await.unwrap(), "second delete finds nothing");
+    assert!(
+        !m.delete_manifest(&r, &one.digest).await.unwrap(),
+        "second delete finds nothing"
+    );
     assert!(!m.delete_manifest(&r, &digest_of("never")).await.unwrap());
 
     // It can be pushed again, and tagged again.
     put(m, &tagged(manifest(&r, b"one"), &["a"])).await;
-    assert_eq!(manifest_digest(m, &r, &tag("a")).await, Some(one.digest.clone()));
+    assert_eq!(
+        manifest_digest(m, &r, &tag("a")).await,
+        Some(one.digest.clone())
+    );
 }
 
 async fn delete_tag_keeps_the_manifest(m: &Store) {
@@ -448,17 +617,30 @@ async fn delete_tag_keeps_the_manifest(m: &Store) {
 
     assert!(m.delete_tag(&r, "x").await.unwrap());
     assert!(m.get_manifest(&r, &tag("x")).await.unwrap().is_none());
-    assert_eq!(manifest_digest(m, &r, &tag("y")).await, Some(one.digest.clone()));
-    assert_eq!(manifest_digest(m, &r, &by_digest(&one.digest)).await, Some(one.digest.clone()));
+    assert_eq!(
+        manifest_digest(m, &r, &tag("y")).await,
+        Some(one.digest.clone())
+    );
+    assert_eq!(
+        manifest_digest(m, &r, &by_digest(&one.digest)).await,
+        Some(one.digest.clone())
+    );
     assert_eq!(all_tags(m, &r).await, ["y"]);
 
-    assert!(!m.delete_tag(&r, "x").await.unwrap(), "second delete finds nothing");
+    assert!(
+        !m.delete_tag(&r, "x").await.unwrap(),
+        "second delete finds nothing"
+    );
     assert!(!m.delete_tag(&r, "never").await.unwrap());
     assert!(!m.delete_tag(&repo("del/none"), "y").await.unwrap());
 
     assert!(m.delete_tag(&r, "y").await.unwrap());
     assert!(all_tags(m, &r).await.is_empty());
-    let rec = m.get_manifest(&r, &by_digest(&one.digest)).await.unwrap().expect("untagged manifest stays");
+    let rec = m
+        .get_manifest(&r, &by_digest(&one.digest))
+        .await
+        .unwrap()
+        .expect("untagged manifest stays");
     assert_eq!(&rec.content[..], b"one");
 }
 
@@ -466,7 +648,9 @@ async fn tags_list_in_byte_order_with_pagination(m: &Store) {
     let r = repo("tags/order");
     // Byte order: "B" (0x42) < "Z1" < "_x" (0x5f) < "a". Locale collations put "_x" first
     // and fold case ("a" < "B").
-    let names = ["a", "_x", "B", "Z1", "b.1", "b-1", "b_1", "B0", "latest", "1.0"];
+    let names = [
+        "a", "_x", "B", "Z1", "b.1", "b-1", "b_1", "B0", "latest", "1.0",
+    ];
     let one = tagged(manifest(&r, b"one"), &names[..5]);
     let two = tagged(manifest(&r, b"two"), &names[5..]);
     put(m, &one).await;
@@ -476,7 +660,12 @@ async fn tags_list_in_byte_order_with_pagination(m: &Store) {
 
     let mut expected: Vec<&str> = names.to_vec();
     expected.sort_by(|x, y| x.as_bytes().cmp(y.as_bytes()));
-    assert_eq!(expected, ["1.0", "B", "B0", "Z1", "_x", "a", "b-1", "b.1", "b_1", "latest"]);
+    assert_eq!(
+        expected,
+        [
+            "1.0", "B", "B0", "Z1", "_x", "a", "b-1", "b.1", "b_1", "latest"
+        ]
+    );
     assert_eq!(all_tags(m, &r).await, expected);
 
     let mut paged = Vec::new();
@@ -494,10 +683,18 @@ async fn tags_list_in_byte_order_with_pagination(m: &Store) {
 
     assert_eq!(m.list_tags(&r, Some("Z1"), 2).await.unwrap(), ["_x", "a"]);
     assert_eq!(m.list_tags(&r, Some("B"), 1).await.unwrap(), ["B0"]);
-    assert_eq!(m.list_tags(&r, Some("a"), 100).await.unwrap(), ["b-1", "b.1", "b_1", "latest"]);
+    assert_eq!(
+        m.list_tags(&r, Some("a"), 100).await.unwrap(),
+        ["b-1", "b.1", "b_1", "latest"]
+    );
     // `last` need not be a tag that exists.
     assert_eq!(m.list_tags(&r, Some("C"), 2).await.unwrap(), ["Z1", "_x"]);
-    assert!(m.list_tags(&r, Some("latest"), 100).await.unwrap().is_empty());
+    assert!(
+        m.list_tags(&r, Some("latest"), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(m.list_tags(&r, None, 0).await.unwrap().is_empty());
     assert!(all_tags(m, &repo("tags/none")).await.is_empty());
 }
@@ -536,35 +733,75 @@ async fn referrers_by_subject_with_and_without_artifact_type(m: &Store) {
     assert_eq!(all.len(), 3, "{all:?}");
     assert_eq!(
         digests,
-        BTreeSet::from([sbom.digest.clone(), sig.digest.clone(), plain.digest.clone()])
+        BTreeSet::from([
+            sbom.digest.clone(),
+            sig.digest.clone(),
+            plain.digest.clone()
+        ])
     );
-    let got_sbom = all.iter().find(|x| x.digest == sbom.digest).expect("sbom listed");
+    let got_sbom = all
+        .iter()
+        .find(|x| x.digest == sbom.digest)
+        .expect("sbom listed");
     assert_eq!(got_sbom.media_type, sbom.media_type);
     assert_eq!(got_sbom.size, sbom.content.len() as i64);
-    assert_eq!(got_sbom.artifact_type.as_deref(), Some("application/spdx+json"));
-    assert_eq!(got_sbom.annotations.as_deref(), Some(sbom_annotations), "annotations round-trip exactly");
-    let got_plain = all.iter().find(|x| x.digest == plain.digest).expect("plain listed");
+    assert_eq!(
+        got_sbom.artifact_type.as_deref(),
+        Some("application/spdx+json")
+    );
+    assert_eq!(
+        got_sbom.annotations.as_deref(),
+        Some(sbom_annotations),
+        "annotations round-trip exactly"
+    );
+    let got_plain = all
+        .iter()
+        .find(|x| x.digest == plain.digest)
+        .expect("plain listed");
     assert_eq!(got_plain.artifact_type, None);
     assert_eq!(got_plain.annotations, None);
 
-    let sboms = m.referrers(&r, &subject.digest, Some("application/spdx+json")).await.unwrap();
+    let sboms = m
+        .referrers(&r, &subject.digest, Some("application/spdx+json"))
+        .await
+        .unwrap();
     assert_eq!(sboms.len(), 1, "{sboms:?}");
     assert_eq!(sboms[0].digest, sbom.digest);
     let sigs = m
-        .referrers(&r, &subject.digest, Some("application/vnd.dev.cosign.artifact.sig.v1+json"))
+        .referrers(
+            &r,
+            &subject.digest,
+            Some("application/vnd.dev.cosign.artifact.sig.v1+json"),
+        )
         .await
         .unwrap();
-    assert_eq!(sigs.iter().map(|x| &x.digest).collect::<Vec<_>>(), [&sig.digest]);
-    assert!(m.referrers(&r, &subject.digest, Some("application/none")).await.unwrap().is_empty());
+    assert_eq!(
+        sigs.iter().map(|x| &x.digest).collect::<Vec<_>>(),
+        [&sig.digest]
+    );
+    assert!(
+        m.referrers(&r, &subject.digest, Some("application/none"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // A subject nobody refers to, and a subject that was never pushed but is referred to.
-    assert!(m.referrers(&r, &sbom.digest, None).await.unwrap().is_empty());
+    assert!(
+        m.referrers(&r, &sbom.digest, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let ghost = digest_of("ghost-subject");
     let mut early = manifest(&r, b"pushed-before-its-subject");
     early.subject = Some(ghost.clone());
     put(m, &early).await;
     let got = m.referrers(&r, &ghost, None).await.unwrap();
-    assert_eq!(got.iter().map(|x| &x.digest).collect::<Vec<_>>(), [&early.digest]);
+    assert_eq!(
+        got.iter().map(|x| &x.digest).collect::<Vec<_>>(),
+        [&early.digest]
+    );
 
     // Deleting a referrer removes it from the list.
     assert!(m.delete_manifest(&r, &sig.digest).await.unwrap());
@@ -575,7 +812,10 @@ async fn referrers_by_subject_with_and_without_artifact_type(m: &Store) {
         .into_iter()
         .map(|x| x.digest)
         .collect();
-    assert_eq!(after, BTreeSet::from([sbom.digest.clone(), plain.digest.clone()]));
+    assert_eq!(
+        after,
+        BTreeSet::from([sbom.digest.clone(), plain.digest.clone()])
+    );
 }
 
 async fn upload_sessions_create_get_and_delete(m: &Store) {
@@ -591,7 +831,10 @@ async fn upload_sessions_create_get_and_delete(m: &Store) {
     assert_eq!(got.hash_state, s.hash_state);
     assert_eq!(got.started_at, s.started_at);
     assert!(
-        m.get_upload(&repo("up/other"), &s.id).await.unwrap().is_none(),
+        m.get_upload(&repo("up/other"), &s.id)
+            .await
+            .unwrap()
+            .is_none(),
         "a session is only found under its own repository"
     );
     assert!(m.get_upload(&r, "another-id").await.unwrap().is_none());
@@ -610,16 +853,25 @@ async fn upload_sessions_create_get_and_delete(m: &Store) {
     // Beyond 4 GiB, as large layers are.
     let big = 5 * 1024 * 1024 * 1024u64;
     m.advance_upload(&s.id, 5, big, &state).await.unwrap();
-    assert_eq!(m.get_upload(&r, &s.id).await.unwrap().unwrap().committed, big);
+    assert_eq!(
+        m.get_upload(&r, &s.id).await.unwrap().unwrap().committed,
+        big
+    );
 
     // A second session is independent.
     let s2 = session("second", &r);
     m.create_upload(&s2).await.unwrap();
-    assert_eq!(m.get_upload(&r, &s2.id).await.unwrap().unwrap().committed, 0);
+    assert_eq!(
+        m.get_upload(&r, &s2.id).await.unwrap().unwrap().committed,
+        0
+    );
 
     assert!(m.delete_upload(&s.id).await.unwrap());
     assert!(m.get_upload(&r, &s.id).await.unwrap().is_none());
-    assert!(!m.delete_upload(&s.id).await.unwrap(), "second delete finds nothing");
+    assert!(
+        !m.delete_upload(&s.id).await.unwrap(),
+        "second delete finds nothing"
+    );
     assert!(matches!(
         m.advance_upload(&s.id, big, big + 1, &state).await,
         Err(MetaError::UploadConflict)
@@ -638,7 +890,9 @@ async fn advance_upload_from_a_stale_offset_conflicts_and_changes_nothing(m: &St
         let bogus = hash_state_after(b"bogus");
         match m.advance_upload(&s.id, from, from + 7, &bogus).await {
             Err(MetaError::UploadConflict) => {}
-            other => panic!("advance from stale offset {from}: expected UploadConflict, got {other:?}"),
+            other => {
+                panic!("advance from stale offset {from}: expected UploadConflict, got {other:?}")
+            }
         }
         let got = m.get_upload(&r, &s.id).await.unwrap().unwrap();
         assert_eq!(got.committed, 10, "a refused advance changes nothing");
@@ -653,8 +907,13 @@ async fn advance_upload_from_a_stale_offset_conflicts_and_changes_nothing(m: &St
     assert!(m.get_upload(&r, "no-such-session").await.unwrap().is_none());
 
     // The right offset still works afterwards.
-    m.advance_upload(&s.id, 10, 12, &hash_state_after(b"0123456789ab")).await.unwrap();
-    assert_eq!(m.get_upload(&r, &s.id).await.unwrap().unwrap().committed, 12);
+    m.advance_upload(&s.id, 10, 12, &hash_state_after(b"0123456789ab"))
+        .await
+        .unwrap();
+    assert_eq!(
+        m.get_upload(&r, &s.id).await.unwrap().unwrap().committed,
+        12
+    );
 }
 
 async fn concurrent_advance_upload_has_exactly_one_winner(m: &Store) {
@@ -663,18 +922,21 @@ async fn concurrent_advance_upload_has_exactly_one_winner(m: &Store) {
         let id = format!("race-{round}");
         m.create_upload(&session(&id, &r)).await.unwrap();
         let barrier = Arc::new(tokio::sync::Barrier::new(2));
-        let contenders: Vec<_> = [(100u64, b"left".as_slice()), (200u64, b"right-side".as_slice())]
-            .into_iter()
-            .map(|(to, bytes)| {
-                let (m, id, barrier) = (m.clone(), id.clone(), barrier.clone());
-                let state = hash_state_after(bytes);
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    let outcome = m.advance_upload(&id, 0, to, &state).await;
-                    (to, state, outcome)
-                })
+        let contenders: Vec<_> = [
+            (100u64, b"left".as_slice()),
+            (200u64, b"right-side".as_slice()),
+        ]
+        .into_iter()
+        .map(|(to, bytes)| {
+            let (m, id, barrier) = (m.clone(), id.clone(), barrier.clone());
+            let state = hash_state_after(bytes);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let outcome = m.advance_upload(&id, 0, to, &state).await;
+                (to, state, outcome)
             })
-            .collect();
+        })
+        .collect();
         let mut winners = Vec::new();
         for c in contenders {
             let (to, state, outcome) = c.await.expect("task");
@@ -684,9 +946,19 @@ async fn concurrent_advance_upload_has_exactly_one_winner(m: &Store) {
                 Err(e) => panic!("round {round}: unexpected error {e}"),
             }
         }
-        assert_eq!(winners.len(), 1, "round {round}: exactly one advance from the same offset wins");
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one advance from the same offset wins"
+        );
         let got = m.get_upload(&r, &id).await.unwrap().unwrap();
-        assert_eq!(got.committed, winners[0].0, "round {round}: the winner's length is stored");
-        assert_eq!(got.hash_state, winners[0].1, "round {round}: with the winner's state");
+        assert_eq!(
+            got.committed, winners[0].0,
+            "round {round}: the winner's length is stored"
+        );
+        assert_eq!(
+            got.hash_state, winners[0].1,
+            "round {round}: with the winner's state"
+        );
     }
 }

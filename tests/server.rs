@@ -15,11 +15,17 @@ async fn serves_https_when_a_certificate_is_configured() {
         ..Default::default()
     });
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).unwrap()).unwrap();
-    let c = reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
+    let c = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
     let r = c.get(b.url("/v2/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     // Plain HTTP to the TLS port does not get a registry answer.
-    let plain = client().get(format!("http://{}/v2/", b.host())).send().await;
+    let plain = client()
+        .get(format!("http://{}/v2/", b.host()))
+        .send()
+        .await;
     assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
 }
 
@@ -27,7 +33,11 @@ async fn serves_https_when_a_certificate_is_configured() {
 async fn sigterm_finishes_in_flight_requests_then_exits() {
     let mut b = Berth::start();
     let c = client();
-    let r = c.post(b.url("/v2/slow/up/blobs/uploads/")).send().await.unwrap();
+    let r = c
+        .post(b.url("/v2/slow/up/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     let location = r.headers()["location"].to_str().unwrap().to_string();
 
@@ -40,7 +50,11 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let pid = b.pid();
-    Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     tx.send(Ok(vec![2u8; 1000])).await.unwrap();
     drop(tx);
@@ -49,7 +63,10 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     assert_eq!(r.status(), 202);
     assert_eq!(r.headers()["range"], "0-1999");
     let status = b.terminate();
-    assert!(status.success(), "berth exits cleanly after SIGTERM: {status:?}");
+    assert!(
+        status.success(),
+        "berth exits cleanly after SIGTERM: {status:?}"
+    );
     assert!(b.log_text().contains("shutting down"));
 }
 
@@ -57,13 +74,19 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
 fn tokio_stream_from(
     rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 #[tokio::test]
 async fn logs_one_line_per_request_with_method_path_status_bytes_latency() {
     let b = Berth::start();
-    let r = client().get(b.url("/v2/nope/manifests/latest")).send().await.unwrap();
+    let r = client()
+        .get(b.url("/v2/nope/manifests/latest"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = b.log_text();
@@ -74,9 +97,20 @@ async fn logs_one_line_per_request_with_method_path_status_bytes_latency() {
     for field in ["method=GET", "status=404", "bytes=", "latency_us="] {
         assert!(line.contains(field), "{field} missing from {line}");
     }
-    assert_eq!(log.lines().filter(|l| l.contains("/v2/nope/manifests/latest")).count(), 1);
-    assert!(log.contains("listening"), "start-up line says where it listens");
-    assert!(log.contains("storage="), "start-up line says where data goes");
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("/v2/nope/manifests/latest"))
+            .count(),
+        1
+    );
+    assert!(
+        log.contains("listening"),
+        "start-up line says where it listens"
+    );
+    assert!(
+        log.contains("storage="),
+        "start-up line says where data goes"
+    );
 }
 
 fn berth() -> Command {
@@ -94,7 +128,11 @@ async fn migrate_command_prepares_a_sqlite_database() {
         .env("BERTH_DATABASE__URL", format!("sqlite://{}", db.display()))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(db.exists());
     // Twice is fine.
     let again = berth()
@@ -104,11 +142,14 @@ async fn migrate_command_prepares_a_sqlite_database() {
         .unwrap();
     assert!(again.status.success());
     use sqlx::Connection;
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    let tables: Vec<(String,)> = sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .fetch_all(&mut conn)
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
         .await
         .unwrap();
+    let tables: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
     let names: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
     for t in ["blobs", "manifests", "repositories", "tags", "uploads"] {
         assert!(names.contains(&t), "{t} missing from {names:?}");
@@ -118,8 +159,16 @@ async fn migrate_command_prepares_a_sqlite_database() {
 #[tokio::test]
 async fn migrate_command_prepares_a_postgres_database() {
     let url = fresh_postgres_db().await;
-    let out = berth().arg("migrate").env("BERTH_DATABASE__URL", &url).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = berth()
+        .arg("migrate")
+        .env("BERTH_DATABASE__URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
     let (n,): (i64,) = sqlx::query_as(
@@ -135,7 +184,11 @@ async fn migrate_command_prepares_a_postgres_database() {
 async fn config_file_is_read_and_environment_overrides_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("berth.toml");
-    std::fs::write(&file, "[limits]\nmax_manifest_bytes = 100\n[log]\nformat = \"json\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[limits]\nmax_manifest_bytes = 100\n[log]\nformat = \"json\"\n",
+    )
+    .unwrap();
     let b = Berth::start_with(Options {
         env: vec![("BERTH_CONFIG".into(), file.display().to_string())],
         ..Default::default()
@@ -149,7 +202,10 @@ async fn config_file_is_read_and_environment_overrides_it() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413, "the file's 100-byte limit applies");
-    assert!(b.log_text().lines().any(|l| l.starts_with('{')), "log.format = json from the file");
+    assert!(
+        b.log_text().lines().any(|l| l.starts_with('{')),
+        "log.format = json from the file"
+    );
     drop(b);
 
     let b = Berth::start_with(Options {
@@ -166,12 +222,20 @@ async fn config_file_is_read_and_environment_overrides_it() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400, "the environment's larger limit wins; the body is then just invalid");
+    assert_eq!(
+        r.status(),
+        400,
+        "the environment's larger limit wins; the body is then just invalid"
+    );
 }
 
 #[test]
 fn a_bad_config_is_refused_with_a_clear_message() {
-    let out = berth().arg("serve").env("BERTH_STORAGE__BACKEND", "floppy").output().unwrap();
+    let out = berth()
+        .arg("serve")
+        .env("BERTH_STORAGE__BACKEND", "floppy")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("storage.backend"), "{err}");
@@ -203,7 +267,11 @@ async fn a_large_blob_streams_through_without_raising_memory() {
         Ok::<_, std::io::Error>(chunk)
     });
     let c = client();
-    let r = c.post(b.url("/v2/big/blob/blobs/uploads/")).send().await.unwrap();
+    let r = c
+        .post(b.url("/v2/big/blob/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
     let location = r.headers()["location"].to_str().unwrap().to_string();
     let r = c
         .patch(b.url(&location))
@@ -212,14 +280,28 @@ async fn a_large_blob_streams_through_without_raising_memory() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    assert_eq!(r.headers()["range"].to_str().unwrap(), format!("0-{}", SIZE - 1));
-    let digest = format!("sha256:{}", hex::encode(sha2::Digest::finalize(hasher.lock().unwrap().clone())));
-    let r = c.put(format!("{}?digest={digest}", b.url(&location))).send().await.unwrap();
+    assert_eq!(
+        r.headers()["range"].to_str().unwrap(),
+        format!("0-{}", SIZE - 1)
+    );
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(sha2::Digest::finalize(hasher.lock().unwrap().clone()))
+    );
+    let r = c
+        .put(format!("{}?digest={digest}", b.url(&location)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
     assert_eq!(std::fs::metadata(b.blob_path(&digest)).unwrap().len(), SIZE);
 
     // And back out, counting bytes without keeping them.
-    let mut r = c.get(b.url(&format!("/v2/big/blob/blobs/{digest}"))).send().await.unwrap();
+    let mut r = c
+        .get(b.url(&format!("/v2/big/blob/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let mut got = 0u64;
     while let Some(chunk) = r.chunk().await.unwrap() {

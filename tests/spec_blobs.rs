@@ -9,7 +9,13 @@ fn hundred() -> Vec<u8> {
     b"0123456789".repeat(10)
 }
 
-async fn get_range(c: &reqwest::Client, b: &Berth, repo: &str, digest: &str, range: &str) -> reqwest::Response {
+async fn get_range(
+    c: &reqwest::Client,
+    b: &Berth,
+    repo: &str,
+    digest: &str,
+    range: &str,
+) -> reqwest::Response {
     c.get(b.url(&format!("/v2/{repo}/blobs/{digest}")))
         .header("range", range)
         .send()
@@ -23,7 +29,11 @@ async fn blob_get_returns_the_bytes_with_digest_and_length() {
     let c = client();
     let bytes = hundred();
     let digest = push_blob(&c, &b, "app", &bytes).await;
-    let r = c.get(b.url(&format!("/v2/app/blobs/{digest}"))).send().await.unwrap();
+    let r = c
+        .get(b.url(&format!("/v2/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_api_version(&r);
     assert_eq!(header_str(&r, "docker-content-digest"), digest);
@@ -37,7 +47,11 @@ async fn blob_head_has_the_get_headers_and_no_body() {
     let b = Berth::start();
     let c = client();
     let digest = push_blob(&c, &b, "app", &hundred()).await;
-    let r = c.head(b.url(&format!("/v2/app/blobs/{digest}"))).send().await.unwrap();
+    let r = c
+        .head(b.url(&format!("/v2/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_api_version(&r);
     assert_eq!(header_str(&r, "docker-content-digest"), digest);
@@ -50,7 +64,11 @@ async fn blob_head_of_unknown_blob_is_404() {
     let b = Berth::start();
     let c = client();
     push_blob(&c, &b, "app", b"something").await;
-    let r = c.head(b.url(&format!("/v2/app/blobs/{}", sha256(b"other")))).send().await.unwrap();
+    let r = c
+        .head(b.url(&format!("/v2/app/blobs/{}", sha256(b"other"))))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_api_version(&r);
     assert!(r.bytes().await.unwrap().is_empty());
@@ -61,7 +79,11 @@ async fn blob_get_of_unknown_blob_is_blob_unknown() {
     let b = Berth::start();
     let c = client();
     push_blob(&c, &b, "app", b"something").await;
-    let r = c.get(b.url(&format!("/v2/app/blobs/{}", sha256(b"other")))).send().await.unwrap();
+    let r = c
+        .get(b.url(&format!("/v2/app/blobs/{}", sha256(b"other"))))
+        .send()
+        .await
+        .unwrap();
     expect_error(r, 404, "BLOB_UNKNOWN").await;
 }
 
@@ -156,12 +178,20 @@ async fn zero_byte_blob_round_trips() {
     let b = Berth::start();
     let c = client();
     let digest = push_blob(&c, &b, "app", b"").await;
-    let r = c.get(b.url(&format!("/v2/app/blobs/{digest}"))).send().await.unwrap();
+    let r = c
+        .get(b.url(&format!("/v2/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header_str(&r, "docker-content-digest"), digest);
     assert_eq!(header_str(&r, "content-length"), "0");
     assert!(r.bytes().await.unwrap().is_empty());
-    let r = c.head(b.url(&format!("/v2/app/blobs/{digest}"))).send().await.unwrap();
+    let r = c
+        .head(b.url(&format!("/v2/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header_str(&r, "content-length"), "0");
     assert_eq!(b.blob_files(), vec![b.blob_path(&digest)]);
@@ -173,12 +203,19 @@ async fn sha512_blob_is_served_under_its_sha512_digest() {
     let c = client();
     let bytes = hundred();
     let digest = push_blob_sha512(&c, &b, "app", &bytes).await;
-    let r = c.get(b.url(&format!("/v2/app/blobs/{digest}"))).send().await.unwrap();
+    let r = c
+        .get(b.url(&format!("/v2/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header_str(&r, "docker-content-digest"), digest);
     assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
     assert_eq!(b.blob_files(), vec![b.blob_path(&digest)]);
-    assert!(b.blob_path(&digest).starts_with(b.storage_root().join("blobs").join("sha512")));
+    assert!(
+        b.blob_path(&digest)
+            .starts_with(b.storage_root().join("blobs").join("sha512"))
+    );
     // The same bytes were never pushed by their sha256 digest.
     assert_eq!(blob_status(&c, &b, "app", &sha256(&bytes)).await, 404);
 }
@@ -206,7 +243,11 @@ async fn blob_is_served_only_by_repositories_it_was_pushed_to() {
     let c = client();
     let digest = push_blob(&c, &b, "repo-a", &hundred()).await;
     push_blob(&c, &b, "repo-b", b"other").await;
-    let r = c.get(b.url(&format!("/v2/repo-b/blobs/{digest}"))).send().await.unwrap();
+    let r = c
+        .get(b.url(&format!("/v2/repo-b/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
     expect_error(r, 404, "BLOB_UNKNOWN").await;
 }
 
@@ -218,22 +259,42 @@ async fn blob_delete_unlinks_it_from_that_repository_only() {
     let digest = push_blob(&c, &b, "repo-a", &bytes).await;
     push_blob(&c, &b, "repo-b", &bytes).await;
 
-    let r = c.delete(b.url(&format!("/v2/repo-a/blobs/{digest}"))).send().await.unwrap();
+    let r = c
+        .delete(b.url(&format!("/v2/repo-a/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     assert_api_version(&r);
-    let r = c.get(b.url(&format!("/v2/repo-a/blobs/{digest}"))).send().await.unwrap();
+    let r = c
+        .get(b.url(&format!("/v2/repo-a/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
     expect_error(r, 404, "BLOB_UNKNOWN").await;
-    let r = c.head(b.url(&format!("/v2/repo-a/blobs/{digest}"))).send().await.unwrap();
+    let r = c
+        .head(b.url(&format!("/v2/repo-a/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 
     // The other repository still serves the shared bytes, from the one file.
-    let r = c.get(b.url(&format!("/v2/repo-b/blobs/{digest}"))).send().await.unwrap();
+    let r = c
+        .get(b.url(&format!("/v2/repo-b/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
     assert_eq!(b.blob_files(), vec![b.blob_path(&digest)]);
 
     // Deleting it again from repo-a: it is not there.
-    let r = c.delete(b.url(&format!("/v2/repo-a/blobs/{digest}"))).send().await.unwrap();
+    let r = c
+        .delete(b.url(&format!("/v2/repo-a/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
     expect_error(r, 404, "BLOB_UNKNOWN").await;
 }
 
@@ -243,9 +304,20 @@ async fn deleted_blob_can_be_pushed_again() {
     let c = client();
     let bytes = hundred();
     let digest = push_blob(&c, &b, "app", &bytes).await;
-    assert_eq!(c.delete(b.url(&format!("/v2/app/blobs/{digest}"))).send().await.unwrap().status(), 202);
+    assert_eq!(
+        c.delete(b.url(&format!("/v2/app/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
     push_blob(&c, &b, "app", &bytes).await;
-    let r = c.get(b.url(&format!("/v2/app/blobs/{digest}"))).send().await.unwrap();
+    let r = c
+        .get(b.url(&format!("/v2/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
     assert_eq!(b.blob_files(), vec![b.blob_path(&digest)]);
@@ -261,10 +333,35 @@ async fn blob_get_of_a_layer_named_by_a_manifest() {
     let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
     for d in std::iter::once(&v["config"]).chain(v["layers"].as_array().unwrap()) {
         let digest = d["digest"].as_str().unwrap();
-        let r = c.get(b.url(&format!("/v2/app/blobs/{digest}"))).send().await.unwrap();
+        let r = c
+            .get(b.url(&format!("/v2/app/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let got = r.bytes().await.unwrap();
         assert_eq!(got.len() as u64, d["size"].as_u64().unwrap());
         assert_eq!(sha256(&got), digest);
     }
+}
+
+#[tokio::test]
+async fn deleted_blob_can_no_longer_back_a_new_manifest() {
+    let b = Berth::start();
+    let c = client();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let cd = push_blob(&c, &b, "app", config).await;
+    let ld = push_blob(&c, &b, "app", b"layer").await;
+    assert_eq!(
+        c.delete(b.url(&format!("/v2/app/blobs/{ld}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    let m = image_manifest((OCI_CONFIG, &cd, config.len()), &[(OCI_LAYER, &ld, 5)]);
+    let r = put_manifest_as(&c, &b, "app", "v1", OCI_MANIFEST, &m).await;
+    expect_error(r, 400, "MANIFEST_BLOB_UNKNOWN").await;
+    assert_eq!(manifest_status(&c, &b, "app", "v1").await, 404);
 }

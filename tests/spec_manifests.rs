@@ -13,26 +13,48 @@ const CONFIG: &[u8] = br#"{"architecture":"amd64","os":"linux"}"#;
 async fn image_over(c: &reqwest::Client, b: &Berth, repo: &str, layer: &[u8]) -> Vec<u8> {
     let cd = push_blob(c, b, repo, CONFIG).await;
     let ld = push_blob(c, b, repo, layer).await;
-    image_manifest((OCI_CONFIG, &cd, CONFIG.len()), &[(OCI_LAYER, &ld, layer.len())])
+    image_manifest(
+        (OCI_CONFIG, &cd, CONFIG.len()),
+        &[(OCI_LAYER, &ld, layer.len())],
+    )
 }
 
-async fn get_manifest(c: &reqwest::Client, b: &Berth, repo: &str, reference: &str) -> reqwest::Response {
+async fn get_manifest(
+    c: &reqwest::Client,
+    b: &Berth,
+    repo: &str,
+    reference: &str,
+) -> reqwest::Response {
     c.get(b.url(&format!("/v2/{repo}/manifests/{reference}")))
-        .header("accept", [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(", "))
+        .header(
+            "accept",
+            [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(", "),
+        )
         .send()
         .await
         .unwrap()
 }
 
 /// Asserts a manifest GET answers 200 with exactly `bytes`, of `media_type`.
-async fn assert_manifest(c: &reqwest::Client, b: &Berth, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
+async fn assert_manifest(
+    c: &reqwest::Client,
+    b: &Berth,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+) {
     let r = get_manifest(c, b, repo, reference).await;
     assert_eq!(r.status(), 200, "GET {repo}:{reference}");
     assert_api_version(&r);
     assert_eq!(header_str(&r, "content-type"), media_type);
     assert_eq!(header_str(&r, "content-length"), bytes.len().to_string());
     assert_eq!(header_str(&r, "docker-content-digest"), sha256(bytes));
-    assert_eq!(r.bytes().await.unwrap().as_ref(), bytes, "{repo}:{reference} is not byte-exact");
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        bytes,
+        "{repo}:{reference} is not byte-exact"
+    );
 }
 
 #[tokio::test]
@@ -44,9 +66,18 @@ async fn manifest_put_by_tag_answers_201_with_location_and_digest() {
     assert_eq!(r.status(), 201);
     assert_api_version(&r);
     assert_eq!(header_str(&r, "docker-content-digest"), sha256(&m));
-    assert_eq!(header_str(&r, "location"), format!("/v2/team/app/manifests/{}", sha256(&m)));
-    assert!(header_str(&r, "oci-subject").is_empty(), "no subject, no OCI-Subject");
-    assert_eq!(tags_of(&c, &b, "team/app").await, Some(vec!["v1".to_string()]));
+    assert_eq!(
+        header_str(&r, "location"),
+        format!("/v2/team/app/manifests/{}", sha256(&m))
+    );
+    assert!(
+        header_str(&r, "oci-subject").is_empty(),
+        "no subject, no OCI-Subject"
+    );
+    assert_eq!(
+        tags_of(&c, &b, "team/app").await,
+        Some(vec!["v1".to_string()])
+    );
 }
 
 #[tokio::test]
@@ -71,7 +102,11 @@ async fn manifest_head_has_the_get_headers_and_no_body() {
     let c = client();
     let (digest, m) = push_image(&c, &b, "team/app", "v1", b"layer").await;
     for reference in ["v1", digest.as_str()] {
-        let r = c.head(b.url(&format!("/v2/team/app/manifests/{reference}"))).send().await.unwrap();
+        let r = c
+            .head(b.url(&format!("/v2/team/app/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "HEAD {reference}");
         assert_api_version(&r);
         assert_eq!(header_str(&r, "content-type"), OCI_MANIFEST);
@@ -123,7 +158,8 @@ async fn oci_image_index_is_accepted() {
 async fn docker_schema2_manifest_is_accepted() {
     let b = Berth::start();
     let c = client();
-    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let layer = b"docker layer bytes";
     let cd = push_blob(&c, &b, "docker/app", config).await;
     let ld = push_blob(&c, &b, "docker/app", layer).await;
@@ -152,7 +188,12 @@ async fn docker_manifest_list_is_accepted() {
         "layers": [],
     }))
     .unwrap();
-    assert_eq!(put_manifest_as(&c, &b, "docker/multi", "amd64", DOCKER_MANIFEST, &child).await.status(), 201);
+    assert_eq!(
+        put_manifest_as(&c, &b, "docker/multi", "amd64", DOCKER_MANIFEST, &child)
+            .await
+            .status(),
+        201
+    );
     let list = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": DOCKER_LIST,
@@ -175,7 +216,12 @@ async fn index_nested_in_an_index_is_accepted() {
         "manifests": [{ "mediaType": OCI_MANIFEST, "digest": d, "size": m.len() }],
     }))
     .unwrap();
-    assert_eq!(put_manifest_as(&c, &b, "nest", "inner", OCI_INDEX, &inner).await.status(), 201);
+    assert_eq!(
+        put_manifest_as(&c, &b, "nest", "inner", OCI_INDEX, &inner)
+            .await
+            .status(),
+        201
+    );
     let outer = serde_json::to_vec(&json!({
         "schemaVersion": 2, "mediaType": OCI_INDEX,
         "manifests": [{ "mediaType": OCI_INDEX, "digest": sha256(&inner), "size": inner.len() }],
@@ -202,7 +248,10 @@ async fn unknown_fields_odd_whitespace_and_key_order_are_kept_byte_exact() {
     );
     let r = put_manifest_as(&c, &b, "exact", "odd", OCI_MANIFEST, m.as_bytes()).await;
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    assert_eq!(header_str(&r, "docker-content-digest"), sha256(m.as_bytes()));
+    assert_eq!(
+        header_str(&r, "docker-content-digest"),
+        sha256(m.as_bytes())
+    );
     assert_manifest(&c, &b, "exact", "odd", OCI_MANIFEST, m.as_bytes()).await;
 }
 
@@ -255,7 +304,11 @@ async fn zero_byte_layer_is_accepted() {
     let r = put_manifest_as(&c, &b, "empty", "v1", OCI_MANIFEST, &m).await;
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
     assert_manifest(&c, &b, "empty", "v1", OCI_MANIFEST, &m).await;
-    let r = c.get(b.url(&format!("/v2/empty/blobs/{ld}"))).send().await.unwrap();
+    let r = c
+        .get(b.url(&format!("/v2/empty/blobs/{ld}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header_str(&r, "content-length"), "0");
     assert!(r.bytes().await.unwrap().is_empty());
@@ -270,12 +323,18 @@ async fn sha512_blobs_and_a_manifest_pushed_by_sha512_digest() {
     let cd = push_blob_sha512(&c, &b, "five12", CONFIG).await;
     let ld = push_blob_sha512(&c, &b, "five12", layer).await;
     assert_eq!(std::fs::read(b.blob_path(&ld)).unwrap(), layer);
-    let m = image_manifest((OCI_CONFIG, &cd, CONFIG.len()), &[(OCI_LAYER, &ld, layer.len())]);
+    let m = image_manifest(
+        (OCI_CONFIG, &cd, CONFIG.len()),
+        &[(OCI_LAYER, &ld, layer.len())],
+    );
     let digest = sha512(&m);
     let r = put_manifest_as(&c, &b, "five12", &digest, OCI_MANIFEST, &m).await;
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
     assert_eq!(header_str(&r, "docker-content-digest"), digest);
-    assert_eq!(header_str(&r, "location"), format!("/v2/five12/manifests/{digest}"));
+    assert_eq!(
+        header_str(&r, "location"),
+        format!("/v2/five12/manifests/{digest}")
+    );
 
     let r = get_manifest(&c, &b, "five12", &digest).await;
     assert_eq!(r.status(), 200);
@@ -292,10 +351,21 @@ async fn put_by_digest_with_tag_parameters_tags_each() {
     let c = client();
     let m = image_over(&c, &b, "app", b"layer").await;
     let digest = sha256(&m);
-    let r = put_manifest_as(&c, &b, "app", &format!("{digest}?tag=a&tag=b"), OCI_MANIFEST, &m).await;
+    let r = put_manifest_as(
+        &c,
+        &b,
+        "app",
+        &format!("{digest}?tag=a&tag=b"),
+        OCI_MANIFEST,
+        &m,
+    )
+    .await;
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
     assert_eq!(header_str(&r, "docker-content-digest"), digest);
-    assert_eq!(tags_of(&c, &b, "app").await, Some(vec!["a".to_string(), "b".to_string()]));
+    assert_eq!(
+        tags_of(&c, &b, "app").await,
+        Some(vec!["a".to_string(), "b".to_string()])
+    );
     assert_manifest(&c, &b, "app", "a", OCI_MANIFEST, &m).await;
     assert_manifest(&c, &b, "app", "b", OCI_MANIFEST, &m).await;
 }
@@ -306,11 +376,17 @@ async fn manifest_naming_a_blob_the_repository_lacks_is_manifest_blob_unknown() 
     let c = client();
     let cd = push_blob(&c, &b, "app", CONFIG).await;
     let missing = sha256(b"never pushed");
-    let m = image_manifest((OCI_CONFIG, &cd, CONFIG.len()), &[(OCI_LAYER, &missing, 12)]);
+    let m = image_manifest(
+        (OCI_CONFIG, &cd, CONFIG.len()),
+        &[(OCI_LAYER, &missing, 12)],
+    );
     let before = store_snapshot(&c, &b).await;
     let r = put_manifest_as(&c, &b, "app", "v1", OCI_MANIFEST, &m).await;
     let message = expect_error(r, 400, "MANIFEST_BLOB_UNKNOWN").await;
-    assert!(message.contains(&missing), "the message names the missing blob: {message}");
+    assert!(
+        message.contains(&missing),
+        "the message names the missing blob: {message}"
+    );
     assert_eq!(manifest_status(&c, &b, "app", "v1").await, 404);
     assert_eq!(manifest_status(&c, &b, "app", &sha256(&m)).await, 404);
     assert_eq!(tags_of(&c, &b, "app").await, Some(vec![]));
@@ -331,7 +407,11 @@ async fn index_naming_a_child_manifest_the_repository_lacks_is_manifest_blob_unk
     let before = store_snapshot(&c, &b).await;
     let r = put_manifest_as(&c, &b, "app", "latest", OCI_INDEX, &index).await;
     expect_error(r, 400, "MANIFEST_BLOB_UNKNOWN").await;
-    assert_eq!(tags_of(&c, &b, "app").await, None, "the refused push created no repository");
+    assert_eq!(
+        tags_of(&c, &b, "app").await,
+        None,
+        "the refused push created no repository"
+    );
     assert_eq!(manifest_status(&c, &b, "app", &sha256(&index)).await, 404);
     assert_eq!(store_snapshot(&c, &b).await, before);
 }
@@ -349,13 +429,21 @@ async fn blobs_of_another_repository_are_not_usable_without_a_mount() {
     // After mounting both blobs, the same manifest is accepted.
     for blob in [CONFIG, b"layer".as_slice()] {
         let r = c
-            .post(b.url(&format!("/v2/repo-b/blobs/uploads/?mount={}&from=repo-a", sha256(blob))))
+            .post(b.url(&format!(
+                "/v2/repo-b/blobs/uploads/?mount={}&from=repo-a",
+                sha256(blob)
+            )))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
     }
-    assert_eq!(put_manifest_as(&c, &b, "repo-b", "v1", OCI_MANIFEST, &m).await.status(), 201);
+    assert_eq!(
+        put_manifest_as(&c, &b, "repo-b", "v1", OCI_MANIFEST, &m)
+            .await
+            .status(),
+        201
+    );
 }
 
 #[tokio::test]
@@ -364,20 +452,49 @@ async fn delete_by_digest_removes_the_manifest_and_its_tags() {
     let c = client();
     let m = image_over(&c, &b, "app", b"layer").await;
     let digest = sha256(&m);
-    let r = put_manifest_as(&c, &b, "app", &format!("{digest}?tag=v1&tag=latest"), OCI_MANIFEST, &m).await;
+    let r = put_manifest_as(
+        &c,
+        &b,
+        "app",
+        &format!("{digest}?tag=v1&tag=latest"),
+        OCI_MANIFEST,
+        &m,
+    )
+    .await;
     assert_eq!(r.status(), 201);
     let (keep, _) = push_image(&c, &b, "app", "other", b"other layer").await;
 
-    let r = c.delete(b.url(&format!("/v2/app/manifests/{digest}"))).send().await.unwrap();
+    let r = c
+        .delete(b.url(&format!("/v2/app/manifests/{digest}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     assert_api_version(&r);
-    expect_error(get_manifest(&c, &b, "app", &digest).await, 404, "MANIFEST_UNKNOWN").await;
-    expect_error(get_manifest(&c, &b, "app", "v1").await, 404, "MANIFEST_UNKNOWN").await;
+    expect_error(
+        get_manifest(&c, &b, "app", &digest).await,
+        404,
+        "MANIFEST_UNKNOWN",
+    )
+    .await;
+    expect_error(
+        get_manifest(&c, &b, "app", "v1").await,
+        404,
+        "MANIFEST_UNKNOWN",
+    )
+    .await;
     assert_eq!(manifest_status(&c, &b, "app", "latest").await, 404);
-    assert_eq!(tags_of(&c, &b, "app").await, Some(vec!["other".to_string()]));
+    assert_eq!(
+        tags_of(&c, &b, "app").await,
+        Some(vec!["other".to_string()])
+    );
     assert_eq!(manifest_status(&c, &b, "app", &keep).await, 200);
     // Deleting it again: it is gone.
-    let r = c.delete(b.url(&format!("/v2/app/manifests/{digest}"))).send().await.unwrap();
+    let r = c
+        .delete(b.url(&format!("/v2/app/manifests/{digest}")))
+        .send()
+        .await
+        .unwrap();
     expect_error(r, 404, "MANIFEST_UNKNOWN").await;
 }
 
@@ -386,7 +503,11 @@ async fn delete_of_a_tag_leaves_the_manifest_gettable_by_digest() {
     let b = Berth::start();
     let c = client();
     let (digest, m) = push_image(&c, &b, "app", "v1", b"layer").await;
-    let r = c.delete(b.url("/v2/app/manifests/v1")).send().await.unwrap();
+    let r = c
+        .delete(b.url("/v2/app/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(manifest_status(&c, &b, "app", "v1").await, 404);
     assert_eq!(tags_of(&c, &b, "app").await, Some(vec![]));
@@ -422,7 +543,10 @@ async fn overwriting_a_tag_moves_it() {
     let (second, m2) = push_image(&c, &b, "app", "latest", b"second").await;
     assert_ne!(first, second);
     assert_manifest(&c, &b, "app", "latest", OCI_MANIFEST, &m2).await;
-    assert_eq!(tags_of(&c, &b, "app").await, Some(vec!["latest".to_string()]));
+    assert_eq!(
+        tags_of(&c, &b, "app").await,
+        Some(vec!["latest".to_string()])
+    );
     // The old manifest is still there by digest.
     assert_eq!(manifest_status(&c, &b, "app", &first).await, 200);
 }
@@ -445,6 +569,113 @@ async fn manifests_of_one_repository_are_not_visible_in_another() {
     let c = client();
     let (digest, _) = push_image(&c, &b, "repo-a", "v1", b"layer").await;
     push_image(&c, &b, "repo-b", "v2", b"other").await;
-    expect_error(get_manifest(&c, &b, "repo-b", &digest).await, 404, "MANIFEST_UNKNOWN").await;
-    expect_error(get_manifest(&c, &b, "repo-b", "v1").await, 404, "MANIFEST_UNKNOWN").await;
+    expect_error(
+        get_manifest(&c, &b, "repo-b", &digest).await,
+        404,
+        "MANIFEST_UNKNOWN",
+    )
+    .await;
+    expect_error(
+        get_manifest(&c, &b, "repo-b", "v1").await,
+        404,
+        "MANIFEST_UNKNOWN",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn tag_of_128_characters_is_accepted() {
+    let b = Berth::start();
+    let c = client();
+    let m = image_over(&c, &b, "app", b"layer").await;
+    let tag = format!("_{}", "A.b-9".repeat(26))
+        .chars()
+        .take(128)
+        .collect::<String>();
+    assert_eq!(tag.len(), 128);
+    let r = put_manifest_as(&c, &b, "app", &tag, OCI_MANIFEST, &m).await;
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    assert_manifest(&c, &b, "app", &tag, OCI_MANIFEST, &m).await;
+    assert_eq!(tags_of(&c, &b, "app").await, Some(vec![tag]));
+}
+
+#[tokio::test]
+async fn repository_names_may_contain_endpoint_keywords() {
+    let b = Berth::start();
+    let c = client();
+    for repo in [
+        "manifests",
+        "a/manifests",
+        "blobs/uploads",
+        "x/tags",
+        "referrers/blobs",
+        "a.b_c__d---e/f0/g",
+    ] {
+        let (digest, m) = push_image(&c, &b, repo, "list", b"layer").await;
+        assert_manifest(&c, &b, repo, "list", OCI_MANIFEST, &m).await;
+        assert_manifest(&c, &b, repo, &digest, OCI_MANIFEST, &m).await;
+        assert_eq!(
+            tags_of(&c, &b, repo).await,
+            Some(vec!["list".to_string()]),
+            "{repo}"
+        );
+        assert_eq!(
+            blob_status(&c, &b, repo, &sha256(b"layer")).await,
+            200,
+            "{repo}"
+        );
+        let r = c
+            .get(b.url(&format!("/v2/{repo}/referrers/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{repo}");
+    }
+    let mut all = catalog_of(&c, &b).await;
+    all.sort();
+    assert_eq!(
+        all,
+        [
+            "a.b_c__d---e/f0/g",
+            "a/manifests",
+            "blobs/uploads",
+            "manifests",
+            "referrers/blobs",
+            "x/tags"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn manifest_sent_without_content_type_is_served_with_its_media_type_field() {
+    let b = Berth::start();
+    let c = client();
+    let m = image_over(&c, &b, "app", b"layer").await;
+    let r = c
+        .put(b.url("/v2/app/manifests/v1"))
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    assert_manifest(&c, &b, "app", "v1", OCI_MANIFEST, &m).await;
+}
+
+#[tokio::test]
+async fn foreign_layer_with_urls_need_not_be_pushed() {
+    let b = Berth::start();
+    let c = client();
+    let cd = push_blob(&c, &b, "win", CONFIG).await;
+    let foreign = sha256(b"a windows base layer that lives elsewhere");
+    let m = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": { "mediaType": "application/vnd.docker.container.image.v1+json", "digest": cd, "size": CONFIG.len() },
+        "layers": [{ "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "digest": foreign,
+                     "size": 41, "urls": ["https://example.invalid/layer"] }],
+    }))
+    .unwrap();
+    let r = put_manifest_as(&c, &b, "win", "v1", DOCKER_MANIFEST, &m).await;
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    assert_manifest(&c, &b, "win", "v1", DOCKER_MANIFEST, &m).await;
 }

@@ -2,7 +2,7 @@
 -- Timestamps are Unix milliseconds. Digests are stored as "algorithm:hex" text.
 
 CREATE TABLE repositories (
-    name        TEXT PRIMARY KEY,
+    name        TEXT COLLATE "C" PRIMARY KEY,
     created_at  BIGINT NOT NULL
 );
 
@@ -49,7 +49,7 @@ CREATE INDEX manifest_references_child ON manifest_references(repository, child)
 
 CREATE TABLE tags (
     repository  TEXT NOT NULL,
-    name        TEXT NOT NULL,
+    name        TEXT COLLATE "C" NOT NULL,
     digest      TEXT NOT NULL,
     updated_at  BIGINT NOT NULL,
     PRIMARY KEY (repository, name),

@@ -54,7 +54,11 @@ pub trait Grant: Send + Sync {
 pub trait AccessController: Send + Sync + 'static {
     /// Grants the `wanted` access or returns the error (401 with a challenge, or 403)
     /// the client must see. An empty `wanted` asks only to be let in (`/v2/`, catalog).
-    async fn authorize(&self, headers: &HeaderMap, wanted: &[Access<'_>]) -> Result<Box<dyn Grant>, RegistryError>;
+    async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        wanted: &[Access<'_>],
+    ) -> Result<Box<dyn Grant>, RegistryError>;
 }
 
 /// Lets everyone do everything: the registry before authentication is configured.
@@ -70,7 +74,11 @@ impl Grant for Everything {
 
 #[async_trait]
 impl AccessController for OpenAccess {
-    async fn authorize(&self, _headers: &HeaderMap, _wanted: &[Access<'_>]) -> Result<Box<dyn Grant>, RegistryError> {
+    async fn authorize(
+        &self,
+        _headers: &HeaderMap,
+        _wanted: &[Access<'_>],
+    ) -> Result<Box<dyn Grant>, RegistryError> {
         Ok(Box::new(Everything))
     }
 }

@@ -14,7 +14,9 @@ pub use sql::SqlMetadataStore;
 pub enum MetaError {
     #[error("manifest references content this repository does not have: {}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))]
     MissingReferences(Vec<Digest>),
-    #[error("upload session changed underneath this request (another request moved it on); retry from the offset the status endpoint reports")]
+    #[error(
+        "upload session changed underneath this request (another request moved it on); retry from the offset the status endpoint reports"
+    )]
     UploadConflict,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -77,13 +79,16 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError>;
 
     /// Repository names in lexical order after `last`, at most `n`.
-    async fn list_repositories(&self, last: Option<&str>, n: i64) -> Result<Vec<String>, MetaError>;
+    async fn list_repositories(&self, last: Option<&str>, n: i64)
+    -> Result<Vec<String>, MetaError>;
 
     /// Records a committed blob and links it to `repo` (creating the repository).
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), MetaError>;
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64)
+    -> Result<(), MetaError>;
 
     /// The size of a blob linked to `repo`, or `None`.
-    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError>;
+    async fn linked_blob(&self, repo: &RepoName, digest: &Digest)
+    -> Result<Option<u64>, MetaError>;
 
     /// Removes a blob's link from `repo`; `false` when there was none.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
@@ -92,7 +97,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// and child manifest it references is in the repository.
     async fn put_manifest(&self, m: &NewManifest) -> Result<(), MetaError>;
 
-    async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, MetaError>;
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>, MetaError>;
 
     /// Deletes a manifest and every tag pointing at it; `false` when there was none.
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
@@ -101,7 +110,12 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn delete_tag(&self, repo: &RepoName, tag: &str) -> Result<bool, MetaError>;
 
     /// Tags in lexical order after `last`, at most `n`.
-    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: i64) -> Result<Vec<String>, MetaError>;
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: i64,
+    ) -> Result<Vec<String>, MetaError>;
 
     /// Manifests in `repo` whose subject is `subject`, optionally only those of `artifact_type`.
     async fn referrers(
@@ -113,11 +127,21 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     async fn create_upload(&self, session: &UploadSession) -> Result<(), MetaError>;
 
-    async fn get_upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadSession>, MetaError>;
+    async fn get_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+    ) -> Result<Option<UploadSession>, MetaError>;
 
     /// Moves an upload from `from` bytes to `to` bytes with a new hasher state; fails with
     /// `UploadConflict` if another request moved it first.
-    async fn advance_upload(&self, id: &str, from: u64, to: u64, hash_state: &[u8]) -> Result<(), MetaError>;
+    async fn advance_upload(
+        &self,
+        id: &str,
+        from: u64,
+        to: u64,
+        hash_state: &[u8],
+    ) -> Result<(), MetaError>;
 
     async fn delete_upload(&self, id: &str) -> Result<bool, MetaError>;
 }

@@ -9,7 +9,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor, Row};
 
-use super::{ManifestRecord, MetaError, MetadataStore, NewManifest, Referrer, UploadSession, now_millis};
+use super::{
+    ManifestRecord, MetaError, MetadataStore, NewManifest, Referrer, UploadSession, now_millis,
+};
 use crate::oci::{Digest, Reference, RepoName};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -68,11 +70,21 @@ impl SqlMetadataStore {
                 };
                 // Create the file and switch it to WAL before the readers open it.
                 let write = opts().max_connections(1).connect(&url).await?;
-                let read = opts().max_connections(max_connections.max(1)).connect(&url).await?;
-                Ok(SqlMetadataStore { read, write, dialect })
+                let read = opts()
+                    .max_connections(max_connections.max(1))
+                    .connect(&url)
+                    .await?;
+                Ok(SqlMetadataStore {
+                    read,
+                    write,
+                    dialect,
+                })
             }
             Dialect::Postgres => {
-                let pool = AnyPoolOptions::new().max_connections(max_connections.max(1)).connect(url).await?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(max_connections.max(1))
+                    .connect(url)
+                    .await?;
                 Ok(SqlMetadataStore {
                     read: pool.clone(),
                     write: pool,
@@ -108,7 +120,8 @@ fn sqlite_url(url: &str) -> Result<String, MetaError> {
     if !path.is_empty() && path != ":memory:" {
         if let Some(dir) = std::path::Path::new(path).parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| MetaError::Database(sqlx::Error::Io(e)))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| MetaError::Database(sqlx::Error::Io(e)))?;
             }
         }
     }
@@ -123,12 +136,16 @@ fn sqlite_url(url: &str) -> Result<String, MetaError> {
 
 fn digest_col(row: &AnyRow, col: &str) -> Result<Digest, MetaError> {
     let s: String = row.try_get(col)?;
-    s.parse().map_err(|e| MetaError::Corrupt(format!("stored digest {s:?}: {e}")))
+    s.parse()
+        .map_err(|e| MetaError::Corrupt(format!("stored digest {s:?}: {e}")))
 }
 
 /// `$from, $from+1, ...` for `count` values.
 fn placeholders(from: usize, count: usize) -> String {
-    (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (from..from + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[async_trait]
@@ -141,23 +158,37 @@ impl MetadataStore for SqlMetadataStore {
         Ok(row.is_some())
     }
 
-    async fn list_repositories(&self, last: Option<&str>, n: i64) -> Result<Vec<String>, MetaError> {
-        let rows = sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
-            .bind(last.unwrap_or(""))
-            .bind(n)
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(|r| r.try_get("name").map_err(MetaError::from)).collect()
+    async fn list_repositories(
+        &self,
+        last: Option<&str>,
+        n: i64,
+    ) -> Result<Vec<String>, MetaError> {
+        let rows =
+            sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
+                .bind(last.unwrap_or(""))
+                .bind(n)
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter()
+            .map(|r| r.try_get("name").map_err(MetaError::from))
+            .collect()
     }
 
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), MetaError> {
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), MetaError> {
         let now = now_millis();
         let mut tx = self.write.begin().await?;
-        sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(repo.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(digest.to_string())
             .bind(size as i64)
@@ -176,7 +207,11 @@ impl MetadataStore for SqlMetadataStore {
         Ok(())
     }
 
-    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
+    async fn linked_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, MetaError> {
         let row = sqlx::query(
             "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
              WHERE rb.repository = $1 AND rb.digest = $2",
@@ -192,11 +227,12 @@ impl MetadataStore for SqlMetadataStore {
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        let done = sqlx::query("DELETE FROM repository_blobs WHERE repository = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(digest.to_string())
-            .execute(&self.write)
-            .await?;
+        let done =
+            sqlx::query("DELETE FROM repository_blobs WHERE repository = $1 AND digest = $2")
+                .bind(repo.as_str())
+                .bind(digest.to_string())
+                .execute(&self.write)
+                .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -206,11 +242,13 @@ impl MetadataStore for SqlMetadataStore {
         let blobs: BTreeSet<String> = m.blobs.iter().map(|d| d.to_string()).collect();
         let children: BTreeSet<String> = m.manifests.iter().map(|d| d.to_string()).collect();
         let mut tx = self.write.begin().await?;
-        sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(repo)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
 
         let mut missing = Vec::new();
         for (set, table) in [(&blobs, "repository_blobs"), (&children, "manifests")] {
@@ -232,7 +270,10 @@ impl MetadataStore for SqlMetadataStore {
                 .map(|r| r.try_get::<String, _>("digest"))
                 .collect::<Result<_, _>>()?;
             for d in set.difference(&found) {
-                missing.push(d.parse().map_err(|e| MetaError::Corrupt(format!("{d}: {e}")))?);
+                missing.push(
+                    d.parse()
+                        .map_err(|e| MetaError::Corrupt(format!("{d}: {e}")))?,
+                );
             }
         }
         if !missing.is_empty() {
@@ -285,7 +326,11 @@ impl MetadataStore for SqlMetadataStore {
         Ok(())
     }
 
-    async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>, MetaError> {
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>, MetaError> {
         let row = match reference {
             Reference::Digest(d) => {
                 sqlx::query("SELECT digest, media_type, content FROM manifests WHERE repository = $1 AND digest = $2")
@@ -322,7 +367,11 @@ impl MetadataStore for SqlMetadataStore {
             "DELETE FROM tags WHERE repository = $1 AND digest = $2",
             "DELETE FROM manifest_references WHERE repository = $1 AND manifest = $2",
         ] {
-            sqlx::query(sql).bind(repo.as_str()).bind(digest.to_string()).execute(&mut *tx).await?;
+            sqlx::query(sql)
+                .bind(repo.as_str())
+                .bind(digest.to_string())
+                .execute(&mut *tx)
+                .await?;
         }
         let done = sqlx::query("DELETE FROM manifests WHERE repository = $1 AND digest = $2")
             .bind(repo.as_str())
@@ -342,14 +391,23 @@ impl MetadataStore for SqlMetadataStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: i64) -> Result<Vec<String>, MetaError> {
-        let rows = sqlx::query("SELECT name FROM tags WHERE repository = $1 AND name > $2 ORDER BY name LIMIT $3")
-            .bind(repo.as_str())
-            .bind(last.unwrap_or(""))
-            .bind(n)
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(|r| r.try_get("name").map_err(MetaError::from)).collect()
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: i64,
+    ) -> Result<Vec<String>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT name FROM tags WHERE repository = $1 AND name > $2 ORDER BY name LIMIT $3",
+        )
+        .bind(repo.as_str())
+        .bind(last.unwrap_or(""))
+        .bind(n)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get("name").map_err(MetaError::from))
+            .collect()
     }
 
     async fn referrers(
@@ -399,7 +457,11 @@ impl MetadataStore for SqlMetadataStore {
         Ok(())
     }
 
-    async fn get_upload(&self, repo: &RepoName, id: &str) -> Result<Option<UploadSession>, MetaError> {
+    async fn get_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+    ) -> Result<Option<UploadSession>, MetaError> {
         let row = sqlx::query(
             "SELECT id, repository, committed, hash_state, started_at FROM uploads WHERE id = $1 AND repository = $2",
         )
@@ -417,7 +479,13 @@ impl MetadataStore for SqlMetadataStore {
         }))
     }
 
-    async fn advance_upload(&self, id: &str, from: u64, to: u64, hash_state: &[u8]) -> Result<(), MetaError> {
+    async fn advance_upload(
+        &self,
+        id: &str,
+        from: u64,
+        to: u64,
+        hash_state: &[u8],
+    ) -> Result<(), MetaError> {
         let done = sqlx::query(
             "UPDATE uploads SET committed = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND committed = $5",
         )

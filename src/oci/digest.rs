@@ -44,7 +44,9 @@ pub enum DigestError {
     Malformed(String),
     #[error("digest algorithm {0:?} is not supported; use sha256 or sha512")]
     UnsupportedAlgorithm(String),
-    #[error("digest {0:?} has an encoded part of the wrong length or with characters other than 0-9a-f")]
+    #[error(
+        "digest {0:?} has an encoded part of the wrong length or with characters other than 0-9a-f"
+    )]
     BadEncoding(String),
 }
 
@@ -78,9 +80,11 @@ impl FromStr for Digest {
             .ok_or_else(|| DigestError::Malformed(s.to_string()))?;
         // The grammar's algorithm component: [a-z0-9]+([+._-][a-z0-9]+)*
         let alg_ok = !alg.is_empty()
-            && alg
-                .split(['+', '.', '_', '-'])
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+            && alg.split(['+', '.', '_', '-']).all(|p| {
+                !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
         if !alg_ok || hex.is_empty() {
             return Err(DigestError::Malformed(s.to_string()));
         }
@@ -90,7 +94,9 @@ impl FromStr for Digest {
             other => return Err(DigestError::UnsupportedAlgorithm(other.to_string())),
         };
         if hex.len() != algorithm.hex_len()
-            || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(DigestError::BadEncoding(s.to_string()));
         }
@@ -206,7 +212,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_digests() {
-        assert!(matches!("sha256".parse::<Digest>(), Err(DigestError::Malformed(_))));
+        assert!(matches!(
+            "sha256".parse::<Digest>(),
+            Err(DigestError::Malformed(_))
+        ));
         assert!(matches!(
             format!("md5:{}", "a".repeat(32)).parse::<Digest>(),
             Err(DigestError::UnsupportedAlgorithm(_))
@@ -215,7 +224,10 @@ mod tests {
             format!("sha256:{}", "A".repeat(64)).parse::<Digest>(),
             Err(DigestError::BadEncoding(_))
         ));
-        assert!(matches!("sha256:abc".parse::<Digest>(), Err(DigestError::BadEncoding(_))));
+        assert!(matches!(
+            "sha256:abc".parse::<Digest>(),
+            Err(DigestError::BadEncoding(_))
+        ));
     }
 
     #[test]
@@ -224,7 +236,11 @@ mod tests {
             Digest::sha256(b"").to_string(),
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
-        assert!(Digest::compute(Algorithm::Sha512, b"abc").hex().starts_with("ddaf35a193617aba"));
+        assert!(
+            Digest::compute(Algorithm::Sha512, b"abc")
+                .hex()
+                .starts_with("ddaf35a193617aba")
+        );
     }
 
     #[test]

@@ -113,21 +113,32 @@ impl RegistryError {
     }
 
     pub fn blob_unknown(digest: impl std::fmt::Display) -> RegistryError {
-        RegistryError::new(ErrorCode::BlobUnknown, format!("blob {digest} is not in this repository"))
+        RegistryError::new(
+            ErrorCode::BlobUnknown,
+            format!("blob {digest} is not in this repository"),
+        )
     }
 
     pub fn manifest_unknown(reference: impl std::fmt::Display) -> RegistryError {
-        RegistryError::new(ErrorCode::ManifestUnknown, format!("manifest {reference} is not in this repository"))
+        RegistryError::new(
+            ErrorCode::ManifestUnknown,
+            format!("manifest {reference} is not in this repository"),
+        )
     }
 
     pub fn name_unknown(name: impl std::fmt::Display) -> RegistryError {
-        RegistryError::new(ErrorCode::NameUnknown, format!("repository {name} does not exist"))
+        RegistryError::new(
+            ErrorCode::NameUnknown,
+            format!("repository {name} does not exist"),
+        )
     }
 
     pub fn upload_unknown(id: &str) -> RegistryError {
         RegistryError::new(
             ErrorCode::BlobUploadUnknown,
-            format!("upload {id:?} is not in progress in this repository (finished, cancelled or never started)"),
+            format!(
+                "upload {id:?} is not in progress in this repository (finished, cancelled or never started)"
+            ),
         )
     }
 

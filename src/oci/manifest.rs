@@ -65,7 +65,10 @@ pub enum ManifestError {
     Json(String),
     #[error("manifest schemaVersion must be 2")]
     SchemaVersion,
-    #[error("manifest has no mediaType and the request has no manifest Content-Type; send Content-Type: {}", media::OCI_MANIFEST)]
+    #[error(
+        "manifest has no mediaType and the request has no manifest Content-Type; send Content-Type: {}",
+        media::OCI_MANIFEST
+    )]
     NoMediaType,
     #[error("manifest media type {0:?} is not supported; supported: {supported}", supported = media::ALL_MANIFESTS.join(", "))]
     UnsupportedMediaType(String),
@@ -83,7 +86,8 @@ pub enum ManifestError {
 
 /// Parses a manifest body. `content_type` is the request's Content-Type, if any.
 pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, ManifestError> {
-    let raw: RawManifest = serde_json::from_slice(body).map_err(|e| ManifestError::Json(e.to_string()))?;
+    let raw: RawManifest =
+        serde_json::from_slice(body).map_err(|e| ManifestError::Json(e.to_string()))?;
     if raw.schema_version != Some(2) {
         return Err(ManifestError::SchemaVersion);
     }
@@ -107,34 +111,56 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, 
             _ => return Err(ManifestError::NoMediaType),
         },
     };
-    let kind = media::manifest_kind(&media_type).ok_or_else(|| ManifestError::UnsupportedMediaType(media_type.clone()))?;
+    let kind = media::manifest_kind(&media_type)
+        .ok_or_else(|| ManifestError::UnsupportedMediaType(media_type.clone()))?;
 
     let (blobs, manifests) = match kind {
         ManifestKind::Image => {
             if raw.manifests.is_some() {
                 return Err(ManifestError::UnexpectedField(media_type, "manifests"));
             }
-            let config = raw.config.clone().ok_or_else(|| ManifestError::MissingField(media_type.clone(), "config"))?;
-            let layers = raw.layers.clone().ok_or_else(|| ManifestError::MissingField(media_type.clone(), "layers"))?;
+            let config = raw
+                .config
+                .clone()
+                .ok_or_else(|| ManifestError::MissingField(media_type.clone(), "config"))?;
+            let layers = raw
+                .layers
+                .clone()
+                .ok_or_else(|| ManifestError::MissingField(media_type.clone(), "layers"))?;
             let mut blobs = vec![config];
             blobs.extend(layers);
             (blobs, Vec::new())
         }
         ManifestKind::Index => {
             if raw.config.is_some() || raw.layers.is_some() {
-                return Err(ManifestError::UnexpectedField(media_type, "config or layers"));
+                return Err(ManifestError::UnexpectedField(
+                    media_type,
+                    "config or layers",
+                ));
             }
-            let manifests = raw.manifests.clone().ok_or_else(|| ManifestError::MissingField(media_type.clone(), "manifests"))?;
+            let manifests = raw
+                .manifests
+                .clone()
+                .ok_or_else(|| ManifestError::MissingField(media_type.clone(), "manifests"))?;
             (Vec::new(), manifests)
         }
     };
-    for d in blobs.iter().chain(manifests.iter()).chain(raw.subject.iter()) {
+    for d in blobs
+        .iter()
+        .chain(manifests.iter())
+        .chain(raw.subject.iter())
+    {
         check_descriptor(d)?;
     }
-    let artifact_type = raw.artifact_type.clone().or_else(|| match kind {
-        ManifestKind::Image => raw.config.as_ref().map(|c| c.media_type.clone()),
-        ManifestKind::Index => None,
-    });
+    // An empty artifactType counts as missing (distribution-spec, "Listing Referrers").
+    let artifact_type =
+        raw.artifact_type
+            .clone()
+            .filter(|a| !a.is_empty())
+            .or_else(|| match kind {
+                ManifestKind::Image => raw.config.as_ref().map(|c| c.media_type.clone()),
+                ManifestKind::Index => None,
+            });
     Ok(ParsedManifest {
         media_type,
         kind,
@@ -154,7 +180,8 @@ fn check_descriptor(d: &Descriptor) -> Result<(), ManifestError> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(data)
             .map_err(|_| ManifestError::BadData(d.digest.clone()))?;
-        if bytes.len() as i64 != d.size || Digest::compute(d.digest.algorithm(), &bytes) != d.digest {
+        if bytes.len() as i64 != d.size || Digest::compute(d.digest.algorithm(), &bytes) != d.digest
+        {
             return Err(ManifestError::BadData(d.digest.clone()));
         }
     }
@@ -192,7 +219,24 @@ mod tests {
         let m = parse(image("").as_bytes(), Some(media::OCI_MANIFEST)).unwrap();
         assert_eq!(m.kind, ManifestKind::Image);
         assert_eq!(m.blobs.len(), 2);
-        assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
+        assert_eq!(
+            m.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
+    }
+
+    #[test]
+    fn empty_artifact_type_counts_as_missing() {
+        let m = parse(image(r#","artifactType":"""#).as_bytes(), None).unwrap();
+        assert_eq!(
+            m.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
+        let idx = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","artifactType":"","manifests":[]}}"#,
+            media::OCI_INDEX
+        );
+        assert_eq!(parse(idx.as_bytes(), None).unwrap().artifact_type, None);
     }
 
     #[test]
@@ -204,14 +248,24 @@ mod tests {
     fn contradicting_media_type_is_refused() {
         let e = parse(image("").as_bytes(), Some(media::OCI_INDEX)).unwrap_err();
         assert!(matches!(e, ManifestError::MediaTypeMismatch { .. }));
-        let idx = format!(r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[],"config":{{"mediaType":"x","digest":"{}","size":1}}}}"#, media::OCI_INDEX, d('c'));
-        assert!(matches!(parse(idx.as_bytes(), None), Err(ManifestError::UnexpectedField(..))));
+        let idx = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[],"config":{{"mediaType":"x","digest":"{}","size":1}}}}"#,
+            media::OCI_INDEX,
+            d('c')
+        );
+        assert!(matches!(
+            parse(idx.as_bytes(), None),
+            Err(ManifestError::UnexpectedField(..))
+        ));
     }
 
     #[test]
     fn not_json_is_refused() {
         assert!(matches!(parse(b"nope", None), Err(ManifestError::Json(_))));
-        assert!(matches!(parse(b"{\"schemaVersion\":1}", None), Err(ManifestError::SchemaVersion)));
+        assert!(matches!(
+            parse(b"{\"schemaVersion\":1}", None),
+            Err(ManifestError::SchemaVersion)
+        ));
     }
 
     #[test]
@@ -224,6 +278,9 @@ mod tests {
         );
         assert!(parse(good.as_bytes(), None).is_ok());
         let bad = good.replace("e30=", "e31=");
-        assert!(matches!(parse(bad.as_bytes(), None), Err(ManifestError::BadData(_))));
+        assert!(matches!(
+            parse(bad.as_bytes(), None),
+            Err(ManifestError::BadData(_))
+        ));
     }
 }

@@ -21,7 +21,9 @@ pub struct RepoName(String);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NameError {
-    #[error("repository name {0:?} is invalid: use lower-case components of [a-z0-9] joined by '.', '_', '__' or '-', separated by '/'")]
+    #[error(
+        "repository name {0:?} is invalid: use lower-case components of [a-z0-9] joined by '.', '_', '__' or '-', separated by '/'"
+    )]
     Invalid(String),
     #[error("repository name is {0} characters long; the limit is {MAX_NAME_LEN}")]
     TooLong(usize),
@@ -107,7 +109,9 @@ pub enum Reference {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReferenceError {
-    #[error("tag {0:?} is invalid: up to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'")]
+    #[error(
+        "tag {0:?} is invalid: up to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'"
+    )]
     Tag(String),
     #[error(transparent)]
     Digest(#[from] DigestError),
@@ -147,10 +151,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_names() {
-        for n in ["", "A", "a//b", "/a", "a/", "a..b", "a___b", "-a", "a-", "a_.b", "a b", "a:b"] {
+        for n in [
+            "", "A", "a//b", "/a", "a/", "a..b", "a___b", "-a", "a-", "a_.b", "a b", "a:b",
+        ] {
             assert!(RepoName::parse(n).is_err(), "{n}");
         }
-        assert_eq!(RepoName::parse(&"a".repeat(256)), Err(NameError::TooLong(256)));
+        assert_eq!(
+            RepoName::parse(&"a".repeat(256)),
+            Err(NameError::TooLong(256))
+        );
     }
 
     #[test]
@@ -168,7 +177,10 @@ mod tests {
     #[test]
     fn references() {
         assert_eq!(Reference::parse("v1"), Ok(Reference::Tag("v1".into())));
-        assert!(matches!(Reference::parse(&format!("sha256:{}", "a".repeat(64))), Ok(Reference::Digest(_))));
+        assert!(matches!(
+            Reference::parse(&format!("sha256:{}", "a".repeat(64))),
+            Ok(Reference::Digest(_))
+        ));
         assert!(Reference::parse("sha256:zz").is_err());
         assert!(Reference::parse("bad tag").is_err());
     }

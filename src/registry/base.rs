@@ -10,5 +10,10 @@ pub async fn handle(req: Req<'_>) -> Result<Response> {
         return Err(req.unsupported("GET, HEAD"));
     }
     req.state.access.authorize(req.headers, &[]).await?;
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response())
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        "{}",
+    )
+        .into_response())
 }

@@ -12,8 +12,9 @@ use crate::oci::{Digest, ErrorCode, RegistryError, RepoName};
 use crate::storage::StorageError;
 
 pub fn parse_digest(s: &str) -> Result<Digest> {
-    s.parse()
-        .map_err(|e: crate::oci::digest::DigestError| RegistryError::new(ErrorCode::DigestInvalid, e.to_string()))
+    s.parse().map_err(|e: crate::oci::digest::DigestError| {
+        RegistryError::new(ErrorCode::DigestInvalid, e.to_string())
+    })
 }
 
 pub async fn handle(req: Req<'_>, name: RepoName, digest: &str) -> Result<Response> {
@@ -46,7 +47,11 @@ pub fn parse_range(value: &str) -> Option<RangeRequest> {
         return Some(RangeRequest::Suffix(b.parse().ok()?));
     }
     let start = a.parse().ok()?;
-    let end = if b.is_empty() { None } else { Some(b.parse().ok()?) };
+    let end = if b.is_empty() {
+        None
+    } else {
+        Some(b.parse().ok()?)
+    };
     if end.is_some_and(|e| e < start) {
         return None;
     }
@@ -74,7 +79,10 @@ pub fn resolve_range(r: &RangeRequest, size: u64) -> std::result::Result<Range<u
 }
 
 async fn get(req: Req<'_>, name: RepoName, digest: &str) -> Result<Response> {
-    req.state.access.authorize(req.headers, &[Access::pull(name.as_str())]).await?;
+    req.state
+        .access
+        .authorize(req.headers, &[Access::pull(name.as_str())])
+        .await?;
     let digest = parse_digest(digest)?;
     let size = req
         .state
@@ -91,10 +99,16 @@ async fn get(req: Req<'_>, name: RepoName, digest: &str) -> Result<Response> {
             Err(()) => {
                 return Err(RegistryError::new(
                     ErrorCode::BlobUnknown,
-                    format!("range {:?} cannot be satisfied by a blob of {size} bytes", req.header(header::RANGE).unwrap_or("")),
+                    format!(
+                        "range {:?} cannot be satisfied by a blob of {size} bytes",
+                        req.header(header::RANGE).unwrap_or("")
+                    ),
                 )
                 .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .with_header(header::CONTENT_RANGE, header_value(format!("bytes */{size}"))));
+                .with_header(
+                    header::CONTENT_RANGE,
+                    header_value(format!("bytes */{size}")),
+                ));
             }
         },
     };
@@ -105,9 +119,10 @@ async fn get(req: Req<'_>, name: RepoName, digest: &str) -> Result<Response> {
         .header(header::ETAG, header_value(format!("\"{digest}\"")))
         .header(header::CACHE_CONTROL, "max-age=31536000");
     if let Some(r) = &range {
-        builder = builder
-            .status(StatusCode::PARTIAL_CONTENT)
-            .header(header::CONTENT_RANGE, header_value(format!("bytes {}-{}/{size}", r.start, r.end - 1)));
+        builder = builder.status(StatusCode::PARTIAL_CONTENT).header(
+            header::CONTENT_RANGE,
+            header_value(format!("bytes {}-{}/{size}", r.start, r.end - 1)),
+        );
     }
     let len = range.as_ref().map_or(size, |r| r.end - r.start);
     builder = builder.header(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -125,14 +140,25 @@ async fn get(req: Req<'_>, name: RepoName, digest: &str) -> Result<Response> {
             reader.total
         )));
     }
-    builder.body(Body::from_stream(reader.body)).map_err(RegistryError::internal)
+    builder
+        .body(Body::from_stream(reader.body))
+        .map_err(RegistryError::internal)
 }
 
 async fn delete(req: Req<'_>, name: RepoName, digest: &str) -> Result<Response> {
-    req.state.access.authorize(req.headers, &[Access::delete(name.as_str())]).await?;
+    req.state
+        .access
+        .authorize(req.headers, &[Access::delete(name.as_str())])
+        .await?;
     let digest = parse_digest(digest)?;
     // Unlink only: other repositories may share the bytes; garbage collection frees them.
-    if !req.state.meta.unlink_blob(&name, &digest).await.map_err(RegistryError::internal)? {
+    if !req
+        .state
+        .meta
+        .unlink_blob(&name, &digest)
+        .await
+        .map_err(RegistryError::internal)?
+    {
         return Err(RegistryError::blob_unknown(&digest));
     }
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
@@ -144,14 +170,44 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-9"), Some(RangeRequest::From { start: 0, end: Some(9) }));
-        assert_eq!(parse_range("bytes=5-"), Some(RangeRequest::From { start: 5, end: None }));
+        assert_eq!(
+            parse_range("bytes=0-9"),
+            Some(RangeRequest::From {
+                start: 0,
+                end: Some(9)
+            })
+        );
+        assert_eq!(
+            parse_range("bytes=5-"),
+            Some(RangeRequest::From {
+                start: 5,
+                end: None
+            })
+        );
         assert_eq!(parse_range("bytes=-3"), Some(RangeRequest::Suffix(3)));
         assert_eq!(parse_range("bytes=9-0"), None);
         assert_eq!(parse_range("bytes=0-1,3-4"), None);
         assert_eq!(parse_range("items=0-1"), None);
-        assert_eq!(resolve_range(&RangeRequest::From { start: 0, end: Some(99) }, 10), Ok(0..10));
-        assert_eq!(resolve_range(&RangeRequest::From { start: 10, end: None }, 10), Err(()));
+        assert_eq!(
+            resolve_range(
+                &RangeRequest::From {
+                    start: 0,
+                    end: Some(99)
+                },
+                10
+            ),
+            Ok(0..10)
+        );
+        assert_eq!(
+            resolve_range(
+                &RangeRequest::From {
+                    start: 10,
+                    end: None
+                },
+                10
+            ),
+            Err(())
+        );
         assert_eq!(resolve_range(&RangeRequest::Suffix(3), 10), Ok(7..10));
         assert_eq!(resolve_range(&RangeRequest::Suffix(30), 10), Ok(0..10));
     }

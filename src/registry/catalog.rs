@@ -41,7 +41,8 @@ pub async fn handle(req: Req<'_>) -> Result<Response> {
     let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     if more {
         if let Some(last) = visible.last() {
-            resp.headers_mut().insert(header::LINK, next_link("/v2/_catalog", n, last));
+            resp.headers_mut()
+                .insert(header::LINK, next_link("/v2/_catalog", n, last));
         }
     }
     Ok(resp)

@@ -21,13 +21,20 @@ pub async fn handle(req: Req<'_>, name: RepoName, reference: &str, body: Body) -
 
 fn parse_reference(s: &str) -> Result<Reference> {
     Reference::parse(s).map_err(|e| match e {
-        crate::oci::name::ReferenceError::Digest(e) => RegistryError::new(ErrorCode::DigestInvalid, e.to_string()),
-        e @ crate::oci::name::ReferenceError::Tag(_) => RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()),
+        crate::oci::name::ReferenceError::Digest(e) => {
+            RegistryError::new(ErrorCode::DigestInvalid, e.to_string())
+        }
+        e @ crate::oci::name::ReferenceError::Tag(_) => {
+            RegistryError::new(ErrorCode::ManifestInvalid, e.to_string())
+        }
     })
 }
 
 async fn get(req: Req<'_>, name: RepoName, reference: &str) -> Result<Response> {
-    req.state.access.authorize(req.headers, &[Access::pull(name.as_str())]).await?;
+    req.state
+        .access
+        .authorize(req.headers, &[Access::pull(name.as_str())])
+        .await?;
     let reference = parse_reference(reference)?;
     let m = req
         .state
@@ -39,7 +46,10 @@ async fn get(req: Req<'_>, name: RepoName, reference: &str) -> Result<Response> 
     let headers = [
         (header::CONTENT_TYPE, header_value(&m.media_type)),
         (header::CONTENT_LENGTH, HeaderValue::from(m.content.len())),
-        (header::HeaderName::from_static(DOCKER_CONTENT_DIGEST), header_value(m.digest.to_string())),
+        (
+            header::HeaderName::from_static(DOCKER_CONTENT_DIGEST),
+            header_value(m.digest.to_string()),
+        ),
         (header::ETAG, header_value(format!("\"{}\"", m.digest))),
     ];
     if *req.method == Method::HEAD {
@@ -49,7 +59,10 @@ async fn get(req: Req<'_>, name: RepoName, reference: &str) -> Result<Response> 
 }
 
 async fn put(req: Req<'_>, name: RepoName, reference: &str, body: Body) -> Result<Response> {
-    req.state.access.authorize(req.headers, &[Access::push(name.as_str())]).await?;
+    req.state
+        .access
+        .authorize(req.headers, &[Access::push(name.as_str())])
+        .await?;
     let reference = parse_reference(reference)?;
     let limit = req.state.limits.max_manifest_bytes;
     let too_big = |n: String| {
@@ -59,7 +72,10 @@ async fn put(req: Req<'_>, name: RepoName, reference: &str, body: Body) -> Resul
         )
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     };
-    if let Some(cl) = req.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(cl) = req
+        .header(header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         if cl > limit {
             return Err(too_big(cl.to_string()));
         }
@@ -68,11 +84,16 @@ async fn put(req: Req<'_>, name: RepoName, reference: &str, body: Body) -> Resul
         Ok(b) => b,
         Err(e) => {
             use std::error::Error as _;
-            let over = e.source().is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let over = e
+                .source()
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             return Err(if over {
                 too_big(format!("more than {limit}"))
             } else {
-                RegistryError::new(ErrorCode::ManifestInvalid, format!("manifest body could not be read: {e}"))
+                RegistryError::new(
+                    ErrorCode::ManifestInvalid,
+                    format!("manifest body could not be read: {e}"),
+                )
             });
         }
     };
@@ -90,7 +111,10 @@ async fn put(req: Req<'_>, name: RepoName, reference: &str, body: Body) -> Resul
             }
             (actual, Vec::new())
         }
-        Reference::Tag(t) => (Digest::compute(Algorithm::Sha256, &content), vec![t.clone()]),
+        Reference::Tag(t) => (
+            Digest::compute(Algorithm::Sha256, &content),
+            vec![t.clone()],
+        ),
     };
     for t in req.query_all("tag") {
         if !valid_tag(&t) {
@@ -135,7 +159,11 @@ async fn put(req: Req<'_>, name: RepoName, reference: &str, body: Body) -> Resul
                 ErrorCode::ManifestBlobUnknown,
                 format!(
                     "manifest references {} that {name} does not have; push them first: {}",
-                    if list.len() == 1 { "content" } else { "contents" },
+                    if list.len() == 1 {
+                        "content"
+                    } else {
+                        "contents"
+                    },
                     list.join(", ")
                 ),
             )
@@ -146,20 +174,30 @@ async fn put(req: Req<'_>, name: RepoName, reference: &str, body: Body) -> Resul
     let mut resp = (
         StatusCode::CREATED,
         [
-            (header::LOCATION, header_value(format!("/v2/{name}/manifests/{digest}"))),
-            (header::HeaderName::from_static(DOCKER_CONTENT_DIGEST), header_value(digest.to_string())),
+            (
+                header::LOCATION,
+                header_value(format!("/v2/{name}/manifests/{digest}")),
+            ),
+            (
+                header::HeaderName::from_static(DOCKER_CONTENT_DIGEST),
+                header_value(digest.to_string()),
+            ),
             (header::CONTENT_LENGTH, HeaderValue::from_static("0")),
         ],
     )
         .into_response();
     if let Some(subject) = &parsed.subject {
-        resp.headers_mut().insert(OCI_SUBJECT, header_value(subject.digest.to_string()));
+        resp.headers_mut()
+            .insert(OCI_SUBJECT, header_value(subject.digest.to_string()));
     }
     Ok(resp)
 }
 
 async fn delete(req: Req<'_>, name: RepoName, reference: &str) -> Result<Response> {
-    req.state.access.authorize(req.headers, &[Access::delete(name.as_str())]).await?;
+    req.state
+        .access
+        .authorize(req.headers, &[Access::delete(name.as_str())])
+        .await?;
     let reference = parse_reference(reference)?;
     let meta = &req.state.meta;
     let found = match &reference {

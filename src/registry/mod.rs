@@ -58,7 +58,10 @@ impl<'a> Route<'a> {
         if let Some(name) = rest.strip_suffix("/tags/list") {
             return (!name.is_empty()).then_some(Route::Tags { name });
         }
-        if let Some(name) = rest.strip_suffix("/blobs/uploads/").or_else(|| rest.strip_suffix("/blobs/uploads")) {
+        if let Some(name) = rest
+            .strip_suffix("/blobs/uploads/")
+            .or_else(|| rest.strip_suffix("/blobs/uploads"))
+        {
             return (!name.is_empty()).then_some(Route::UploadStart { name });
         }
         if let Some((name, id)) = split("blobs/uploads") {
@@ -78,14 +81,23 @@ impl<'a> Route<'a> {
 }
 
 /// Everything under `/v2`.
-pub async fn dispatch(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub async fn dispatch(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let path = uri.path();
     let rest = path.strip_prefix("/v2").unwrap_or(path);
     let rest = rest.strip_prefix('/').unwrap_or(rest);
     let Some(route) = Route::parse(rest) else {
-        return RegistryError::new(ErrorCode::NameUnknown, format!("no registry resource at {path}"))
-            .with_status(axum::http::StatusCode::NOT_FOUND)
-            .into_response();
+        return RegistryError::new(
+            ErrorCode::NameUnknown,
+            format!("no registry resource at {path}"),
+        )
+        .with_status(axum::http::StatusCode::NOT_FOUND)
+        .into_response();
     };
     let query = uri.query().unwrap_or("");
     let req = Req {
@@ -98,11 +110,15 @@ pub async fn dispatch(State(state): State<AppState>, method: Method, uri: Uri, h
         Route::Base => base::handle(req).await,
         Route::Catalog => catalog::handle(req).await,
         Route::Tags { name } => with_name(name, |n| tags::handle(req, n)).await,
-        Route::Manifest { name, reference } => with_name(name, |n| manifests::handle(req, n, reference, body)).await,
+        Route::Manifest { name, reference } => {
+            with_name(name, |n| manifests::handle(req, n, reference, body)).await
+        }
         Route::Blob { name, digest } => with_name(name, |n| blobs::handle(req, n, digest)).await,
         Route::UploadStart { name } => with_name(name, |n| uploads::start(req, n, body)).await,
         Route::Upload { name, id } => with_name(name, |n| uploads::handle(req, n, id, body)).await,
-        Route::Referrers { name, digest } => with_name(name, |n| referrers::handle(req, n, digest)).await,
+        Route::Referrers { name, digest } => {
+            with_name(name, |n| referrers::handle(req, n, digest)).await
+        }
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -112,7 +128,8 @@ where
     F: FnOnce(RepoName) -> Fut,
     Fut: std::future::Future<Output = Result<Response>>,
 {
-    let name = RepoName::parse(name).map_err(|e| RegistryError::new(ErrorCode::NameInvalid, e.to_string()))?;
+    let name = RepoName::parse(name)
+        .map_err(|e| RegistryError::new(ErrorCode::NameInvalid, e.to_string()))?;
     f(name).await
 }
 
@@ -150,8 +167,14 @@ impl Req<'_> {
     }
 
     pub fn unsupported(&self, allowed: &str) -> RegistryError {
-        RegistryError::unsupported(format!("method {} is not supported here; allowed: {allowed}", self.method))
-            .with_header(header::ALLOW, HeaderValue::from_str(allowed).unwrap_or(HeaderValue::from_static("GET")))
+        RegistryError::unsupported(format!(
+            "method {} is not supported here; allowed: {allowed}",
+            self.method
+        ))
+        .with_header(
+            header::ALLOW,
+            HeaderValue::from_str(allowed).unwrap_or(HeaderValue::from_static("GET")),
+        )
     }
 }
 
@@ -160,16 +183,28 @@ pub fn pagination(req: &Req<'_>, default_n: i64) -> Result<(i64, Option<String>)
     let n = match req.query_one("n") {
         None => default_n,
         Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-            RegistryError::new(ErrorCode::PaginationNumberInvalid, format!("n={s:?} is not a non-negative integer"))
+            RegistryError::new(
+                ErrorCode::PaginationNumberInvalid,
+                format!("n={s:?} is not a non-negative integer"),
+            )
         })?,
     };
     Ok((n, req.query_one("last").filter(|l| !l.is_empty())))
 }
 
+/// What `last` escapes in a `Link`: everything but RFC 3986's unreserved characters, so
+/// that tags such as `v1.0` come back as they are and `/` in repository names is escaped.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// An RFC 5988 `Link` header for the next page.
 pub fn next_link(path: &str, n: i64, last: &str) -> HeaderValue {
-    let last = percent_encoding::utf8_percent_encode(last, percent_encoding::NON_ALPHANUMERIC);
-    HeaderValue::from_str(&format!("<{path}?n={n}&last={last}>; rel=\"next\"")).unwrap_or(HeaderValue::from_static(""))
+    let last = percent_encoding::utf8_percent_encode(last, QUERY_VALUE);
+    HeaderValue::from_str(&format!("<{path}?n={n}&last={last}>; rel=\"next\""))
+        .unwrap_or(HeaderValue::from_static(""))
 }
 
 pub fn header_value(s: impl AsRef<str>) -> HeaderValue {
@@ -186,18 +221,66 @@ mod tests {
         assert_eq!(Route::parse(""), Some(Base));
         assert_eq!(Route::parse("_catalog"), Some(Catalog));
         assert_eq!(Route::parse("a/b/tags/list"), Some(Tags { name: "a/b" }));
-        assert_eq!(Route::parse("a/manifests/v1"), Some(Manifest { name: "a", reference: "v1" }));
-        assert_eq!(Route::parse("a/blobs/sha256:x"), Some(Blob { name: "a", digest: "sha256:x" }));
-        assert_eq!(Route::parse("a/blobs/uploads/"), Some(UploadStart { name: "a" }));
-        assert_eq!(Route::parse("a/blobs/uploads/u1"), Some(Upload { name: "a", id: "u1" }));
-        assert_eq!(Route::parse("a/referrers/sha256:x"), Some(Referrers { name: "a", digest: "sha256:x" }));
+        assert_eq!(
+            Route::parse("a/manifests/v1"),
+            Some(Manifest {
+                name: "a",
+                reference: "v1"
+            })
+        );
+        assert_eq!(
+            Route::parse("a/blobs/sha256:x"),
+            Some(Blob {
+                name: "a",
+                digest: "sha256:x"
+            })
+        );
+        assert_eq!(
+            Route::parse("a/blobs/uploads/"),
+            Some(UploadStart { name: "a" })
+        );
+        assert_eq!(
+            Route::parse("a/blobs/uploads/u1"),
+            Some(Upload {
+                name: "a",
+                id: "u1"
+            })
+        );
+        assert_eq!(
+            Route::parse("a/referrers/sha256:x"),
+            Some(Referrers {
+                name: "a",
+                digest: "sha256:x"
+            })
+        );
         // Keywords inside names.
         assert_eq!(
             Route::parse("manifests/blobs/manifests/t"),
-            Some(Manifest { name: "manifests/blobs", reference: "t" })
+            Some(Manifest {
+                name: "manifests/blobs",
+                reference: "t"
+            })
         );
-        assert_eq!(Route::parse("blobs/blobs/d"), Some(Blob { name: "blobs", digest: "d" }));
+        assert_eq!(
+            Route::parse("blobs/blobs/d"),
+            Some(Blob {
+                name: "blobs",
+                digest: "d"
+            })
+        );
         assert_eq!(Route::parse("a/unknown"), None);
         assert_eq!(Route::parse("/manifests/x"), None);
+    }
+
+    #[test]
+    fn next_links_escape_only_what_they_must() {
+        assert_eq!(
+            next_link("/v2/a/tags/list", 2, "v1.0_rc-1~x"),
+            "</v2/a/tags/list?n=2&last=v1.0_rc-1~x>; rel=\"next\""
+        );
+        assert_eq!(
+            next_link("/v2/_catalog", 1, "a/b"),
+            "</v2/_catalog?n=1&last=a%2Fb>; rel=\"next\""
+        );
     }
 }

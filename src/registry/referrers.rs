@@ -11,10 +11,15 @@ pub async fn handle(req: Req<'_>, name: RepoName, digest: &str) -> Result<Respon
     if req.method != Method::GET {
         return Err(req.unsupported("GET"));
     }
-    req.state.access.authorize(req.headers, &[Access::pull(name.as_str())]).await?;
+    req.state
+        .access
+        .authorize(req.headers, &[Access::pull(name.as_str())])
+        .await?;
     let subject: Digest = digest
         .parse()
-        .map_err(|e: crate::oci::digest::DigestError| RegistryError::new(ErrorCode::DigestInvalid, e.to_string()))?;
+        .map_err(|e: crate::oci::digest::DigestError| {
+            RegistryError::new(ErrorCode::DigestInvalid, e.to_string())
+        })?;
     let filter = req.query_one("artifactType").filter(|a| !a.is_empty());
     let referrers = req
         .state
@@ -33,7 +38,10 @@ pub async fn handle(req: Req<'_>, name: RepoName, digest: &str) -> Result<Respon
             if let Some(at) = r.artifact_type {
                 d["artifactType"] = at.into();
             }
-            if let Some(a) = r.annotations.and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok()) {
+            if let Some(a) = r
+                .annotations
+                .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+            {
                 d["annotations"] = a;
             }
             d
@@ -47,8 +55,10 @@ pub async fn handle(req: Req<'_>, name: RepoName, digest: &str) -> Result<Respon
     .to_string();
     let mut resp = ([(header::CONTENT_TYPE, media::OCI_INDEX)], body).into_response();
     if filter.is_some() {
-        resp.headers_mut()
-            .insert(OCI_FILTERS_APPLIED, header::HeaderValue::from_static("artifactType"));
+        resp.headers_mut().insert(
+            OCI_FILTERS_APPLIED,
+            header::HeaderValue::from_static("artifactType"),
+        );
     }
     Ok(resp)
 }

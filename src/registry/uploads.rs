@@ -22,7 +22,10 @@ pub async fn start(req: Req<'_>, name: RepoName, body: Body) -> Result<Response>
     }
     let mount = req.query_one("mount");
     let from = req.query_one("from");
-    req.state.access.authorize(req.headers, &[Access::push(name.as_str())]).await?;
+    req.state
+        .access
+        .authorize(req.headers, &[Access::push(name.as_str())])
+        .await?;
 
     if let (Some(mount), Some(from)) = (&mount, &from) {
         if let Some(resp) = try_mount(req, &name, mount, from).await? {
@@ -30,32 +33,77 @@ pub async fn start(req: Req<'_>, name: RepoName, body: Body) -> Result<Response>
         }
     }
 
-    let digest = req.query_one("digest").map(|d| parse_digest(&d)).transpose()?;
+    let digest = req
+        .query_one("digest")
+        .map(|d| parse_digest(&d))
+        .transpose()?;
     let session = new_session(req, &name).await?;
     if let Some(digest) = digest {
-        // Monolithic upload in a single POST.
-        return finish(req, &name, session, digest, body).await;
+        // Monolithic upload in a single POST. The client never learns of this session, so
+        // a refused upload must not leave it behind (nor point the client at it).
+        let id = session.id.clone();
+        return match finish(req, &name, session, digest, body).await {
+            Ok(resp) => Ok(resp),
+            Err(mut e) => {
+                req.state
+                    .meta
+                    .delete_upload(&id)
+                    .await
+                    .map_err(RegistryError::internal)?;
+                req.state
+                    .blobs
+                    .upload_abort(&id)
+                    .await
+                    .map_err(RegistryError::internal)?;
+                e.headers.clear();
+                Err(e)
+            }
+        };
     }
     Ok(upload_status(StatusCode::ACCEPTED, &name, &session.id, 0))
 }
 
 /// Mounts `digest` from `from` into `name` when the caller may pull `from` and it has the
 /// blob; `None` means "not mountable", and the caller opens an ordinary upload instead.
-async fn try_mount(req: Req<'_>, name: &RepoName, mount: &str, from: &str) -> Result<Option<Response>> {
+async fn try_mount(
+    req: Req<'_>,
+    name: &RepoName,
+    mount: &str,
+    from: &str,
+) -> Result<Option<Response>> {
     let (Ok(digest), Ok(from)) = (mount.parse::<Digest>(), RepoName::parse(from)) else {
         return Ok(None);
     };
-    if req.state.access.authorize(req.headers, &[Access::pull(from.as_str())]).await.is_err() {
+    if req
+        .state
+        .access
+        .authorize(req.headers, &[Access::pull(from.as_str())])
+        .await
+        .is_err()
+    {
         return Ok(None);
     }
     let meta = &req.state.meta;
-    let Some(size) = meta.linked_blob(&from, &digest).await.map_err(RegistryError::internal)? else {
+    let Some(size) = meta
+        .linked_blob(&from, &digest)
+        .await
+        .map_err(RegistryError::internal)?
+    else {
         return Ok(None);
     };
-    if req.state.blobs.stat(&digest).await.map_err(RegistryError::internal)?.is_none() {
+    if req
+        .state
+        .blobs
+        .stat(&digest)
+        .await
+        .map_err(RegistryError::internal)?
+        .is_none()
+    {
         return Ok(None);
     }
-    meta.link_blob(name, &digest, size).await.map_err(RegistryError::internal)?;
+    meta.link_blob(name, &digest, size)
+        .await
+        .map_err(RegistryError::internal)?;
     Ok(Some(created(name, &digest)))
 }
 
@@ -67,8 +115,16 @@ async fn new_session(req: Req<'_>, name: &RepoName) -> Result<UploadSession> {
         hash_state: Hasher::new(Algorithm::Sha256).save(),
         started_at: now_millis(),
     };
-    req.state.blobs.upload_start(&session.id).await.map_err(RegistryError::internal)?;
-    req.state.meta.create_upload(&session).await.map_err(RegistryError::internal)?;
+    req.state
+        .blobs
+        .upload_start(&session.id)
+        .await
+        .map_err(RegistryError::internal)?;
+    req.state
+        .meta
+        .create_upload(&session)
+        .await
+        .map_err(RegistryError::internal)?;
     Ok(session)
 }
 
@@ -87,10 +143,23 @@ pub async fn handle(req: Req<'_>, name: RepoName, id: &str, body: Body) -> Resul
         .map_err(RegistryError::internal)?
         .ok_or_else(|| RegistryError::upload_unknown(id))?;
     match *req.method {
-        Method::GET => Ok(upload_status(StatusCode::NO_CONTENT, &name, id, session.committed)),
+        Method::GET => Ok(upload_status(
+            StatusCode::NO_CONTENT,
+            &name,
+            id,
+            session.committed,
+        )),
         Method::DELETE => {
-            req.state.meta.delete_upload(id).await.map_err(RegistryError::internal)?;
-            req.state.blobs.upload_abort(id).await.map_err(RegistryError::internal)?;
+            req.state
+                .meta
+                .delete_upload(id)
+                .await
+                .map_err(RegistryError::internal)?;
+            req.state
+                .blobs
+                .upload_abort(id)
+                .await
+                .map_err(RegistryError::internal)?;
             Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
         }
         Method::PATCH => {
@@ -99,7 +168,10 @@ pub async fn handle(req: Req<'_>, name: RepoName, id: &str, body: Body) -> Resul
         }
         _ => {
             let digest = req.query_one("digest").ok_or_else(|| {
-                RegistryError::new(ErrorCode::DigestInvalid, "PUT that completes an upload needs ?digest=<algorithm:hex>")
+                RegistryError::new(
+                    ErrorCode::DigestInvalid,
+                    "PUT that completes an upload needs ?digest=<algorithm:hex>",
+                )
             })?;
             let digest = parse_digest(&digest)?;
             finish(req, &name, session, digest, body).await
@@ -114,9 +186,15 @@ fn upload_status(status: StatusCode, name: &RepoName, id: &str, committed: u64) 
     (
         status,
         [
-            (header::LOCATION, header_value(format!("/v2/{name}/blobs/uploads/{id}"))),
+            (
+                header::LOCATION,
+                header_value(format!("/v2/{name}/blobs/uploads/{id}")),
+            ),
             (header::RANGE, header_value(range)),
-            (header::HeaderName::from_static(DOCKER_UPLOAD_UUID), header_value(id)),
+            (
+                header::HeaderName::from_static(DOCKER_UPLOAD_UUID),
+                header_value(id),
+            ),
             (header::CONTENT_LENGTH, HeaderValue::from_static("0")),
         ],
     )
@@ -127,8 +205,14 @@ fn created(name: &RepoName, digest: &Digest) -> Response {
     (
         StatusCode::CREATED,
         [
-            (header::LOCATION, header_value(format!("/v2/{name}/blobs/{digest}"))),
-            (header::HeaderName::from_static(DOCKER_CONTENT_DIGEST), header_value(digest.to_string())),
+            (
+                header::LOCATION,
+                header_value(format!("/v2/{name}/blobs/{digest}")),
+            ),
+            (
+                header::HeaderName::from_static(DOCKER_CONTENT_DIGEST),
+                header_value(digest.to_string()),
+            ),
             (header::CONTENT_LENGTH, HeaderValue::from_static("0")),
         ],
     )
@@ -139,7 +223,10 @@ fn created(name: &RepoName, digest: &Digest) -> Response {
 /// prefix is tolerated).
 fn parse_content_range(v: &str) -> Option<(u64, u64)> {
     let v = v.trim();
-    let v = v.strip_prefix("bytes").map(|r| r.trim_start_matches([' ', '='])).unwrap_or(v);
+    let v = v
+        .strip_prefix("bytes")
+        .map(|r| r.trim_start_matches([' ', '=']))
+        .unwrap_or(v);
     let v = v.split('/').next()?;
     let (a, b) = v.split_once('-')?;
     let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
@@ -149,19 +236,32 @@ fn parse_content_range(v: &str) -> Option<(u64, u64)> {
 /// Checks a request's `Content-Range` against the session; returns the byte count the
 /// request promises, if it says.
 fn check_chunk(req: Req<'_>, name: &RepoName, session: &UploadSession) -> Result<Option<u64>> {
-    let content_length = req.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let content_length = req
+        .header(header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok());
     let Some(raw) = req.header(header::CONTENT_RANGE) else {
         return Ok(content_length);
     };
     let out_of_order = |message: String| {
         RegistryError::new(ErrorCode::BlobUploadInvalid, message)
             .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-            .with_header(header::RANGE, header_value(format!("0-{}", session.committed.saturating_sub(1))))
-            .with_header(header::LOCATION, header_value(format!("/v2/{name}/blobs/uploads/{}", session.id)))
-            .with_header(header::HeaderName::from_static(DOCKER_UPLOAD_UUID), header_value(&session.id))
+            .with_header(
+                header::RANGE,
+                header_value(format!("0-{}", session.committed.saturating_sub(1))),
+            )
+            .with_header(
+                header::LOCATION,
+                header_value(format!("/v2/{name}/blobs/uploads/{}", session.id)),
+            )
+            .with_header(
+                header::HeaderName::from_static(DOCKER_UPLOAD_UUID),
+                header_value(&session.id),
+            )
     };
     let Some((start, end)) = parse_content_range(raw) else {
-        return Err(out_of_order(format!("Content-Range {raw:?} is not of the form <start>-<end>")));
+        return Err(out_of_order(format!(
+            "Content-Range {raw:?} is not of the form <start>-<end>"
+        )));
     };
     if start != session.committed {
         return Err(out_of_order(format!(
@@ -173,14 +273,19 @@ fn check_chunk(req: Req<'_>, name: &RepoName, session: &UploadSession) -> Result
     if content_length.is_some_and(|cl| cl != len) {
         return Err(RegistryError::new(
             ErrorCode::SizeInvalid,
-            format!("Content-Range {raw:?} covers {len} bytes but Content-Length is {}", content_length.unwrap_or(0)),
+            format!(
+                "Content-Range {raw:?} covers {len} bytes but Content-Length is {}",
+                content_length.unwrap_or(0)
+            ),
         ));
     }
     Ok(Some(len))
 }
 
 fn body_stream(body: Body) -> ByteStream {
-    body.into_data_stream().map_err(std::io::Error::other).boxed()
+    body.into_data_stream()
+        .map_err(std::io::Error::other)
+        .boxed()
 }
 
 /// Appends the request body to the session; returns the new durable length.
@@ -189,20 +294,33 @@ async fn append(req: Req<'_>, name: &RepoName, session: &UploadSession, body: Bo
     if expected == Some(0) {
         return Ok(session.committed);
     }
-    let mut hasher = Hasher::restore(&session.hash_state)
-        .ok_or_else(|| RegistryError::internal(format!("upload {} has an unreadable hash state", session.id)))?;
+    let mut hasher = Hasher::restore(&session.hash_state).ok_or_else(|| {
+        RegistryError::internal(format!(
+            "upload {} has an unreadable hash state",
+            session.id
+        ))
+    })?;
     let written = match req
         .state
         .blobs
-        .upload_append(&session.id, session.committed, body_stream(body), &mut hasher)
+        .upload_append(
+            &session.id,
+            session.committed,
+            body_stream(body),
+            &mut hasher,
+        )
         .await
     {
         Ok(n) => n,
-        Err(StorageError::UploadNotFound(_)) => return Err(RegistryError::upload_unknown(&session.id)),
+        Err(StorageError::UploadNotFound(_)) => {
+            return Err(RegistryError::upload_unknown(&session.id));
+        }
         Err(StorageError::Body(e)) => {
             return Err(RegistryError::new(
                 ErrorCode::BlobUploadInvalid,
-                format!("request body ended early ({e}); resume from the offset the upload status reports"),
+                format!(
+                    "request body ended early ({e}); resume from the offset the upload status reports"
+                ),
             ));
         }
         Err(e) => return Err(RegistryError::internal(e)),
@@ -218,19 +336,34 @@ async fn append(req: Req<'_>, name: &RepoName, session: &UploadSession, body: Bo
         }
     }
     let to = session.committed + written;
-    match req.state.meta.advance_upload(&session.id, session.committed, to, &hasher.save()).await {
+    match req
+        .state
+        .meta
+        .advance_upload(&session.id, session.committed, to, &hasher.save())
+        .await
+    {
         Ok(()) => Ok(to),
-        Err(MetaError::UploadConflict) => Err(RegistryError::new(ErrorCode::BlobUploadInvalid, MetaError::UploadConflict.to_string())
-            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)),
+        Err(MetaError::UploadConflict) => Err(RegistryError::new(
+            ErrorCode::BlobUploadInvalid,
+            MetaError::UploadConflict.to_string(),
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)),
         Err(e) => Err(RegistryError::internal(e)),
     }
 }
 
 /// Appends the final chunk (if any), verifies the digest and commits the blob.
-async fn finish(req: Req<'_>, name: &RepoName, session: UploadSession, digest: Digest, body: Body) -> Result<Response> {
+async fn finish(
+    req: Req<'_>,
+    name: &RepoName,
+    session: UploadSession,
+    digest: Digest,
+    body: Body,
+) -> Result<Response> {
     let state = req.state;
     let has_body = req.header(header::CONTENT_LENGTH) != Some("0")
-        && (req.header(header::CONTENT_LENGTH).is_some() || req.header(header::TRANSFER_ENCODING).is_some());
+        && (req.header(header::CONTENT_LENGTH).is_some()
+            || req.header(header::TRANSFER_ENCODING).is_some());
     let (size, hash_state) = if has_body {
         let size = append(req, name, &session, body).await?;
         let session = state
@@ -243,14 +376,22 @@ async fn finish(req: Req<'_>, name: &RepoName, session: UploadSession, digest: D
     } else {
         (session.committed, session.hash_state.clone())
     };
-    let hasher = Hasher::restore(&hash_state)
-        .ok_or_else(|| RegistryError::internal(format!("upload {} has an unreadable hash state", session.id)))?;
+    let hasher = Hasher::restore(&hash_state).ok_or_else(|| {
+        RegistryError::internal(format!(
+            "upload {} has an unreadable hash state",
+            session.id
+        ))
+    })?;
     let actual = if hasher.algorithm() == digest.algorithm() {
         hasher.finish()
     } else {
         // The stream was hashed with sha256; another algorithm needs one more pass.
         let mut h = Hasher::new(digest.algorithm());
-        let mut s = state.blobs.upload_read(&session.id, size).await.map_err(RegistryError::internal)?;
+        let mut s = state
+            .blobs
+            .upload_read(&session.id, size)
+            .await
+            .map_err(RegistryError::internal)?;
         while let Some(chunk) = s.next().await {
             h.update(&chunk.map_err(RegistryError::internal)?);
         }
@@ -258,8 +399,16 @@ async fn finish(req: Req<'_>, name: &RepoName, session: UploadSession, digest: D
     };
     if actual != digest {
         // A wrong digest leaves nothing behind.
-        state.meta.delete_upload(&session.id).await.map_err(RegistryError::internal)?;
-        state.blobs.upload_abort(&session.id).await.map_err(RegistryError::internal)?;
+        state
+            .meta
+            .delete_upload(&session.id)
+            .await
+            .map_err(RegistryError::internal)?;
+        state
+            .blobs
+            .upload_abort(&session.id)
+            .await
+            .map_err(RegistryError::internal)?;
         return Err(RegistryError::new(
             ErrorCode::DigestInvalid,
             format!("the {size} uploaded bytes have digest {actual}, not {digest}; the upload was discarded"),
@@ -268,9 +417,21 @@ async fn finish(req: Req<'_>, name: &RepoName, session: UploadSession, digest: D
     }
     // Bytes first, then the link that makes them visible, then forget the session: a
     // crash in between leaves at worst an unreferenced blob for garbage collection.
-    state.blobs.upload_commit(&session.id, size, &digest).await.map_err(RegistryError::internal)?;
-    state.meta.link_blob(name, &digest, size).await.map_err(RegistryError::internal)?;
-    state.meta.delete_upload(&session.id).await.map_err(RegistryError::internal)?;
+    state
+        .blobs
+        .upload_commit(&session.id, size, &digest)
+        .await
+        .map_err(RegistryError::internal)?;
+    state
+        .meta
+        .link_blob(name, &digest, size)
+        .await
+        .map_err(RegistryError::internal)?;
+    state
+        .meta
+        .delete_upload(&session.id)
+        .await
+        .map_err(RegistryError::internal)?;
     Ok(created(name, &digest))
 }
 

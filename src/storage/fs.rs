@@ -84,7 +84,11 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobReader, StorageError> {
+    async fn read(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobReader, StorageError> {
         let mut file = match tokio::fs::File::open(self.blob_path(digest)).await {
             Ok(f) => f,
             Err(e) => return not_found_as(e, || StorageError::BlobNotFound(digest.clone())),
@@ -112,8 +116,15 @@ impl BlobStore for FsBlobStore {
 
     async fn upload_start(&self, id: &str) -> Result<(), StorageError> {
         let path = self.upload_path(id)?;
-        tokio::fs::File::create(&path).await?;
-        Ok(())
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            std::fs::File::create(&path)?;
+            // The session is acknowledged once this returns, so the file's name must be
+            // durable too, not only the bytes later appended to it.
+            fsync_dir(path.parent().expect("upload paths have a parent"))?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
     }
 
     async fn upload_append(
@@ -168,7 +179,9 @@ impl BlobStore for FsBlobStore {
             }
         }
         drop(tx);
-        let written = writer.await.map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+        let written = writer
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
         if let Some(e) = body_error {
             return Err(StorageError::Body(e));
         }
@@ -184,7 +197,12 @@ impl BlobStore for FsBlobStore {
         Ok(ReaderStream::with_capacity(file.take(len), READ_BUF).boxed())
     }
 
-    async fn upload_commit(&self, id: &str, size: u64, digest: &Digest) -> Result<(), StorageError> {
+    async fn upload_commit(
+        &self,
+        id: &str,
+        size: u64,
+        digest: &Digest,
+    ) -> Result<(), StorageError> {
         let upload = self.upload_path(id)?;
         let target = self.blob_path(digest);
         let id = id.to_string();
@@ -209,7 +227,11 @@ impl BlobStore for FsBlobStore {
             let dir = target.parent().expect("blob paths have a parent");
             std::fs::create_dir_all(dir)?;
             std::fs::rename(&upload, &target)?;
-            fsync_dir(dir)?;
+            // The rename, and the entries of `<alg>/` and `<hex[0..2]>/` if this commit (or
+            // a concurrent one in another process) just created them.
+            for d in dir.ancestors().take(3) {
+                fsync_dir(d)?;
+            }
             Ok(())
         })
         .await

@@ -19,8 +19,14 @@ pub enum StorageError {
     BlobNotFound(Digest),
     #[error("upload {0} has no data in the store")]
     UploadNotFound(String),
-    #[error("upload {id} holds {actual} bytes but the session expects at least {expected}; the upload must be restarted")]
-    UploadShort { id: String, expected: u64, actual: u64 },
+    #[error(
+        "upload {id} holds {actual} bytes but the session expects at least {expected}; the upload must be restarted"
+    )]
+    UploadShort {
+        id: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("range {start}-{end} is outside a blob of {size} bytes")]
     RangeNotSatisfiable { start: u64, end: u64, size: u64 },
     #[error("the request body failed while streaming: {0}")]
@@ -44,7 +50,11 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError>;
 
     /// Streams a committed blob, or the half-open byte `range` of it.
-    async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobReader, StorageError>;
+    async fn read(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobReader, StorageError>;
 
     /// Removes a committed blob's bytes (garbage collection; repositories only unlink).
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError>;
@@ -68,7 +78,8 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Makes the first `size` bytes of the upload visible as `digest`, atomically, and
     /// removes the upload. The caller has verified the digest.
-    async fn upload_commit(&self, id: &str, size: u64, digest: &Digest) -> Result<(), StorageError>;
+    async fn upload_commit(&self, id: &str, size: u64, digest: &Digest)
+    -> Result<(), StorageError>;
 
     /// Discards an upload's bytes. Not an error if there are none.
     async fn upload_abort(&self, id: &str) -> Result<(), StorageError>;

@@ -65,6 +65,13 @@ impl Berth {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // The test command's own settings (`BERTH_TEST_POSTGRES_URL`, ...) are not server
+        // configuration, and the server refuses unknown `BERTH_*` keys.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("BERTH_TEST_") {
+                cmd.env_remove(key);
+            }
+        }
         if let Some(url) = &options.database_url {
             cmd.env("BERTH_DATABASE__URL", url);
         }
@@ -95,7 +102,11 @@ impl Berth {
                         .split("addr=")
                         .nth(1)
                         .and_then(|r| r.split_whitespace().next())
-                        .or_else(|| line.split("\"addr\":\"").nth(1).and_then(|r| r.split('"').next()));
+                        .or_else(|| {
+                            line.split("\"addr\":\"")
+                                .nth(1)
+                                .and_then(|r| r.split('"').next())
+                        });
                     if let Some(addr) = addr {
                         let _ = tx.send(addr.to_string());
                     }
@@ -118,7 +129,11 @@ impl Berth {
                 );
             }
         };
-        let scheme = if options.tls.is_some() { "https" } else { "http" };
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         Berth {
             addr,
             base: format!("{scheme}://{addr}"),
@@ -141,13 +156,20 @@ impl Berth {
 
     /// The blob store root.
     pub fn storage_root(&self) -> PathBuf {
-        self.options.storage_root.clone().unwrap_or_else(|| self.data_dir.join("storage"))
+        self.options
+            .storage_root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("storage"))
     }
 
     /// Where a committed blob lives in the filesystem store.
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         let (alg, hex) = digest.split_once(':').expect("digest");
-        self.storage_root().join("blobs").join(alg).join(&hex[..2]).join(hex)
+        self.storage_root()
+            .join("blobs")
+            .join(alg)
+            .join(&hex[..2])
+            .join(hex)
     }
 
     /// Files currently under `uploads/` in the store.
@@ -170,7 +192,10 @@ impl Berth {
 
     /// Sends SIGTERM and waits for the process to exit; returns its exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         self.child.wait().expect("wait for berth")
     }
 }
@@ -186,7 +211,9 @@ fn list_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -203,7 +230,11 @@ fn list_files(dir: &Path) -> Vec<PathBuf> {
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The PostgreSQL server the test command started (`BERTH_TEST_POSTGRES_URL`). Tests
@@ -218,7 +249,9 @@ pub fn postgres_admin_url() -> String {
 pub async fn fresh_postgres_db() -> String {
     use sqlx::Connection;
     let admin = postgres_admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to test PostgreSQL");
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to test PostgreSQL");
     let name = format!("berth_t_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
@@ -254,7 +287,12 @@ pub async fn push_blob(c: &reqwest::Client, b: &Berth, repo: &str, bytes: &[u8])
         .send()
         .await
         .expect("push blob");
-    assert_eq!(r.status(), 201, "pushing blob {digest}: {:?}", r.text().await);
+    assert_eq!(
+        r.status(),
+        201,
+        "pushing blob {digest}: {:?}",
+        r.text().await
+    );
     digest
 }
 
@@ -275,12 +313,22 @@ pub fn image_manifest(config: (&str, &str, usize), layers: &[(&str, &str, usize)
 }
 
 /// Pushes a small image (config + one layer) and tags it; returns the manifest's digest and bytes.
-pub async fn push_image(c: &reqwest::Client, b: &Berth, repo: &str, tag: &str, layer: &[u8]) -> (String, Vec<u8>) {
+pub async fn push_image(
+    c: &reqwest::Client,
+    b: &Berth,
+    repo: &str,
+    tag: &str,
+    layer: &[u8],
+) -> (String, Vec<u8>) {
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
     let cd = push_blob(c, b, repo, config).await;
     let ld = push_blob(c, b, repo, layer).await;
     let m = image_manifest(
-        ("application/vnd.oci.image.config.v1+json", &cd, config.len()),
+        (
+            "application/vnd.oci.image.config.v1+json",
+            &cd,
+            config.len(),
+        ),
         &[("application/vnd.oci.image.layer.v1.tar", &ld, layer.len())],
     );
     let r = c
@@ -331,9 +379,50 @@ impl TestCert {
                 .expect("run openssl");
             assert!(status.success(), "openssl {args:?} failed");
         };
-        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Berth test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
-        run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "server.csr"]);
-        run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "cert.pem"]);
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Berth test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
+        ]);
         TestCert {
             ca: p("ca.pem"),
             cert: p("cert.pem"),
@@ -350,7 +439,11 @@ pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// A response header as text, or `""` when it is absent.
 pub fn header_str(r: &reqwest::Response, name: &str) -> String {
-    r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Asserts `Docker-Distribution-API-Version: registry/2.0`, which every response carries.
@@ -377,12 +470,23 @@ pub async fn expect_error(r: reqwest::Response, status: u16, code: &str) -> Stri
         header_str(&r, "content-type")
     );
     let text = r.text().await.expect("error body");
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("error body {text:?} is not JSON: {e}"));
-    let errors = v["errors"].as_array().unwrap_or_else(|| panic!("error body {text} has no errors array"));
-    assert!(!errors.is_empty(), "error body {text} has an empty errors array");
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("error body {text:?} is not JSON: {e}"));
+    let errors = v["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("error body {text} has no errors array"));
+    assert!(
+        !errors.is_empty(),
+        "error body {text} has an empty errors array"
+    );
     assert_eq!(errors[0]["code"], code, "error body from {url}: {text}");
-    let message = errors[0]["message"].as_str().unwrap_or_else(|| panic!("error body {text} has no message"));
-    assert!(message.len() > 10, "error message {message:?} is too terse to act on");
+    let message = errors[0]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error body {text} has no message"));
+    assert!(
+        message.len() > 10,
+        "error message {message:?} is too terse to act on"
+    );
     message.to_string()
 }
 
@@ -424,7 +528,12 @@ pub async fn push_blob_sha512(c: &reqwest::Client, b: &Berth, repo: &str, bytes:
         .send()
         .await
         .expect("push blob");
-    assert_eq!(r.status(), 201, "pushing blob {digest}: {:?}", r.text().await);
+    assert_eq!(
+        r.status(),
+        201,
+        "pushing blob {digest}: {:?}",
+        r.text().await
+    );
     digest
 }
 
@@ -467,7 +576,11 @@ pub async fn blob_status(c: &reqwest::Client, b: &Berth, repo: &str, digest: &st
 
 /// A repository's tags through the tags list API; `None` when it answers 404.
 pub async fn tags_of(c: &reqwest::Client, b: &Berth, repo: &str) -> Option<Vec<String>> {
-    let r = c.get(b.url(&format!("/v2/{repo}/tags/list"))).send().await.expect("tags list");
+    let r = c
+        .get(b.url(&format!("/v2/{repo}/tags/list")))
+        .send()
+        .await
+        .expect("tags list");
     if r.status() == 404 {
         return None;
     }
@@ -476,7 +589,11 @@ pub async fn tags_of(c: &reqwest::Client, b: &Berth, repo: &str) -> Option<Vec<S
     Some(
         v["tags"]
             .as_array()
-            .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default(),
     )
 }
@@ -488,7 +605,11 @@ pub async fn catalog_of(c: &reqwest::Client, b: &Berth) -> Vec<String> {
     let v: serde_json::Value = r.json().await.expect("catalog JSON");
     v["repositories"]
         .as_array()
-        .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

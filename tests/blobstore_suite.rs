@@ -1,0 +1,759 @@
+//! The one `BlobStore` suite: every rule below runs against every backend.
+//!
+//! Each rule is a plain async function over a [`Backend`]; `blobstore_suite!` turns the list
+//! of rules into `#[tokio::test]`s for one backend, so a new backend (S3) is one more
+//! `blobstore_suite!(name, opener)` line. After every rule the backend is asked for
+//! upload leftovers: a rule that ends with every upload committed or aborted must leave none.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth::oci::{Algorithm, Digest, Hasher};
+use berth::storage::fs::FsBlobStore;
+use berth::storage::{BlobStore, ByteStream, StorageError};
+use bytes::Bytes;
+use futures::{StreamExt, stream};
+use sha2::Digest as _;
+
+/// A store under test, and how to see what it holds besides committed blobs.
+struct Backend {
+    store: Arc<dyn BlobStore>,
+    /// Objects the backend holds that are not committed blobs (upload data, temporary
+    /// files), named for the failure message.
+    leftovers: Box<dyn Fn() -> Vec<String> + Send + Sync>,
+    /// Filesystem backends: the temporary directory holding the root, checked for writes
+    /// outside the root.
+    fs_dir: Option<tempfile::TempDir>,
+}
+
+async fn open_fs() -> Backend {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("store");
+    let store = FsBlobStore::open(&root).await.expect("open fs store");
+    Backend {
+        store: Arc::new(store),
+        leftovers: Box::new(move || fs_leftovers(&root)),
+        fs_dir: Some(dir),
+    }
+}
+
+/// Every file under the root that is not `blobs/<alg>/<hex[0..2]>/<hex>`.
+fn fs_leftovers(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read store dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel: Vec<String> = p
+                .strip_prefix(root)
+                .expect("under root")
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            let is_blob = rel.len() == 4
+                && rel[0] == "blobs"
+                && format!("{}:{}", rel[1], rel[3]).parse::<Digest>().is_ok()
+                && rel[3].starts_with(rel[2].as_str())
+                && rel[2].len() == 2;
+            if !is_blob {
+                out.push(rel.join("/"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The filesystem store's root, for rules that check the backend does not write outside it.
+fn fs_root(b: &Backend) -> Option<PathBuf> {
+    b.fs_dir.as_ref().map(|d| d.path().to_path_buf())
+}
+
+macro_rules! blobstore_suite {
+    ($backend:ident, $open:path) => {
+        mod $backend {
+            macro_rules! rule {
+                ($rule:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $rule() {
+                        let backend = $open().await;
+                        super::$rule(&backend).await;
+                        let left = (backend.leftovers)();
+                        assert!(
+                            left.is_empty(),
+                            "upload data left behind after the rule: {left:?}"
+                        );
+                    }
+                };
+            }
+
+            rule!(commit_makes_the_blob_readable_byte_exact);
+            rule!(the_hasher_sees_exactly_the_appended_bytes);
+            rule!(append_at_the_old_offset_after_an_unacknowledged_partial_append);
+            rule!(append_past_what_the_store_holds_is_upload_short);
+            rule!(commit_publishes_only_the_first_size_bytes);
+            rule!(upload_read_streams_the_first_len_bytes);
+            rule!(range_reads);
+            rule!(out_of_range_reads_are_not_satisfiable);
+            rule!(absent_blobs_are_not_found);
+            rule!(a_blob_is_invisible_before_commit);
+            rule!(upload_abort_removes_the_upload_and_is_fine_twice);
+            rule!(committing_the_same_content_twice_deduplicates);
+            rule!(zero_byte_blob);
+            rule!(delete_removes_a_committed_blob);
+            rule!(upload_ids_with_path_characters_are_refused);
+            rule!(a_64_mib_streamed_upload_commits_with_the_right_digest);
+        }
+    };
+}
+
+blobstore_suite!(fs, super::open_fs);
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+fn chunks<P: AsRef<[u8]>>(parts: &[P]) -> ByteStream {
+    let items: Vec<std::io::Result<Bytes>> = parts
+        .iter()
+        .map(|p| Ok(Bytes::copy_from_slice(p.as_ref())))
+        .collect();
+    stream::iter(items).boxed()
+}
+
+fn one(bytes: &[u8]) -> ByteStream {
+    chunks(&[bytes])
+}
+
+/// Yields `parts`, then fails as a dropped connection would.
+fn failing_after<P: AsRef<[u8]>>(parts: &[P]) -> ByteStream {
+    let mut items: Vec<std::io::Result<Bytes>> = parts
+        .iter()
+        .map(|p| Ok(Bytes::copy_from_slice(p.as_ref())))
+        .collect();
+    items.push(Err(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "client went away",
+    )));
+    stream::iter(items).boxed()
+}
+
+/// Deterministic, incompressible-looking test bytes.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn sha256_of(bytes: &[u8]) -> Digest {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+        .parse()
+        .expect("digest")
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn collect(mut s: ByteStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(chunk) = s.next().await {
+        out.extend_from_slice(&chunk.expect("stream chunk"));
+    }
+    out
+}
+
+async fn read_all(
+    store: &dyn BlobStore,
+    d: &Digest,
+    range: Option<Range<u64>>,
+) -> (Vec<u8>, u64, u64) {
+    let r = store.read(d, range).await.expect("read");
+    let (len, total) = (r.len, r.total);
+    (collect(r.body).await, len, total)
+}
+
+/// Uploads `bytes` in `chunk`-sized appends and commits it; returns its digest.
+async fn upload(store: &dyn BlobStore, bytes: &[u8], chunk: usize) -> Digest {
+    let id = new_id();
+    store.upload_start(&id).await.expect("upload_start");
+    let mut hasher = Hasher::new(Algorithm::Sha256);
+    let mut offset = 0u64;
+    for part in bytes.chunks(chunk.max(1)) {
+        let n = store
+            .upload_append(&id, offset, one(part), &mut hasher)
+            .await
+            .expect("append");
+        assert_eq!(n, part.len() as u64);
+        offset += n;
+    }
+    let digest = hasher.finish();
+    assert_eq!(digest, sha256_of(bytes));
+    store
+        .upload_commit(&id, offset, &digest)
+        .await
+        .expect("commit");
+    digest
+}
+
+// ---------------------------------------------------------------------------------------
+// Rules
+
+async fn commit_makes_the_blob_readable_byte_exact(b: &Backend) {
+    let s = &*b.store;
+    let bytes = pattern(300_000, 1);
+    let id = new_id();
+    s.upload_start(&id).await.unwrap();
+    let mut h = Hasher::new(Algorithm::Sha256);
+    // Several appends, each of several chunks.
+    let n1 = s
+        .upload_append(&id, 0, chunks(&[&bytes[..10], &bytes[10..70_000]]), &mut h)
+        .await
+        .unwrap();
+    assert_eq!(n1, 70_000);
+    let n2 = s
+        .upload_append(
+            &id,
+            70_000,
+            chunks(&[&bytes[70_000..70_001], &[][..], &bytes[70_001..250_000]]),
+            &mut h,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n2, 180_000);
+    let n3 = s
+        .upload_append(&id, 250_000, one(&bytes[250_000..]), &mut h)
+        .await
+        .unwrap();
+    assert_eq!(n3, 50_000);
+    let digest = h.finish();
+    s.upload_commit(&id, 300_000, &digest).await.unwrap();
+
+    assert_eq!(s.stat(&digest).await.unwrap(), Some(300_000));
+    let (got, len, total) = read_all(s, &digest, None).await;
+    assert_eq!((len, total), (300_000, 300_000));
+    assert!(got == bytes, "the blob reads back byte-exact");
+    assert_eq!(sha256_of(&got), digest);
+
+    // Committing removed the upload: it cannot be appended to or committed again.
+    let mut h = Hasher::new(Algorithm::Sha256);
+    assert!(matches!(
+        s.upload_append(&id, 300_000, one(b"x"), &mut h).await,
+        Err(StorageError::UploadNotFound(_))
+    ));
+    assert!(matches!(
+        s.upload_commit(&id, 300_000, &digest).await,
+        Err(StorageError::UploadNotFound(_))
+    ));
+}
+
+async fn the_hasher_sees_exactly_the_appended_bytes(b: &Backend) {
+    let s = &*b.store;
+    let bytes = pattern(1_000_003, 2);
+    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+        let id = new_id();
+        s.upload_start(&id).await.unwrap();
+        let mut h = Hasher::new(alg);
+        // Uneven chunks across two appends, the hasher carried across them as a saved state,
+        // as a session moving between requests carries it.
+        let sizes = [1usize, 4095, 4097, 65_536, 7, 300_000];
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let mut at = 0;
+        for n in sizes {
+            parts.push(&bytes[at..at + n]);
+            at += n;
+        }
+        let first = s
+            .upload_append(&id, 0, chunks(&parts), &mut h)
+            .await
+            .unwrap();
+        assert_eq!(first, at as u64);
+        let mut h = Hasher::restore(&h.save()).expect("restore");
+        let second = s
+            .upload_append(&id, first, one(&bytes[at..]), &mut h)
+            .await
+            .unwrap();
+        assert_eq!(first + second, bytes.len() as u64);
+        let got = h.finish();
+        let want = match alg {
+            Algorithm::Sha256 => format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))),
+            Algorithm::Sha512 => format!("sha512:{}", hex::encode(sha2::Sha512::digest(&bytes))),
+        };
+        assert_eq!(
+            got.to_string(),
+            want,
+            "{alg:?} hasher saw exactly the appended bytes"
+        );
+        s.upload_commit(&id, bytes.len() as u64, &got)
+            .await
+            .unwrap();
+        let (read, _, _) = read_all(s, &got, None).await;
+        assert!(read == bytes);
+    }
+}
+
+async fn append_at_the_old_offset_after_an_unacknowledged_partial_append(b: &Backend) {
+    let s = &*b.store;
+    let id = new_id();
+    s.upload_start(&id).await.unwrap();
+    let mut h = Hasher::new(Algorithm::Sha256);
+    assert_eq!(
+        s.upload_append(&id, 0, one(b"AAAA"), &mut h).await.unwrap(),
+        4
+    );
+    let acknowledged = h.save();
+
+    // A request that dies midway: its bytes may be in the store, but it was never
+    // acknowledged, so the session stays at 4 bytes with the hasher state after "AAAA".
+    let mut doomed = Hasher::restore(&acknowledged).unwrap();
+    let r = s
+        .upload_append(
+            &id,
+            4,
+            failing_after(&[b"BBBBBBBB", b"CCCCCCCC"]),
+            &mut doomed,
+        )
+        .await;
+    assert!(
+        matches!(r, Err(StorageError::Body(_))),
+        "a failing body is a Body error: {r:?}"
+    );
+
+    // The retry from the acknowledged offset replaces whatever the failed request left.
+    let mut h = Hasher::restore(&acknowledged).unwrap();
+    assert_eq!(
+        s.upload_append(&id, 4, one(b"DDDD"), &mut h).await.unwrap(),
+        4
+    );
+    let d = h.finish();
+    assert_eq!(d, sha256_of(b"AAAADDDD"));
+    assert_eq!(
+        collect(s.upload_read(&id, 8).await.unwrap()).await,
+        b"AAAADDDD"
+    );
+
+    // The same after a partial append that wrote less than the retry will.
+    let mut doomed = Hasher::restore(&acknowledged).unwrap();
+    assert!(
+        s.upload_append(&id, 8, failing_after(&[b"E"]), &mut doomed)
+            .await
+            .is_err()
+    );
+    let mut h2 = Hasher::new(Algorithm::Sha256);
+    h2.update(b"AAAADDDD");
+    assert_eq!(
+        s.upload_append(&id, 8, one(b"FFFFFFFF"), &mut h2)
+            .await
+            .unwrap(),
+        8
+    );
+    let d = h2.finish();
+    assert_eq!(d, sha256_of(b"AAAADDDDFFFFFFFF"));
+
+    s.upload_commit(&id, 16, &d).await.unwrap();
+    let (got, len, total) = read_all(s, &d, None).await;
+    assert_eq!(got, b"AAAADDDDFFFFFFFF");
+    assert_eq!((len, total), (16, 16));
+}
+
+async fn append_past_what_the_store_holds_is_upload_short(b: &Backend) {
+    let s = &*b.store;
+    let id = new_id();
+    s.upload_start(&id).await.unwrap();
+    let mut h = Hasher::new(Algorithm::Sha256);
+    s.upload_append(&id, 0, one(b"0123456789"), &mut h)
+        .await
+        .unwrap();
+    let before = h.save();
+
+    let mut probe = Hasher::restore(&before).unwrap();
+    match s.upload_append(&id, 20, one(b"zzz"), &mut probe).await {
+        Err(StorageError::UploadShort {
+            expected, actual, ..
+        }) => assert_eq!((expected, actual), (20, 10)),
+        other => panic!("expected UploadShort, got {other:?}"),
+    }
+    // Committing more than the store holds is refused the same way.
+    let d = sha256_of(b"0123456789");
+    match s.upload_commit(&id, 11, &d).await {
+        Err(StorageError::UploadShort {
+            expected, actual, ..
+        }) => assert_eq!((expected, actual), (11, 10)),
+        other => panic!("expected UploadShort, got {other:?}"),
+    }
+    assert_eq!(s.stat(&d).await.unwrap(), None);
+
+    // The upload is intact and can still be finished.
+    assert_eq!(
+        collect(s.upload_read(&id, 10).await.unwrap()).await,
+        b"0123456789"
+    );
+    let mut h = Hasher::restore(&before).unwrap();
+    s.upload_append(&id, 10, one(b"abc"), &mut h).await.unwrap();
+    let d = h.finish();
+    s.upload_commit(&id, 13, &d).await.unwrap();
+    assert_eq!(read_all(s, &d, None).await.0, b"0123456789abc");
+
+    // An upload that was never started is not found rather than short.
+    let mut h = Hasher::new(Algorithm::Sha256);
+    assert!(matches!(
+        s.upload_append(&new_id(), 0, one(b"x"), &mut h).await,
+        Err(StorageError::UploadNotFound(_))
+    ));
+}
+
+async fn commit_publishes_only_the_first_size_bytes(b: &Backend) {
+    let s = &*b.store;
+    let id = new_id();
+    s.upload_start(&id).await.unwrap();
+    let mut h = Hasher::new(Algorithm::Sha256);
+    s.upload_append(&id, 0, one(b"keep"), &mut h).await.unwrap();
+    let mut extra = Hasher::new(Algorithm::Sha256);
+    // Unacknowledged bytes after the session's length.
+    let _ = s
+        .upload_append(&id, 4, failing_after(&[b"-junk"]), &mut extra)
+        .await;
+    let d = h.finish();
+    s.upload_commit(&id, 4, &d).await.unwrap();
+    assert_eq!(s.stat(&d).await.unwrap(), Some(4));
+    assert_eq!(read_all(s, &d, None).await.0, b"keep");
+}
+
+async fn upload_read_streams_the_first_len_bytes(b: &Backend) {
+    let s = &*b.store;
+    let bytes = pattern(700_000, 3);
+    let id = new_id();
+    s.upload_start(&id).await.unwrap();
+    let mut h = Hasher::new(Algorithm::Sha256);
+    s.upload_append(&id, 0, one(&bytes), &mut h).await.unwrap();
+    assert!(collect(s.upload_read(&id, 700_000).await.unwrap()).await == bytes);
+    assert!(collect(s.upload_read(&id, 123_457).await.unwrap()).await == bytes[..123_457]);
+    assert!(
+        collect(s.upload_read(&id, 0).await.unwrap())
+            .await
+            .is_empty()
+    );
+    assert!(matches!(
+        s.upload_read(&new_id(), 1).await,
+        Err(StorageError::UploadNotFound(_))
+    ));
+    s.upload_abort(&id).await.unwrap();
+}
+
+async fn range_reads(b: &Backend) {
+    let s = &*b.store;
+    let bytes = pattern(1_000_000, 4);
+    let d = upload(s, &bytes, 256 * 1024).await;
+    let cases: [Range<u64>; 7] = [
+        0..1,
+        0..100,
+        400_000..600_000,
+        999_999..1_000_000,
+        900_000..1_000_000,
+        0..1_000_000,
+        262_143..262_145, // across the store's likely buffer boundary
+    ];
+    for r in cases {
+        let (got, len, total) = read_all(s, &d, Some(r.clone())).await;
+        assert_eq!(len, r.end - r.start, "len of {r:?}");
+        assert_eq!(total, 1_000_000, "total of {r:?}");
+        assert!(
+            got == bytes[r.start as usize..r.end as usize],
+            "content of {r:?}"
+        );
+    }
+}
+
+async fn out_of_range_reads_are_not_satisfiable(b: &Backend) {
+    let s = &*b.store;
+    let bytes = pattern(1000, 5);
+    let d = upload(s, &bytes, 1000).await;
+    // Past the end, overlapping the end, empty, and reversed.
+    let reversed = Range { start: 11, end: 10 };
+    for r in [1000..1001, 999..1001, 0..1001, 5000..6000, 10..10, reversed] {
+        match s.read(&d, Some(r.clone())).await {
+            Err(StorageError::RangeNotSatisfiable { size, .. }) => assert_eq!(size, 1000, "{r:?}"),
+            Err(e) => panic!("{r:?}: expected RangeNotSatisfiable, got {e}"),
+            Ok(_) => panic!("{r:?}: expected RangeNotSatisfiable, got a body"),
+        }
+    }
+}
+
+async fn absent_blobs_are_not_found(b: &Backend) {
+    let s = &*b.store;
+    let d = sha256_of(b"never stored");
+    assert_eq!(s.stat(&d).await.unwrap(), None);
+    match s.read(&d, None).await {
+        Err(StorageError::BlobNotFound(got)) => assert_eq!(got, d),
+        Err(e) => panic!("expected BlobNotFound, got {e}"),
+        Ok(_) => panic!("expected BlobNotFound, got a body"),
+    }
+    assert!(matches!(
+        s.read(&d, Some(0..1)).await,
+        Err(StorageError::BlobNotFound(_))
+    ));
+    let d512: Digest = format!("sha512:{}", hex::encode(sha2::Sha512::digest(b"never")))
+        .parse()
+        .unwrap();
+    assert_eq!(s.stat(&d512).await.unwrap(), None);
+    assert!(matches!(
+        s.read(&d512, None).await,
+        Err(StorageError::BlobNotFound(_))
+    ));
+}
+
+async fn a_blob_is_invisible_before_commit(b: &Backend) {
+    let s = &*b.store;
+    let bytes = pattern(50_000, 6);
+    let d = sha256_of(&bytes);
+    let id = new_id();
+    s.upload_start(&id).await.unwrap();
+    assert_eq!(s.stat(&d).await.unwrap(), None);
+    let mut h = Hasher::new(Algorithm::Sha256);
+    s.upload_append(&id, 0, one(&bytes), &mut h).await.unwrap();
+    assert_eq!(
+        s.stat(&d).await.unwrap(),
+        None,
+        "all bytes appended, not yet committed"
+    );
+    assert!(matches!(
+        s.read(&d, None).await,
+        Err(StorageError::BlobNotFound(_))
+    ));
+    s.upload_commit(&id, bytes.len() as u64, &d).await.unwrap();
+    assert_eq!(s.stat(&d).await.unwrap(), Some(50_000));
+}
+
+async fn upload_abort_removes_the_upload_and_is_fine_twice(b: &Backend) {
+    let s = &*b.store;
+    let id = new_id();
+    s.upload_start(&id).await.unwrap();
+    let mut h = Hasher::new(Algorithm::Sha256);
+    s.upload_append(&id, 0, one(&pattern(10_000, 7)), &mut h)
+        .await
+        .unwrap();
+    assert!(!(b.leftovers)().is_empty(), "an open upload holds data");
+
+    s.upload_abort(&id).await.unwrap();
+    s.upload_abort(&id).await.expect("aborting twice is fine");
+    s.upload_abort(&new_id())
+        .await
+        .expect("aborting an upload never started is fine");
+    assert!(
+        (b.leftovers)().is_empty(),
+        "abort left {:?}",
+        (b.leftovers)()
+    );
+
+    let mut h = Hasher::new(Algorithm::Sha256);
+    assert!(matches!(
+        s.upload_append(&id, 0, one(b"x"), &mut h).await,
+        Err(StorageError::UploadNotFound(_))
+    ));
+    assert!(matches!(
+        s.upload_commit(&id, 0, &sha256_of(b"")).await,
+        Err(StorageError::UploadNotFound(_))
+    ));
+    assert!(matches!(
+        s.upload_read(&id, 0).await,
+        Err(StorageError::UploadNotFound(_))
+    ));
+
+    // An empty upload aborts as well.
+    let id = new_id();
+    s.upload_start(&id).await.unwrap();
+    s.upload_abort(&id).await.unwrap();
+}
+
+async fn committing_the_same_content_twice_deduplicates(b: &Backend) {
+    let s = &*b.store;
+    let bytes = pattern(100_000, 8);
+    // Two sessions with the same content, interleaved, committed one after the other.
+    let (id1, id2) = (new_id(), new_id());
+    s.upload_start(&id1).await.unwrap();
+    s.upload_start(&id2).await.unwrap();
+    let (mut h1, mut h2) = (
+        Hasher::new(Algorithm::Sha256),
+        Hasher::new(Algorithm::Sha256),
+    );
+    s.upload_append(&id1, 0, one(&bytes[..50_000]), &mut h1)
+        .await
+        .unwrap();
+    s.upload_append(&id2, 0, one(&bytes), &mut h2)
+        .await
+        .unwrap();
+    s.upload_append(&id1, 50_000, one(&bytes[50_000..]), &mut h1)
+        .await
+        .unwrap();
+    let (d1, d2) = (h1.finish(), h2.finish());
+    assert_eq!(d1, d2);
+    s.upload_commit(&id1, 100_000, &d1).await.unwrap();
+    let reader = s.read(&d1, None).await.unwrap(); // a read in progress during the second commit
+    s.upload_commit(&id2, 100_000, &d2)
+        .await
+        .expect("committing content the store has is fine");
+    assert!(collect(reader.body).await == bytes);
+    assert_eq!(s.stat(&d1).await.unwrap(), Some(100_000));
+    assert!(read_all(s, &d1, None).await.0 == bytes);
+    // And a third time through the helper.
+    assert_eq!(upload(s, &bytes, 30_000).await, d1);
+    assert!(read_all(s, &d1, None).await.0 == bytes);
+}
+
+async fn zero_byte_blob(b: &Backend) {
+    let s = &*b.store;
+    let empty = sha256_of(b"");
+    // Committed without any append.
+    let id = new_id();
+    s.upload_start(&id).await.unwrap();
+    s.upload_commit(&id, 0, &empty).await.unwrap();
+    assert_eq!(s.stat(&empty).await.unwrap(), Some(0));
+    let (got, len, total) = read_all(s, &empty, None).await;
+    assert!(got.is_empty());
+    assert_eq!((len, total), (0, 0));
+    assert!(matches!(
+        s.read(&empty, Some(0..1)).await,
+        Err(StorageError::RangeNotSatisfiable { .. })
+    ));
+
+    // With an empty append (a PATCH with no body).
+    let id = new_id();
+    s.upload_start(&id).await.unwrap();
+    let mut h = Hasher::new(Algorithm::Sha256);
+    assert_eq!(
+        s.upload_append(&id, 0, chunks::<&[u8]>(&[]), &mut h)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(s.upload_append(&id, 0, one(b""), &mut h).await.unwrap(), 0);
+    assert_eq!(h.finish(), empty);
+    s.upload_commit(&id, 0, &empty).await.unwrap();
+    assert_eq!(s.stat(&empty).await.unwrap(), Some(0));
+}
+
+async fn delete_removes_a_committed_blob(b: &Backend) {
+    let s = &*b.store;
+    let d = upload(s, b"to be collected", 4).await;
+    let keep = upload(s, b"to be kept", 4).await;
+    s.delete(&d).await.unwrap();
+    assert_eq!(s.stat(&d).await.unwrap(), None);
+    assert!(matches!(
+        s.read(&d, None).await,
+        Err(StorageError::BlobNotFound(_))
+    ));
+    assert_eq!(read_all(s, &keep, None).await.0, b"to be kept");
+    // It can be pushed again.
+    assert_eq!(upload(s, b"to be collected", 100).await, d);
+    assert_eq!(read_all(s, &d, None).await.0, b"to be collected");
+}
+
+async fn upload_ids_with_path_characters_are_refused(b: &Backend) {
+    let s = &*b.store;
+    let bad = [
+        "../x",
+        "a/b",
+        "..",
+        ".",
+        "",
+        "/tmp/evil",
+        "a\\b",
+        "x\0y",
+        "../../blobs/sha256/aa/bb",
+        "a b",
+    ];
+    let d = sha256_of(b"");
+    for id in bad {
+        assert!(
+            s.upload_start(id).await.is_err(),
+            "upload_start({id:?}) must be refused"
+        );
+        let mut h = Hasher::new(Algorithm::Sha256);
+        assert!(
+            s.upload_append(id, 0, one(b"payload"), &mut h)
+                .await
+                .is_err(),
+            "upload_append({id:?}) must be refused"
+        );
+        assert!(
+            s.upload_read(id, 0).await.is_err(),
+            "upload_read({id:?}) must be refused"
+        );
+        assert!(
+            s.upload_commit(id, 0, &d).await.is_err(),
+            "upload_commit({id:?}) must be refused"
+        );
+        let _ = s.upload_abort(id).await; // refused or a no-op; it must not touch anything
+    }
+    assert_eq!(s.stat(&d).await.unwrap(), None, "nothing was committed");
+    if let Some(dir) = fs_root(b) {
+        // The store lives in `<dir>/store`; nothing may appear beside or above it.
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["store"], "files created outside the store root");
+        assert!(!dir.join("store/x").exists());
+        assert!(!dir.join("store/uploads/a").exists());
+    }
+}
+
+async fn a_64_mib_streamed_upload_commits_with_the_right_digest(b: &Backend) {
+    const CHUNK: usize = 1024 * 1024;
+    const CHUNKS: u64 = 64;
+    let s = &*b.store;
+    let id = new_id();
+    s.upload_start(&id).await.unwrap();
+
+    // Chunks are generated as the store pulls them, and hashed independently on the way.
+    let expected = Arc::new(std::sync::Mutex::new(sha2::Sha256::new()));
+    let tap = expected.clone();
+    let body: ByteStream = stream::unfold(0u64, move |i| {
+        let tap = tap.clone();
+        async move {
+            if i == CHUNKS {
+                return None;
+            }
+            let chunk = Bytes::from(pattern(CHUNK, 1000 + i));
+            tap.lock().unwrap().update(&chunk);
+            Some((Ok(chunk), i + 1))
+        }
+    })
+    .boxed();
+    let mut h = Hasher::new(Algorithm::Sha256);
+    let n = s.upload_append(&id, 0, body, &mut h).await.unwrap();
+    assert_eq!(n, CHUNK as u64 * CHUNKS);
+    let d = h.finish();
+    let want = format!(
+        "sha256:{}",
+        hex::encode(expected.lock().unwrap().clone().finalize())
+    );
+    assert_eq!(d.to_string(), want);
+    s.upload_commit(&id, n, &d).await.unwrap();
+    assert_eq!(s.stat(&d).await.unwrap(), Some(64 * 1024 * 1024));
+
+    // Reading it back streams the same bytes.
+    let r = s.read(&d, None).await.unwrap();
+    assert_eq!(r.len, 64 * 1024 * 1024);
+    let mut body = r.body;
+    let mut back = sha2::Sha256::new();
+    let mut count = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.unwrap();
+        count += chunk.len() as u64;
+        back.update(&chunk);
+    }
+    assert_eq!(count, 64 * 1024 * 1024);
+    assert_eq!(format!("sha256:{}", hex::encode(back.finalize())), want);
+}
