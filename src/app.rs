@@ -7,7 +7,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Request, Response};
+use axum::http::{HeaderName, HeaderValue, Request, Response, Version, header};
+use axum::middleware::Next;
 use axum::routing::any;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -60,11 +61,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         // Blob bodies are streamed and manifests have their own limit.
         .layer(DefaultBodyLimit::disable())
+        // Inside the header layer, so that a 500 from a panic carries the version header too.
+        .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn(close_after_refused_body))
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("docker-distribution-api-version"),
             HeaderValue::from_static("registry/2.0"),
         ))
-        .layer(CatchPanicLayer::new())
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<Body>| {
@@ -88,4 +91,23 @@ pub fn router(state: AppState) -> Router {
                 })
                 .on_failure(()),
         )
+}
+
+/// An error answered before the request body was read (a refused chunk, a busy upload, a
+/// wrong digest) leaves the rest of the body on the connection. HTTP/1.1 cannot reuse such a
+/// connection, so say so: a client that pooled it would otherwise send its next request into
+/// a socket the server is closing.
+async fn close_after_refused_body(req: Request<Body>, next: Next) -> Response<Body> {
+    let http1 = req.version() < Version::HTTP_2;
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let mut res = next.run(req).await;
+    if http1 && has_body && (res.status().is_client_error() || res.status().is_server_error()) {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
 }

@@ -103,6 +103,8 @@ macro_rules! metadata_suite {
             rule!(upload_sessions_create_get_and_delete);
             rule!(advance_upload_from_a_stale_offset_conflicts_and_changes_nothing);
             rule!(concurrent_advance_upload_has_exactly_one_winner);
+            rule!(upload_claims_admit_one_writer_until_released_or_expired);
+            rule!(concurrent_claims_have_exactly_one_winner);
         }
     };
 }
@@ -175,6 +177,21 @@ fn session(id: &str, r: &RepoName) -> UploadSession {
         hash_state: Hasher::new(Algorithm::Sha256).save(),
         started_at: 1_700_000_000_000,
     }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// What the upload handler does for one write: claim the session at `from`, then move it on.
+async fn advance(m: &Store, id: &str, from: u64, to: u64, state: &[u8]) -> Result<(), MetaError> {
+    let writer = format!("writer-{from}-{to}-{}", now());
+    let now = now();
+    m.claim_upload(id, from, &writer, now, now + 60_000).await?;
+    m.advance_upload(id, &writer, from, to, state).await
 }
 
 fn hash_state_after(bytes: &[u8]) -> Vec<u8> {
@@ -841,7 +858,7 @@ async fn upload_sessions_create_get_and_delete(m: &Store) {
 
     // Advancing with the right `from` moves it on, with the new hasher state.
     let state = hash_state_after(b"hello");
-    m.advance_upload(&s.id, 0, 5, &state).await.unwrap();
+    advance(m, &s.id, 0, 5, &state).await.unwrap();
     let got = m.get_upload(&r, &s.id).await.unwrap().unwrap();
     assert_eq!(got.committed, 5);
     assert_eq!(got.hash_state, state);
@@ -852,7 +869,7 @@ async fn upload_sessions_create_get_and_delete(m: &Store) {
 
     // Beyond 4 GiB, as large layers are.
     let big = 5 * 1024 * 1024 * 1024u64;
-    m.advance_upload(&s.id, 5, big, &state).await.unwrap();
+    advance(m, &s.id, 5, big, &state).await.unwrap();
     assert_eq!(
         m.get_upload(&r, &s.id).await.unwrap().unwrap().committed,
         big
@@ -873,7 +890,7 @@ async fn upload_sessions_create_get_and_delete(m: &Store) {
         "second delete finds nothing"
     );
     assert!(matches!(
-        m.advance_upload(&s.id, big, big + 1, &state).await,
+        advance(m, &s.id, big, big + 1, &state).await,
         Err(MetaError::UploadConflict)
     ));
     assert!(m.get_upload(&r, &s2.id).await.unwrap().is_some());
@@ -884,11 +901,11 @@ async fn advance_upload_from_a_stale_offset_conflicts_and_changes_nothing(m: &St
     let s = session("stale-session", &r);
     m.create_upload(&s).await.unwrap();
     let after_ten = hash_state_after(b"0123456789");
-    m.advance_upload(&s.id, 0, 10, &after_ten).await.unwrap();
+    advance(m, &s.id, 0, 10, &after_ten).await.unwrap();
 
     for from in [0u64, 5, 11, 20] {
         let bogus = hash_state_after(b"bogus");
-        match m.advance_upload(&s.id, from, from + 7, &bogus).await {
+        match advance(m, &s.id, from, from + 7, &bogus).await {
             Err(MetaError::UploadConflict) => {}
             other => {
                 panic!("advance from stale offset {from}: expected UploadConflict, got {other:?}")
@@ -901,13 +918,13 @@ async fn advance_upload_from_a_stale_offset_conflicts_and_changes_nothing(m: &St
 
     // Unknown session: a conflict too, and nothing is created.
     assert!(matches!(
-        m.advance_upload("no-such-session", 0, 1, &after_ten).await,
+        advance(m, "no-such-session", 0, 1, &after_ten).await,
         Err(MetaError::UploadConflict)
     ));
     assert!(m.get_upload(&r, "no-such-session").await.unwrap().is_none());
 
     // The right offset still works afterwards.
-    m.advance_upload(&s.id, 10, 12, &hash_state_after(b"0123456789ab"))
+    advance(m, &s.id, 10, 12, &hash_state_after(b"0123456789ab"))
         .await
         .unwrap();
     assert_eq!(
@@ -932,7 +949,7 @@ async fn concurrent_advance_upload_has_exactly_one_winner(m: &Store) {
             let state = hash_state_after(bytes);
             tokio::spawn(async move {
                 barrier.wait().await;
-                let outcome = m.advance_upload(&id, 0, to, &state).await;
+                let outcome = advance(&m, &id, 0, to, &state).await;
                 (to, state, outcome)
             })
         })
@@ -959,6 +976,116 @@ async fn concurrent_advance_upload_has_exactly_one_winner(m: &Store) {
         assert_eq!(
             got.hash_state, winners[0].1,
             "round {round}: with the winner's state"
+        );
+    }
+}
+
+async fn upload_claims_admit_one_writer_until_released_or_expired(m: &Store) {
+    let r = repo("up/claims");
+    let s = session("claim-session", &r);
+    m.create_upload(&s).await.unwrap();
+    let t = now();
+
+    // A claim at the wrong offset, or on an unknown session, is refused.
+    assert!(matches!(
+        m.claim_upload(&s.id, 3, "a", t, t + 1000).await,
+        Err(MetaError::UploadConflict)
+    ));
+    assert!(matches!(
+        m.claim_upload("no-such-session", 0, "a", t, t + 1000).await,
+        Err(MetaError::UploadConflict)
+    ));
+
+    m.claim_upload(&s.id, 0, "a", t, t + 1000).await.unwrap();
+    // While `a`'s lease is live nobody else gets in, not even at the right offset.
+    assert!(matches!(
+        m.claim_upload(&s.id, 0, "b", t + 10, t + 1010).await,
+        Err(MetaError::UploadConflict)
+    ));
+    // `b` may neither renew nor advance a session it does not hold.
+    assert!(!m.renew_upload_claim(&s.id, "b", t + 5000).await.unwrap());
+    assert!(matches!(
+        m.advance_upload(&s.id, "b", 0, 4, &hash_state_after(b"bbbb"))
+            .await,
+        Err(MetaError::UploadConflict)
+    ));
+    m.release_upload_claim(&s.id, "b").await.unwrap();
+    assert!(
+        matches!(
+            m.claim_upload(&s.id, 0, "c", t + 20, t + 1020).await,
+            Err(MetaError::UploadConflict)
+        ),
+        "releasing someone else's claim does nothing"
+    );
+
+    // Renewal moves the lease on, so a claim after the first expiry still fails.
+    assert!(m.renew_upload_claim(&s.id, "a", t + 3000).await.unwrap());
+    assert!(matches!(
+        m.claim_upload(&s.id, 0, "b", t + 2000, t + 4000).await,
+        Err(MetaError::UploadConflict)
+    ));
+
+    // Releasing hands the session on, unchanged.
+    m.release_upload_claim(&s.id, "a").await.unwrap();
+    assert_eq!(m.get_upload(&r, &s.id).await.unwrap().unwrap().committed, 0);
+    m.claim_upload(&s.id, 0, "b", t + 30, t + 1030)
+        .await
+        .unwrap();
+    // `a` lost the session: its late advance is refused and changes nothing.
+    assert!(matches!(
+        m.advance_upload(&s.id, "a", 0, 4, &hash_state_after(b"aaaa"))
+            .await,
+        Err(MetaError::UploadConflict)
+    ));
+    let state = hash_state_after(b"bb");
+    m.advance_upload(&s.id, "b", 0, 2, &state).await.unwrap();
+    let got = m.get_upload(&r, &s.id).await.unwrap().unwrap();
+    assert_eq!((got.committed, got.hash_state), (2, state));
+
+    // An advance releases the claim; an expired lease (a writer that died) is taken over.
+    m.claim_upload(&s.id, 2, "d", t + 40, t + 100)
+        .await
+        .unwrap();
+    assert!(matches!(
+        m.claim_upload(&s.id, 2, "e", t + 99, t + 200).await,
+        Err(MetaError::UploadConflict)
+    ));
+    m.claim_upload(&s.id, 2, "e", t + 101, t + 200)
+        .await
+        .unwrap();
+    assert!(!m.renew_upload_claim(&s.id, "d", t + 500).await.unwrap());
+}
+
+async fn concurrent_claims_have_exactly_one_winner(m: &Store) {
+    let r = repo("up/claim-race");
+    for round in 0..20 {
+        let id = format!("claim-race-{round}");
+        m.create_upload(&session(&id, &r)).await.unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(3));
+        let contenders: Vec<_> = ["x", "y", "z"]
+            .into_iter()
+            .map(|w| {
+                let (m, id, barrier) = (m.clone(), id.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let t = now();
+                    (w, m.claim_upload(&id, 0, w, t, t + 60_000).await)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for c in contenders {
+            match c.await.expect("task") {
+                (w, Ok(())) => winners.push(w),
+                (_, Err(MetaError::UploadConflict)) => {}
+                (_, Err(e)) => panic!("round {round}: unexpected error {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: one claim wins");
+        assert!(
+            m.renew_upload_claim(&id, winners[0], now() + 1)
+                .await
+                .unwrap()
         );
     }
 }

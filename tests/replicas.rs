@@ -501,14 +501,9 @@ async fn the_catalog_agrees_on_both_replicas() {
 /// A client that retries a PATCH on another replica while the first attempt is still in
 /// flight sends two chunks for the same offset. The metadata store lets exactly one of them
 /// advance the session; the bytes stored must be that one's.
-///
-/// Known bug, ignored until fixed: both requests write into the same upload file, so the
-/// loser's bytes can overwrite the winner's and the blob committed under the winner's digest
-/// holds other bytes. The fix belongs in `registry/uploads.rs` with a metadata primitive:
-/// claim the session (compare-and-set on its length plus a writer token) before writing, so
-/// the loser is refused before it touches the store.
+/// (The writing request claims the session in the shared database, so the loser is refused
+/// before it touches the store.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known bug: concurrent PATCHes from one offset corrupt the upload (see the comment)"]
 async fn concurrent_patches_from_the_same_offset_store_the_acknowledged_one() {
     let rs = replicas().await;
     let (a, b) = (&rs.a, &rs.b);

@@ -672,11 +672,10 @@ async fn completed_upload_cannot_be_completed_again() {
 }
 
 #[tokio::test]
-#[ignore = "known bug, fix belongs in src/storage + src/metadata: concurrent appends to one upload \
-            share the upload file, so the losing request's late writes land in the winner's bytes"]
 async fn concurrent_patches_to_one_session_cannot_corrupt_the_blob() {
     // A client retrying a PATCH while its first attempt is still streaming must not end
-    // up with a blob whose bytes differ from the digest it was committed under.
+    // up with a blob whose bytes differ from the digest it was committed under: the
+    // request in flight holds the session, the retry is refused with the resumable state.
     let b = Berth::start();
     let c = client();
     let url = open_upload(&c, &b, "app").await;
@@ -691,13 +690,8 @@ async fn concurrent_patches_to_one_session_cannot_corrupt_the_blob() {
             rx.recv().await.map(|item| (item, rx))
         }));
         tokio::spawn(async move {
-            c.patch(&url)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
+            let r = c.patch(&url).body(body).send().await.unwrap();
+            (r.status().as_u16(), header_str(&r, "range"))
         })
     };
     tx.send(Ok(first.clone())).await.unwrap();
@@ -713,34 +707,108 @@ async fn concurrent_patches_to_one_session_cannot_corrupt_the_blob() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    // The retry wins the session...
+    // The retry is refused while the first attempt writes, and told where the upload is.
     let r = patch(&c, &url, None, &second).await;
-    assert_eq!(r.status(), 202);
-    assert_eq!(header_str(&r, "range"), format!("0-{}", second.len() - 1));
-    // ...then the first attempt sends the rest of its body and loses.
+    assert_eq!(header_str(&r, "range"), "0-0");
+    assert!(
+        header_str(&r, "location").contains("/v2/app/blobs/uploads/"),
+        "416 names the session to resume"
+    );
+    assert_eq!(
+        header_str(&r, "connection"),
+        "close",
+        "the unread body leaves the connection unusable, and the client is told"
+    );
+    let message = expect_error(r, 416, "BLOB_UPLOAD_INVALID").await;
+    assert!(message.contains("another request is writing"), "{message}");
+    // A PUT that would finish the upload is refused the same way.
+    let r = close(&c, &url, &sha256(&first)).await;
+    expect_error(r, 416, "BLOB_UPLOAD_INVALID").await;
+
+    // The first attempt sends the rest of its body and is acknowledged.
     tx.send(Ok(first.clone())).await.unwrap();
     drop(tx);
-    assert_ne!(
-        slow.await.unwrap(),
-        202,
-        "the first attempt must not be acknowledged too"
-    );
+    let (status, range) = slow.await.unwrap();
+    assert_eq!(status, 202);
+    assert_eq!(range, format!("0-{}", 2 * first.len() - 1));
 
-    let digest = sha256(&second);
+    // The session is free again: the refused PUT changed nothing, and it now completes.
+    let whole = [first.clone(), first.clone()].concat();
+    let digest = sha256(&whole);
     let r = close(&c, &url, &digest).await;
-    if r.status() == 201 {
-        let got = c
-            .get(b.url(&format!("/v2/app/blobs/{digest}")))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert_eq!(
-            sha256(&got),
-            digest,
-            "blob served under {digest} has other bytes"
-        );
+    assert_eq!(r.status(), 201);
+    let got = c
+        .get(b.url(&format!("/v2/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.as_ref(), whole.as_slice(), "blob served under {digest}");
+    assert!(b.upload_files().is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_patch_does_not_lock_the_session() {
+    // The request in flight holds the session; when its client disconnects the hold is
+    // released at once (not after the lease runs out), and nothing it sent is acknowledged.
+    let b = Berth::start();
+    let c = client();
+    let url = open_upload(&c, &b, "app").await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let hung = {
+        let c = c.clone();
+        let url = url.clone();
+        let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
+        tokio::spawn(async move { c.patch(&url).body(body).send().await })
+    };
+    tx.send(Ok(vec![b'x'; 32 * 1024])).await.unwrap();
+    let upload_file = b.upload_files()[0].clone();
+    for _ in 0..500 {
+        if std::fs::metadata(&upload_file)
+            .map(|m| m.len())
+            .unwrap_or(0)
+            > 0
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    hung.abort();
+    drop(tx);
+
+    let bytes = b"after the hang-up".to_vec();
+    let mut status = 0;
+    for _ in 0..50 {
+        let r = patch(&c, &url, Some(&format!("0-{}", bytes.len() - 1)), &bytes).await;
+        status = r.status().as_u16();
+        if status == 202 {
+            assert_eq!(header_str(&r, "range"), format!("0-{}", bytes.len() - 1));
+            break;
+        }
+        assert_eq!(
+            status, 416,
+            "only 'busy' is acceptable while the hang-up is noticed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status, 202,
+        "the session stayed locked after its client hung up"
+    );
+    let digest = sha256(&bytes);
+    let r = close(&c, &url, &digest).await;
+    assert_eq!(r.status(), 201);
+    let got = c
+        .get(b.url(&format!("/v2/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.as_ref(), bytes.as_slice());
 }

@@ -58,11 +58,14 @@ CREATE TABLE tags (
 CREATE INDEX tags_digest ON tags(repository, digest);
 
 -- Upload sessions: how many bytes are durable and the hasher state after them, so any
--- process can continue the upload.
+-- process can continue the upload. `writer` is the request that holds the session while it
+-- writes (until `lease_until`, renewed while it writes): one writer at a time, in any process.
 CREATE TABLE uploads (
     id          TEXT PRIMARY KEY,
     repository  TEXT NOT NULL,
     committed   BIGINT NOT NULL,
+    writer      TEXT,
+    lease_until BIGINT,
     hash_state  BLOB NOT NULL,
     started_at  BIGINT NOT NULL,
     updated_at  BIGINT NOT NULL

@@ -133,11 +133,35 @@ pub trait MetadataStore: Send + Sync + 'static {
         id: &str,
     ) -> Result<Option<UploadSession>, MetaError>;
 
-    /// Moves an upload from `from` bytes to `to` bytes with a new hasher state; fails with
-    /// `UploadConflict` if another request moved it first.
+    /// Takes the session for one writing request: succeeds only while the session holds
+    /// exactly `from` bytes and no other writer's lease is live at `now`. Fails with
+    /// `UploadConflict` otherwise (or when the session is gone).
+    async fn claim_upload(
+        &self,
+        id: &str,
+        from: u64,
+        writer: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<(), MetaError>;
+
+    /// Extends `writer`'s lease; `false` when `writer` no longer holds the session.
+    async fn renew_upload_claim(
+        &self,
+        id: &str,
+        writer: &str,
+        lease_until: i64,
+    ) -> Result<bool, MetaError>;
+
+    /// Gives the session up without moving it (the write failed).
+    async fn release_upload_claim(&self, id: &str, writer: &str) -> Result<(), MetaError>;
+
+    /// Moves an upload `writer` holds from `from` bytes to `to` bytes with a new hasher
+    /// state, and releases it; fails with `UploadConflict` if `writer` lost the session.
     async fn advance_upload(
         &self,
         id: &str,
+        writer: &str,
         from: u64,
         to: u64,
         hash_state: &[u8],

@@ -479,21 +479,79 @@ impl MetadataStore for SqlMetadataStore {
         }))
     }
 
+    async fn claim_upload(
+        &self,
+        id: &str,
+        from: u64,
+        writer: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<(), MetaError> {
+        let done = sqlx::query(
+            "UPDATE uploads SET writer = $1, lease_until = $2, updated_at = $3 \
+             WHERE id = $4 AND committed = $5 AND (writer IS NULL OR lease_until < $3)",
+        )
+        .bind(writer)
+        .bind(lease_until)
+        .bind(now)
+        .bind(id)
+        .bind(from as i64)
+        .execute(&self.write)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(MetaError::UploadConflict)
+        }
+    }
+
+    async fn renew_upload_claim(
+        &self,
+        id: &str,
+        writer: &str,
+        lease_until: i64,
+    ) -> Result<bool, MetaError> {
+        let done = sqlx::query(
+            "UPDATE uploads SET lease_until = $1, updated_at = $2 WHERE id = $3 AND writer = $4",
+        )
+        .bind(lease_until)
+        .bind(now_millis())
+        .bind(id)
+        .bind(writer)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_upload_claim(&self, id: &str, writer: &str) -> Result<(), MetaError> {
+        sqlx::query(
+            "UPDATE uploads SET writer = NULL, lease_until = NULL WHERE id = $1 AND writer = $2",
+        )
+        .bind(id)
+        .bind(writer)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
     async fn advance_upload(
         &self,
         id: &str,
+        writer: &str,
         from: u64,
         to: u64,
         hash_state: &[u8],
     ) -> Result<(), MetaError> {
         let done = sqlx::query(
-            "UPDATE uploads SET committed = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND committed = $5",
+            "UPDATE uploads SET committed = $1, hash_state = $2, updated_at = $3, writer = NULL, lease_until = NULL \
+             WHERE id = $4 AND committed = $5 AND writer = $6",
         )
         .bind(to as i64)
         .bind(hash_state)
         .bind(now_millis())
         .bind(id)
         .bind(from as i64)
+        .bind(writer)
         .execute(&self.write)
         .await?;
         if done.rows_affected() == 1 {

@@ -4,6 +4,9 @@
 //! The session's durable length and hasher state live in the metadata store, so any
 //! process can take the next request of an upload another started.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::blobs::parse_digest;
 use super::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Req, Result, header_value};
 use crate::auth::Access;
-use crate::metadata::{MetaError, UploadSession, now_millis};
+use crate::metadata::{MetaError, MetadataStore, UploadSession, now_millis};
 use crate::oci::{Algorithm, Digest, ErrorCode, Hasher, RegistryError, RepoName};
 use crate::storage::{ByteStream, StorageError};
 
@@ -163,8 +166,19 @@ pub async fn handle(req: Req<'_>, name: RepoName, id: &str, body: Body) -> Resul
             Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
         }
         Method::PATCH => {
-            let committed = append(req, &name, &session, body).await?;
-            Ok(upload_status(StatusCode::ACCEPTED, &name, id, committed))
+            let expected = check_chunk(req, &name, &session)?;
+            if expected == Some(0) {
+                return Ok(upload_status(
+                    StatusCode::ACCEPTED,
+                    &name,
+                    id,
+                    session.committed,
+                ));
+            }
+            let mut claim = Claim::take(req, &name, &session).await?;
+            let (to, hasher) = write_chunk(req, &session, &claim, expected, body).await?;
+            claim.advance(session.committed, to, &hasher).await?;
+            Ok(upload_status(StatusCode::ACCEPTED, &name, id, to))
         }
         _ => {
             let digest = req.query_one("digest").ok_or_else(|| {
@@ -242,22 +256,7 @@ fn check_chunk(req: Req<'_>, name: &RepoName, session: &UploadSession) -> Result
     let Some(raw) = req.header(header::CONTENT_RANGE) else {
         return Ok(content_length);
     };
-    let out_of_order = |message: String| {
-        RegistryError::new(ErrorCode::BlobUploadInvalid, message)
-            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-            .with_header(
-                header::RANGE,
-                header_value(format!("0-{}", session.committed.saturating_sub(1))),
-            )
-            .with_header(
-                header::LOCATION,
-                header_value(format!("/v2/{name}/blobs/uploads/{}", session.id)),
-            )
-            .with_header(
-                header::HeaderName::from_static(DOCKER_UPLOAD_UUID),
-                header_value(&session.id),
-            )
-    };
+    let out_of_order = |message: String| out_of_order(name, session, message);
     let Some((start, end)) = parse_content_range(raw) else {
         return Err(out_of_order(format!(
             "Content-Range {raw:?} is not of the form <start>-<end>"
@@ -282,35 +281,159 @@ fn check_chunk(req: Req<'_>, name: &RepoName, session: &UploadSession) -> Result
     Ok(Some(len))
 }
 
+/// 416 with the session's current `Range` and `Location`, so the client can resume.
+fn out_of_order(name: &RepoName, session: &UploadSession, message: String) -> RegistryError {
+    RegistryError::new(ErrorCode::BlobUploadInvalid, message)
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+        .with_header(
+            header::RANGE,
+            header_value(format!("0-{}", session.committed.saturating_sub(1))),
+        )
+        .with_header(
+            header::LOCATION,
+            header_value(format!("/v2/{name}/blobs/uploads/{}", session.id)),
+        )
+        .with_header(
+            header::HeaderName::from_static(DOCKER_UPLOAD_UUID),
+            header_value(&session.id),
+        )
+}
+
+/// How long a writing request holds an upload session without renewing its claim, and how
+/// often it renews while it writes. A writer that dies (crash, lost database) stops
+/// renewing, and the session is free again once the lease runs out.
+const UPLOAD_LEASE_MS: i64 = 60_000;
+const UPLOAD_RENEW_EVERY: Duration = Duration::from_secs(15);
+
+/// One request's exclusive hold on an upload session, in whichever process it runs: two
+/// requests writing the same session at once would interleave their bytes. Released when
+/// dropped (a failed write, a client that hung up) unless the session was advanced or
+/// finished.
+struct Claim {
+    meta: Arc<dyn MetadataStore>,
+    id: String,
+    writer: String,
+    held: bool,
+}
+
+impl Claim {
+    async fn take(req: Req<'_>, name: &RepoName, session: &UploadSession) -> Result<Claim> {
+        let writer = uuid::Uuid::new_v4().to_string();
+        let now = now_millis();
+        match req
+            .state
+            .meta
+            .claim_upload(&session.id, session.committed, &writer, now, now + UPLOAD_LEASE_MS)
+            .await
+        {
+            Ok(()) => Ok(Claim {
+                meta: req.state.meta.clone(),
+                id: session.id.clone(),
+                writer,
+                held: true,
+            }),
+            Err(MetaError::UploadConflict) => Err(out_of_order(
+                name,
+                session,
+                "another request is writing to this upload, or has moved it on; check the upload status and resume from the offset it reports".to_string(),
+            )),
+            Err(e) => Err(RegistryError::internal(e)),
+        }
+    }
+
+    /// Renews the lease until it fails; returns why (runs beside the write it guards).
+    async fn keep(&self) -> RegistryError {
+        loop {
+            tokio::time::sleep(UPLOAD_RENEW_EVERY).await;
+            match self
+                .meta
+                .renew_upload_claim(&self.id, &self.writer, now_millis() + UPLOAD_LEASE_MS)
+                .await
+            {
+                Ok(true) => continue,
+                Ok(false) => {
+                    return RegistryError::new(
+                        ErrorCode::BlobUploadInvalid,
+                        "the upload was cancelled or taken over while this request was writing",
+                    );
+                }
+                Err(e) => return RegistryError::internal(e),
+            }
+        }
+    }
+
+    /// Records `to` durable bytes and the hasher after them, and lets the session go.
+    async fn advance(&mut self, from: u64, to: u64, hasher: &Hasher) -> Result<()> {
+        let done = self
+            .meta
+            .advance_upload(&self.id, &self.writer, from, to, &hasher.save())
+            .await;
+        self.held = false;
+        match done {
+            Ok(()) => Ok(()),
+            Err(MetaError::UploadConflict) => Err(RegistryError::new(
+                ErrorCode::BlobUploadInvalid,
+                "the upload was cancelled or taken over while this request was writing",
+            )),
+            Err(e) => Err(RegistryError::internal(e)),
+        }
+    }
+
+    /// The session is gone (finished or discarded): nothing to release.
+    fn forget(&mut self) {
+        self.held = false;
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        let (meta, id, writer) = (self.meta.clone(), self.id.clone(), self.writer.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = meta.release_upload_claim(&id, &writer).await {
+                    tracing::warn!(upload = %id, error = %e, "could not release an upload claim; it expires with its lease");
+                }
+            });
+        }
+    }
+}
+
 fn body_stream(body: Body) -> ByteStream {
     body.into_data_stream()
         .map_err(std::io::Error::other)
         .boxed()
 }
 
-/// Appends the request body to the session; returns the new durable length.
-async fn append(req: Req<'_>, name: &RepoName, session: &UploadSession, body: Body) -> Result<u64> {
-    let expected = check_chunk(req, name, session)?;
-    if expected == Some(0) {
-        return Ok(session.committed);
-    }
+/// Writes the request body after the session's durable bytes while `claim` holds the
+/// session; returns the new length and the hasher after it (the caller records them).
+async fn write_chunk(
+    req: Req<'_>,
+    session: &UploadSession,
+    claim: &Claim,
+    expected: Option<u64>,
+    body: Body,
+) -> Result<(u64, Hasher)> {
     let mut hasher = Hasher::restore(&session.hash_state).ok_or_else(|| {
         RegistryError::internal(format!(
             "upload {} has an unreadable hash state",
             session.id
         ))
     })?;
-    let written = match req
-        .state
-        .blobs
-        .upload_append(
-            &session.id,
-            session.committed,
-            body_stream(body),
-            &mut hasher,
-        )
-        .await
-    {
+    let write = req.state.blobs.upload_append(
+        &session.id,
+        session.committed,
+        body_stream(body),
+        &mut hasher,
+    );
+    let written = tokio::select! {
+        biased;
+        r = write => r,
+        lost = claim.keep() => return Err(lost),
+    };
+    let written = match written {
         Ok(n) => n,
         Err(StorageError::UploadNotFound(_)) => {
             return Err(RegistryError::upload_unknown(&session.id));
@@ -335,21 +458,7 @@ async fn append(req: Req<'_>, name: &RepoName, session: &UploadSession, body: Bo
             ));
         }
     }
-    let to = session.committed + written;
-    match req
-        .state
-        .meta
-        .advance_upload(&session.id, session.committed, to, &hasher.save())
-        .await
-    {
-        Ok(()) => Ok(to),
-        Err(MetaError::UploadConflict) => Err(RegistryError::new(
-            ErrorCode::BlobUploadInvalid,
-            MetaError::UploadConflict.to_string(),
-        )
-        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)),
-        Err(e) => Err(RegistryError::internal(e)),
-    }
+    Ok((session.committed + written, hasher))
 }
 
 /// Appends the final chunk (if any), verifies the digest and commits the blob.
@@ -364,24 +473,24 @@ async fn finish(
     let has_body = req.header(header::CONTENT_LENGTH) != Some("0")
         && (req.header(header::CONTENT_LENGTH).is_some()
             || req.header(header::TRANSFER_ENCODING).is_some());
-    let (size, hash_state) = if has_body {
-        let size = append(req, name, &session, body).await?;
-        let session = state
-            .meta
-            .get_upload(name, &session.id)
-            .await
-            .map_err(RegistryError::internal)?
-            .ok_or_else(|| RegistryError::upload_unknown(&session.id))?;
-        (size, session.hash_state)
+    let expected = if has_body {
+        check_chunk(req, name, &session)?
     } else {
-        (session.committed, session.hash_state.clone())
+        Some(0)
     };
-    let hasher = Hasher::restore(&hash_state).ok_or_else(|| {
-        RegistryError::internal(format!(
-            "upload {} has an unreadable hash state",
-            session.id
-        ))
-    })?;
+    // Held until the session is gone, so no PATCH can write while the blob is committed.
+    let mut claim = Claim::take(req, name, &session).await?;
+    let (size, hasher) = if expected == Some(0) {
+        let hasher = Hasher::restore(&session.hash_state).ok_or_else(|| {
+            RegistryError::internal(format!(
+                "upload {} has an unreadable hash state",
+                session.id
+            ))
+        })?;
+        (session.committed, hasher)
+    } else {
+        write_chunk(req, &session, &claim, expected, body).await?
+    };
     let actual = if hasher.algorithm() == digest.algorithm() {
         hasher.finish()
     } else {
@@ -399,6 +508,7 @@ async fn finish(
     };
     if actual != digest {
         // A wrong digest leaves nothing behind.
+        claim.forget();
         state
             .meta
             .delete_upload(&session.id)
@@ -432,6 +542,7 @@ async fn finish(
         .delete_upload(&session.id)
         .await
         .map_err(RegistryError::internal)?;
+    claim.forget();
     Ok(created(name, &digest))
 }
 
