@@ -28,6 +28,10 @@ What it does (every step is printed; exit 0 only if every check passes):
      of an unknown digest must be 200 with an empty list.
   The manifest PUTs with a subject must answer `OCI-Subject: <digest of A>`.
 
+When it gets that far (all pushes done, referrers API answering), the last line
+it prints is one JSON object: {"result": "pass"|"fail", "repository": REPO,
+"subject"|"signature"|"sbom": {"tag", "digest", "size"[, "artifactType"]}}.
+
 Against CNCF distribution 2.8 (Debian `docker-registry`) the pushes pass and
 the referrers step fails with 404: that registry has no referrers API.
 """
@@ -302,9 +306,16 @@ def run(client, host, repo, base, rand, work):
         print(f"{len(failures)} check(s) failed:", flush=True)
         for f in failures:
             print(f"  - {f}", flush=True)
-        return 1
-    print("PASS: referrers API lists both referrers with the right artifactType", flush=True)
-    return 0
+    else:
+        print("PASS: referrers API lists both referrers with the right artifactType", flush=True)
+    # Machine-readable last line, for tests that go on to check the registry themselves.
+    pushed = {
+        "subject": {"tag": f"subject-{rand}", "digest": digest_a, "size": len(raw_a)},
+        "signature": {"tag": f"sig-{rand}", "digest": digest_b, "size": len(raw_b), "artifactType": SIG_ARTIFACT_TYPE},
+        "sbom": {"tag": f"sbom-{rand}", "digest": digest_c, "size": len(raw_c), "artifactType": SBOM_CONFIG_MT},
+    }
+    print(json.dumps({"result": "fail" if failures else "pass", "repository": repo, **pushed}), flush=True)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
