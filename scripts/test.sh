@@ -16,6 +16,8 @@
 #   BERTH_TEST_POSTGRES_URL   postgres://postgres@127.0.0.1:PORT/berth_test (trust auth)
 #   BERTH_TEST_TMPDIR         per-run scratch dir, removed on exit
 #   BERTH_TEST_PYTHON         python3 interpreter that has the `oras` package
+#   BERTH_TEST_S3_ENDPOINT    http://127.0.0.1:PORT, a moto S3 server (any key/secret; tests
+#                             create their own buckets)
 #   STORAGE_DRIVER=vfs, CONTAINERS_STORAGE_CONF, CONTAINERS_CONF,
 #   CONTAINERS_REGISTRIES_CONF   (podman/buildah/skopeo state kept inside BERTH_TEST_TMPDIR;
 #   REGISTRY_AUTH_FILE is deliberately not set: it breaks docker-registry)
@@ -70,7 +72,10 @@ PGBIN=/usr/lib/postgresql/$PG_VERSION/bin
 # fuse-overlayfs, slirp4netns, catatonit are only for overlay, rootless or
 # `run --init`, which the tests do not use.
 APT_PACKAGES=(skopeo podman buildah containerd docker-registry openssl ca-certificates curl)
-PIP_PACKAGES=("oras>=0.2.43,<0.3")
+# moto: the S3-compatible server for the S3 blob store tests (see docs/s3.md for why).
+# 5.2.5 exactly: 5.2.1 answers CompleteMultipartUpload with a root element the AWS SDK
+# refuses.
+PIP_PACKAGES=("oras>=0.2.43,<0.3" "moto[server]==5.2.5")
 
 pkg_installed() {
   [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true) == installed ]]
@@ -124,8 +129,8 @@ PYTHON=""
 install_pip() {
   PYTHON=$(command -v python3 || true)
   [[ -n $PYTHON ]] || die "python3 not found"
-  if "$PYTHON" -c 'import oras' >/dev/null 2>&1; then
-    log "pip: oras present ($("$PYTHON" -c 'import oras.version as v; print(v.__version__)' 2>/dev/null || echo '?'))"
+  if "$PYTHON" -c 'import oras, moto, flask, sys; sys.exit(moto.__version__ != "5.2.5")' >/dev/null 2>&1; then
+    log "pip: oras and moto present ($("$PYTHON" -c 'import oras.version as v, moto; print(v.__version__, moto.__version__)' 2>/dev/null || echo '?'))"
   else
     [[ ${BERTH_SKIP_INSTALL:-0} == 1 ]] && die "python package oras missing and BERTH_SKIP_INSTALL=1"
     log "pip: installing ${PIP_PACKAGES[*]} for $PYTHON"
@@ -138,7 +143,7 @@ install_pip() {
     if ! "${pip[@]}" "${PIP_PACKAGES[@]}" </dev/null; then
       "${pip[@]}" --break-system-packages "${PIP_PACKAGES[@]}" </dev/null || die "pip install oras failed"
     fi
-    "$PYTHON" -c 'import oras' || die "oras still not importable by $PYTHON"
+    "$PYTHON" -c 'import oras, moto.server' || die "oras or moto still not importable by $PYTHON"
   fi
   PYTHON=$("$PYTHON" -c 'import sys; print(sys.executable)')
 }
@@ -170,6 +175,7 @@ check_rust_tools() {
 BERTH_TEST_TMPDIR=""
 PGDIR=""
 PG_STARTED=0
+S3_PID=""
 
 cleanup() {
   local rc=$?
@@ -180,6 +186,11 @@ cleanup() {
       log "WARNING: pg_ctl stop failed"
   fi
   [[ -n $PGDIR && -d $PGDIR ]] && rm -rf "$PGDIR"
+  if [[ -n $S3_PID ]]; then
+    log "stopping the S3 server"
+    kill -TERM "$S3_PID" 2>/dev/null || true
+    wait "$S3_PID" 2>/dev/null || true
+  fi
   if [[ -n $BERTH_TEST_TMPDIR && -d $BERTH_TEST_TMPDIR ]]; then
     # vfs layers can be read-only directories: make them removable first.
     chmod -R u+w "$BERTH_TEST_TMPDIR" 2>/dev/null || true
@@ -253,6 +264,32 @@ start_postgres() {
   log "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
 }
 
+start_s3() {
+  local port attempt log_file
+  log_file=$(mktemp /tmp/berth-s3.XXXXXX.log)
+  for attempt in 1 2 3; do
+    port=$(free_port)
+    "$PYTHON" -m moto.server -H 127.0.0.1 -p "$port" >"$log_file" 2>&1 &
+    S3_PID=$!
+    local _
+    for _ in $(seq 1 100); do
+      if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
+        export BERTH_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+        log "moto S3 server on 127.0.0.1:$port (pid $S3_PID, log $log_file)"
+        return
+      fi
+      kill -0 "$S3_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    log "S3 server did not come up on port $port (attempt $attempt)"
+    tail -n 5 "$log_file" || true
+    kill -TERM "$S3_PID" 2>/dev/null || true
+    wait "$S3_PID" 2>/dev/null || true
+    S3_PID=""
+  done
+  die "the S3 server would not start"
+}
+
 setup_client_env() {
   BERTH_TEST_TMPDIR=$(mktemp -d /tmp/berth-test.XXXXXX)
   export BERTH_TEST_TMPDIR
@@ -295,7 +332,7 @@ EOF
 print_env() {
   log "test environment:"
   local v
-  for v in BERTH_TEST_POSTGRES_URL BERTH_TEST_POSTGRES_ADMIN_URL BERTH_TEST_TMPDIR BERTH_TEST_PYTHON \
+  for v in BERTH_TEST_POSTGRES_URL BERTH_TEST_POSTGRES_ADMIN_URL BERTH_TEST_S3_ENDPOINT BERTH_TEST_TMPDIR BERTH_TEST_PYTHON \
     STORAGE_DRIVER CONTAINERS_STORAGE_CONF CONTAINERS_CONF CONTAINERS_REGISTRIES_CONF; do
     printf '  export %s=%q\n' "$v" "${!v}"
   done
@@ -316,6 +353,9 @@ check_rust_tools
 
 phase "2. PostgreSQL $PG_VERSION"
 start_postgres
+
+phase "2b. S3-compatible server (moto)"
+start_s3
 
 phase "3. client environment"
 setup_client_env
@@ -361,6 +401,28 @@ else
     log "tests: ok"
   else
     FAILED+=(tests)
+  fi
+fi
+
+# The registry's integration and real-client tests again, with blobs in S3 (moto). Left
+# out: the blob-store and metadata suites (they run every backend already), the server
+# process tests (configuration, logs), and five tests that watch the filesystem store's
+# upload files to time their requests.
+S3_FILTER='(binary(client_cli) | binary(client_oci_client) | binary(spec_blobs) | binary(spec_manifests)
+  | binary(spec_uploads) | binary(spec_errors) | binary(spec_listing) | binary(spec_referrers)
+  | binary(replicas) | test(a_large_blob_streams_through_without_raising_memory))
+  & not test(=chunk_whose_content_range_is_not_at_the_session_offset_is_416)
+  & not test(=a_client_that_hangs_up_mid_patch_does_not_lock_the_session)
+  & not test(=chunk_that_overlaps_is_416_and_leaves_the_session_unchanged)
+  & not test(=concurrent_patches_to_one_session_cannot_corrupt_the_blob)
+  & not test(=post_opens_a_session_with_location_and_upload_uuid)'
+if [[ $NEXTEST -eq 1 ]]; then
+  phase "4d. the same with the S3 blob store (BERTH_TEST_BACKEND=s3)"
+  if run_child timeout --kill-after=60 "$TEST_TIMEOUT" env BERTH_TEST_BACKEND=s3 \
+    cargo nextest run --locked --no-fail-fast --test-threads "$THREADS" -E "$S3_FILTER"; then
+    log "tests on S3: ok"
+  else
+    FAILED+=(tests-s3)
   fi
 fi
 

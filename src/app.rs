@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::metadata::{MetadataStore, SqlMetadataStore};
 use crate::storage::BlobStore;
 use crate::storage::fs::FsBlobStore;
+use crate::storage::s3::S3BlobStore;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -41,9 +42,12 @@ impl AppState {
             SqlMetadataStore::connect(&config.database_url(), config.database.max_connections)
                 .await?;
         meta.migrate().await?;
-        let blobs = FsBlobStore::open(config.storage_root()).await?;
+        let blobs: Arc<dyn BlobStore> = match config.storage.backend.as_str() {
+            "s3" => Arc::new(S3BlobStore::open(&config.storage.s3).await?),
+            _ => Arc::new(FsBlobStore::open(config.storage_root()).await?),
+        };
         Ok(AppState {
-            blobs: Arc::new(blobs),
+            blobs,
             meta: Arc::new(meta),
             access: Arc::new(OpenAccess),
             limits: Limits {
@@ -51,6 +55,59 @@ impl AppState {
             },
         })
     }
+}
+
+/// What one purge of abandoned uploads removed.
+#[derive(Debug, Default)]
+pub struct Purged {
+    pub sessions: u64,
+    pub orphans: u64,
+}
+
+/// Discards upload sessions nobody has written to for `max_age` (their data too), then
+/// upload data in the blob store that no session owns (left by a crash between steps).
+pub async fn purge_uploads(state: &AppState, max_age: Duration) -> anyhow::Result<Purged> {
+    let before = crate::metadata::now_millis() - max_age.as_millis() as i64;
+    let mut purged = Purged::default();
+    loop {
+        let stale = state.meta.stale_uploads(before, 500).await?;
+        if stale.is_empty() {
+            break;
+        }
+        for s in &stale {
+            state.blobs.upload_abort(&s.id, &s.store_state).await?;
+            if state.meta.delete_upload(&s.id).await? {
+                purged.sessions += 1;
+            }
+        }
+        if stale.len() < 500 {
+            break;
+        }
+    }
+    let live: std::collections::HashSet<String> =
+        state.meta.upload_ids().await?.into_iter().collect();
+    purged.orphans = state.blobs.purge_orphan_uploads(before, &live).await?;
+    Ok(purged)
+}
+
+/// Runs `purge_uploads` every `every` until the process ends.
+pub fn spawn_upload_purger(state: AppState, max_age: Duration, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match purge_uploads(&state, max_age).await {
+                Ok(p) if p.sessions + p.orphans > 0 => tracing::info!(
+                    sessions = p.sessions,
+                    orphans = p.orphans,
+                    "purged abandoned uploads"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purging abandoned uploads failed"),
+            }
+        }
+    });
 }
 
 pub fn router(state: AppState) -> Router {

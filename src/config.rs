@@ -17,6 +17,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
+    pub uploads: UploadsConfig,
     pub tls: TlsConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
@@ -35,10 +36,30 @@ pub struct DatabaseConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Only `fs` for now.
+    /// `fs` or `s3`.
     pub backend: String,
     /// Root of the filesystem store; empty means `<data_dir>/storage`.
     pub root: PathBuf,
+    /// The S3 store's settings (`backend = "s3"`).
+    pub s3: crate::storage::s3::S3Config,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadsConfig {
+    /// Upload sessions nobody has written to for this long are discarded, with their data.
+    pub purge_after_seconds: u64,
+    /// How often `berth serve` looks for such sessions (0: never; `berth gc` still does).
+    pub purge_interval_seconds: u64,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        UploadsConfig {
+            purge_after_seconds: 24 * 3600,
+            purge_interval_seconds: 3600,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -77,6 +98,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database: DatabaseConfig::default(),
             storage: StorageConfig::default(),
+            uploads: UploadsConfig::default(),
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
@@ -99,6 +121,7 @@ impl Default for StorageConfig {
         StorageConfig {
             backend: "fs".into(),
             root: PathBuf::new(),
+            s3: Default::default(),
         }
     }
 }
@@ -163,11 +186,10 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if self.storage.backend != "fs" {
-            bail!(
-                "storage.backend = {:?} is not supported; use \"fs\"",
-                self.storage.backend
-            );
+        match self.storage.backend.as_str() {
+            "fs" => {}
+            "s3" => self.storage.s3.validate()?,
+            other => bail!("storage.backend = {other:?} is not supported; use \"fs\" or \"s3\""),
         }
         if self.tls.cert.as_os_str().is_empty() != self.tls.key.as_os_str().is_empty() {
             bail!("tls.cert and tls.key must be set together");
@@ -183,6 +205,25 @@ impl Config {
             format!("sqlite://{}", self.data_dir.join("berth.db").display())
         } else {
             self.database.url.clone()
+        }
+    }
+
+    /// Where blobs go, for the start-up log line.
+    pub fn storage_description(&self) -> String {
+        if self.storage.backend == "s3" {
+            let s3 = &self.storage.s3;
+            format!(
+                "s3://{}/{}{}",
+                s3.bucket,
+                s3.prefix,
+                if s3.endpoint.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at {}", s3.endpoint)
+                }
+            )
+        } else {
+            self.storage_root().display().to_string()
         }
     }
 

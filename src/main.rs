@@ -30,6 +30,13 @@ enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Discard abandoned upload sessions (older than uploads.purge_after_seconds, or
+    /// --older-than) and upload data no session owns, then exit.
+    Gc {
+        /// Age in seconds after which an untouched upload session is abandoned.
+        #[arg(long)]
+        older_than: Option<u64>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +57,19 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve { .. } => berth::server::serve(config).await,
+            Command::Gc { older_than } => {
+                let state = berth::app::AppState::from_config(&config).await?;
+                let age = older_than.unwrap_or(config.uploads.purge_after_seconds);
+                let purged =
+                    berth::app::purge_uploads(&state, std::time::Duration::from_secs(age)).await?;
+                tracing::info!(
+                    sessions = purged.sessions,
+                    orphans = purged.orphans,
+                    older_than_seconds = age,
+                    "purged abandoned uploads"
+                );
+                Ok(())
+            }
             Command::Migrate => {
                 let url = config.database_url();
                 let store = SqlMetadataStore::connect(&url, 1)

@@ -12,6 +12,13 @@ use crate::config::Config;
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::from_config(&config).await?;
+    if config.uploads.purge_interval_seconds > 0 {
+        crate::app::spawn_upload_purger(
+            state.clone(),
+            Duration::from_secs(config.uploads.purge_after_seconds),
+            Duration::from_secs(config.uploads.purge_interval_seconds),
+        );
+    }
     let app = router(state);
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
@@ -29,7 +36,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         %addr,
         scheme,
         database = %redact(&config.database_url()),
-        storage = %config.storage_root().display(),
+        storage = %config.storage_description(),
         "listening"
     );
     let service = app.into_make_service();

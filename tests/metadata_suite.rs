@@ -105,6 +105,7 @@ macro_rules! metadata_suite {
             rule!(concurrent_advance_upload_has_exactly_one_winner);
             rule!(upload_claims_admit_one_writer_until_released_or_expired);
             rule!(concurrent_claims_have_exactly_one_winner);
+            rule!(stale_uploads_are_listed_by_last_write_and_live_claims_are_spared);
         }
     };
 }
@@ -175,6 +176,7 @@ fn session(id: &str, r: &RepoName) -> UploadSession {
         repository: r.clone(),
         committed: 0,
         hash_state: Hasher::new(Algorithm::Sha256).save(),
+        store_state: b"{}".to_vec(),
         started_at: 1_700_000_000_000,
     }
 }
@@ -191,7 +193,8 @@ async fn advance(m: &Store, id: &str, from: u64, to: u64, state: &[u8]) -> Resul
     let writer = format!("writer-{from}-{to}-{}", now());
     let now = now();
     m.claim_upload(id, from, &writer, now, now + 60_000).await?;
-    m.advance_upload(id, &writer, from, to, state).await
+    m.advance_upload(id, &writer, from, to, state, b"store-state")
+        .await
 }
 
 fn hash_state_after(bytes: &[u8]) -> Vec<u8> {
@@ -1005,7 +1008,7 @@ async fn upload_claims_admit_one_writer_until_released_or_expired(m: &Store) {
     // `b` may neither renew nor advance a session it does not hold.
     assert!(!m.renew_upload_claim(&s.id, "b", t + 5000).await.unwrap());
     assert!(matches!(
-        m.advance_upload(&s.id, "b", 0, 4, &hash_state_after(b"bbbb"))
+        m.advance_upload(&s.id, "b", 0, 4, &hash_state_after(b"bbbb"), b"")
             .await,
         Err(MetaError::UploadConflict)
     ));
@@ -1033,14 +1036,20 @@ async fn upload_claims_admit_one_writer_until_released_or_expired(m: &Store) {
         .unwrap();
     // `a` lost the session: its late advance is refused and changes nothing.
     assert!(matches!(
-        m.advance_upload(&s.id, "a", 0, 4, &hash_state_after(b"aaaa"))
+        m.advance_upload(&s.id, "a", 0, 4, &hash_state_after(b"aaaa"), b"")
             .await,
         Err(MetaError::UploadConflict)
     ));
     let state = hash_state_after(b"bb");
-    m.advance_upload(&s.id, "b", 0, 2, &state).await.unwrap();
+    m.advance_upload(&s.id, "b", 0, 2, &state, b"after-b")
+        .await
+        .unwrap();
     let got = m.get_upload(&r, &s.id).await.unwrap().unwrap();
     assert_eq!((got.committed, got.hash_state), (2, state));
+    assert_eq!(
+        got.store_state, b"after-b",
+        "the store's state moves with the session"
+    );
 
     // An advance releases the claim; an expired lease (a writer that died) is taken over.
     m.claim_upload(&s.id, 2, "d", t + 40, t + 100)
@@ -1088,4 +1097,41 @@ async fn concurrent_claims_have_exactly_one_winner(m: &Store) {
                 .unwrap()
         );
     }
+}
+
+async fn stale_uploads_are_listed_by_last_write_and_live_claims_are_spared(m: &Store) {
+    let r = repo("up/stale-list");
+    let (old, fresh, busy) = (
+        session("old", &r),
+        session("fresh", &r),
+        session("busy", &r),
+    );
+    for s in [&old, &fresh, &busy] {
+        m.create_upload(s).await.unwrap();
+    }
+    let mut ids = m.upload_ids().await.unwrap();
+    ids.sort();
+    assert!(
+        ["busy", "fresh", "old"]
+            .iter()
+            .all(|i| ids.contains(&i.to_string())),
+        "{ids:?}"
+    );
+    // Writing to a session makes it fresh; a session with a live claim is never stale.
+    advance(m, &fresh.id, 0, 3, &hash_state_after(b"abc"))
+        .await
+        .unwrap();
+    let t = now();
+    m.claim_upload(&busy.id, 0, "w", t, t + 3_600_000)
+        .await
+        .unwrap();
+    let stale = m.stale_uploads(t - 60_000, 100).await.unwrap();
+    let names: Vec<&str> = stale.iter().map(|s| s.id.as_str()).collect();
+    assert!(names.contains(&"old"), "{names:?}");
+    assert!(!names.contains(&"fresh"), "{names:?}");
+    assert!(!names.contains(&"busy"), "{names:?}");
+    let got = stale.iter().find(|s| s.id == "old").unwrap();
+    assert_eq!(got.repository, r);
+    assert_eq!(got.store_state, b"{}");
+    assert!(m.stale_uploads(t - 60_000, 1).await.unwrap().len() <= 1);
 }

@@ -294,7 +294,7 @@ async fn a_large_blob_streams_through_without_raising_memory() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    assert_eq!(std::fs::metadata(b.blob_path(&digest)).unwrap().len(), SIZE);
+    assert_eq!(b.stored_blob_len(&digest), SIZE);
 
     // And back out, counting bytes without keeping them.
     let mut r = c

@@ -39,7 +39,7 @@ async fn blob_get_returns_the_bytes_with_digest_and_length() {
     assert_eq!(header_str(&r, "docker-content-digest"), digest);
     assert_eq!(header_str(&r, "content-length"), "100");
     assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
-    assert_eq!(std::fs::read(b.blob_path(&digest)).unwrap(), bytes);
+    assert_eq!(b.stored_blob(&digest), bytes);
 }
 
 #[tokio::test]

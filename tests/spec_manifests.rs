@@ -312,7 +312,7 @@ async fn zero_byte_layer_is_accepted() {
     assert_eq!(r.status(), 200);
     assert_eq!(header_str(&r, "content-length"), "0");
     assert!(r.bytes().await.unwrap().is_empty());
-    assert_eq!(std::fs::metadata(b.blob_path(&ld)).unwrap().len(), 0);
+    assert_eq!(b.stored_blob_len(&ld), 0);
 }
 
 #[tokio::test]
@@ -322,7 +322,7 @@ async fn sha512_blobs_and_a_manifest_pushed_by_sha512_digest() {
     let layer = b"a layer addressed by sha512";
     let cd = push_blob_sha512(&c, &b, "five12", CONFIG).await;
     let ld = push_blob_sha512(&c, &b, "five12", layer).await;
-    assert_eq!(std::fs::read(b.blob_path(&ld)).unwrap(), layer);
+    assert_eq!(b.stored_blob(&ld), layer);
     let m = image_manifest(
         (OCI_CONFIG, &cd, CONFIG.len()),
         &[(OCI_LAYER, &ld, layer.len())],

@@ -63,7 +63,7 @@ async fn assert_created(
         got.bytes().await.unwrap().as_ref() == bytes,
         "blob {digest} does not read back byte-exact"
     );
-    assert_eq!(std::fs::read(b.blob_path(&digest)).unwrap(), bytes);
+    assert_eq!(b.stored_blob(&digest), bytes);
     assert!(
         b.upload_files().is_empty(),
         "upload files left: {:?}",
@@ -530,10 +530,7 @@ async fn blob_of_ten_mib_in_several_chunks_round_trips_byte_exact() {
         got.as_ref() == bytes.as_slice(),
         "10 MiB blob is not byte-exact"
     );
-    assert_eq!(
-        std::fs::metadata(b.blob_path(&digest)).unwrap().len(),
-        bytes.len() as u64
-    );
+    assert_eq!(b.stored_blob_len(&digest), bytes.len() as u64);
     assert!(b.upload_files().is_empty());
 }
 
@@ -559,7 +556,7 @@ async fn chunked_upload_under_a_sha512_digest() {
     let r = close(&c, &url, &digest).await;
     assert_eq!(r.status(), 201);
     assert_eq!(header_str(&r, "docker-content-digest"), digest);
-    assert_eq!(std::fs::read(b.blob_path(&digest)).unwrap(), bytes);
+    assert_eq!(b.stored_blob(&digest), bytes);
     assert!(b.upload_files().is_empty());
 }
 

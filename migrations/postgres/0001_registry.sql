@@ -67,6 +67,8 @@ CREATE TABLE uploads (
     writer      TEXT,
     lease_until BIGINT,
     hash_state  BYTEA NOT NULL,
+    -- The blob store's own state for the session (an S3 multipart upload's id and parts).
+    store_state BYTEA NOT NULL,
     started_at  BIGINT NOT NULL,
     updated_at  BIGINT NOT NULL
 );

@@ -71,6 +71,8 @@ pub struct UploadSession {
     pub committed: u64,
     /// The hasher's saved state after `committed` bytes (see `oci::Hasher::save`).
     pub hash_state: Vec<u8>,
+    /// The blob store's state for the session (see `storage::BlobStore::upload_start`).
+    pub store_state: Vec<u8>,
     pub started_at: i64,
 }
 
@@ -165,9 +167,16 @@ pub trait MetadataStore: Send + Sync + 'static {
         from: u64,
         to: u64,
         hash_state: &[u8],
+        store_state: &[u8],
     ) -> Result<(), MetaError>;
 
     async fn delete_upload(&self, id: &str) -> Result<bool, MetaError>;
+
+    /// Sessions nobody has written to since `before` (Unix ms), oldest first, at most `n`.
+    async fn stale_uploads(&self, before: i64, n: i64) -> Result<Vec<UploadSession>, MetaError>;
+
+    /// The ids of every upload session.
+    async fn upload_ids(&self) -> Result<Vec<String>, MetaError>;
 }
 
 pub(crate) fn now_millis() -> i64 {

@@ -443,13 +443,14 @@ impl MetadataStore for SqlMetadataStore {
 
     async fn create_upload(&self, s: &UploadSession) -> Result<(), MetaError> {
         sqlx::query(
-            "INSERT INTO uploads (id, repository, committed, hash_state, started_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO uploads (id, repository, committed, hash_state, store_state, started_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&s.id)
         .bind(s.repository.as_str())
         .bind(s.committed as i64)
         .bind(s.hash_state.as_slice())
+        .bind(s.store_state.as_slice())
         .bind(s.started_at)
         .bind(s.started_at)
         .execute(&self.write)
@@ -463,20 +464,34 @@ impl MetadataStore for SqlMetadataStore {
         id: &str,
     ) -> Result<Option<UploadSession>, MetaError> {
         let row = sqlx::query(
-            "SELECT id, repository, committed, hash_state, started_at FROM uploads WHERE id = $1 AND repository = $2",
+            "SELECT id, repository, committed, hash_state, store_state, started_at FROM uploads WHERE id = $1 AND repository = $2",
         )
         .bind(id)
         .bind(repo.as_str())
         .fetch_optional(&self.read)
         .await?;
-        let Some(r) = row else { return Ok(None) };
-        Ok(Some(UploadSession {
-            id: r.try_get("id")?,
-            repository: repo.clone(),
-            committed: r.try_get::<i64, _>("committed")? as u64,
-            hash_state: r.try_get("hash_state")?,
-            started_at: r.try_get("started_at")?,
-        }))
+        row.map(|r| upload_row(&r)).transpose()
+    }
+
+    async fn stale_uploads(&self, before: i64, n: i64) -> Result<Vec<UploadSession>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT id, repository, committed, hash_state, store_state, started_at FROM uploads \
+             WHERE updated_at < $1 AND (writer IS NULL OR lease_until < $1) ORDER BY updated_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(n)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(upload_row).collect()
+    }
+
+    async fn upload_ids(&self) -> Result<Vec<String>, MetaError> {
+        let rows = sqlx::query("SELECT id FROM uploads")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("id").map_err(MetaError::from))
+            .collect()
     }
 
     async fn claim_upload(
@@ -541,9 +556,10 @@ impl MetadataStore for SqlMetadataStore {
         from: u64,
         to: u64,
         hash_state: &[u8],
+        store_state: &[u8],
     ) -> Result<(), MetaError> {
         let done = sqlx::query(
-            "UPDATE uploads SET committed = $1, hash_state = $2, updated_at = $3, writer = NULL, lease_until = NULL \
+            "UPDATE uploads SET committed = $1, hash_state = $2, updated_at = $3, writer = NULL, lease_until = NULL, store_state = $7 \
              WHERE id = $4 AND committed = $5 AND writer = $6",
         )
         .bind(to as i64)
@@ -552,6 +568,7 @@ impl MetadataStore for SqlMetadataStore {
         .bind(id)
         .bind(from as i64)
         .bind(writer)
+        .bind(store_state)
         .execute(&self.write)
         .await?;
         if done.rows_affected() == 1 {
@@ -568,4 +585,18 @@ impl MetadataStore for SqlMetadataStore {
             .await?;
         Ok(done.rows_affected() > 0)
     }
+}
+
+fn upload_row(r: &sqlx::any::AnyRow) -> Result<UploadSession, MetaError> {
+    let repository: String = r.try_get("repository")?;
+    Ok(UploadSession {
+        id: r.try_get("id")?,
+        repository: RepoName::parse(&repository).map_err(|_| {
+            MetaError::Corrupt(format!("upload for bad repository name {repository:?}"))
+        })?,
+        committed: r.try_get::<i64, _>("committed")? as u64,
+        hash_state: r.try_get("hash_state")?,
+        store_state: r.try_get("store_state")?,
+        started_at: r.try_get("started_at")?,
+    })
 }

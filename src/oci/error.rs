@@ -24,6 +24,7 @@ pub enum ErrorCode {
     PaginationNumberInvalid,
     /// Not a spec code: a failure inside the registry (storage, database).
     Internal,
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -45,6 +46,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::Internal => "INTERNAL_ERROR",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 
@@ -67,6 +69,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{DOCKER_CONTENT_DIGEST, Req, Result, header_value};
+use super::{DOCKER_CONTENT_DIGEST, Req, Result, header_value, storage_error};
 use crate::auth::Access;
 use crate::oci::{Digest, ErrorCode, RegistryError, RepoName};
 use crate::storage::StorageError;
@@ -129,10 +129,26 @@ async fn get(req: Req<'_>, name: RepoName, digest: &str) -> Result<Response> {
     if *req.method == Method::HEAD {
         return builder.body(Body::empty()).map_err(RegistryError::internal);
     }
+    // Redirect mode: the client fetches the bytes (and any Range) from the object store.
+    if let Some(url) = req
+        .state
+        .blobs
+        .redirect_url(&digest)
+        .await
+        .map_err(storage_error)?
+    {
+        return Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, header_value(url))
+            .header(DOCKER_CONTENT_DIGEST, header_value(digest.to_string()))
+            .header(header::CONTENT_LENGTH, "0")
+            .body(Body::empty())
+            .map_err(RegistryError::internal);
+    }
     let reader = match req.state.blobs.read(&digest, range).await {
         Ok(r) => r,
         Err(StorageError::BlobNotFound(_)) => return Err(RegistryError::blob_unknown(&digest)),
-        Err(e) => return Err(RegistryError::internal(e)),
+        Err(e) => return Err(storage_error(e)),
     };
     if reader.total != size {
         return Err(RegistryError::internal(format!(

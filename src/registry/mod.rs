@@ -211,6 +211,24 @@ pub fn header_value(s: impl AsRef<str>) -> HeaderValue {
     HeaderValue::from_str(s.as_ref()).unwrap_or(HeaderValue::from_static(""))
 }
 
+/// A blob-store failure as the client sees it: an unreachable or refusing object store is
+/// 503 (retry later), anything else 500; both are logged with the store's own words.
+pub(crate) fn storage_error(e: crate::storage::StorageError) -> RegistryError {
+    use crate::storage::StorageError;
+    tracing::error!(error = %e, "blob store failed");
+    match e {
+        StorageError::Backend(msg) => RegistryError::new(
+            crate::oci::ErrorCode::Unavailable,
+            format!("blob storage is unavailable: {msg}"),
+        )
+        .with_header(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        ),
+        other => RegistryError::internal(other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Route::*;
@@ -284,3 +302,4 @@ mod tests {
         );
     }
 }
+

@@ -13,11 +13,11 @@ use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 
 use super::blobs::parse_digest;
-use super::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Req, Result, header_value};
+use super::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Req, Result, header_value, storage_error};
 use crate::auth::Access;
 use crate::metadata::{MetaError, MetadataStore, UploadSession, now_millis};
 use crate::oci::{Algorithm, Digest, ErrorCode, Hasher, RegistryError, RepoName};
-use crate::storage::{ByteStream, StorageError};
+use crate::storage::{ByteStream, StorageError, Verify};
 
 pub async fn start(req: Req<'_>, name: RepoName, body: Body) -> Result<Response> {
     if *req.method != Method::POST {
@@ -45,6 +45,7 @@ pub async fn start(req: Req<'_>, name: RepoName, body: Body) -> Result<Response>
         // Monolithic upload in a single POST. The client never learns of this session, so
         // a refused upload must not leave it behind (nor point the client at it).
         let id = session.id.clone();
+        let store_state = session.store_state.clone();
         return match finish(req, &name, session, digest, body).await {
             Ok(resp) => Ok(resp),
             Err(mut e) => {
@@ -55,7 +56,7 @@ pub async fn start(req: Req<'_>, name: RepoName, body: Body) -> Result<Response>
                     .map_err(RegistryError::internal)?;
                 req.state
                     .blobs
-                    .upload_abort(&id)
+                    .upload_abort(&id, &store_state)
                     .await
                     .map_err(RegistryError::internal)?;
                 e.headers.clear();
@@ -111,18 +112,21 @@ async fn try_mount(
 }
 
 async fn new_session(req: Req<'_>, name: &RepoName) -> Result<UploadSession> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let store_state = req
+        .state
+        .blobs
+        .upload_start(&id)
+        .await
+        .map_err(storage_error)?;
     let session = UploadSession {
-        id: uuid::Uuid::new_v4().to_string(),
+        id,
         repository: name.clone(),
         committed: 0,
         hash_state: Hasher::new(Algorithm::Sha256).save(),
+        store_state,
         started_at: now_millis(),
     };
-    req.state
-        .blobs
-        .upload_start(&session.id)
-        .await
-        .map_err(RegistryError::internal)?;
     req.state
         .meta
         .create_upload(&session)
@@ -160,7 +164,7 @@ pub async fn handle(req: Req<'_>, name: RepoName, id: &str, body: Body) -> Resul
                 .map_err(RegistryError::internal)?;
             req.state
                 .blobs
-                .upload_abort(id)
+                .upload_abort(id, &session.store_state)
                 .await
                 .map_err(RegistryError::internal)?;
             Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
@@ -176,8 +180,11 @@ pub async fn handle(req: Req<'_>, name: RepoName, id: &str, body: Body) -> Resul
                 ));
             }
             let mut claim = Claim::take(req, &name, &session).await?;
-            let (to, hasher) = write_chunk(req, &session, &claim, expected, body).await?;
-            claim.advance(session.committed, to, &hasher).await?;
+            let (to, hasher, store_state) =
+                write_chunk(req, &session, &claim, expected, body).await?;
+            claim
+                .advance(session.committed, to, &hasher, &store_state)
+                .await?;
             Ok(upload_status(StatusCode::ACCEPTED, &name, id, to))
         }
         _ => {
@@ -304,6 +311,9 @@ fn out_of_order(name: &RepoName, session: &UploadSession, message: String) -> Re
 /// renewing, and the session is free again once the lease runs out.
 const UPLOAD_LEASE_MS: i64 = 60_000;
 const UPLOAD_RENEW_EVERY: Duration = Duration::from_secs(15);
+/// How long a request waits for another writer of the same session to finish before it
+/// is refused with 416.
+const CLAIM_WAIT: Duration = Duration::from_secs(3);
 
 /// One request's exclusive hold on an upload session, in whichever process it runs: two
 /// requests writing the same session at once would interleave their bytes. Released when
@@ -319,25 +329,60 @@ struct Claim {
 impl Claim {
     async fn take(req: Req<'_>, name: &RepoName, session: &UploadSession) -> Result<Claim> {
         let writer = uuid::Uuid::new_v4().to_string();
-        let now = now_millis();
-        match req
-            .state
-            .meta
-            .claim_upload(&session.id, session.committed, &writer, now, now + UPLOAD_LEASE_MS)
-            .await
-        {
-            Ok(()) => Ok(Claim {
-                meta: req.state.meta.clone(),
-                id: session.id.clone(),
-                writer,
-                held: true,
-            }),
-            Err(MetaError::UploadConflict) => Err(out_of_order(
-                name,
-                session,
-                "another request is writing to this upload, or has moved it on; check the upload status and resume from the offset it reports".to_string(),
-            )),
-            Err(e) => Err(RegistryError::internal(e)),
+        let started = tokio::time::Instant::now();
+        loop {
+            let now = now_millis();
+            match req
+                .state
+                .meta
+                .claim_upload(
+                    &session.id,
+                    session.committed,
+                    &writer,
+                    now,
+                    now + UPLOAD_LEASE_MS,
+                )
+                .await
+            {
+                Ok(()) => {
+                    return Ok(Claim {
+                        meta: req.state.meta.clone(),
+                        id: session.id.clone(),
+                        writer,
+                        held: true,
+                    });
+                }
+                Err(MetaError::UploadConflict) => {}
+                Err(e) => return Err(RegistryError::internal(e)),
+            }
+            // Gone, moved on, or busy? A request that is still writing from the same offset
+            // (often the first attempt of this very retry, whose connection dropped and
+            // whose server has not noticed yet) gets a moment to finish or give up.
+            let current = req
+                .state
+                .meta
+                .get_upload(name, &session.id)
+                .await
+                .map_err(RegistryError::internal)?
+                .ok_or_else(|| RegistryError::upload_unknown(&session.id))?;
+            if current.committed != session.committed {
+                return Err(out_of_order(
+                    name,
+                    &current,
+                    format!(
+                        "the upload moved on to {} bytes while this request waited; resume from there",
+                        current.committed
+                    ),
+                ));
+            }
+            if started.elapsed() >= CLAIM_WAIT {
+                return Err(out_of_order(
+                    name,
+                    &current,
+                    "another request is writing to this upload; check the upload status and resume from the offset it reports".to_string(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -363,10 +408,23 @@ impl Claim {
     }
 
     /// Records `to` durable bytes and the hasher after them, and lets the session go.
-    async fn advance(&mut self, from: u64, to: u64, hasher: &Hasher) -> Result<()> {
+    async fn advance(
+        &mut self,
+        from: u64,
+        to: u64,
+        hasher: &Hasher,
+        store_state: &[u8],
+    ) -> Result<()> {
         let done = self
             .meta
-            .advance_upload(&self.id, &self.writer, from, to, &hasher.save())
+            .advance_upload(
+                &self.id,
+                &self.writer,
+                from,
+                to,
+                &hasher.save(),
+                store_state,
+            )
             .await;
         self.held = false;
         match done {
@@ -408,22 +466,25 @@ fn body_stream(body: Body) -> ByteStream {
 }
 
 /// Writes the request body after the session's durable bytes while `claim` holds the
-/// session; returns the new length and the hasher after it (the caller records them).
+/// session; returns the new length, the hasher after it and the store's new state (the
+/// caller records them).
 async fn write_chunk(
     req: Req<'_>,
     session: &UploadSession,
     claim: &Claim,
     expected: Option<u64>,
     body: Body,
-) -> Result<(u64, Hasher)> {
+) -> Result<(u64, Hasher, Vec<u8>)> {
     let mut hasher = Hasher::restore(&session.hash_state).ok_or_else(|| {
         RegistryError::internal(format!(
             "upload {} has an unreadable hash state",
             session.id
         ))
     })?;
+    let mut store_state = session.store_state.clone();
     let write = req.state.blobs.upload_append(
         &session.id,
+        &mut store_state,
         session.committed,
         body_stream(body),
         &mut hasher,
@@ -446,7 +507,7 @@ async fn write_chunk(
                 ),
             ));
         }
-        Err(e) => return Err(RegistryError::internal(e)),
+        Err(e) => return Err(storage_error(e)),
     };
     if let Some(expected) = expected {
         if written != expected {
@@ -458,7 +519,7 @@ async fn write_chunk(
             ));
         }
     }
-    Ok((session.committed + written, hasher))
+    Ok((session.committed + written, hasher, store_state))
 }
 
 /// Appends the final chunk (if any), verifies the digest and commits the blob.
@@ -480,35 +541,19 @@ async fn finish(
     };
     // Held until the session is gone, so no PATCH can write while the blob is committed.
     let mut claim = Claim::take(req, name, &session).await?;
-    let (size, hasher) = if expected == Some(0) {
+    let (size, hasher, store_state) = if expected == Some(0) {
         let hasher = Hasher::restore(&session.hash_state).ok_or_else(|| {
             RegistryError::internal(format!(
                 "upload {} has an unreadable hash state",
                 session.id
             ))
         })?;
-        (session.committed, hasher)
+        (session.committed, hasher, session.store_state.clone())
     } else {
         write_chunk(req, &session, &claim, expected, body).await?
     };
-    let actual = if hasher.algorithm() == digest.algorithm() {
-        hasher.finish()
-    } else {
-        // The stream was hashed with sha256; another algorithm needs one more pass.
-        let mut h = Hasher::new(digest.algorithm());
-        let mut s = state
-            .blobs
-            .upload_read(&session.id, size)
-            .await
-            .map_err(RegistryError::internal)?;
-        while let Some(chunk) = s.next().await {
-            h.update(&chunk.map_err(RegistryError::internal)?);
-        }
-        h.finish()
-    };
-    if actual != digest {
+    let discard = |e: RegistryError| async {
         // A wrong digest leaves nothing behind.
-        claim.forget();
         state
             .meta
             .delete_upload(&session.id)
@@ -516,22 +561,47 @@ async fn finish(
             .map_err(RegistryError::internal)?;
         state
             .blobs
-            .upload_abort(&session.id)
+            .upload_abort(&session.id, &store_state)
             .await
-            .map_err(RegistryError::internal)?;
-        return Err(RegistryError::new(
+            .map_err(storage_error)?;
+        Err::<Response, _>(e)
+    };
+    let mismatch = |actual: &Digest| {
+        RegistryError::new(
             ErrorCode::DigestInvalid,
             format!("the {size} uploaded bytes have digest {actual}, not {digest}; the upload was discarded"),
         )
-        .with_detail(serde_json::json!({ "expected": digest.to_string(), "actual": actual.to_string(), "size": size })));
-    }
+        .with_detail(serde_json::json!({ "expected": digest.to_string(), "actual": actual.to_string(), "size": size }))
+    };
+    // The stream was hashed with sha256; a digest in another algorithm is checked by the
+    // store while it commits, with one more pass over the bytes.
+    let verify = if hasher.algorithm() == digest.algorithm() {
+        let actual = hasher.finish();
+        if actual != digest {
+            claim.forget();
+            return discard(mismatch(&actual)).await;
+        }
+        Verify::Done
+    } else {
+        Verify::Rehash
+    };
     // Bytes first, then the link that makes them visible, then forget the session: a
     // crash in between leaves at worst an unreferenced blob for garbage collection.
-    state
+    match state
         .blobs
-        .upload_commit(&session.id, size, &digest)
+        .upload_commit(&session.id, &store_state, size, &digest, verify)
         .await
-        .map_err(RegistryError::internal)?;
+    {
+        Ok(()) => {}
+        Err(StorageError::DigestMismatch { actual, .. }) => {
+            claim.forget();
+            return discard(mismatch(&actual)).await;
+        }
+        Err(StorageError::UploadNotFound(_)) => {
+            return Err(RegistryError::upload_unknown(&session.id));
+        }
+        Err(e) => return Err(storage_error(e)),
+    }
     state
         .meta
         .link_blob(name, &digest, size)

@@ -9,7 +9,8 @@
 //! renames the upload file to its digest's path and fsyncs the directory, so a blob is
 //! either wholly visible or absent, across crashes too. Several processes may share a root.
 
-use std::io::{Seek, SeekFrom, Write};
+use std::collections::HashSet;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +20,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::{BlobReader, BlobStore, ByteStream, StorageError, check_range};
+use super::{BlobReader, BlobStore, ByteStream, StorageError, Verify, check_range};
 use crate::oci::{Digest, Hasher};
 
 /// Read buffer for streaming blobs out: large enough that a 1 GiB pull is a few thousand
@@ -114,7 +115,7 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn upload_start(&self, id: &str) -> Result<(), StorageError> {
+    async fn upload_start(&self, id: &str) -> Result<Vec<u8>, StorageError> {
         let path = self.upload_path(id)?;
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             std::fs::File::create(&path)?;
@@ -124,12 +125,15 @@ impl BlobStore for FsBlobStore {
             Ok(())
         })
         .await
-        .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+        // The file's length is all the state there is.
+        Ok(Vec::new())
     }
 
     async fn upload_append(
         &self,
         id: &str,
+        _state: &mut Vec<u8>,
         offset: u64,
         mut data: ByteStream,
         hasher: &mut Hasher,
@@ -188,26 +192,24 @@ impl BlobStore for FsBlobStore {
         Ok(written)
     }
 
-    async fn upload_read(&self, id: &str, len: u64) -> Result<ByteStream, StorageError> {
-        let path = self.upload_path(id)?;
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) => return not_found_as(e, || StorageError::UploadNotFound(id.to_string())),
-        };
-        Ok(ReaderStream::with_capacity(file.take(len), READ_BUF).boxed())
-    }
-
     async fn upload_commit(
         &self,
         id: &str,
+        _state: &[u8],
         size: u64,
         digest: &Digest,
+        verify: Verify,
     ) -> Result<(), StorageError> {
         let upload = self.upload_path(id)?;
         let target = self.blob_path(digest);
         let id = id.to_string();
+        let digest = digest.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-            let f = match std::fs::OpenOptions::new().write(true).open(&upload) {
+            let mut f = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&upload)
+            {
                 Ok(f) => f,
                 Err(e) => return not_found_as(e, || StorageError::UploadNotFound(id)),
             };
@@ -221,6 +223,25 @@ impl BlobStore for FsBlobStore {
             }
             if have > size {
                 f.set_len(size)?;
+            }
+            if verify == Verify::Rehash {
+                let mut h = Hasher::new(digest.algorithm());
+                let mut buf = vec![0u8; READ_BUF];
+                f.seek(SeekFrom::Start(0))?;
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                let actual = h.finish();
+                if actual != digest {
+                    return Err(StorageError::DigestMismatch {
+                        expected: digest,
+                        actual,
+                    });
+                }
             }
             f.sync_all()?;
             drop(f);
@@ -238,12 +259,44 @@ impl BlobStore for FsBlobStore {
         .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
     }
 
-    async fn upload_abort(&self, id: &str) -> Result<(), StorageError> {
+    async fn upload_abort(&self, id: &str, _state: &[u8]) -> Result<(), StorageError> {
         let path = self.upload_path(id)?;
         match tokio::fs::remove_file(path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn purge_orphan_uploads(
+        &self,
+        before: i64,
+        live: &HashSet<String>,
+    ) -> Result<u64, StorageError> {
+        let dir = self.root.join("uploads");
+        let live = live.clone();
+        tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
+            let cutoff =
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(before.max(0) as u64);
+            let mut removed = 0;
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if live.contains(&name) {
+                    continue;
+                }
+                let modified = entry.metadata()?.modified()?;
+                if modified < cutoff {
+                    match std::fs::remove_file(entry.path()) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
     }
 }

@@ -2,6 +2,7 @@
 //! Every backend passes the one suite in `tests/blobstore_suite.rs`.
 
 pub mod fs;
+pub mod s3;
 
 use std::ops::Range;
 
@@ -29,6 +30,10 @@ pub enum StorageError {
     },
     #[error("range {start}-{end} is outside a blob of {size} bytes")]
     RangeNotSatisfiable { start: u64, end: u64, size: u64 },
+    #[error("the uploaded bytes have digest {actual}, not {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("object store: {0}")]
+    Backend(String),
     #[error("the request body failed while streaming: {0}")]
     Body(std::io::Error),
     #[error("storage I/O failed: {0}")]
@@ -59,30 +64,65 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes a committed blob's bytes (garbage collection; repositories only unlink).
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError>;
 
-    /// Creates the storage for a new upload session.
-    async fn upload_start(&self, id: &str) -> Result<(), StorageError>;
+    /// Creates the storage for a new upload session; returns the session's initial store
+    /// state (opaque bytes the metadata store keeps with the session and hands back to every
+    /// later call, so that any process can continue the upload).
+    async fn upload_start(&self, id: &str) -> Result<Vec<u8>, StorageError>;
 
     /// Appends `data` to the upload after its first `offset` bytes (anything the store
     /// holds past `offset` is from a request that was never acknowledged, and is dropped),
-    /// feeding every byte to `hasher`. Durable when it returns. Returns the bytes appended.
+    /// feeding every byte to `hasher`. Durable when it returns. Returns the bytes appended
+    /// and updates `state`; on error `state` is left as it was.
     async fn upload_append(
         &self,
         id: &str,
+        state: &mut Vec<u8>,
         offset: u64,
         data: ByteStream,
         hasher: &mut Hasher,
     ) -> Result<u64, StorageError>;
 
-    /// Streams the first `len` bytes of an upload (to hash it again under another algorithm).
-    async fn upload_read(&self, id: &str, len: u64) -> Result<ByteStream, StorageError>;
-
     /// Makes the first `size` bytes of the upload visible as `digest`, atomically, and
-    /// removes the upload. The caller has verified the digest.
-    async fn upload_commit(&self, id: &str, size: u64, digest: &Digest)
-    -> Result<(), StorageError>;
+    /// removes the upload. With `Verify::Rehash` the store first hashes the bytes under
+    /// `digest`'s algorithm and fails with `DigestMismatch` (publishing nothing) if they
+    /// differ; with `Verify::Done` the caller has verified the digest while streaming.
+    async fn upload_commit(
+        &self,
+        id: &str,
+        state: &[u8],
+        size: u64,
+        digest: &Digest,
+        verify: Verify,
+    ) -> Result<(), StorageError>;
 
     /// Discards an upload's bytes. Not an error if there are none.
-    async fn upload_abort(&self, id: &str) -> Result<(), StorageError>;
+    async fn upload_abort(&self, id: &str, state: &[u8]) -> Result<(), StorageError>;
+
+    /// A URL the client may fetch the blob from directly (a presigned object-store URL),
+    /// when the store is configured to redirect pulls; `None` serves it through Berth.
+    async fn redirect_url(&self, _digest: &Digest) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
+
+    /// Removes upload data that no session in `live` owns and that was begun before
+    /// `before` (Unix ms): what a crash between steps can leave behind. Returns how many
+    /// uploads were removed.
+    async fn purge_orphan_uploads(
+        &self,
+        _before: i64,
+        _live: &std::collections::HashSet<String>,
+    ) -> Result<u64, StorageError> {
+        Ok(0)
+    }
+}
+
+/// Whether `upload_commit` must check the digest itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verify {
+    /// The caller hashed every byte as it streamed in, with the digest's algorithm.
+    Done,
+    /// The bytes were hashed under another algorithm: hash them again before publishing.
+    Rehash,
 }
 
 /// Resolves an HTTP-style inclusive range request against a blob size into a half-open range.

@@ -24,6 +24,86 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// PEM certificate and key for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Keep blobs in the S3 server the test command starts (`BERTH_TEST_S3_ENDPOINT`)
+    /// instead of the filesystem. `BERTH_TEST_BACKEND=s3` makes it the default for every
+    /// server a test starts.
+    pub s3: bool,
+    /// The bucket, when servers should share one (replicas); `None`: a new bucket.
+    pub s3_bucket: Option<String>,
+}
+
+/// Whether this test run keeps blobs in S3 (`BERTH_TEST_BACKEND=s3`).
+pub fn s3_by_default() -> bool {
+    std::env::var("BERTH_TEST_BACKEND").is_ok_and(|v| v == "s3")
+}
+
+fn s3_endpoint() -> String {
+    std::env::var("BERTH_TEST_S3_ENDPOINT").expect(
+        "BERTH_TEST_S3_ENDPOINT is not set: run the tests through scripts/test.sh, which starts an S3 server",
+    )
+}
+
+/// Runs an S3 call on a runtime of its own (the harness's helpers are synchronous).
+fn s3_blocking<T, F>(f: impl FnOnce(aws_sdk_s3::Client) -> F + Send + 'static) -> T
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T>,
+{
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let conf = aws_sdk_s3::config::Builder::new()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                .endpoint_url(s3_endpoint())
+                .force_path_style(true)
+                .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                    "test", "test", None, None, "test",
+                ))
+                .http_client(
+                    aws_smithy_http_client::Builder::new()
+                        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                        ))
+                        .build_https(),
+                )
+                .build();
+            f(aws_sdk_s3::Client::from_conf(conf)).await
+        })
+    })
+    .join()
+    .expect("S3 helper thread")
+}
+
+/// Every key in `bucket`, and `<key> (multipart)` for each unfinished multipart upload.
+pub fn s3_keys(bucket: &str) -> Vec<String> {
+    let bucket = bucket.to_string();
+    s3_blocking(move |c| async move {
+        let mut keys = Vec::new();
+        let objects = c
+            .list_objects_v2()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("list objects");
+        for o in objects.contents() {
+            keys.push(o.key().unwrap_or_default().to_string());
+        }
+        let uploads = c
+            .list_multipart_uploads()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("list multipart uploads");
+        for u in uploads.uploads() {
+            keys.push(format!("{} (multipart)", u.key().unwrap_or_default()));
+        }
+        keys.sort();
+        keys
+    })
 }
 
 pub struct Berth {
@@ -80,6 +160,45 @@ impl Berth {
         }
         if let Some((cert, key)) = &options.tls {
             cmd.env("BERTH_TLS__CERT", cert).env("BERTH_TLS__KEY", key);
+        }
+        let mut options = options;
+        if options.s3 || s3_by_default() {
+            let bucket = options.s3_bucket.clone().unwrap_or_else(|| {
+                // Servers that share a storage root (replicas) share a bucket.
+                // So do restarts on one data directory.
+                let name = match options.storage_root.as_ref().or(options.data_dir.as_ref()) {
+                    Some(root) => format!(
+                        "berth-shared-{}",
+                        &sha256(root.to_string_lossy().as_bytes())[7..23]
+                    ),
+                    None => format!("berth-test-{}", uuid_like()),
+                };
+                let create = name.clone();
+                s3_blocking(move |c| async move {
+                    if let Err(e) = c.create_bucket().bucket(&create).send().await {
+                        use aws_sdk_s3::error::ProvideErrorMetadata;
+                        let code = e.code().unwrap_or_default().to_string();
+                        assert!(
+                            code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists",
+                            "create test bucket {create}: {e:?}"
+                        );
+                    }
+                });
+                name
+            });
+            cmd.env("BERTH_STORAGE__BACKEND", "s3")
+                .env("BERTH_STORAGE__S3__BUCKET", &bucket)
+                .env("BERTH_STORAGE__S3__ENDPOINT", s3_endpoint())
+                .env("BERTH_STORAGE__S3__FORCE_PATH_STYLE", "true")
+                .env("BERTH_STORAGE__S3__REGION", "us-east-1")
+                .env("BERTH_STORAGE__S3__ACCESS_KEY_ID", "test")
+                .env("BERTH_STORAGE__S3__SECRET_ACCESS_KEY", "test")
+                .env(
+                    "BERTH_STORAGE__S3__PART_SIZE",
+                    (5 * 1024 * 1024).to_string(),
+                );
+            options.s3 = true;
+            options.s3_bucket = Some(bucket);
         }
         for (k, v) in &options.env {
             cmd.env(k, v);
@@ -172,14 +291,61 @@ impl Berth {
             .join(hex)
     }
 
-    /// Files currently under `uploads/` in the store.
+    /// Files currently under `uploads/` in the store (S3: keys, and unfinished multipart
+    /// uploads, as paths under `storage_root()`).
     pub fn upload_files(&self) -> Vec<PathBuf> {
-        list_files(&self.storage_root().join("uploads"))
+        match &self.options.s3_bucket {
+            Some(bucket) => self.s3_paths(bucket, "uploads/"),
+            None => list_files(&self.storage_root().join("uploads")),
+        }
     }
 
-    /// Files currently under `blobs/` in the store.
+    /// Files currently under `blobs/` in the store (S3: keys, as paths under
+    /// `storage_root()`, so they compare equal to `blob_path`).
     pub fn blob_files(&self) -> Vec<PathBuf> {
-        list_files(&self.storage_root().join("blobs"))
+        match &self.options.s3_bucket {
+            Some(bucket) => self.s3_paths(bucket, "blobs/"),
+            None => list_files(&self.storage_root().join("blobs")),
+        }
+    }
+
+    /// A committed blob's bytes as the store holds them (file or object).
+    pub fn stored_blob(&self, digest: &str) -> Vec<u8> {
+        match &self.options.s3_bucket {
+            Some(bucket) => {
+                let (alg, hex) = digest.split_once(':').expect("digest");
+                let (bucket, key) = (bucket.clone(), format!("blobs/{alg}/{}/{hex}", &hex[..2]));
+                s3_blocking(move |c| async move {
+                    let o = c
+                        .get_object()
+                        .bucket(&bucket)
+                        .key(&key)
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("no object {key}: {e:?}"));
+                    o.body.collect().await.expect("object body").to_vec()
+                })
+            }
+            None => std::fs::read(self.blob_path(digest))
+                .unwrap_or_else(|e| panic!("no blob file for {digest}: {e}")),
+        }
+    }
+
+    pub fn stored_blob_len(&self, digest: &str) -> u64 {
+        match &self.options.s3_bucket {
+            Some(_) => self.stored_blob(digest).len() as u64,
+            None => std::fs::metadata(self.blob_path(digest))
+                .unwrap_or_else(|e| panic!("no blob file for {digest}: {e}"))
+                .len(),
+        }
+    }
+
+    fn s3_paths(&self, bucket: &str, prefix: &str) -> Vec<PathBuf> {
+        s3_keys(bucket)
+            .into_iter()
+            .filter(|k| k.starts_with(prefix))
+            .map(|k| self.storage_root().join(k))
+            .collect()
     }
 
     pub fn log_text(&self) -> String {
