@@ -75,8 +75,10 @@ pub async fn purge_uploads(state: &AppState, max_age: Duration) -> anyhow::Resul
             break;
         }
         for s in &stale {
-            state.blobs.upload_abort(&s.id, &s.store_state).await?;
+            // The session first, so no request can continue it while its data goes; a
+            // crash in between leaves data that the orphan sweep below removes next time.
             if state.meta.delete_upload(&s.id).await? {
+                state.blobs.upload_abort(&s.id, &s.store_state).await?;
                 purged.sessions += 1;
             }
         }

@@ -190,6 +190,7 @@ async fn the_server_purges_abandoned_uploads_on_its_own() {
     let b = Berth::start_with(options);
     let c = client();
     let url = half_finished_upload(&c, &b).await;
+    // The purge removes the session, then its data.
     let mut left = upload_objects(&b);
     for _ in 0..100 {
         if left.is_empty() {
