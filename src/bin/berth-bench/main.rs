@@ -1,0 +1,324 @@
+//! berth-bench: drives any OCI distribution registry over HTTP on loopback and reports,
+//! per scenario, throughput, requests per second, latency percentiles and (given the
+//! server's PID) its peak RSS. See docs/performance.md.
+//!
+//! ```text
+//! cargo run --release --bin berth-bench -- http://127.0.0.1:5000 --pid 1234 --json out.json
+//! berth-bench --list                      # scenario names
+//! berth-bench URL --scenario manifest     # every scenario whose name starts with "manifest"
+//! ```
+
+mod client;
+mod data;
+mod scenarios;
+mod stats;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use clap::Parser;
+use reqwest::header::HeaderValue;
+use serde::Serialize;
+
+use scenarios::{Ctx, Plan, is_local, names};
+use stats::{Outcome, RssSampler};
+
+/// Scenario groups run when no --scenario is given (machine-* and file-* must be named).
+const DEFAULT_GROUPS: &[&str] = &["push", "pull", "manifest", "mixed", "tags", "catalog"];
+
+#[derive(Parser)]
+#[command(
+    name = "berth-bench",
+    about = "Benchmark an OCI distribution registry on 127.0.0.1",
+    after_help = "Scenario filters are name prefixes: --scenario push runs every push-* scenario. \
+                  Without --scenario every registry scenario runs; machine-* (SHA-256, disk) \
+                  and file-* (a static file server such as nginx) run only when named."
+)]
+struct Args {
+    /// Registry base URL, e.g. http://127.0.0.1:5000 (loopback only). Not needed for
+    /// machine-* scenarios.
+    url: Option<String>,
+    /// The server's PID: sample its RSS (peak per scenario, idle, VmHWM).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Scenario name prefix (repeatable).
+    #[arg(long = "scenario", value_name = "NAME")]
+    scenarios: Vec<String>,
+    /// Bearer token sent with every request.
+    #[arg(long, conflicts_with = "basic")]
+    token: Option<String>,
+    /// USER:PASS sent as HTTP basic auth with every request.
+    #[arg(long)]
+    basic: Option<String>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Smaller sizes and shorter runs (100 MiB instead of 1 GiB, 1,000 tags/repositories).
+    #[arg(long)]
+    quick: bool,
+    /// Label for this target in the output.
+    #[arg(long, default_value = "registry")]
+    name: String,
+    /// Seed of the generated content (default: from the clock; unique per run).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Compare every pulled byte with what was pushed (costs client CPU).
+    #[arg(long)]
+    verify: bool,
+    /// Directory for machine-disk (the write+fsync baseline and the file-* files).
+    #[arg(long)]
+    disk_dir: Option<PathBuf>,
+    /// Seconds per load scenario (manifests, ranges; mixed runs twice this).
+    #[arg(long)]
+    load_secs: Option<f64>,
+    /// Entries in the tags-list and catalog fixtures.
+    #[arg(long)]
+    listing: Option<u64>,
+    /// Fail instead of creating missing listing fixtures.
+    #[arg(long)]
+    skip_setup: bool,
+    /// Print the scenario names and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    target: String,
+    url: Option<String>,
+    quick: bool,
+    seed: u64,
+    started: String,
+    seconds: f64,
+    idle_rss_mib: Option<f64>,
+    final_rss_mib: Option<f64>,
+    hwm_rss_mib: Option<f64>,
+    /// `/proc/loadavg` before and after: other work on the machine skews the numbers.
+    loadavg_start: String,
+    loadavg_end: String,
+    results: Vec<Outcome>,
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let mut plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    if let Some(s) = args.load_secs {
+        plan.load_secs = s;
+    }
+    if let Some(n) = args.listing {
+        if n == 0 || n > 99_999 {
+            bail!("--listing must be 1..=99999");
+        }
+        plan.listing = n;
+    }
+    let all = names(&plan);
+    if args.list {
+        for n in &all {
+            println!("{n}");
+        }
+        return Ok(());
+    }
+    let filters: Vec<String> = if args.scenarios.is_empty() {
+        DEFAULT_GROUPS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.scenarios.clone()
+    };
+    let selected: Vec<String> = all
+        .iter()
+        .filter(|n| filters.iter().any(|f| n.starts_with(f.as_str())))
+        .cloned()
+        .collect();
+    if selected.is_empty() {
+        bail!("no scenario matches {filters:?} (try --list)");
+    }
+    let needs_url = selected.iter().any(|n| !n.starts_with("machine-"));
+    let auth = match (&args.token, &args.basic) {
+        (Some(t), _) => Some(
+            HeaderValue::from_str(&format!("Bearer {t}")).context("token is not a header value")?,
+        ),
+        (None, Some(b)) => Some(
+            HeaderValue::from_str(&format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(b)
+            ))
+            .context("credentials are not a header value")?,
+        ),
+        _ => None,
+    };
+    let reg = match &args.url {
+        Some(u) => Some(client::Registry::new(u, auth, 1024)?),
+        None if needs_url => bail!("a registry URL is needed for {selected:?}"),
+        None => None,
+    };
+    if let Some(reg) = &reg {
+        if selected.iter().any(|n| !is_local(n)) {
+            let s = reg.ping().await.context("the registry does not answer")?;
+            if !s.is_success() {
+                bail!("GET /v2/ answered {s}: pass --token or --basic");
+            }
+        }
+    }
+    let rss = match args.pid {
+        Some(pid) => Some(RssSampler::start(pid)?),
+        None => None,
+    };
+    let idle = rss.as_ref().map(|r| r.current_mib());
+    let seed = args.seed.unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
+    });
+    let started = chrono_like_now();
+    let loadavg_start = loadavg();
+    let ctx = Ctx::new(
+        reg,
+        plan,
+        seed,
+        args.verify,
+        args.disk_dir.clone(),
+        rss,
+        args.skip_setup,
+    );
+    println!(
+        "berth-bench: target {} ({}), seed {seed:#x}, {} scenario(s){}",
+        args.name,
+        args.url.as_deref().unwrap_or("no URL"),
+        selected.len(),
+        if args.quick { ", quick" } else { "" }
+    );
+    if let Some(i) = idle {
+        println!("idle RSS: {i:.1} MiB");
+    }
+    print_header();
+    let t0 = Instant::now();
+    let mut results = Vec::new();
+    for name in &selected {
+        // Hard bound on every scenario, whatever happens inside.
+        let out = match tokio::time::timeout(Duration::from_secs(1800), ctx.run(name)).await {
+            Ok(o) => o,
+            Err(_) => Outcome::failed(name, "", &anyhow::anyhow!("scenario exceeded 30 minutes")),
+        };
+        for s in ctx.setups.lock().await.drain(..) {
+            print_row(&s);
+            results.push(s);
+        }
+        print_row(&out);
+        results.push(out);
+    }
+    // Let the server settle before the last RSS reading.
+    let (final_rss, hwm) = match &ctx.rss {
+        Some(r) => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            (Some(r.current_mib()), Some(r.hwm_mib()))
+        }
+        None => (None, None),
+    };
+    if let (Some(f), Some(h)) = (final_rss, hwm) {
+        println!("RSS after the run: {f:.1} MiB; peak (VmHWM): {h:.1} MiB");
+    }
+    let failed = results.iter().filter(|r| !r.ok).count();
+    let report = Report {
+        target: args.name.clone(),
+        url: args.url.clone(),
+        quick: args.quick,
+        seed,
+        started,
+        seconds: t0.elapsed().as_secs_f64(),
+        idle_rss_mib: idle,
+        final_rss_mib: final_rss,
+        hwm_rss_mib: hwm,
+        loadavg_start,
+        loadavg_end: loadavg(),
+        results,
+    };
+    if let Some(path) = &args.json {
+        let s = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "{} scenario(s) in {:.0} s, {failed} failed",
+        report.results.len(),
+        report.seconds
+    );
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn print_header() {
+    println!(
+        "{:<26} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>7}  note",
+        "scenario", "MB/s", "req/s", "p50 ms", "p99 ms", "max ms", "ops", "RSS MiB"
+    );
+}
+
+fn print_row(o: &Outcome) {
+    if !o.ok {
+        println!(
+            "{:<26} FAILED: {}",
+            o.scenario,
+            o.error.as_deref().unwrap_or("?")
+        );
+        return;
+    }
+    println!(
+        "{:<26} {:>10.1} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>7}  {}",
+        o.scenario,
+        o.mb_s,
+        o.req_s,
+        o.p50_ms,
+        o.p99_ms,
+        o.max_ms,
+        o.ops,
+        o.rss_peak_mib
+            .map_or_else(|| "-".to_string(), |r| format!("{r:.1}")),
+        o.note
+    );
+}
+
+/// UTC time as `YYYY-MM-DDTHH:MM:SSZ`, without a date crate.
+fn chrono_like_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}

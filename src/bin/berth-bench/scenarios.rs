@@ -1,0 +1,1113 @@
+//! The scenarios. Every one is bounded in operations and in time, checks status codes and
+//! byte counts, and pushes content unique to this run unless it says otherwise.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use futures::StreamExt;
+use reqwest::{Method, StatusCode, header};
+use tokio::sync::Mutex;
+
+use crate::client::{
+    ACCEPT_MANIFESTS, LARGE_TIMEOUT, Registry, SMALL_TIMEOUT, expect, header_str, image_manifest,
+    next_link,
+};
+use crate::data::{BLOCK, Blob, Checker, splitmix64};
+use crate::stats::{Done, Lat, Outcome, RssSampler, run_load};
+
+const MIB: u64 = 1 << 20;
+/// Seed of the file the machine baselines write and nginx serves.
+pub const FILE_SEED: u64 = 0xF11E_F11E;
+/// Seed of fixtures that may be reused across runs (listing data).
+const FIXTURE_SEED: u64 = 0xB3B7_0001;
+
+/// Sizes and counts: the full run, or `--quick`.
+#[derive(Clone, Copy)]
+pub struct Plan {
+    pub small: u64,
+    pub mid: u64,
+    pub big: u64,
+    pub chunk: u64,
+    pub small_pushes: u64,
+    pub mid_pushes: u64,
+    pub big_pushes: u64,
+    pub big_pulls: u64,
+    pub x64_push: u64,
+    /// Time per load scenario (manifests, ranges, mixed).
+    pub load_secs: f64,
+    /// Time for the 64 concurrent pulls.
+    pub x64_pull_secs: f64,
+    pub listing: u64,
+    pub listing_passes: u64,
+    pub kube_images: u64,
+}
+
+impl Plan {
+    pub fn full() -> Plan {
+        Plan {
+            small: MIB,
+            mid: 100 * MIB,
+            big: 1024 * MIB,
+            chunk: 10 * MIB,
+            small_pushes: 100,
+            mid_pushes: 3,
+            big_pushes: 2,
+            big_pulls: 3,
+            x64_push: 32 * MIB,
+            load_secs: 3.0,
+            x64_pull_secs: 15.0,
+            listing: 10_000,
+            listing_passes: 3,
+            kube_images: 100,
+        }
+    }
+
+    pub fn quick() -> Plan {
+        Plan {
+            small: MIB,
+            mid: 10 * MIB,
+            big: 100 * MIB,
+            chunk: 10 * MIB,
+            small_pushes: 30,
+            mid_pushes: 2,
+            big_pushes: 1,
+            big_pulls: 3,
+            x64_push: 4 * MIB,
+            load_secs: 1.0,
+            x64_pull_secs: 4.0,
+            listing: 1_000,
+            listing_passes: 2,
+            kube_images: 20,
+        }
+    }
+}
+
+pub fn size_name(n: u64) -> String {
+    if n >= 1 << 30 && n % (1 << 30) == 0 {
+        format!("{}GiB", n >> 30)
+    } else if n >= MIB && n % MIB == 0 {
+        format!("{}MiB", n >> 20)
+    } else if n % 1024 == 0 {
+        format!("{}KiB", n >> 10)
+    } else {
+        format!("{n}B")
+    }
+}
+
+/// Every scenario name for a plan, in run order. `machine-*` and `file-*` are not
+/// registry scenarios: they run only when named.
+pub fn names(p: &Plan) -> Vec<String> {
+    let s = size_name;
+    let mut v = vec![
+        format!("push-mono-{}", s(p.small)),
+        format!("push-mono-{}", s(p.mid)),
+        format!("push-mono-{}", s(p.big)),
+        format!("push-chunked-{}", s(p.big)),
+        format!("push-stream-{}", s(p.mid)),
+        format!("push-stream-{}", s(p.big)),
+        format!("push-x64-{}", s(p.x64_push)),
+        format!("pull-{}", s(p.big)),
+        "pull-range-1MiB".to_string(),
+        format!("pull-x64-{}", s(p.big)),
+    ];
+    for verb in ["get", "head"] {
+        for by in ["tag", "digest"] {
+            for c in [1, 16, 64, 256] {
+                v.push(format!("manifest-{verb}-{by}-c{c}"));
+            }
+        }
+    }
+    v.push("mixed-kubelet-c64".to_string());
+    v.push("tags-list-n100".to_string());
+    v.push("tags-list-n1000".to_string());
+    v.push("catalog-n100".to_string());
+    v.push("catalog-n1000".to_string());
+    v.push(format!("machine-sha256-{}", s(p.big)));
+    v.push(format!("machine-disk-{}", s(p.big)));
+    v.push(format!("file-get-{}", s(p.big)));
+    v.push("file-small-c64".to_string());
+    v
+}
+
+pub fn is_local(name: &str) -> bool {
+    name.starts_with("machine-") || name.starts_with("file-")
+}
+
+pub struct Ctx {
+    pub reg: Option<Registry>,
+    pub plan: Plan,
+    pub run_seed: u64,
+    pub verify: bool,
+    pub disk_dir: Option<PathBuf>,
+    pub rss: Option<RssSampler>,
+    pub skip_setup: bool,
+    /// A pushed big blob (for the pull scenarios).
+    big_blob: Mutex<Option<Blob>>,
+    manifest: Mutex<Option<Arc<ManifestFixture>>>,
+    /// Setup outcomes to report (tags and catalog fixtures).
+    pub setups: Mutex<Vec<Outcome>>,
+}
+
+const PUSH_REPO: &str = "bench/push";
+const MANIFEST_REPO: &str = "bench/manifest";
+const TAGS_REPO: &str = "bench/tags";
+const CAT_SRC: &str = "bench/catalog-src";
+
+impl Ctx {
+    pub fn new(
+        reg: Option<Registry>,
+        plan: Plan,
+        run_seed: u64,
+        verify: bool,
+        disk_dir: Option<PathBuf>,
+        rss: Option<RssSampler>,
+        skip_setup: bool,
+    ) -> Ctx {
+        Ctx {
+            reg,
+            plan,
+            run_seed,
+            verify,
+            disk_dir,
+            rss,
+            skip_setup,
+            big_blob: Mutex::new(None),
+            manifest: Mutex::new(None),
+            setups: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn reg(&self) -> Result<&Registry> {
+        self.reg
+            .as_ref()
+            .context("this scenario needs a registry URL")
+    }
+
+    /// A seed unique to this run, scenario and index.
+    fn seed(&self, scenario: &str, i: u64) -> u64 {
+        let mut s = self.run_seed;
+        for b in scenario.bytes() {
+            s = s.rotate_left(5) ^ b as u64;
+            splitmix64(&mut s);
+        }
+        s ^= i;
+        splitmix64(&mut s)
+    }
+
+    /// Runs one scenario, measuring the server's peak RSS around it.
+    pub async fn run(&self, name: &str) -> Outcome {
+        // Fixtures are set up before the RSS window opens.
+        if let Err(e) = self.prepare(name).await {
+            return Outcome::failed(name, "", &e.context("setup"));
+        }
+        if let Some(r) = &self.rss {
+            r.reset();
+        }
+        let mut out = match self.dispatch(name).await {
+            Ok(o) => o,
+            Err(e) => Outcome::failed(name, "", &e),
+        };
+        out.scenario = name.to_string();
+        if let Some(r) = &self.rss {
+            out.rss_peak_mib = Some(r.peak_mib());
+        }
+        out
+    }
+
+    async fn prepare(&self, name: &str) -> Result<()> {
+        if name.starts_with("pull-") {
+            self.big_blob().await?;
+        } else if name.starts_with("manifest-") {
+            self.manifest_fixture().await?;
+        } else if name.starts_with("tags-list") {
+            self.tags_fixture().await?;
+        } else if name.starts_with("catalog-") {
+            self.catalog_fixture().await?;
+        }
+        Ok(())
+    }
+
+    async fn dispatch(&self, name: &str) -> Result<Outcome> {
+        let p = self.plan;
+        let parts: Vec<&str> = name.split('-').collect();
+        match parts.as_slice() {
+            ["push", "mono", _] if *name == format!("push-mono-{}", size_name(p.small)) => {
+                self.push(name, Mode::Mono, p.small, p.small_pushes, 1)
+                    .await
+            }
+            ["push", "mono", _] if *name == format!("push-mono-{}", size_name(p.mid)) => {
+                self.push(name, Mode::Mono, p.mid, p.mid_pushes, 1).await
+            }
+            ["push", "mono", _] => self.push(name, Mode::Mono, p.big, p.big_pushes, 1).await,
+            ["push", "chunked", _] => self.push(name, Mode::Chunked, p.big, p.big_pushes, 1).await,
+            ["push", "stream", _] if *name == format!("push-stream-{}", size_name(p.mid)) => {
+                self.push(name, Mode::Stream, p.mid, p.mid_pushes, 1).await
+            }
+            ["push", "stream", _] => self.push(name, Mode::Stream, p.big, p.big_pushes, 1).await,
+            ["push", "x64", _] => self.push(name, Mode::Stream, p.x64_push, 64, 64).await,
+            ["pull", "range", _] => self.pull_ranges(8).await,
+            ["pull", "x64", _] => self.pull_concurrent(64).await,
+            ["pull", _] => self.pull_whole().await,
+            ["manifest", verb, by, c] => {
+                let c: usize = c.trim_start_matches('c').parse().context("concurrency")?;
+                self.manifests(verb == &"head", by == &"digest", c).await
+            }
+            ["mixed", "kubelet", _] => self.kubelet(64).await,
+            ["tags", "list", n] => {
+                let n: u64 = n.trim_start_matches('n').parse().context("page size")?;
+                let url = format!("/v2/{TAGS_REPO}/tags/list?n={n}");
+                self.listing(&url, "tags", "", p.listing).await
+            }
+            ["catalog", n] => {
+                let n: u64 = n.trim_start_matches('n').parse().context("page size")?;
+                let url = format!("/v2/_catalog?n={n}");
+                self.listing(&url, "repositories", "bench/cat/", p.listing)
+                    .await
+            }
+            ["machine", "sha256", _] => self.machine_sha256().await,
+            ["machine", "disk", _] => self.machine_disk().await,
+            ["file", "get", _] => self.file_get().await,
+            ["file", "small", _] => self.file_small(64).await,
+            _ => bail!("unknown scenario {name:?} (try --list)"),
+        }
+    }
+
+    // ---------------------------------------------------------------- pushes
+
+    async fn push(
+        &self,
+        name: &str,
+        mode: Mode,
+        size: u64,
+        count: u64,
+        concurrency: usize,
+    ) -> Result<Outcome> {
+        let reg = self.reg()?.clone();
+        // Digests first (untimed): one hashing pass over each generated blob.
+        let blobs: Vec<(Blob, String)> = {
+            let seeds: Vec<u64> = (0..count).map(|i| self.seed(name, i)).collect();
+            tokio::task::spawn_blocking(move || {
+                seeds
+                    .into_iter()
+                    .map(|s| {
+                        let b = Blob::new(s, size);
+                        (b, b.digest())
+                    })
+                    .collect()
+            })
+            .await?
+        };
+        let blobs = Arc::new(blobs);
+        let chunk = self.plan.chunk;
+        let b2 = blobs.clone();
+        let load = run_load(
+            concurrency,
+            Duration::from_secs(1800),
+            count,
+            0,
+            move |_, i| {
+                let reg = reg.clone();
+                let blobs = b2.clone();
+                async move {
+                    let (blob, digest) = blobs
+                        .get(i as usize)
+                        .cloned()
+                        .context("push index out of range")?;
+                    let requests = push_one(&reg, mode, blob, &digest, chunk).await?;
+                    Ok(Done::new(blob.size, requests))
+                }
+            },
+        )
+        .await;
+        if load.errors == 0 && size == self.plan.big && mode == Mode::Mono {
+            *self.big_blob.lock().await = blobs.first().map(|b| b.0);
+        }
+        let mut out = load.into_outcome(name, "MB/s");
+        out.note = format!(
+            "{count} x {} {}; latency = one whole push",
+            size_name(size),
+            match mode {
+                Mode::Mono => "POST+PUT",
+                Mode::Chunked => "POST+PATCH(Content-Range)xN+PUT",
+                Mode::Stream => "POST+PATCH(chunked TE)+PUT",
+            }
+        );
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- pulls
+
+    /// The big blob the pull scenarios read: the one push-mono pushed, or a new one.
+    async fn big_blob(&self) -> Result<Blob> {
+        let mut g = self.big_blob.lock().await;
+        if let Some(b) = *g {
+            return Ok(b);
+        }
+        let reg = self.reg()?;
+        let blob = Blob::new(self.seed("pull-fixture", 0), self.plan.big);
+        let digest = tokio::task::spawn_blocking(move || blob.digest()).await?;
+        reg.push_monolithic(PUSH_REPO, blob, &digest).await?;
+        *g = Some(blob);
+        Ok(blob)
+    }
+
+    async fn pull_whole(&self) -> Result<Outcome> {
+        let reg = self.reg()?.clone();
+        let blob = self.big_blob().await?;
+        let url = reg.url(&format!(
+            "/v2/{PUSH_REPO}/blobs/{}",
+            blob_digest(blob).await?
+        ));
+        let verify = self.verify;
+        // One untimed read warms the page cache (and the connection).
+        get_whole(&reg, &url, blob, false, None).await?;
+        let load = run_load(
+            1,
+            Duration::from_secs(600),
+            self.plan.big_pulls,
+            0,
+            move |_, _| {
+                let (reg, url) = (reg.clone(), url.clone());
+                async move {
+                    let n = get_whole(&reg, &url, blob, verify, None).await?;
+                    Ok(Done::new(n, 1))
+                }
+            },
+        )
+        .await;
+        let mut out = load.into_outcome("", "MB/s");
+        out.note = format!(
+            "{} sequential GETs of one {} blob, warm cache{}",
+            self.plan.big_pulls,
+            size_name(blob.size),
+            if verify { ", content verified" } else { "" }
+        );
+        Ok(out)
+    }
+
+    async fn pull_ranges(&self, concurrency: usize) -> Result<Outcome> {
+        let reg = self.reg()?.clone();
+        let blob = self.big_blob().await?;
+        let url = reg.url(&format!(
+            "/v2/{PUSH_REPO}/blobs/{}",
+            blob_digest(blob).await?
+        ));
+        let seed = self.seed("ranges", 0);
+        let len = MIB.min(blob.size);
+        let load = run_load(
+            concurrency,
+            Duration::from_secs_f64(self.plan.load_secs),
+            1_000_000,
+            1,
+            move |_, i| {
+                let (reg, url) = (reg.clone(), url.clone());
+                async move {
+                    let mut s = seed ^ i;
+                    let start = splitmix64(&mut s) % (blob.size - len + 1);
+                    let r = reg
+                        .req(Method::GET, &url, SMALL_TIMEOUT)
+                        .header(
+                            header::RANGE,
+                            format!("bytes={}-{}", start, start + len - 1),
+                        )
+                        .send()
+                        .await
+                        .context("GET range")?;
+                    let r = expect(r, StatusCode::PARTIAL_CONTENT, "GET range").await?;
+                    let body = r.bytes().await.context("reading a range")?;
+                    if body.len() as u64 != len || !blob.matches(start, &body) {
+                        bail!(
+                            "range {start}+{len}: got {} bytes, or wrong content",
+                            body.len()
+                        );
+                    }
+                    Ok(Done::new(len, 1))
+                }
+            },
+        )
+        .await;
+        let mut out = load.into_outcome("", "MB/s");
+        out.note = format!(
+            "random 1 MiB ranges of a {} blob, {concurrency} clients, content verified",
+            size_name(blob.size)
+        );
+        Ok(out)
+    }
+
+    async fn pull_concurrent(&self, concurrency: usize) -> Result<Outcome> {
+        let reg = self.reg()?.clone();
+        let blob = self.big_blob().await?;
+        let url = reg.url(&format!(
+            "/v2/{PUSH_REPO}/blobs/{}",
+            blob_digest(blob).await?
+        ));
+        let deadline = Instant::now() + Duration::from_secs_f64(self.plan.x64_pull_secs);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (reg, url) = (reg.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let n = get_whole(&reg, &url, blob, false, Some(deadline)).await?;
+                anyhow::Ok((n, t.elapsed()))
+            }));
+        }
+        let (mut bytes, mut lat, mut done, mut errors, mut first) =
+            (0u64, Lat::default(), 0u64, 0u64, None);
+        for t in tasks {
+            match t.await {
+                Ok(Ok((n, d))) => {
+                    bytes += n;
+                    if n == blob.size {
+                        done += 1;
+                        lat.push(d);
+                    }
+                }
+                Ok(Err(e)) => {
+                    errors += 1;
+                    first.get_or_insert(format!("{e:#}"));
+                }
+                Err(e) => {
+                    errors += 1;
+                    first.get_or_insert(format!("task: {e}"));
+                }
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let (p50, p99, max) = lat.summary();
+        Ok(Outcome {
+            unit: "MB/s",
+            ok: errors == 0 && bytes > 0,
+            error: first,
+            bytes,
+            requests: concurrency as u64,
+            ops: done,
+            errors,
+            seconds: secs,
+            mb_s: bytes as f64 / secs / 1e6,
+            req_s: done as f64 / secs,
+            p50_ms: p50,
+            p99_ms: p99,
+            max_ms: max,
+            concurrency,
+            note: format!(
+                "{concurrency} concurrent GETs of one {} blob, cut at {:.0} s; {done} finished",
+                size_name(blob.size),
+                self.plan.x64_pull_secs
+            ),
+            ..Outcome::default()
+        })
+    }
+
+    // ---------------------------------------------------------------- manifests
+
+    async fn manifest_fixture(&self) -> Result<Arc<ManifestFixture>> {
+        let mut g = self.manifest.lock().await;
+        if let Some(f) = &*g {
+            return Ok(f.clone());
+        }
+        let reg = self.reg()?;
+        let f =
+            Arc::new(push_image(reg, MANIFEST_REPO, "latest", self.seed("manifest", 0), 3).await?);
+        *g = Some(f.clone());
+        Ok(f)
+    }
+
+    async fn manifests(&self, head: bool, by_digest: bool, c: usize) -> Result<Outcome> {
+        let reg = self.reg()?.clone();
+        let f = self.manifest_fixture().await?;
+        let reference = if by_digest { &f.digest } else { &f.tag };
+        let url = reg.url(&format!("/v2/{}/manifests/{reference}", f.repo));
+        let f2 = f.clone();
+        let load = run_load(
+            c,
+            Duration::from_secs_f64(self.plan.load_secs),
+            10_000_000,
+            1,
+            move |_, _| {
+                let (reg, url, f) = (reg.clone(), url.clone(), f2.clone());
+                async move {
+                    let method = if head { Method::HEAD } else { Method::GET };
+                    let r = reg
+                        .req(method, &url, SMALL_TIMEOUT)
+                        .header(header::ACCEPT, ACCEPT_MANIFESTS)
+                        .send()
+                        .await
+                        .context("manifest request")?;
+                    let r = expect(r, StatusCode::OK, "manifest").await?;
+                    let d = header_str(r.headers(), "docker-content-digest")?;
+                    if d != f.digest {
+                        bail!("Docker-Content-Digest {d}, expected {}", f.digest);
+                    }
+                    if head {
+                        return Ok(Done::new(0, 1));
+                    }
+                    let body = r.bytes().await.context("manifest body")?;
+                    if body.len() != f.manifest.len() {
+                        bail!(
+                            "manifest of {} bytes, expected {}",
+                            body.len(),
+                            f.manifest.len()
+                        );
+                    }
+                    Ok(Done::new(body.len() as u64, 1))
+                }
+            },
+        )
+        .await;
+        let mut out = load.into_outcome("", "req/s");
+        out.note = format!(
+            "{} bytes manifest, {c} clients, keep-alive",
+            f.manifest.len()
+        );
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- kubelet
+
+    async fn kubelet(&self, c: usize) -> Result<Outcome> {
+        let reg = self.reg()?.clone();
+        // Setup (untimed): many small images, each a config and 3 small layers.
+        let n = self.plan.kube_images;
+        let seeds: Vec<u64> = (0..n).map(|i| self.seed("kubelet", i)).collect();
+        let setup = {
+            let reg = reg.clone();
+            let seeds = Arc::new(seeds);
+            run_load(16, Duration::from_secs(600), n, 0, move |_, i| {
+                let (reg, seeds) = (reg.clone(), seeds.clone());
+                async move {
+                    let repo = format!("bench/kube/app{i:03}");
+                    push_image(&reg, &repo, "v1", seeds[i as usize], 3).await?;
+                    Ok(Done::new(0, 1))
+                }
+            })
+            .await
+        };
+        if setup.errors > 0 {
+            bail!(
+                "setting up images: {}",
+                setup.first_error.unwrap_or_default()
+            );
+        }
+        if let Some(r) = &self.rss {
+            r.reset();
+        }
+        let seed = self.seed("kubelet-pick", 0);
+        let load = run_load(
+            c,
+            Duration::from_secs_f64(self.plan.load_secs * 2.0),
+            10_000_000,
+            0,
+            move |_, i| {
+                let reg = reg.clone();
+                async move {
+                    let mut s = seed ^ i;
+                    let img = splitmix64(&mut s) % n;
+                    pull_image(&reg, &format!("bench/kube/app{img:03}"), "v1").await
+                }
+            },
+        )
+        .await;
+        let images = load.ops;
+        let secs = load.seconds;
+        let mut out = load.into_outcome("", "req/s");
+        out.note = format!(
+            "{n} images (config + 3 layers of 4-256 KiB), {c} clients; {:.0} image pulls/s; \
+             latency = one image pull (HEAD tag, GET manifest by digest, GET config and layers)",
+            images as f64 / secs.max(1e-9)
+        );
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- listings
+
+    async fn tags_fixture(&self) -> Result<()> {
+        let reg = self.reg()?.clone();
+        let n = self.plan.listing;
+        let last = format!("t{:05}", n - 1);
+        let first = "t00000";
+        if reg.head_manifest(TAGS_REPO, &last).await?.is_some()
+            && reg.head_manifest(TAGS_REPO, first).await?.is_some()
+        {
+            return Ok(());
+        }
+        if self.skip_setup {
+            bail!("{TAGS_REPO} lacks its {n} tags and --skip-setup was given");
+        }
+        // One tiny manifest, fixed across runs so that the fixture can be reused.
+        let f = Arc::new(push_image(&reg, TAGS_REPO, first, FIXTURE_SEED, 1).await?);
+        let load = run_load(16, Duration::from_secs(1200), n, 0, move |_, i| {
+            let (reg, f) = (reg.clone(), f.clone());
+            async move {
+                reg.put_manifest(TAGS_REPO, &format!("t{i:05}"), f.manifest.clone())
+                    .await?;
+                Ok(Done::new(f.manifest.len() as u64, 1))
+            }
+        })
+        .await;
+        let mut out = load.into_outcome("setup-tags", "req/s");
+        out.scenario = format!("setup-tags-{n}");
+        out.note = format!("PUT one manifest by {n} tags, 16 clients (untimed fixture)");
+        let ok = out.ok;
+        let err = out.error.clone();
+        self.setups.lock().await.push(out);
+        if !ok {
+            bail!("tag setup failed: {}", err.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    async fn catalog_fixture(&self) -> Result<()> {
+        let reg = self.reg()?.clone();
+        let n = self.plan.listing;
+        let name = |i: u64| format!("bench/cat/r{i:05}");
+        if reg.head_manifest(&name(n - 1), "v1").await?.is_some()
+            && reg.head_manifest(&name(0), "v1").await?.is_some()
+        {
+            return Ok(());
+        }
+        if self.skip_setup {
+            bail!("the catalog lacks its {n} repositories and --skip-setup was given");
+        }
+        // One tiny image in a source repository; every catalog repository mounts its
+        // blobs (deduplication is the point here) and gets the same manifest.
+        let f = Arc::new(push_image(&reg, CAT_SRC, "v1", FIXTURE_SEED + 1, 1).await?);
+        let load = run_load(16, Duration::from_secs(1200), n, 0, move |_, i| {
+            let (reg, f) = (reg.clone(), f.clone());
+            async move {
+                let repo = format!("bench/cat/r{i:05}");
+                for d in &f.blobs {
+                    reg.mount(&repo, d, CAT_SRC).await?;
+                }
+                reg.put_manifest(&repo, "v1", f.manifest.clone()).await?;
+                Ok(Done::new(0, 1 + f.blobs.len() as u64))
+            }
+        })
+        .await;
+        let mut out = load.into_outcome("", "req/s");
+        out.scenario = format!("setup-catalog-{n}");
+        out.note = format!(
+            "{n} repositories: mount 2 blobs + PUT manifest each, 16 clients (untimed fixture)"
+        );
+        let ok = out.ok;
+        let err = out.error.clone();
+        self.setups.lock().await.push(out);
+        if !ok {
+            bail!("catalog setup failed: {}", err.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// Pages through a listing (following `Link`) `listing_passes` times; latency is per page.
+    async fn listing(&self, first: &str, field: &str, prefix: &str, want: u64) -> Result<Outcome> {
+        let reg = self.reg()?.clone();
+        let passes = self.plan.listing_passes;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut lat = Lat::default();
+        let (mut pages, mut bytes) = (0u64, 0u64);
+        let start = Instant::now();
+        let mut pass_ms = Vec::new();
+        let mut unordered = false;
+        for _ in 0..passes {
+            let t_pass = Instant::now();
+            let mut url = reg.url(first);
+            let mut seen = std::collections::HashSet::new();
+            let mut last_item = String::new();
+            // Enough pages for the listing at one item per page, plus slack.
+            for _page in 0..want + 1000 {
+                if Instant::now() > deadline {
+                    bail!("listing took longer than 300 s");
+                }
+                let t = Instant::now();
+                let r = reg
+                    .req(Method::GET, &url, SMALL_TIMEOUT)
+                    .send()
+                    .await
+                    .with_context(|| format!("GET {url}"))?;
+                let r = expect(r, StatusCode::OK, "listing").await?;
+                let next = next_link(r.headers());
+                let body = r.bytes().await.context("listing body")?;
+                lat.push(t.elapsed());
+                pages += 1;
+                bytes += body.len() as u64;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&body).context("listing is not JSON")?;
+                let items = v[field]
+                    .as_array()
+                    .with_context(|| format!("listing has no {field:?} array"))?;
+                for it in items {
+                    let s = it.as_str().unwrap_or_default();
+                    // The spec wants lexical order; distribution 2.8 lists tags unordered.
+                    unordered |= s <= last_item.as_str();
+                    if s.starts_with(prefix) && !seen.insert(s.to_string()) {
+                        bail!("{s:?} listed twice");
+                    }
+                    last_item = s.to_string();
+                }
+                match next {
+                    Some(n) => url = reg.resolve(&n)?,
+                    None => break,
+                }
+            }
+            if (seen.len() as u64) < want {
+                bail!(
+                    "listing returned {} of the {want} expected entries",
+                    seen.len()
+                );
+            }
+            pass_ms.push(t_pass.elapsed().as_secs_f64() * 1000.0);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let (p50, p99, max) = lat.summary();
+        pass_ms.sort_by(f64::total_cmp);
+        Ok(Outcome {
+            unit: "ms",
+            ok: true,
+            bytes,
+            requests: pages,
+            ops: pages,
+            seconds: secs,
+            mb_s: bytes as f64 / secs / 1e6,
+            req_s: pages as f64 / secs,
+            p50_ms: p50,
+            p99_ms: p99,
+            max_ms: max,
+            concurrency: 1,
+            listing_ms: pass_ms.get(pass_ms.len() / 2).copied(),
+            note: format!(
+                "{want} entries, {} page(s) per pass, whole listing {:.1} ms (median of {passes}){}",
+                pages / passes.max(1),
+                pass_ms.get(pass_ms.len() / 2).copied().unwrap_or(0.0),
+                if unordered {
+                    "; NOT in lexical order"
+                } else {
+                    ""
+                }
+            ),
+            ..Outcome::default()
+        })
+    }
+
+    // ---------------------------------------------------------------- machine baselines
+
+    async fn machine_sha256(&self) -> Result<Outcome> {
+        let blob = Blob::new(FILE_SEED, self.plan.big);
+        let t = Instant::now();
+        let d = tokio::task::spawn_blocking(move || blob.digest()).await?;
+        let secs = t.elapsed().as_secs_f64();
+        Ok(Outcome {
+            unit: "MB/s",
+            ok: true,
+            bytes: blob.size,
+            ops: 1,
+            seconds: secs,
+            mb_s: blob.size as f64 / secs / 1e6,
+            note: format!(
+                "SHA-256 of the generated {} on one core ({d})",
+                size_name(blob.size)
+            ),
+            ..Outcome::default()
+        })
+    }
+
+    /// Writes the generated big file (and a small one) to `--disk-dir`, fsynced: the disk
+    /// baseline, and the files the `file-*` scenarios fetch from a plain HTTP server.
+    async fn machine_disk(&self) -> Result<Outcome> {
+        let dir = self
+            .disk_dir
+            .clone()
+            .context("machine-disk needs --disk-dir")?;
+        let blob = Blob::new(FILE_SEED, self.plan.big);
+        let path = dir.join(format!("bench-{}.bin", size_name(blob.size)));
+        let small = dir.join("small.json");
+        let t = Instant::now();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            use std::io::Write;
+            let f = std::fs::File::create(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let mut w = std::io::BufWriter::with_capacity(4 * BLOCK as usize, f);
+            for p in blob.pieces(0..blob.size) {
+                w.write_all(&p)?;
+            }
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            Ok(())
+        })
+        .await??;
+        let secs = t.elapsed().as_secs_f64();
+        std::fs::write(&small, small_file()).context("writing small.json")?;
+        Ok(Outcome {
+            unit: "MB/s",
+            ok: true,
+            bytes: blob.size,
+            ops: 1,
+            seconds: secs,
+            mb_s: blob.size as f64 / secs / 1e6,
+            note: format!(
+                "sequential write + fsync of the generated {} to {}",
+                size_name(blob.size),
+                dir.display()
+            ),
+            ..Outcome::default()
+        })
+    }
+
+    async fn file_get(&self) -> Result<Outcome> {
+        let reg = self.reg()?.clone();
+        let blob = Blob::new(FILE_SEED, self.plan.big);
+        let url = reg.url(&format!("/bench-{}.bin", size_name(blob.size)));
+        let verify = self.verify;
+        get_whole(&reg, &url, blob, false, None).await?;
+        let load = run_load(
+            1,
+            Duration::from_secs(600),
+            self.plan.big_pulls,
+            0,
+            move |_, _| {
+                let (reg, url) = (reg.clone(), url.clone());
+                async move {
+                    Ok(Done::new(
+                        get_whole(&reg, &url, blob, verify, None).await?,
+                        1,
+                    ))
+                }
+            },
+        )
+        .await;
+        let mut out = load.into_outcome("", "MB/s");
+        out.note = format!(
+            "{} sequential GETs of a static {} file, warm cache",
+            self.plan.big_pulls,
+            size_name(blob.size)
+        );
+        Ok(out)
+    }
+
+    async fn file_small(&self, c: usize) -> Result<Outcome> {
+        let reg = self.reg()?.clone();
+        let url = reg.url("/small.json");
+        let want = small_file().len();
+        let load = run_load(
+            c,
+            Duration::from_secs_f64(self.plan.load_secs),
+            10_000_000,
+            1,
+            move |_, _| {
+                let (reg, url) = (reg.clone(), url.clone());
+                async move {
+                    let r = reg
+                        .req(Method::GET, &url, SMALL_TIMEOUT)
+                        .send()
+                        .await
+                        .context("GET small file")?;
+                    let r = expect(r, StatusCode::OK, "GET small file").await?;
+                    let body = r.bytes().await.context("small file body")?;
+                    if body.len() != want {
+                        bail!("small file of {} bytes, expected {want}", body.len());
+                    }
+                    Ok(Done::new(want as u64, 1))
+                }
+            },
+        )
+        .await;
+        let mut out = load.into_outcome("", "req/s");
+        out.note = format!("static {want}-byte file, {c} clients, keep-alive");
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Mono,
+    Chunked,
+    Stream,
+}
+
+/// One push; returns the number of HTTP requests it made.
+async fn push_one(reg: &Registry, mode: Mode, blob: Blob, digest: &str, chunk: u64) -> Result<u64> {
+    match mode {
+        Mode::Mono => {
+            reg.push_monolithic(PUSH_REPO, blob, digest).await?;
+            Ok(2)
+        }
+        Mode::Chunked => {
+            let mut loc = reg.start_upload(PUSH_REPO).await?;
+            let mut off = 0;
+            let mut requests = 1;
+            while off < blob.size {
+                let end = (off + chunk).min(blob.size);
+                loc = reg.patch(&loc, blob, off..end, true).await?;
+                off = end;
+                requests += 1;
+            }
+            reg.finish(&loc, digest, blob, 0..0).await?;
+            Ok(requests + 1)
+        }
+        Mode::Stream => {
+            let loc = reg.start_upload(PUSH_REPO).await?;
+            let loc = reg.patch(&loc, blob, 0..blob.size, false).await?;
+            reg.finish(&loc, digest, blob, 0..0).await?;
+            Ok(3)
+        }
+    }
+}
+
+async fn blob_digest(blob: Blob) -> Result<String> {
+    // Cached per blob: hashing 1 GiB takes most of a second.
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<Vec<(u64, u64, String)>>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Ok(c) = cache.lock() {
+        if let Some((_, _, d)) = c
+            .iter()
+            .find(|(s, z, _)| *s == blob.seed && *z == blob.size)
+        {
+            return Ok(d.clone());
+        }
+    }
+    let d = tokio::task::spawn_blocking(move || blob.digest()).await?;
+    if let Ok(mut c) = cache.lock() {
+        c.push((blob.seed, blob.size, d.clone()));
+    }
+    Ok(d)
+}
+
+/// GETs a whole blob and counts its bytes; with `verify`, compares them with the
+/// generator. With a `deadline`, stops reading there (a partial read is not an error).
+async fn get_whole(
+    reg: &Registry,
+    url: &str,
+    blob: Blob,
+    verify: bool,
+    deadline: Option<Instant>,
+) -> Result<u64> {
+    let r = reg
+        .req(Method::GET, url, LARGE_TIMEOUT)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let r = expect(r, StatusCode::OK, "GET blob").await?;
+    if let Some(len) = r.content_length() {
+        if len != blob.size {
+            bail!("Content-Length {len}, expected {}", blob.size);
+        }
+    }
+    let mut stream = r.bytes_stream();
+    let mut n = 0u64;
+    let mut checker = verify.then(|| Checker::new(blob, 0));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.context("reading the blob body")?;
+        n += chunk.len() as u64;
+        if let Some(c) = checker.as_mut() {
+            c.feed(&chunk);
+        }
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            return Ok(n);
+        }
+    }
+    if n != blob.size {
+        bail!("read {n} bytes, expected {}", blob.size);
+    }
+    if checker.is_some_and(|c| !c.ok) {
+        bail!("pulled content differs from what was pushed");
+    }
+    Ok(n)
+}
+
+/// The small static file of `file-small-*`: about the size of a manifest.
+fn small_file() -> Bytes {
+    let layers: Vec<(String, u64)> = (0..3)
+        .map(|i| (format!("sha256:{:064x}", i), 1000 + i))
+        .collect();
+    image_manifest((&format!("sha256:{:064x}", 9), 100), &layers)
+}
+
+pub struct ManifestFixture {
+    pub repo: String,
+    pub tag: String,
+    pub digest: String,
+    pub manifest: Bytes,
+    /// Config and layer digests.
+    pub blobs: Vec<String>,
+}
+
+/// Pushes an image (config + `layers` small layers, sizes 4-256 KiB) and tags it.
+async fn push_image(
+    reg: &Registry,
+    repo: &str,
+    tag: &str,
+    seed: u64,
+    layers: u64,
+) -> Result<ManifestFixture> {
+    let config = Bytes::from(format!(
+        "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{{}},\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[]}},\"bench\":\"{seed:016x}\"}}"
+    ));
+    let config_digest = reg.push_bytes(repo, config.clone()).await?;
+    let mut s = seed;
+    let mut ls = Vec::new();
+    for i in 0..layers {
+        let size = 4096 + splitmix64(&mut s) % (252 * 1024);
+        let data = Blob::new(seed.wrapping_add(i + 1), size).to_bytes();
+        let d = reg.push_bytes(repo, data).await?;
+        ls.push((d, size));
+    }
+    let manifest = image_manifest((&config_digest, config.len() as u64), &ls);
+    reg.put_manifest(repo, tag, manifest.clone()).await?;
+    let digest = crate::data::sha256_digest(&manifest);
+    let mut blobs = vec![config_digest];
+    blobs.extend(ls.iter().map(|(d, _)| d.clone()));
+    Ok(ManifestFixture {
+        repo: repo.to_string(),
+        tag: tag.to_string(),
+        digest,
+        manifest,
+        blobs,
+    })
+}
+
+/// A kubelet-like pull: HEAD the tag, GET the manifest by digest, then its blobs.
+async fn pull_image(reg: &Registry, repo: &str, tag: &str) -> Result<Done> {
+    let digest = reg
+        .head_manifest(repo, tag)
+        .await?
+        .with_context(|| format!("{repo}:{tag} not found"))?;
+    let url = reg.url(&format!("/v2/{repo}/manifests/{digest}"));
+    let r = reg
+        .req(Method::GET, &url, SMALL_TIMEOUT)
+        .header(header::ACCEPT, ACCEPT_MANIFESTS)
+        .send()
+        .await
+        .context("GET manifest")?;
+    let r = expect(r, StatusCode::OK, "GET manifest").await?;
+    let body = r.bytes().await.context("manifest body")?;
+    if crate::data::sha256_digest(&body) != digest {
+        bail!("manifest of {repo}@{digest} does not match its digest");
+    }
+    let m: serde_json::Value = serde_json::from_slice(&body).context("manifest JSON")?;
+    let mut descs = vec![m["config"].clone()];
+    descs.extend(m["layers"].as_array().cloned().unwrap_or_default());
+    let mut bytes = body.len() as u64;
+    let mut requests = 2;
+    for d in descs {
+        let (Some(dg), Some(size)) = (d["digest"].as_str(), d["size"].as_u64()) else {
+            bail!("manifest descriptor without digest or size");
+        };
+        let url = reg.url(&format!("/v2/{repo}/blobs/{dg}"));
+        let r = reg
+            .req(Method::GET, &url, SMALL_TIMEOUT)
+            .send()
+            .await
+            .context("GET blob")?;
+        let r = expect(r, StatusCode::OK, "GET blob").await?;
+        let b = r.bytes().await.context("blob body")?;
+        if b.len() as u64 != size {
+            bail!("blob {dg}: {} bytes, expected {size}", b.len());
+        }
+        bytes += size;
+        requests += 1;
+    }
+    Ok(Done::new(bytes, requests))
+}

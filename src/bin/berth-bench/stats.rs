@@ -1,0 +1,322 @@
+//! Measurement: latency samples, a bounded concurrent load loop, the server's RSS.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+/// One scenario's result, as printed and written to `--json`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Outcome {
+    pub scenario: String,
+    /// What the primary number is: "MB/s" (throughput), "req/s", or "ms" (latency).
+    pub unit: &'static str,
+    pub ok: bool,
+    pub error: Option<String>,
+    /// Payload bytes moved (request or response bodies).
+    pub bytes: u64,
+    /// HTTP requests completed.
+    pub requests: u64,
+    /// Timed operations (a push, a pull, a page, ...; one op may be several requests).
+    pub ops: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    /// Decimal megabytes (10^6 bytes) per second.
+    pub mb_s: f64,
+    pub req_s: f64,
+    /// Latency of one timed operation.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub concurrency: usize,
+    /// The server's peak RSS during the scenario (MiB), when its PID was given.
+    pub rss_peak_mib: Option<f64>,
+    /// Listings: the whole listing, page after page (median pass), in ms.
+    pub listing_ms: Option<f64>,
+    pub note: String,
+}
+
+impl Outcome {
+    pub fn failed(scenario: &str, unit: &'static str, err: &anyhow::Error) -> Outcome {
+        Outcome {
+            scenario: scenario.to_string(),
+            unit,
+            ok: false,
+            error: Some(format!("{err:#}")),
+            ..Outcome::default()
+        }
+    }
+}
+
+/// Latency samples in microseconds.
+#[derive(Default, Clone)]
+pub struct Lat(pub Vec<u32>);
+
+impl Lat {
+    pub fn push(&mut self, d: Duration) {
+        self.0.push(d.as_micros().min(u32::MAX as u128) as u32);
+    }
+
+    pub fn merge(&mut self, other: Lat) {
+        self.0.extend(other.0);
+    }
+
+    /// (p50, p99, max) in milliseconds.
+    pub fn summary(&mut self) -> (f64, f64, f64) {
+        if self.0.is_empty() {
+            return (0.0, 0.0, 0.0);
+        }
+        self.0.sort_unstable();
+        let q = |p: f64| {
+            let i = ((self.0.len() as f64 * p).ceil() as usize).clamp(1, self.0.len()) - 1;
+            self.0[i] as f64 / 1000.0
+        };
+        (
+            q(0.50),
+            q(0.99),
+            *self.0.last().unwrap_or(&0) as f64 / 1000.0,
+        )
+    }
+}
+
+/// What one operation reports: payload bytes and HTTP requests it made.
+#[derive(Default, Clone, Copy)]
+pub struct Done {
+    pub bytes: u64,
+    pub requests: u64,
+}
+
+impl Done {
+    pub fn new(bytes: u64, requests: u64) -> Done {
+        Done { bytes, requests }
+    }
+}
+
+/// A finished load run.
+pub struct Load {
+    pub lat: Lat,
+    pub ops: u64,
+    pub bytes: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub seconds: f64,
+    pub concurrency: usize,
+}
+
+impl Load {
+    pub fn into_outcome(mut self, scenario: &str, unit: &'static str) -> Outcome {
+        let (p50, p99, max) = self.lat.summary();
+        let secs = self.seconds.max(1e-9);
+        Outcome {
+            scenario: scenario.to_string(),
+            unit,
+            ok: self.errors == 0 && self.ops > 0,
+            error: self
+                .first_error
+                .clone()
+                .or_else(|| (self.ops == 0).then(|| "no operation completed".to_string())),
+            bytes: self.bytes,
+            requests: self.requests,
+            ops: self.ops,
+            errors: self.errors,
+            seconds: self.seconds,
+            mb_s: self.bytes as f64 / secs / 1e6,
+            req_s: self.requests as f64 / secs,
+            p50_ms: p50,
+            p99_ms: p99,
+            max_ms: max,
+            concurrency: self.concurrency,
+            rss_peak_mib: None,
+            listing_ms: None,
+            note: String::new(),
+        }
+    }
+}
+
+/// Runs `op(worker, i)` from `concurrency` workers until `max_ops` operations started or
+/// `duration` passed, whichever comes first. Each worker first runs `warmup` untimed
+/// operations (connection set-up). Stops early after 20 errors.
+pub async fn run_load<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    max_ops: u64,
+    warmup: u64,
+    op: F,
+) -> Load
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<Done>> + Send + 'static,
+{
+    let op = Arc::new(op);
+    // Warm-up: untimed, all workers at once.
+    if warmup > 0 {
+        let mut ws = Vec::new();
+        for w in 0..concurrency {
+            let op = op.clone();
+            ws.push(tokio::spawn(async move {
+                for i in 0..warmup {
+                    let _ = op(w, u64::MAX - i).await;
+                }
+            }));
+        }
+        for w in ws {
+            let _ = w.await;
+        }
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut handles = Vec::new();
+    for w in 0..concurrency {
+        let (op, next, stop, errors, first_error) = (
+            op.clone(),
+            next.clone(),
+            stop.clone(),
+            errors.clone(),
+            first_error.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            let mut lat = Lat::default();
+            let (mut ops, mut bytes, mut requests) = (0u64, 0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= max_ops {
+                    break;
+                }
+                let t = Instant::now();
+                let left = deadline.saturating_duration_since(t) + Duration::from_secs(30);
+                match tokio::time::timeout(left, op(w, i)).await {
+                    Ok(Ok(done)) => {
+                        lat.push(t.elapsed());
+                        ops += 1;
+                        bytes += done.bytes;
+                        requests += done.requests;
+                    }
+                    Ok(Err(e)) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) >= 20 {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        first_error.lock().await.get_or_insert(format!("{e:#}"));
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        stop.store(true, Ordering::Relaxed);
+                        first_error
+                            .lock()
+                            .await
+                            .get_or_insert("an operation overran the scenario's time".into());
+                    }
+                }
+            }
+            (lat, ops, bytes, requests)
+        }));
+    }
+    let mut load = Load {
+        lat: Lat::default(),
+        ops: 0,
+        bytes: 0,
+        requests: 0,
+        errors: 0,
+        first_error: None,
+        seconds: 0.0,
+        concurrency,
+    };
+    for h in handles {
+        match h.await {
+            Ok((lat, ops, bytes, requests)) => {
+                load.lat.merge(lat);
+                load.ops += ops;
+                load.bytes += bytes;
+                load.requests += requests;
+            }
+            Err(e) => {
+                load.errors += 1;
+                load.first_error
+                    .get_or_insert(format!("worker panicked: {e}"));
+            }
+        }
+    }
+    load.seconds = start.elapsed().as_secs_f64();
+    load.errors += errors.load(Ordering::Relaxed);
+    if let Some(e) = first_error.lock().await.take() {
+        load.first_error.get_or_insert(e);
+    }
+    load
+}
+
+/// Samples a process's `VmRSS` every 20 ms and keeps the peak since the last reset.
+pub struct RssSampler {
+    pid: u32,
+    peak_kib: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> anyhow::Result<RssSampler> {
+        read_status_kib(pid, "VmRSS:")
+            .ok_or_else(|| anyhow::anyhow!("cannot read /proc/{pid}/status"))?;
+        let peak_kib = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak_kib.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match read_status_kib(pid, "VmRSS:") {
+                    Some(kib) => {
+                        p.fetch_max(kib, Ordering::Relaxed);
+                    }
+                    None => break,
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Ok(RssSampler {
+            pid,
+            peak_kib,
+            stop,
+        })
+    }
+
+    /// Starts a new peak window at the current RSS.
+    pub fn reset(&self) {
+        let now = read_status_kib(self.pid, "VmRSS:").unwrap_or(0);
+        self.peak_kib.store(now, Ordering::Relaxed);
+    }
+
+    pub fn peak_mib(&self) -> f64 {
+        let now = read_status_kib(self.pid, "VmRSS:").unwrap_or(0);
+        self.peak_kib.fetch_max(now, Ordering::Relaxed);
+        self.peak_kib.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+
+    pub fn current_mib(&self) -> f64 {
+        read_status_kib(self.pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0
+    }
+
+    /// The kernel's high-water mark (`VmHWM`) over the process's life.
+    pub fn hwm_mib(&self) -> f64 {
+        read_status_kib(self.pid, "VmHWM:").unwrap_or(0) as f64 / 1024.0
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn read_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
