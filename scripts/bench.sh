@@ -38,10 +38,14 @@ ROOT=$(pwd)
 BERTH_TARGETS=(
   "berth-sqlite|"
   "berth-postgres|BERTH_DATABASE__URL=@PG_URL@"
-  # An S3-compatible store on loopback (started beforehand), e.g.:
-  # "berth-s3|BERTH_STORAGE__BACKEND=s3 BERTH_STORAGE__S3__BUCKET=bench BERTH_STORAGE__S3__ENDPOINT=http://127.0.0.1:9000 BERTH_STORAGE__S3__FORCE_PATH_STYLE=true"
-  # (values are split on spaces; AWS_* credentials come from the environment)
+  # Blobs in S3: moto (PyPI, as the tests use) on loopback, a fresh bucket. Only run when
+  # named in --targets (moto keeps objects in a Python process: it measures Berth's S3
+  # path against a local, unoptimised object store, not S3 itself).
+  "berth-s3|BERTH_STORAGE__BACKEND=s3 BERTH_STORAGE__S3__ENDPOINT=@S3_ENDPOINT@ BERTH_STORAGE__S3__BUCKET=@S3_BUCKET@ BERTH_STORAGE__S3__FORCE_PATH_STYLE=true BERTH_STORAGE__S3__REGION=us-east-1 BERTH_STORAGE__S3__ACCESS_KEY_ID=bench BERTH_STORAGE__S3__SECRET_ACCESS_KEY=bench"
+  # (values are split on spaces)
 )
+# Targets that run only when --targets names them.
+OPT_IN_TARGETS=",berth-s3,"
 REFERENCE=distribution
 
 QUICK=0
@@ -70,7 +74,13 @@ done
 START_EPOCH=$(date +%s)
 log() { printf '[%s +%4ss] %s\n' "$(date -u +%H:%M:%S)" "$(($(date +%s) - START_EPOCH))" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-want_target() { [[ -z $ONLY_TARGETS || ",$ONLY_TARGETS," == *",$1,"* ]]; }
+want_target() {
+  if [[ -z $ONLY_TARGETS ]]; then
+    [[ $OPT_IN_TARGETS != *",$1,"* ]]
+  else
+    [[ ",$ONLY_TARGETS," == *",$1,"* ]]
+  fi
+}
 
 # ---------------------------------------------------------------------------
 # Prerequisites (Debian 12): the reference registry, nginx, PostgreSQL 15, wrk.
@@ -320,15 +330,41 @@ new_database() { # NAME -> URL (start_postgres must have run in this shell, not 
 # ---------------------------------------------------------------------------
 # Berth targets.
 # ---------------------------------------------------------------------------
+S3_ENDPOINT=""
+start_s3() { # moto on a free port, once per run; stopped with the other PIDS
+  [[ -n $S3_ENDPOINT ]] && return
+  python3 -c 'import moto.server' 2>/dev/null ||
+    python3 -m pip install -q --root-user-action=ignore 'moto[server]==5.2.5' ||
+    die "cannot install moto"
+  local port _
+  port=$(free_port)
+  python3 -m moto.server -H 127.0.0.1 -p "$port" >"$WORK/moto.log" 2>&1 &
+  PIDS+=("$!")
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+    sleep 0.1
+  done
+  S3_ENDPOINT=http://127.0.0.1:$port
+  log "moto S3 server on $S3_ENDPOINT"
+}
+
 run_berth() { # NAME ENV
   local name=$1 envspec=$2 d=$WORK/$1
   mkdir -p "$d/data"
   local envs=() kv
   [[ $envspec == *@PG_URL@* ]] && start_postgres
+  local bucket=""
+  if [[ $envspec == *@S3_ENDPOINT@* ]]; then
+    start_s3
+    bucket=bench-${name}-$RANDOM
+    curl -sf -X PUT "$S3_ENDPOINT/$bucket" >/dev/null || die "could not create bucket $bucket"
+  fi
   for kv in $envspec; do
     if [[ $kv == *@PG_URL@* ]]; then
       kv=${kv//@PG_URL@/$(new_database "bench_${name//-/_}")}
     fi
+    kv=${kv//@S3_ENDPOINT@/$S3_ENDPOINT}
+    kv=${kv//@S3_BUCKET@/$bucket}
     envs+=("$kv")
   done
   # Only this target's BERTH_* settings (the server refuses unknown keys).

@@ -57,16 +57,21 @@ impl SqlMetadataStore {
             Dialect::Sqlite => {
                 let url = sqlite_url(url)?;
                 let opts = || {
-                    AnyPoolOptions::new().after_connect(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                    // No liveness ping before every query: it doubled the round trips
+                    // of a manifest GET (docs/performance.md). A dead connection fails one
+                    // query and is replaced.
+                    AnyPoolOptions::new()
+                        .test_before_acquire(false)
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                conn.execute(
+                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                                  PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                            )
-                            .await?;
-                            Ok(())
+                                )
+                                .await?;
+                                Ok(())
+                            })
                         })
-                    })
                 };
                 // Create the file and switch it to WAL before the readers open it.
                 let write = opts().max_connections(1).connect(&url).await?;
@@ -82,6 +87,7 @@ impl SqlMetadataStore {
             }
             Dialect::Postgres => {
                 let pool = AnyPoolOptions::new()
+                    .test_before_acquire(false)
                     .max_connections(max_connections.max(1))
                     .connect(url)
                     .await?;

@@ -52,7 +52,7 @@ impl Plan {
             mid: 100 * MIB,
             big: 1024 * MIB,
             chunk: 10 * MIB,
-            small_pushes: 100,
+            small_pushes: 200,
             mid_pushes: 3,
             big_pushes: 2,
             big_pulls: 3,
@@ -109,6 +109,7 @@ pub fn names(p: &Plan) -> Vec<String> {
         format!("push-stream-{}", s(p.mid)),
         format!("push-stream-{}", s(p.big)),
         format!("push-x64-{}", s(p.x64_push)),
+        format!("pull-small-{}", s(p.small)),
         format!("pull-{}", s(p.big)),
         "pull-range-1MiB".to_string(),
         format!("pull-x64-{}", s(p.big)),
@@ -146,6 +147,8 @@ pub struct Ctx {
     pub skip_setup: bool,
     /// A pushed big blob (for the pull scenarios).
     big_blob: Mutex<Option<Blob>>,
+    /// The small blobs `push-mono-<small>` pushed, for `pull-small-*`.
+    small_blobs: Mutex<Vec<(Blob, String)>>,
     manifest: Mutex<Option<Arc<ManifestFixture>>>,
     /// Setup outcomes to report (tags and catalog fixtures).
     pub setups: Mutex<Vec<Outcome>>,
@@ -175,6 +178,7 @@ impl Ctx {
             rss,
             skip_setup,
             big_blob: Mutex::new(None),
+            small_blobs: Mutex::new(Vec::new()),
             manifest: Mutex::new(None),
             setups: Mutex::new(Vec::new()),
         }
@@ -249,6 +253,7 @@ impl Ctx {
             ["push", "stream", _] => self.push(name, Mode::Stream, p.big, p.big_pushes, 1).await,
             ["push", "x64", _] => self.push(name, Mode::Stream, p.x64_push, 64, 64).await,
             ["pull", "range", _] => self.pull_ranges(8).await,
+            ["pull", "small", _] => self.pull_small().await,
             ["pull", "x64", _] => self.pull_concurrent(64).await,
             ["pull", _] => self.pull_whole().await,
             ["manifest", verb, by, c] => {
@@ -325,6 +330,9 @@ impl Ctx {
         if load.errors == 0 && size == self.plan.big && mode == Mode::Mono {
             *self.big_blob.lock().await = blobs.first().map(|b| b.0);
         }
+        if load.errors == 0 && size == self.plan.small && mode == Mode::Mono {
+            *self.small_blobs.lock().await = blobs.to_vec();
+        }
         let mut out = load.into_outcome(name, "MB/s");
         out.note = format!(
             "{count} x {} {}; latency = one whole push",
@@ -383,6 +391,41 @@ impl Ctx {
             "{} sequential GETs of one {} blob, warm cache{}",
             self.plan.big_pulls,
             size_name(blob.size),
+            if verify { ", content verified" } else { "" }
+        );
+        Ok(out)
+    }
+
+    /// GETs each small blob `push-mono-<small>` pushed, one after another.
+    async fn pull_small(&self) -> Result<Outcome> {
+        let reg = self.reg()?.clone();
+        let blobs = Arc::new(self.small_blobs.lock().await.clone());
+        if blobs.is_empty() {
+            bail!(
+                "pull-small needs the blobs of push-mono-{} (run that scenario first)",
+                size_name(self.plan.small)
+            );
+        }
+        let verify = self.verify;
+        let count = blobs.len() as u64;
+        let b2 = blobs.clone();
+        let load = run_load(1, Duration::from_secs(600), count, 0, move |_, i| {
+            let (reg, blobs) = (reg.clone(), b2.clone());
+            async move {
+                let (blob, digest) = blobs
+                    .get(i as usize)
+                    .cloned()
+                    .context("pull index out of range")?;
+                let url = reg.url(&format!("/v2/{PUSH_REPO}/blobs/{digest}"));
+                let n = get_whole(&reg, &url, blob, verify, None).await?;
+                Ok(Done::new(n, 1))
+            }
+        })
+        .await;
+        let mut out = load.into_outcome("", "MB/s");
+        out.note = format!(
+            "{count} sequential GETs of {} blobs{}",
+            size_name(self.plan.small),
             if verify { ", content verified" } else { "" }
         );
         Ok(out)
