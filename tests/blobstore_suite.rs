@@ -5,6 +5,9 @@
 //! `blobstore_suite!(name, opener)` line. After every rule the backend is asked for
 //! upload leftovers: a rule that ends with every upload committed or aborted must leave none.
 
+mod common;
+use common::pattern;
+
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -129,7 +132,7 @@ async fn open_s3() -> Backend {
         "BERTH_TEST_S3_ENDPOINT is not set: run the tests through scripts/test.sh, which starts an S3 server",
     );
     let bucket = format!("suite-{}", uuid::Uuid::new_v4());
-    let client = s3_client(&endpoint).await;
+    let client = common::s3_client(&endpoint);
     client
         .create_bucket()
         .bucket(&bucket)
@@ -159,26 +162,6 @@ async fn open_s3() -> Backend {
         fs_dir: None,
         knows_uploads: false,
     }
-}
-
-async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::config::Builder::new()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
 }
 
 /// Every object that is not a committed blob, and every unfinished multipart upload.
@@ -238,19 +221,6 @@ fn failing_after<P: AsRef<[u8]>>(parts: &[P]) -> ByteStream {
         "client went away",
     )));
     stream::iter(items).boxed()
-}
-
-/// Deterministic, incompressible-looking test bytes.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 fn sha512_of(bytes: &[u8]) -> Digest {

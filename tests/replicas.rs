@@ -35,19 +35,6 @@ async fn replicas() -> Replicas {
     Replicas { a, b, _dir: dir }
 }
 
-/// Deterministic test bytes.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// A `Location` from one server, addressed to `server` (it may be relative or absolute).
 fn at(server: &Berth, location: &str) -> String {
     if location.starts_with('/') {

@@ -461,11 +461,15 @@ impl S3BlobStore {
         }
     }
 
-    /// Deletes every object under `prefix`.
-    async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
+    /// Every object under `prefix`, with its last-modified time.
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Option<aws_smithy_types::DateTime>)>, StorageError> {
+        let mut out = Vec::new();
         let mut token = None;
         loop {
-            let out = self
+            let page = self
                 .client
                 .list_objects_v2()
                 .bucket(&self.bucket)
@@ -474,16 +478,24 @@ impl S3BlobStore {
                 .send()
                 .await
                 .map_err(|e| backend(&format!("listing {prefix}"), e))?;
-            for obj in out.contents() {
+            for obj in page.contents() {
                 if let Some(key) = obj.key() {
-                    self.delete_key(key).await?;
+                    out.push((key.to_string(), obj.last_modified().cloned()));
                 }
             }
-            match out.next_continuation_token {
-                Some(t) if out.is_truncated == Some(true) => token = Some(t),
-                _ => return Ok(()),
+            match page.next_continuation_token {
+                Some(t) if page.is_truncated == Some(true) => token = Some(t),
+                _ => return Ok(out),
             }
         }
+    }
+
+    /// Deletes every object under `prefix`.
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
+        for (key, _) in self.list(prefix).await? {
+            self.delete_key(&key).await?;
+        }
+        Ok(())
     }
 
     async fn delete_key(&self, key: &str) -> Result<(), StorageError> {
@@ -947,30 +959,13 @@ impl BlobStore for S3BlobStore {
                 break;
             }
         }
-        let mut token = None;
-        loop {
-            let out = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&uploads)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| backend("listing upload objects", e))?;
-            for obj in out.contents() {
-                let Some(key) = obj.key() else { continue };
-                let Some(session) = session_of(key) else {
-                    continue;
-                };
-                if !live.contains(&session) && old(obj.last_modified()) {
-                    self.delete_key(key).await?;
-                    removed.insert(session);
-                }
-            }
-            match out.next_continuation_token {
-                Some(t) if out.is_truncated == Some(true) => token = Some(t),
-                _ => break,
+        for (key, modified) in self.list(&uploads).await? {
+            let Some(session) = session_of(&key) else {
+                continue;
+            };
+            if !live.contains(&session) && old(modified.as_ref()) {
+                self.delete_key(&key).await?;
+                removed.insert(session);
             }
         }
         Ok(removed.len() as u64)
