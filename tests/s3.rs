@@ -244,6 +244,11 @@ struct OwnS3 {
 
 impl OwnS3 {
     fn start() -> OwnS3 {
+        OwnS3::start_with(None)
+    }
+
+    /// With `tls`, moto serves HTTPS with that certificate.
+    fn start_with(tls: Option<&TestCert>) -> OwnS3 {
         let python = std::env::var("BERTH_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -259,6 +264,14 @@ impl OwnS3 {
                 "-p",
                 &port.to_string(),
             ])
+            .args(tls.map_or(Vec::new(), |t| {
+                vec![
+                    "-c".into(),
+                    t.cert.clone().into_os_string(),
+                    "-k".into(),
+                    t.key.clone().into_os_string(),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -267,7 +280,10 @@ impl OwnS3 {
         // From here on the guard kills and reaps it, whatever happens.
         let s3 = OwnS3 {
             child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!(
+                "{}://127.0.0.1:{port}",
+                if tls.is_some() { "https" } else { "http" }
+            ),
         };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -348,4 +364,113 @@ async fn an_object_store_outage_is_503_and_acknowledges_nothing() {
         .unwrap();
     expect_error(r, 404, "BLOB_UNKNOWN").await;
     assert!(b.log_text().contains("blob store failed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_object_store_is_trusted_through_ca_bundle_and_encryption_is_requested() {
+    let tls = TestCert::generate();
+    let s3 = OwnS3::start_with(Some(&tls));
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let r = trusting
+        .put(format!("{}/secure", s3.endpoint))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "create bucket: {r:?}");
+    let env = |ca: Option<&std::path::Path>| {
+        let mut env: Vec<(String, String)> = vec![
+            ("BERTH_STORAGE__BACKEND".into(), "s3".into()),
+            ("BERTH_STORAGE__S3__BUCKET".into(), "secure".into()),
+            ("BERTH_STORAGE__S3__ENDPOINT".into(), s3.endpoint.clone()),
+            ("BERTH_STORAGE__S3__FORCE_PATH_STYLE".into(), "true".into()),
+            ("BERTH_STORAGE__S3__ACCESS_KEY_ID".into(), "test".into()),
+            ("BERTH_STORAGE__S3__SECRET_ACCESS_KEY".into(), "test".into()),
+            ("BERTH_STORAGE__S3__MAX_ATTEMPTS".into(), "1".into()),
+            (
+                "BERTH_STORAGE__S3__SERVER_SIDE_ENCRYPTION".into(),
+                "AES256".into(),
+            ),
+        ];
+        if let Some(ca) = ca {
+            env.push((
+                "BERTH_STORAGE__S3__CA_BUNDLE".into(),
+                ca.display().to_string(),
+            ));
+        }
+        env
+    };
+
+    // Without the CA the store's certificate is refused, and Berth says where it failed.
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(tempfile::tempdir().unwrap().path())
+        .envs(env(None))
+        .env_remove("BERTH_TEST_BACKEND")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run berth");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("opening bucket \"secure\""), "{err}");
+
+    // With it, pushes and pulls work, and objects are written with AES256 encryption.
+    let b = Berth::start_with(Options {
+        env: env(Some(&tls.ca)),
+        ..Options::default()
+    });
+    let c = client();
+    let bytes = pattern(7 * 1024 * 1024, 9);
+    let digest = push_blob(&c, &b, "team/secure", &bytes).await;
+    let got = c
+        .get(b.url(&format!("/v2/team/secure/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(got.bytes().await.unwrap().as_ref() == bytes.as_slice());
+    // Read back through an S3 client that trusts the same CA.
+    use aws_smithy_http_client::tls;
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .tls_context(
+            tls::TlsContext::builder()
+                .with_trust_store(
+                    tls::TrustStore::empty().with_pem_certificate(std::fs::read(&tls.ca).unwrap()),
+                )
+                .build()
+                .unwrap(),
+        )
+        .build_https();
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(&s3.endpoint)
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .http_client(http)
+        .build();
+    let hex = digest.trim_start_matches("sha256:");
+    let head = aws_sdk_s3::Client::from_conf(conf)
+        .head_object()
+        .bucket("secure")
+        .key(format!("blobs/sha256/{}/{hex}", &hex[..2]))
+        .send()
+        .await
+        .expect("head the stored blob");
+    assert_eq!(head.content_length, Some(bytes.len() as i64));
+    assert_eq!(
+        head.server_side_encryption,
+        Some(aws_sdk_s3::types::ServerSideEncryption::Aes256),
+        "objects are written with the configured encryption"
+    );
 }

@@ -17,8 +17,6 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::{BlobReader, BlobStore, ByteStream, StorageError, Verify, check_range};
 use crate::oci::{Digest, Hasher};
@@ -116,21 +114,51 @@ impl BlobStore for FsBlobStore {
         digest: &Digest,
         range: Option<Range<u64>>,
     ) -> Result<BlobReader, StorageError> {
-        let mut file = match tokio::fs::File::open(self.blob_path(digest)).await {
-            Ok(f) => f,
+        let file = match tokio::fs::File::open(self.blob_path(digest)).await {
+            Ok(f) => f.into_std().await,
             Err(e) => return not_found_as(e, || StorageError::BlobNotFound(digest.clone())),
         };
-        let total = file.metadata().await?.len();
+        let total = file.metadata()?.len();
         let range = match range {
             Some(r) => {
                 check_range(&r, total)?;
-                file.seek(SeekFrom::Start(r.start)).await?;
                 r
             }
             None => 0..total,
         };
         let len = range.end - range.start;
-        let body = ReaderStream::with_capacity(file.take(len), READ_BUF).boxed();
+        // One blocking loop per response reads straight into the buffers the response
+        // sends (no second copy, as tokio's File would make), one buffer ahead.
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut pos = range.start;
+            while pos < range.end {
+                let n = ((range.end - pos) as usize).min(READ_BUF);
+                let mut buf = bytes::BytesMut::zeroed(n);
+                let item = match file.read_at(&mut buf, pos) {
+                    Ok(0) => Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "blob file is shorter than it was when opened",
+                    )),
+                    Ok(k) => {
+                        buf.truncate(k);
+                        pos += k as u64;
+                        Ok(buf.freeze())
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                // The receiver is gone when the client hung up: stop reading.
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let body = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed();
         Ok(BlobReader { body, len, total })
     }
 
