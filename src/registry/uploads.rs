@@ -49,16 +49,7 @@ pub async fn start(req: Req<'_>, name: RepoName, body: Body) -> Result<Response>
         return match finish(req, &name, session, digest, body).await {
             Ok(resp) => Ok(resp),
             Err(mut e) => {
-                req.state
-                    .meta
-                    .delete_upload(&id)
-                    .await
-                    .map_err(RegistryError::internal)?;
-                req.state
-                    .blobs
-                    .upload_abort(&id, &store_state)
-                    .await
-                    .map_err(RegistryError::internal)?;
+                discard(req, &id, &store_state).await?;
                 e.headers.clear();
                 Err(e)
             }
@@ -157,16 +148,7 @@ pub async fn handle(req: Req<'_>, name: RepoName, id: &str, body: Body) -> Resul
             session.committed,
         )),
         Method::DELETE => {
-            req.state
-                .meta
-                .delete_upload(id)
-                .await
-                .map_err(RegistryError::internal)?;
-            req.state
-                .blobs
-                .upload_abort(id, &session.store_state)
-                .await
-                .map_err(RegistryError::internal)?;
+            discard(req, id, &session.store_state).await?;
             Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
         }
         Method::PATCH => {
@@ -397,10 +379,7 @@ impl Claim {
             {
                 Ok(true) => continue,
                 Ok(false) => {
-                    return RegistryError::new(
-                        ErrorCode::BlobUploadInvalid,
-                        "the upload was cancelled or taken over while this request was writing",
-                    );
+                    return lost_session();
                 }
                 Err(e) => return RegistryError::internal(e),
             }
@@ -429,10 +408,7 @@ impl Claim {
         self.held = false;
         match done {
             Ok(()) => Ok(()),
-            Err(MetaError::UploadConflict) => Err(RegistryError::new(
-                ErrorCode::BlobUploadInvalid,
-                "the upload was cancelled or taken over while this request was writing",
-            )),
+            Err(MetaError::UploadConflict) => Err(lost_session()),
             Err(e) => Err(RegistryError::internal(e)),
         }
     }
@@ -459,6 +435,38 @@ impl Drop for Claim {
     }
 }
 
+fn lost_session() -> RegistryError {
+    RegistryError::new(
+        ErrorCode::BlobUploadInvalid,
+        "the upload was cancelled or taken over while this request was writing",
+    )
+}
+
+fn restore_hasher(session: &UploadSession) -> Result<Hasher> {
+    Hasher::restore(&session.hash_state).ok_or_else(|| {
+        RegistryError::internal(format!(
+            "upload {} has an unreadable hash state",
+            session.id
+        ))
+    })
+}
+
+/// Forgets a session, then drops its data (in that order, as the purge does: no request can
+/// continue a session whose data is going; a crash in between leaves data that the orphan
+/// sweep of `berth gc` removes).
+async fn discard(req: Req<'_>, id: &str, store_state: &[u8]) -> Result<()> {
+    req.state
+        .meta
+        .delete_upload(id)
+        .await
+        .map_err(RegistryError::internal)?;
+    req.state
+        .blobs
+        .upload_abort(id, store_state)
+        .await
+        .map_err(storage_error)
+}
+
 fn body_stream(body: Body) -> ByteStream {
     body.into_data_stream()
         .map_err(std::io::Error::other)
@@ -475,12 +483,7 @@ async fn write_chunk(
     expected: Option<u64>,
     body: Body,
 ) -> Result<(u64, Hasher, Vec<u8>)> {
-    let mut hasher = Hasher::restore(&session.hash_state).ok_or_else(|| {
-        RegistryError::internal(format!(
-            "upload {} has an unreadable hash state",
-            session.id
-        ))
-    })?;
+    let mut hasher = restore_hasher(session)?;
     let mut store_state = session.store_state.clone();
     let write = req.state.blobs.upload_append(
         &session.id,
@@ -542,29 +545,10 @@ async fn finish(
     // Held until the session is gone, so no PATCH can write while the blob is committed.
     let mut claim = Claim::take(req, name, &session).await?;
     let (size, hasher, store_state) = if expected == Some(0) {
-        let hasher = Hasher::restore(&session.hash_state).ok_or_else(|| {
-            RegistryError::internal(format!(
-                "upload {} has an unreadable hash state",
-                session.id
-            ))
-        })?;
+        let hasher = restore_hasher(&session)?;
         (session.committed, hasher, session.store_state.clone())
     } else {
         write_chunk(req, &session, &claim, expected, body).await?
-    };
-    let discard = |e: RegistryError| async {
-        // A wrong digest leaves nothing behind.
-        state
-            .meta
-            .delete_upload(&session.id)
-            .await
-            .map_err(RegistryError::internal)?;
-        state
-            .blobs
-            .upload_abort(&session.id, &store_state)
-            .await
-            .map_err(storage_error)?;
-        Err::<Response, _>(e)
     };
     let mismatch = |actual: &Digest| {
         RegistryError::new(
@@ -579,7 +563,9 @@ async fn finish(
         let actual = hasher.finish();
         if actual != digest {
             claim.forget();
-            return discard(mismatch(&actual)).await;
+            // A wrong digest leaves nothing behind.
+            discard(req, &session.id, &store_state).await?;
+            return Err(mismatch(&actual));
         }
         Verify::Done
     } else {
@@ -595,7 +581,9 @@ async fn finish(
         Ok(()) => {}
         Err(StorageError::DigestMismatch { actual, .. }) => {
             claim.forget();
-            return discard(mismatch(&actual)).await;
+            // A wrong digest leaves nothing behind.
+            discard(req, &session.id, &store_state).await?;
+            return Err(mismatch(&actual));
         }
         Err(StorageError::UploadNotFound(_)) => {
             return Err(RegistryError::upload_unknown(&session.id));

@@ -461,7 +461,17 @@ pub fn sha512(bytes: &[u8]) -> String {
 
 /// Pushes a blob monolithically (POST with ?digest=); returns its digest.
 pub async fn push_blob(c: &reqwest::Client, b: &Berth, repo: &str, bytes: &[u8]) -> String {
-    let digest = sha256(bytes);
+    push_blob_as(c, b, repo, bytes, sha256(bytes)).await
+}
+
+/// Pushes a blob monolithically under `digest` and asserts the 201.
+async fn push_blob_as(
+    c: &reqwest::Client,
+    b: &Berth,
+    repo: &str,
+    bytes: &[u8],
+    digest: String,
+) -> String {
     let r = c
         .post(b.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
         .header("content-type", "application/octet-stream")
@@ -702,21 +712,7 @@ pub async fn open_upload(c: &reqwest::Client, b: &Berth, repo: &str) -> String {
 
 /// Pushes a blob monolithically under its sha512 digest; returns that digest.
 pub async fn push_blob_sha512(c: &reqwest::Client, b: &Berth, repo: &str, bytes: &[u8]) -> String {
-    let digest = sha512(bytes);
-    let r = c
-        .post(b.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
-        .header("content-type", "application/octet-stream")
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .expect("push blob");
-    assert_eq!(
-        r.status(),
-        201,
-        "pushing blob {digest}: {:?}",
-        r.text().await
-    );
-    digest
+    push_blob_as(c, b, repo, bytes, sha512(bytes)).await
 }
 
 /// `PUT /v2/<repo>/manifests/<reference>` with `content_type`.
