@@ -15,6 +15,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+use crate::auth::token::TokenAccess;
 use crate::auth::{AccessController, OpenAccess};
 use crate::config::Config;
 use crate::metadata::{MetadataStore, SqlMetadataStore};
@@ -49,7 +50,10 @@ impl AppState {
         Ok(AppState {
             blobs,
             meta: Arc::new(meta),
-            access: Arc::new(OpenAccess),
+            access: match config.auth.mode.as_str() {
+                "token" => Arc::new(TokenAccess::new(&config.auth.token)?),
+                _ => Arc::new(OpenAccess),
+            },
             limits: Limits {
                 max_manifest_bytes: config.limits.max_manifest_bytes,
             },

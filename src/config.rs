@@ -22,6 +22,25 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub server: ServerConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `none` (anyone may do anything) or `token` (bearer tokens of the Docker token
+    /// authentication spec, from the token service `auth.token.realm` names).
+    pub mode: String,
+    pub token: crate::auth::token::TokenConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: "none".into(),
+            token: Default::default(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -103,6 +122,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             server: ServerConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -190,6 +210,10 @@ impl Config {
             "fs" => {}
             "s3" => self.storage.s3.validate()?,
             other => bail!("storage.backend = {other:?} is not supported; use \"fs\" or \"s3\""),
+        }
+        match self.auth.mode.as_str() {
+            "none" | "token" => {}
+            other => bail!("auth.mode = {other:?} is not supported; use \"none\" or \"token\""),
         }
         if self.tls.cert.as_os_str().is_empty() != self.tls.key.as_os_str().is_empty() {
             bail!("tls.cert and tls.key must be set together");
@@ -320,6 +344,25 @@ mod tests {
     fn unknown_keys_are_errors() {
         let env = vec![("BERTH_NOPE".to_string(), "1".to_string())];
         assert!(Config::load(None, env).is_err());
+    }
+
+    #[test]
+    fn auth_modes_other_than_none_and_token_are_errors() {
+        let env = vec![("BERTH_AUTH__MODE".to_string(), "ldap".to_string())];
+        let err = Config::load(None, env).unwrap_err();
+        assert!(format!("{err:#}").contains("auth.mode"), "{err:#}");
+        let env = vec![
+            ("BERTH_AUTH__MODE".to_string(), "token".to_string()),
+            (
+                "BERTH_AUTH__TOKEN__PUBLIC_KEYS".to_string(),
+                "/a.pem, /b.pem".to_string(),
+            ),
+        ];
+        let config = Config::load(None, env).unwrap();
+        assert_eq!(
+            config.auth.token.public_keys,
+            vec![PathBuf::from("/a.pem"), PathBuf::from("/b.pem")]
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! on these repositories?", through [`AccessController`]; which backend answers (open,
 //! token service) is decided once, in `app.rs`.
 
+pub mod token;
+
 use async_trait::async_trait;
 use axum::http::HeaderMap;
 

@@ -1,0 +1,347 @@
+//! Bearer tokens of the Docker token authentication spec, checked at the registry.
+//!
+//! A client without a token gets `401` and a challenge (`WWW-Authenticate: Bearer realm=,
+//! service=, scope=`) naming the token service and the access the request needs; it asks
+//! the token service at `realm` for a token, and sends it back as `Authorization: Bearer`.
+//! The token is a JWT signed by the token service (RS256/384/512 or ES256/384) whose `access`
+//! claim lists what it grants:
+//!
+//! ```json
+//! {"iss": "...", "aud": "<service>", "sub": "alice", "exp": 1700000000, "nbf": ...,
+//!  "access": [{"type": "repository", "name": "team/app", "actions": ["pull", "push"]},
+//!             {"type": "registry", "name": "catalog", "actions": ["*"]}]}
+//! ```
+//!
+//! Checking one needs no database round trip: the signature (against the configured public
+//! keys), issuer, audience and validity window, then the access list. A verified token is
+//! kept in a bounded in-memory cache keyed by its exact text, so the signature is checked
+//! once per token, not once per request (kubelets and CI reuse a token for many requests);
+//! the expiry is still checked on every use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use axum::http::{HeaderMap, HeaderValue, header};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use super::{Access, AccessController, Action, Grant};
+use crate::oci::{ErrorCode, RegistryError};
+
+/// How many verified tokens are remembered; the cache starts over when it is full.
+const CACHE_ENTRIES: usize = 4096;
+
+/// `[auth.token]`: where clients get tokens, and how to check them.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The token service's URL, sent to clients in the challenge.
+    pub realm: String,
+    /// This registry's name at the token service: the challenge's `service` and the
+    /// audience (`aud`) every token must carry.
+    pub service: String,
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// PEM files with the public keys (`PUBLIC KEY`, `RSA PUBLIC KEY`) tokens may be signed
+    /// with; more than one while the token service rotates its key. A list, or one string
+    /// with the paths separated by commas (as `BERTH_AUTH__TOKEN__PUBLIC_KEYS` gives it).
+    #[serde(deserialize_with = "paths")]
+    pub public_keys: Vec<std::path::PathBuf>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_seconds: u64,
+}
+
+fn paths<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<std::path::PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<std::path::PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(Into::into)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
+}
+
+const PULL: u8 = 1;
+const PUSH: u8 = 2;
+const DELETE: u8 = 4;
+
+fn bit(action: Action) -> u8 {
+    match action {
+        Action::Pull => PULL,
+        Action::Push => PUSH,
+        Action::Delete => DELETE,
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    exp: u64,
+    #[serde(default)]
+    access: Vec<AccessEntry>,
+}
+
+#[derive(Deserialize)]
+struct AccessEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    #[serde(default)]
+    actions: Vec<String>,
+}
+
+/// What a verified token grants.
+#[derive(Debug)]
+struct Granted {
+    /// Seconds since the epoch.
+    exp: u64,
+    repositories: HashMap<String, u8>,
+    catalog: bool,
+}
+
+impl Granted {
+    fn from_claims(c: Claims) -> Granted {
+        let mut repositories: HashMap<String, u8> = HashMap::new();
+        let mut catalog = false;
+        for e in c.access {
+            match e.kind.as_str() {
+                "repository" => {
+                    let mut bits = 0;
+                    for a in &e.actions {
+                        bits |= match a.as_str() {
+                            "pull" => PULL,
+                            "push" => PUSH,
+                            "delete" => DELETE,
+                            "*" => PULL | PUSH | DELETE,
+                            _ => 0,
+                        };
+                    }
+                    *repositories.entry(e.name).or_default() |= bits;
+                }
+                "registry" if e.name == "catalog" => {
+                    catalog = e.actions.iter().any(|a| a == "*");
+                }
+                _ => {}
+            }
+        }
+        Granted {
+            exp: c.exp,
+            repositories,
+            catalog,
+        }
+    }
+
+    fn allows(&self, access: &Access<'_>) -> bool {
+        let have = self
+            .repositories
+            .get(access.repository)
+            .copied()
+            .unwrap_or(0);
+        access.actions.iter().all(|a| have & bit(*a) != 0)
+    }
+}
+
+struct TokenGrant(Arc<Granted>);
+
+impl Grant for TokenGrant {
+    fn may_pull(&self, repository: &str) -> bool {
+        self.0.catalog || self.0.allows(&Access::pull(repository))
+    }
+}
+
+/// Why a token was refused, for the client's error message.
+enum Refusal {
+    Missing,
+    Invalid(String),
+    Insufficient,
+}
+
+pub struct TokenAccess {
+    realm: String,
+    service: String,
+    keys: Vec<(Vec<Algorithm>, DecodingKey)>,
+    validation: Validation,
+    cache: RwLock<HashMap<String, Arc<Granted>>>,
+}
+
+impl TokenAccess {
+    /// Reads the public keys and checks the settings; errors name what is wrong.
+    pub fn new(config: &TokenConfig) -> anyhow::Result<TokenAccess> {
+        use anyhow::{Context, bail};
+        if config.realm.is_empty() || config.service.is_empty() || config.issuer.is_empty() {
+            bail!("auth.token needs realm, service and issuer");
+        }
+        if config.public_keys.is_empty() {
+            bail!("auth.token.public_keys names no key to check tokens with");
+        }
+        let mut keys = Vec::new();
+        for path in &config.public_keys {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading token key {}", path.display()))?;
+            let key = if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
+                (
+                    vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
+                    k,
+                )
+            } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
+                (vec![Algorithm::ES256, Algorithm::ES384], k)
+            } else {
+                bail!(
+                    "{} is not a PEM RSA or EC public key (PUBLIC KEY / RSA PUBLIC KEY)",
+                    path.display()
+                );
+            };
+            keys.push(key);
+        }
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&[&config.service]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = config.leeway_seconds;
+        Ok(TokenAccess {
+            realm: config.realm.clone(),
+            service: config.service.clone(),
+            keys,
+            validation,
+            cache: RwLock::new(HashMap::new()),
+        })
+    }
+
+    fn verify(&self, token: &str) -> Result<Arc<Granted>, Refusal> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(g) = self.cache.read().ok().and_then(|c| c.get(token).cloned()) {
+            if g.exp + self.validation.leeway > now {
+                return Ok(g);
+            }
+            return Err(Refusal::Invalid("the token has expired".into()));
+        }
+        let head = jsonwebtoken::decode_header(token)
+            .map_err(|e| Refusal::Invalid(format!("the token is not a JWT ({e})")))?;
+        let mut last = format!("tokens signed with {:?} are not accepted", head.alg);
+        for (algs, key) in &self.keys {
+            if !algs.contains(&head.alg) {
+                continue;
+            }
+            let mut v = self.validation.clone();
+            v.algorithms = vec![head.alg];
+            match jsonwebtoken::decode::<Claims>(token, key, &v) {
+                Ok(data) => {
+                    let g = Arc::new(Granted::from_claims(data.claims));
+                    if let Ok(mut c) = self.cache.write() {
+                        if c.len() >= CACHE_ENTRIES {
+                            c.clear();
+                        }
+                        c.insert(token.to_string(), g.clone());
+                    }
+                    return Ok(g);
+                }
+                Err(e) => last = describe(&e),
+            }
+        }
+        Err(Refusal::Invalid(last))
+    }
+
+    fn challenge(&self, wanted: &[Access<'_>], refusal: &Refusal) -> RegistryError {
+        let scope = wanted
+            .iter()
+            .map(|a| {
+                let actions: Vec<&str> = a
+                    .actions
+                    .iter()
+                    .map(|x| match x {
+                        Action::Pull => "pull",
+                        Action::Push => "push",
+                        Action::Delete => "delete",
+                    })
+                    .collect();
+                format!("repository:{}:{}", a.repository, actions.join(","))
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut value = format!(
+            "Bearer realm=\"{}\",service=\"{}\"",
+            quote(&self.realm),
+            quote(&self.service)
+        );
+        if !scope.is_empty() {
+            value.push_str(&format!(",scope=\"{scope}\""));
+        }
+        let (code, message) = match refusal {
+            Refusal::Missing => (
+                ErrorCode::Unauthorized,
+                "authentication required: get a token from the realm in WWW-Authenticate"
+                    .to_string(),
+            ),
+            Refusal::Invalid(why) => {
+                value.push_str(",error=\"invalid_token\"");
+                (ErrorCode::Unauthorized, format!("invalid token: {why}"))
+            }
+            Refusal::Insufficient => {
+                value.push_str(",error=\"insufficient_scope\"");
+                (
+                    ErrorCode::Unauthorized,
+                    format!("the token does not grant {scope}"),
+                )
+            }
+        };
+        let mut err =
+            RegistryError::new(code, message).with_status(axum::http::StatusCode::UNAUTHORIZED);
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            err = err.with_header(header::WWW_AUTHENTICATE, v);
+        }
+        err
+    }
+}
+
+/// A JWT error as a sentence for the client.
+fn describe(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::ExpiredSignature => "the token has expired".into(),
+        K::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        K::InvalidSignature => "the signature does not match any configured key".into(),
+        K::InvalidIssuer => "the token was issued by another issuer".into(),
+        K::InvalidAudience => "the token is for another service (aud)".into(),
+        K::MissingRequiredClaim(c) => format!("the token has no {c} claim"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Escapes a challenge parameter's value (a quoted-string).
+fn quote(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+#[async_trait]
+impl AccessController for TokenAccess {
+    async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        wanted: &[Access<'_>],
+    ) -> Result<Box<dyn Grant>, RegistryError> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            });
+        let Some(token) = token else {
+            return Err(self.challenge(wanted, &Refusal::Missing));
+        };
+        let granted = self.verify(token).map_err(|r| self.challenge(wanted, &r))?;
+        if !wanted.iter().all(|a| granted.allows(a)) {
+            return Err(self.challenge(wanted, &Refusal::Insufficient));
+        }
+        Ok(Box::new(TokenGrant(granted)))
+    }
+}
