@@ -572,7 +572,11 @@ if M or N:
     if wrk: w(f"| nginx small file, 64 connections (wrk -t2) | {wrk:,.0f} req/s |")
     w("")
 
-# Targets of issue 4.
+# Targets of issue 4. The disk's write+fsync rate swings by 2x between runs of the same
+# command here; the pushes are held to the better of berth-bench's and dd's measurement.
+disk_mb = max([x for x in (disk and disk["mb_s"], extra.get("dd_fsync_mb_s")) if x], default=None)
+if disk_mb:
+    w(f"Pushes are compared with the better write+fsync measurement of this run: {disk_mb:.0f} MB/s.\n")
 checks = []
 def chk(target, what, val, ok):
     checks.append((target, what, val, ok))
@@ -585,8 +589,8 @@ for b in berths:
         if s.startswith("push-") and "x64" not in s and big:
             if primary(a) and primary(r):
                 chk(b, f"{s} >= 2x reference", f"{primary(r)/primary(a):.2f}x", primary(r) >= 2 * primary(a))
-            if disk and primary(r):
-                chk(b, f"{s} >= 80% of write+fsync", f"{primary(r)/disk['mb_s']*100:.0f}%", primary(r) >= 0.8 * disk["mb_s"])
+            if disk_mb and primary(r):
+                chk(b, f"{s} >= 80% of write+fsync", f"{primary(r)/disk_mb*100:.0f}%", primary(r) >= 0.8 * disk_mb)
         if re.match(r"pull-\d", s):
             if primary(a) and primary(r):
                 chk(b, f"{s} >= 1.5x reference", f"{primary(r)/primary(a):.2f}x", primary(r) >= 1.5 * primary(a))

@@ -65,8 +65,11 @@ const WRITEBACK_STEP: u64 = 2 * 1024 * 1024;
 /// device's own cache flush costs time in proportion to what was written since the last
 /// one (measured: 0.7-1.0 s for 1 GiB at the end of a push), so it has to be paid while
 /// bytes still arrive, leaving only the tail for the fsync that acknowledges the request.
-/// At most one flush runs per upload; flushes that would queue behind it are merged.
-const FLUSH_EVERY: u64 = 8 * 1024 * 1024;
+/// At most one flush runs per upload and flushes that would queue behind it are merged, so
+/// in effect the flusher runs back to back while data arrives. 2 MiB rather than 8 MiB made
+/// 10 MiB chunked pushes 420-430 -> 510-540 MB/s (A/B, same machine), by starting the
+/// first flush of each chunk earlier, and did not slow the others.
+const FLUSH_EVERY: u64 = 2 * 1024 * 1024;
 
 /// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: starts (does not wait for) writeback of a
 /// byte range of `f`. A hint, so failures are ignored: the fsync that follows is what makes
