@@ -10,6 +10,27 @@ use axum_server::tls_rustls::RustlsConfig;
 use crate::app::{AppState, router};
 use crate::config::Config;
 
+/// How often freed heap memory is handed back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
+/// Every [`TRIM_EVERY`], `malloc_trim(0)`: glibc returns freed memory only from the top of
+/// each heap, so buffers freed in the middle of an arena after a burst of transfers stayed
+/// resident (measured: 64 concurrent pushes peaked at 92-102 MiB after a few big pushes in
+/// the same process, 52 MiB in a fresh one). Trimming walks the arenas and releases the
+/// free pages; it takes well under a millisecond at these heap sizes.
+fn spawn_memory_trimmer() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(TRIM_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // SAFETY: malloc_trim only releases free memory; it is thread-safe.
+            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+        }
+    });
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::from_config(&config).await?;
     if config.uploads.purge_interval_seconds > 0 {
@@ -19,6 +40,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Duration::from_secs(config.uploads.purge_interval_seconds),
         );
     }
+    spawn_memory_trimmer();
     let app = router(state);
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{BlobReader, BlobStore, ByteStream, StorageError, Verify, check_range};
 use crate::oci::{Digest, Hasher};
@@ -26,6 +27,12 @@ use crate::oci::{Digest, Hasher};
 /// Read buffer for streaming blobs out: large enough that a 1 GiB pull is a few thousand
 /// writes.
 const READ_BUF: usize = 256 * 1024;
+
+/// Upload bodies received but not yet written to disk, all uploads together, are held to
+/// this many bytes. Chunks queue for the writer thread so that hashing and the network go
+/// on while a write waits for the journal; counting chunks instead of bytes let 64
+/// concurrent pushes to a slow disk hold 145 MiB.
+const UPLOAD_BUFFER: usize = 32 * 1024 * 1024;
 
 /// Concurrent blob responses share this much for their read buffers (each holds up to
 /// about three at a time: one being read, one queued, one being sent), so 64 concurrent
@@ -99,7 +106,7 @@ fn start_writeback(f: &std::fs::File, offset: u64, len: u64) {
 fn write_durably(
     f: &std::fs::File,
     offset: u64,
-    rx: &mut tokio::sync::mpsc::Receiver<Bytes>,
+    rx: &mut tokio::sync::mpsc::Receiver<(Bytes, OwnedSemaphorePermit)>,
 ) -> std::io::Result<u64> {
     std::thread::scope(|scope| {
         let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<()>(1);
@@ -108,7 +115,8 @@ fn write_durably(
         let mut written = 0u64;
         let mut hinted = 0u64;
         let mut flush_at = FLUSH_EVERY;
-        while let Some(chunk) = rx.blocking_recv() {
+        // Each chunk's permit goes back to the shared budget once it is written.
+        while let Some((chunk, _permit)) = rx.blocking_recv() {
             let mut w = f;
             w.write_all(&chunk)?;
             written += chunk.len() as u64;
@@ -146,6 +154,8 @@ fn write_durably(
 pub struct FsBlobStore {
     root: PathBuf,
     active_reads: Arc<AtomicUsize>,
+    /// Bytes of upload bodies received and not yet written, all uploads together.
+    upload_buffer: Arc<Semaphore>,
 }
 
 impl FsBlobStore {
@@ -157,6 +167,7 @@ impl FsBlobStore {
         Ok(FsBlobStore {
             root,
             active_reads: Arc::default(),
+            upload_buffer: Arc::new(Semaphore::new(UPLOAD_BUFFER)),
         })
     }
 
@@ -316,7 +327,7 @@ impl BlobStore for FsBlobStore {
         let path = self.upload_path(id)?;
         let id_owned = id.to_string();
         // Hashing runs here while a blocking thread writes, so the two overlap.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Bytes, OwnedSemaphorePermit)>(16);
         let writer = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
             let mut f = match std::fs::OpenOptions::new().write(true).open(&path) {
                 Ok(f) => f,
@@ -342,7 +353,13 @@ impl BlobStore for FsBlobStore {
             match chunk {
                 Ok(chunk) => {
                     hasher.update(&chunk);
-                    if tx.send(chunk).await.is_err() {
+                    // Bytes received but not yet written count against the budget all
+                    // uploads share; when the disk is slow, the socket waits, not memory.
+                    let n = chunk.len().clamp(1, UPLOAD_BUFFER) as u32;
+                    let Ok(permit) = self.upload_buffer.clone().acquire_many_owned(n).await else {
+                        break; // never closed
+                    };
+                    if tx.send((chunk, permit)).await.is_err() {
                         break; // the writer failed; its error is reported below
                     }
                 }
