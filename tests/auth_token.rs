@@ -356,9 +356,14 @@ async fn bad_tokens_are_refused_with_a_reason() {
         assert!(msg.contains(reason), "{what}: message {msg:?}");
     }
 
-    // The same claims signed properly (RSA or EC) are accepted; the repository is empty.
-    for key in ["rsa", "ec"] {
-        let r = bearer(&token_with(&keys, key, grant, |_| {}))
+    // The same claims signed properly (RSA or EC, `aud` a string or a list naming this
+    // service) are accepted; the repository is empty.
+    for (key, aud) in [
+        ("rsa", json!(SERVICE)),
+        ("ec", json!(SERVICE)),
+        ("rsa", json!(["another-registry", SERVICE])),
+    ] {
+        let r = bearer(&token_with(&keys, key, grant, |c| c["aud"] = aud))
             .get(b.url("/v2/team/app/tags/list"))
             .send()
             .await
