@@ -66,12 +66,9 @@ impl Drop for ActiveRead {
     }
 }
 
-/// While an upload streams in, the kernel is asked to start writing every this many bytes
-/// to disk, so that disk time overlaps network time instead of following it.
-const WRITEBACK_STEP: u64 = 2 * 1024 * 1024;
-
 /// Once this many bytes arrived since the last flush, a second thread `fdatasync`s the
-/// upload file while the first one goes on writing. Starting writeback is not enough: the
+/// upload file while the first one goes on writing. Starting writeback early
+/// (`sync_file_range`) is not enough, and once the flusher runs it adds nothing: the
 /// device's own cache flush costs time in proportion to what was written since the last
 /// one (measured: 0.7-1.0 s for 1 GiB at the end of a push), so it has to be paid while
 /// bytes still arrive, leaving only the tail for the fsync that acknowledges the request.
@@ -81,34 +78,11 @@ const WRITEBACK_STEP: u64 = 2 * 1024 * 1024;
 /// first flush of each chunk earlier, and did not slow the others.
 const FLUSH_EVERY: u64 = 2 * 1024 * 1024;
 
-/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: starts (does not wait for) writeback of a
-/// byte range of `f`. A hint, so failures are ignored: the fsync that follows is what makes
-/// the bytes durable.
-fn start_writeback(f: &std::fs::File, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a plain syscall on a file descriptor this function borrows for its whole
-        // duration; it reads no memory of ours.
-        unsafe {
-            libc::sync_file_range(
-                f.as_raw_fd(),
-                offset as libc::off64_t,
-                len as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (f, offset, len);
-}
-
-/// Writes everything `rx` delivers to `f` from its current position, keeping writeback
-/// and device flushes going meanwhile (see [`WRITEBACK_STEP`], [`FLUSH_EVERY`]), and
-/// returns the byte count once every byte is durable.
+/// Writes everything `rx` delivers to `f` from its current position, keeping device
+/// flushes going meanwhile (see [`FLUSH_EVERY`]), and returns the byte count once every
+/// byte is durable.
 fn write_durably(
     f: &std::fs::File,
-    offset: u64,
     rx: &mut tokio::sync::mpsc::Receiver<(Bytes, OwnedSemaphorePermit)>,
 ) -> std::io::Result<u64> {
     std::thread::scope(|scope| {
@@ -116,17 +90,12 @@ fn write_durably(
         let mut flush_rx = Some(flush_rx);
         let mut flusher = None;
         let mut written = 0u64;
-        let mut hinted = 0u64;
         let mut flush_at = FLUSH_EVERY;
         // Each chunk's permit goes back to the shared budget once it is written.
         while let Some((chunk, _permit)) = rx.blocking_recv() {
             let mut w = f;
             w.write_all(&chunk)?;
             written += chunk.len() as u64;
-            if written - hinted >= WRITEBACK_STEP {
-                start_writeback(f, offset + hinted, written - hinted);
-                hinted = written;
-            }
             if written >= flush_at {
                 flush_at = written + FLUSH_EVERY;
                 if let Some(rx) = flush_rx.take() {
@@ -348,7 +317,7 @@ impl BlobStore for FsBlobStore {
                 f.set_len(offset)?;
             }
             f.seek(SeekFrom::Start(offset))?;
-            let written = write_durably(&f, offset, &mut rx)?;
+            let written = write_durably(&f, &mut rx)?;
             Ok(written)
         });
         let mut body_error = None;

@@ -369,8 +369,24 @@ impl Ctx {
             "/v2/{PUSH_REPO}/blobs/{}",
             blob_digest(blob).await?
         ));
+        let mut out = self.sequential_gets(reg, url, blob).await?;
+        out.note = format!(
+            "{} sequential GETs of one {} blob, warm cache{}",
+            self.plan.big_pulls,
+            size_name(blob.size),
+            if self.verify {
+                ", content verified"
+            } else {
+                ""
+            }
+        );
+        Ok(out)
+    }
+
+    /// `big_pulls` GETs of `url` (which serves `blob`) one after another, after one
+    /// untimed GET that warms the page cache and the connection.
+    async fn sequential_gets(&self, reg: Registry, url: String, blob: Blob) -> Result<Outcome> {
         let verify = self.verify;
-        // One untimed read warms the page cache (and the connection).
         get_whole(&reg, &url, blob, false, None).await?;
         let load = run_load(
             1,
@@ -386,14 +402,7 @@ impl Ctx {
             },
         )
         .await;
-        let mut out = load.into_outcome("", "MB/s");
-        out.note = format!(
-            "{} sequential GETs of one {} blob, warm cache{}",
-            self.plan.big_pulls,
-            size_name(blob.size),
-            if verify { ", content verified" } else { "" }
-        );
-        Ok(out)
+        Ok(load.into_outcome("", "MB/s"))
     }
 
     /// GETs each small blob `push-mono-<small>` pushed, one after another.
@@ -902,25 +911,7 @@ impl Ctx {
         let reg = self.reg()?.clone();
         let blob = Blob::new(FILE_SEED, self.plan.big);
         let url = reg.url(&format!("/bench-{}.bin", size_name(blob.size)));
-        let verify = self.verify;
-        get_whole(&reg, &url, blob, false, None).await?;
-        let load = run_load(
-            1,
-            Duration::from_secs(600),
-            self.plan.big_pulls,
-            0,
-            move |_, _| {
-                let (reg, url) = (reg.clone(), url.clone());
-                async move {
-                    Ok(Done::new(
-                        get_whole(&reg, &url, blob, verify, None).await?,
-                        1,
-                    ))
-                }
-            },
-        )
-        .await;
-        let mut out = load.into_outcome("", "MB/s");
+        let mut out = self.sequential_gets(reg, url, blob).await?;
         out.note = format!(
             "{} sequential GETs of a static {} file, warm cache",
             self.plan.big_pulls,
