@@ -136,8 +136,8 @@ BENCH=$ROOT/target/release/berth-bench
 WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
 chmod 711 "$WORK" # nginx's workers (not root) read $WORK/disk
 PIDS=()
-PGDIR=""
-PG_STARTED=0
+# shellcheck source=scripts/lib/postgres.sh
+. scripts/lib/postgres.sh
 stop_pid() { # PID: TERM, wait up to 15 s, KILL
   local pid=$1 n=150
   kill -TERM "$pid" 2>/dev/null || return 0
@@ -150,11 +150,7 @@ cleanup() {
   trap - EXIT INT TERM
   local p
   for p in "${PIDS[@]}"; do stop_pid "$p"; done
-  if [[ $PG_STARTED -eq 1 ]]; then
-    (cd / && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -t 60 stop >/dev/null 2>&1) ||
-      log "WARNING: pg_ctl stop failed"
-  fi
-  [[ -n $PGDIR && -d $PGDIR ]] && rm -rf "$PGDIR"
+  stop_private_postgres
   rm -rf "$WORK"
   exit "$rc"
 }
@@ -303,29 +299,9 @@ EOF
 # ---------------------------------------------------------------------------
 # PostgreSQL 15, private, on loopback (as scripts/test.sh starts it, but durable).
 # ---------------------------------------------------------------------------
-PG_PORT=""
-start_postgres() {
+start_postgres() { # durable (fsync on), as a real deployment runs it
   [[ $PG_STARTED -eq 1 ]] && return
-  [[ -x $PGBIN/initdb ]] || die "$PGBIN/initdb not found"
-  id postgres >/dev/null 2>&1 || die "no postgres user"
-  PGDIR=$(mktemp -d /tmp/berth-bench-pg.XXXXXX)
-  chown postgres:postgres "$PGDIR"
-  chmod 700 "$PGDIR"
-  (cd / && runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/data" -U postgres -A trust -E UTF8 \
-    --locale=C >"$PGDIR/initdb.log" 2>&1) || { cat "$PGDIR/initdb.log" >&2; die "initdb failed"; }
-  local attempt
-  for attempt in 1 2 3; do
-    PG_PORT=$(free_port)
-    if (cd / && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w -t 60 \
-      -o "-p $PG_PORT -k $PGDIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB" \
-      start >/dev/null 2>&1); then
-      PG_STARTED=1
-      break
-    fi
-    log "PostgreSQL did not start on port $PG_PORT (attempt $attempt)"
-  done
-  [[ $PG_STARTED -eq 1 ]] || die "PostgreSQL would not start"
-  log "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT"
+  start_private_postgres berth-bench-pg "-c max_connections=300 -c shared_buffers=256MB"
 }
 new_database() { # NAME -> URL (start_postgres must have run in this shell, not a subshell)
   (cd / && runuser -u postgres -- "$PGBIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$1") >&2 ||

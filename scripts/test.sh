@@ -173,19 +173,14 @@ check_rust_tools() {
 # 2. Private PostgreSQL; 3. environment for the client tests.
 # ---------------------------------------------------------------------------
 BERTH_TEST_TMPDIR=""
-PGDIR=""
-PG_STARTED=0
+# shellcheck source=scripts/lib/postgres.sh
+. scripts/lib/postgres.sh
 S3_PID=""
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  if [[ $PG_STARTED -eq 1 ]]; then
-    log "stopping PostgreSQL"
-    (cd / && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -t 60 stop >/dev/null 2>&1) ||
-      log "WARNING: pg_ctl stop failed"
-  fi
-  [[ -n $PGDIR && -d $PGDIR ]] && rm -rf "$PGDIR"
+  stop_private_postgres
   if [[ -n $S3_PID ]]; then
     log "stopping the S3 server"
     kill -TERM "$S3_PID" 2>/dev/null || true
@@ -231,37 +226,15 @@ free_port() {
 }
 
 start_postgres() {
-  [[ -x $PGBIN/initdb ]] || die "$PGBIN/initdb not found"
-  id postgres >/dev/null 2>&1 || die "no postgres user"
-  PGDIR=$(mktemp -d /tmp/berth-pg.XXXXXX)
-  chown postgres:postgres "$PGDIR"
-  chmod 700 "$PGDIR"
-  log "initdb in $PGDIR"
-  (cd / && runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/data" -U postgres -A trust -E UTF8 \
-    --locale=C --no-sync >"$PGDIR/initdb.log" 2>&1) || {
-    cat "$PGDIR/initdb.log"
-    die "initdb failed"
-  }
-  local port attempt
-  for attempt in 1 2 3 4 5; do
-    port=$(free_port)
-    if (cd / && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w -t 60 \
-      -o "-p $port -k $PGDIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
-      start >/dev/null 2>&1); then
-      PG_STARTED=1
-      break
-    fi
-    log "PostgreSQL did not start on port $port (attempt $attempt)"
-    tail -n 5 "$PGDIR/server.log" 2>/dev/null || true
-  done
-  [[ $PG_STARTED -eq 1 ]] || die "PostgreSQL would not start"
-  (cd / && runuser -u postgres -- "$PGBIN/createdb" -h 127.0.0.1 -p "$port" -U postgres berth_test) ||
+  # Disposable: durability off, for speed.
+  start_private_postgres berth-pg \
+    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" --no-sync
+  (cd / && runuser -u postgres -- "$PGBIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres berth_test) ||
     die "createdb failed"
-  "$PGBIN/psql" -X -q -t -A -h 127.0.0.1 -p "$port" -U postgres -d berth_test -c 'select 1' >/dev/null ||
+  "$PGBIN/psql" -X -q -t -A -h 127.0.0.1 -p "$PG_PORT" -U postgres -d berth_test -c 'select 1' >/dev/null ||
     die "cannot connect to berth_test"
-  export BERTH_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/berth_test"
-  export BERTH_TEST_POSTGRES_ADMIN_URL="postgres://postgres@127.0.0.1:$port/postgres"
-  log "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+  export BERTH_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/berth_test"
+  export BERTH_TEST_POSTGRES_ADMIN_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 }
 
 start_s3() {
