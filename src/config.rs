@@ -108,6 +108,9 @@ pub struct LogConfig {
 pub struct ServerConfig {
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_grace_seconds: u64,
+    /// Send blob bytes straight from their files with `sendfile(2)` on plain-HTTP/1
+    /// connections to the filesystem store (no copies through Berth's memory).
+    pub sendfile: bool,
 }
 
 impl Default for Config {
@@ -167,6 +170,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             shutdown_grace_seconds: 30,
+            sendfile: true,
         }
     }
 }

@@ -77,6 +77,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .handle(handle)
             .serve(service)
             .await?;
+    } else if config.server.sendfile {
+        axum_server::from_tcp(listener)
+            .acceptor(crate::sendfile::SendfileAcceptor)
+            .handle(handle)
+            .serve(service)
+            .await?;
     } else {
         axum_server::from_tcp(listener)
             .handle(handle)

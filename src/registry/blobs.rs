@@ -145,20 +145,40 @@ async fn get(req: Req<'_>, name: RepoName, digest: &str) -> Result<Response> {
             .body(Body::empty())
             .map_err(RegistryError::internal);
     }
+    if let Some(zero_copy) = req.zero_copy {
+        match req.state.blobs.open_file(&digest).await {
+            Ok(Some(file)) => {
+                let total = file.metadata().map_err(RegistryError::internal)?.len();
+                if total != size {
+                    return Err(size_mismatch(&digest, total, size));
+                }
+                let offset = range.as_ref().map_or(0, |r| r.start);
+                return builder
+                    .body(Body::new(zero_copy.body(file, offset, len)))
+                    .map_err(RegistryError::internal);
+            }
+            Ok(None) => {}
+            Err(StorageError::BlobNotFound(_)) => return Err(RegistryError::blob_unknown(&digest)),
+            Err(e) => return Err(storage_error(e)),
+        }
+    }
     let reader = match req.state.blobs.read(&digest, range).await {
         Ok(r) => r,
         Err(StorageError::BlobNotFound(_)) => return Err(RegistryError::blob_unknown(&digest)),
         Err(e) => return Err(storage_error(e)),
     };
     if reader.total != size {
-        return Err(RegistryError::internal(format!(
-            "blob {digest} is {} bytes in the store but {size} in the metadata",
-            reader.total
-        )));
+        return Err(size_mismatch(&digest, reader.total, size));
     }
     builder
         .body(Body::from_stream(reader.body))
         .map_err(RegistryError::internal)
+}
+
+fn size_mismatch(digest: &Digest, stored: u64, size: u64) -> RegistryError {
+    RegistryError::internal(format!(
+        "blob {digest} is {stored} bytes in the store but {size} in the metadata"
+    ))
 }
 
 async fn delete(req: Req<'_>, name: RepoName, digest: &str) -> Result<Response> {

@@ -11,12 +11,13 @@ mod tags;
 mod uploads;
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
 use crate::oci::{ErrorCode, RegistryError, RepoName};
+use crate::sendfile::ZeroCopy;
 
 pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 pub const DOCKER_UPLOAD_UUID: &str = "docker-upload-uuid";
@@ -85,7 +86,9 @@ pub async fn dispatch(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
+    version: Version,
     headers: HeaderMap,
+    zero_copy: Option<Extension<ZeroCopy>>,
     body: Body,
 ) -> Response {
     let path = uri.path();
@@ -105,6 +108,10 @@ pub async fn dispatch(
         method: &method,
         headers: &headers,
         query,
+        zero_copy: zero_copy
+            .as_ref()
+            .map(|Extension(z)| z)
+            .filter(|_| version < Version::HTTP_2),
     };
     let result = match route {
         Route::Base => base::handle(req).await,
@@ -140,6 +147,9 @@ pub struct Req<'a> {
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
     pub query: &'a str,
+    /// Set when blob bytes may be sent by the kernel straight from their file (HTTP/1 on a
+    /// plain TCP connection; see [`crate::sendfile`]).
+    pub zero_copy: Option<&'a ZeroCopy>,
 }
 
 impl Req<'_> {

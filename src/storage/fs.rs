@@ -266,6 +266,13 @@ impl BlobStore for FsBlobStore {
         Ok(BlobReader { body, len, total })
     }
 
+    async fn open_file(&self, digest: &Digest) -> Result<Option<std::fs::File>, StorageError> {
+        match tokio::fs::File::open(self.blob_path(digest)).await {
+            Ok(f) => Ok(Some(f.into_std().await)),
+            Err(e) => not_found_as(e, || StorageError::BlobNotFound(digest.clone())),
+        }
+    }
+
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
         match tokio::fs::remove_file(self.blob_path(digest)).await {
             Ok(()) => Ok(()),

@@ -61,6 +61,13 @@ pub trait BlobStore: Send + Sync + 'static {
         range: Option<Range<u64>>,
     ) -> Result<BlobReader, StorageError>;
 
+    /// A committed blob as an open local file, for responses the kernel sends straight from
+    /// the file; `None` from stores that do not keep blobs in local files.
+    async fn open_file(&self, digest: &Digest) -> Result<Option<std::fs::File>, StorageError> {
+        let _ = digest;
+        Ok(None)
+    }
+
     /// Removes a committed blob's bytes (garbage collection; repositories only unlink).
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError>;
 

@@ -1,0 +1,319 @@
+//! Zero-copy blob responses on plain-HTTP/1 connections: the kernel sends file pages
+//! straight to the socket (`sendfile(2)`) instead of Berth reading them into buffers and
+//! writing the buffers out (two copies and a blocking thread per response).
+//!
+//! hyper owns the connection and writes whatever body frames it is given, so the zero-copy
+//! body hands hyper *placeholder* frames: slices of one large zeroed allocation that is never
+//! written to or read from. When the body yields a placeholder frame it queues the file
+//! region the frame stands for on the connection's [`FileRegions`]; when hyper writes a
+//! placeholder slice, [`SendfileStream`] sends that region from the file instead. hyper's
+//! vectored write strategy (chosen because the stream reports vectored writes) queues body
+//! frames by reference, so the slices it writes are the very ones the body yielded, in order,
+//! and every placeholder write must match the front region's length exactly; anything else is
+//! an error that closes the connection rather than sending wrong bytes.
+//!
+//! Only HTTP/1 on plain TCP: TLS encrypts in user space and HTTP/2 frames its own data.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, ready};
+
+use axum_server::accept::Accept;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+use tower_http::add_extension::AddExtension;
+
+/// Bytes one placeholder frame (and one region) stands for. Large frames mean few polls of
+/// the body; the kernel sends what the socket buffer takes per call either way.
+const FRAME: usize = 4 << 20;
+
+/// The placeholder bytes. Allocated zeroed (fresh pages from the kernel) and never touched,
+/// so they cost address space, not memory.
+fn placeholder() -> &'static [u8] {
+    static PLACEHOLDER: OnceLock<&'static [u8]> = OnceLock::new();
+    PLACEHOLDER.get_or_init(|| Box::leak(vec![0u8; FRAME].into_boxed_slice()))
+}
+
+fn is_placeholder(buf: &[u8]) -> bool {
+    let p = placeholder().as_ptr_range();
+    let b = buf.as_ptr_range();
+    !buf.is_empty() && b.start >= p.start && b.end <= p.end
+}
+
+/// One placeholder frame's bytes: where they really come from.
+struct Region {
+    file: Arc<File>,
+    offset: u64,
+    len: usize,
+}
+
+/// The regions a connection's zero-copy bodies have yielded and its stream has not sent yet,
+/// in order. Bodies and the stream of one connection run in the same task; the lock is
+/// never contended.
+#[derive(Default)]
+pub struct FileRegions(Mutex<VecDeque<Region>>);
+
+impl FileRegions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Region>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Request extension: the request came on a connection that can send files zero-copy.
+#[derive(Clone)]
+pub struct ZeroCopy(Arc<FileRegions>);
+
+impl ZeroCopy {
+    /// A response body of `len` bytes of `file` from `offset`, sent by the kernel.
+    pub fn body(&self, file: File, offset: u64, len: u64) -> SendfileBody {
+        // The kernel reads ahead further for files declared sequential.
+        // SAFETY: advice only; the descriptor is open.
+        unsafe {
+            libc::posix_fadvise(
+                file.as_raw_fd(),
+                offset as libc::off_t,
+                len as libc::off_t,
+                libc::POSIX_FADV_SEQUENTIAL,
+            );
+        }
+        SendfileBody {
+            regions: self.0.clone(),
+            file: Arc::new(file),
+            offset,
+            remaining: len,
+        }
+    }
+}
+
+/// A response body whose bytes the connection's [`SendfileStream`] sends from a file.
+pub struct SendfileBody {
+    regions: Arc<FileRegions>,
+    file: Arc<File>,
+    offset: u64,
+    remaining: u64,
+}
+
+impl Body for SendfileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let len = this.remaining.min(FRAME as u64) as usize;
+        this.regions.lock().push_back(Region {
+            file: this.file.clone(),
+            offset: this.offset,
+            len,
+        });
+        this.offset += len as u64;
+        this.remaining -= len as u64;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            &placeholder()[..len],
+        )))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// A plain TCP connection that sends placeholder slices from their files.
+pub struct SendfileStream {
+    tcp: TcpStream,
+    regions: Arc<FileRegions>,
+}
+
+impl SendfileStream {
+    /// Sends up to `want` bytes (the length of the placeholder slice at the front of the
+    /// write) of the front region.
+    fn poll_sendfile(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        let mut regions = self.regions.lock();
+        let Some(region) = regions.front_mut() else {
+            return Poll::Ready(Err(io::Error::other(
+                "zero-copy send: a placeholder was written with no file region queued",
+            )));
+        };
+        if region.len != want {
+            return Poll::Ready(Err(io::Error::other(format!(
+                "zero-copy send out of step: {want} placeholder bytes written, {} queued",
+                region.len
+            ))));
+        }
+        loop {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            let sent = self.tcp.try_io(Interest::WRITABLE, || {
+                let mut offset = region.offset as libc::off_t;
+                // SAFETY: both descriptors are open for the duration of the call; the
+                // kernel advances `offset` and returns the bytes sent.
+                let n = unsafe {
+                    libc::sendfile(
+                        self.tcp.as_raw_fd(),
+                        region.file.as_raw_fd(),
+                        &mut offset,
+                        region.len,
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match sent {
+                Ok(0) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob file is shorter than it was when opened",
+                    )));
+                }
+                Ok(n) => {
+                    region.offset += n as u64;
+                    region.len -= n;
+                    if region.len == 0 {
+                        regions.pop_front();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Writes the leading ordinary slices of `bufs` (a response head before its body).
+    /// When placeholder bytes follow, the kernel is told more is coming (`MSG_MORE`) so that
+    /// the head leaves in the same packet as the first file bytes.
+    fn poll_write_plain(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+        more: bool,
+    ) -> Poll<io::Result<usize>> {
+        if !more {
+            return Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        }
+        loop {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            let sent = self.tcp.try_io(Interest::WRITABLE, || {
+                // SAFETY: a zeroed msghdr is valid; the iovecs point at `bufs`, which
+                // outlive the call (IoSlice is ABI-compatible with iovec on Unix).
+                let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+                msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+                msg.msg_iovlen = bufs.len() as _;
+                let n = unsafe {
+                    libc::sendmsg(
+                        self.tcp.as_raw_fd(),
+                        &msg,
+                        libc::MSG_MORE | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match sent {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncRead for SendfileStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendfileStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if is_placeholder(buf) {
+            self.poll_sendfile(cx, buf.len())
+        } else {
+            Pin::new(&mut self.tcp).poll_write(cx, buf)
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let Some(first) = bufs.iter().position(|b| !b.is_empty()) else {
+            return Poll::Ready(Ok(0));
+        };
+        let bufs = &bufs[first..];
+        if is_placeholder(&bufs[0]) {
+            return self.poll_sendfile(cx, bufs[0].len());
+        }
+        match bufs.iter().position(|b| is_placeholder(b)) {
+            Some(end) => self.poll_write_plain(cx, &bufs[..end], true),
+            None => self.poll_write_plain(cx, bufs, false),
+        }
+    }
+
+    /// hyper picks its write strategy from this: `true` makes it queue body frames by
+    /// reference (which zero-copy relies on) instead of copying them into one buffer.
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// Accepts plain TCP connections as [`SendfileStream`]s and marks their requests with
+/// [`ZeroCopy`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SendfileAcceptor;
+
+impl<S> Accept<TcpStream, S> for SendfileAcceptor {
+    type Stream = SendfileStream;
+    type Service = AddExtension<S, ZeroCopy>;
+    type Future = std::future::Ready<io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, tcp: TcpStream, service: S) -> Self::Future {
+        // A response head is written before its file bytes; without NODELAY a short last
+        // segment could wait for the client's delayed acknowledgement.
+        let result = tcp.set_nodelay(true).map(|()| {
+            let regions = Arc::new(FileRegions::default());
+            let service = AddExtension::new(service, ZeroCopy(regions.clone()));
+            (SendfileStream { tcp, regions }, service)
+        });
+        std::future::ready(result)
+    }
+}
