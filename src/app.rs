@@ -37,12 +37,27 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Opens the stores the configuration names, migrating the database.
+    /// Opens the stores the configuration names, migrating the database, for a maintenance
+    /// command that may run beside the server (`gc`).
     pub async fn from_config(config: &Config) -> anyhow::Result<AppState> {
-        let meta =
+        Self::open(config, false).await
+    }
+
+    /// Opens the stores for `serve`: as [`AppState::from_config`], and an embedded SQLite
+    /// database becomes this process's alone (locked, manifest lookups cached; see
+    /// [`SqlMetadataStore::own_exclusively`]).
+    pub async fn for_server(config: &Config) -> anyhow::Result<AppState> {
+        Self::open(config, true).await
+    }
+
+    async fn open(config: &Config, server: bool) -> anyhow::Result<AppState> {
+        let mut meta =
             SqlMetadataStore::connect(&config.database_url(), config.database.max_connections)
                 .await?;
         meta.migrate().await?;
+        if server {
+            meta.own_exclusively()?;
+        }
         let blobs: Arc<dyn BlobStore> = match config.storage.backend.as_str() {
             "s3" => Arc::new(S3BlobStore::open(&config.storage.s3).await?),
             _ => Arc::new(FsBlobStore::open(config.storage_root()).await?),

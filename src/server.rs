@@ -32,7 +32,7 @@ fn spawn_memory_trimmer() {
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let state = AppState::from_config(&config).await?;
+    let state = AppState::for_server(&config).await?;
     if config.uploads.purge_interval_seconds > 0 {
         crate::app::spawn_upload_purger(
             state.clone(),

@@ -2,8 +2,9 @@
 //!
 //! Each rule is a plain async function over a store; `metadata_suite!` turns the list of
 //! rules into `#[tokio::test]`s for one backend, so a new backend is one more
-//! `metadata_suite!(name, opener)` line. PostgreSQL runs twice: on a database with the
-//! server's default collation, and on one whose default collation is ICU `en-US`, where
+//! `metadata_suite!(name, opener)` line. SQLite runs twice: as maintenance commands open it
+//! and as the server does (locked, manifest lookups cached). PostgreSQL runs twice too: on a
+//! database with the server's default collation, and on one whose default collation is ICU `en-US`, where
 //! `ORDER BY` on an unqualified text column would not be byte order.
 
 mod common;
@@ -25,8 +26,16 @@ struct Backend {
 
 impl Backend {
     async fn open(url: String, dir: Option<tempfile::TempDir>) -> Backend {
-        let sql = SqlMetadataStore::connect(&url, 4).await.expect("connect");
+        Self::open_as(url, dir, false).await
+    }
+
+    /// `owned`: as `berth serve` opens it (SQLite locked, manifest lookups cached).
+    async fn open_as(url: String, dir: Option<tempfile::TempDir>, owned: bool) -> Backend {
+        let mut sql = SqlMetadataStore::connect(&url, 4).await.expect("connect");
         sql.migrate().await.expect("migrate");
+        if owned {
+            sql.own_exclusively().expect("lock the database");
+        }
         Backend {
             sql: Arc::new(sql),
             url,
@@ -43,6 +52,13 @@ async fn open_sqlite() -> Backend {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("meta.db").display());
     Backend::open(url, Some(dir)).await
+}
+
+/// SQLite as the server holds it: every rule must hold through the manifest cache too.
+async fn open_sqlite_owned() -> Backend {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("meta.db").display());
+    Backend::open_as(url, Some(dir), true).await
 }
 
 async fn open_postgres() -> Backend {
@@ -111,6 +127,7 @@ macro_rules! metadata_suite {
 }
 
 metadata_suite!(sqlite, super::open_sqlite);
+metadata_suite!(sqlite_owned, super::open_sqlite_owned);
 metadata_suite!(postgres, super::open_postgres);
 metadata_suite!(postgres_icu_collation, super::open_postgres_icu);
 

@@ -229,6 +229,43 @@ async fn config_file_is_read_and_environment_overrides_it() {
     );
 }
 
+#[tokio::test]
+async fn a_second_server_on_one_sqlite_database_is_refused_until_the_first_stops() {
+    let mut first = Berth::start();
+    let c = client();
+    let (digest, _) = push_image(&c, &first, "solo", "v1", b"layer").await;
+    let out = berth()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&first.data_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a second server started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use by another `berth serve`") && err.contains("PostgreSQL"),
+        "{err}"
+    );
+    // The first is unharmed, and a maintenance command may still run beside it.
+    assert_eq!(manifest_status(&c, &first, "solo", "v1").await, 200);
+    let gc = berth()
+        .args(["gc", "--older-than", "0"])
+        .env("BERTH_DATA_DIR", &first.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    // Once the first stops, the database is free.
+    assert!(first.terminate().success());
+    let second = Berth::start_with(Options {
+        data_dir: Some(first.data_dir.clone()),
+        ..Options::default()
+    });
+    assert_eq!(manifest_status(&c, &second, "solo", &digest).await, 200);
+}
+
 #[test]
 fn a_bad_config_is_refused_with_a_clear_message() {
     let out = berth()

@@ -679,3 +679,53 @@ async fn foreign_layer_with_urls_need_not_be_pushed() {
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
     assert_manifest(&c, &b, "win", "v1", DOCKER_MANIFEST, &m).await;
 }
+
+/// A server on SQLite keeps manifest lookups in memory; every answer must still follow the
+/// writes before it, also for references read (and so cached) just before the write.
+#[tokio::test]
+async fn answers_follow_every_write_even_for_references_just_read() {
+    let b = Berth::start();
+    let c = client();
+    let (first, m1) = push_image(&c, &b, "cache/app", "latest", b"first").await;
+    for _ in 0..3 {
+        assert_manifest(&c, &b, "cache/app", "latest", OCI_MANIFEST, &m1).await;
+        assert_manifest(&c, &b, "cache/app", &first, OCI_MANIFEST, &m1).await;
+    }
+    // The tag moves.
+    let (second, m2) = push_image(&c, &b, "cache/app", "latest", b"second").await;
+    assert_manifest(&c, &b, "cache/app", "latest", OCI_MANIFEST, &m2).await;
+    assert_manifest(&c, &b, "cache/app", &first, OCI_MANIFEST, &m1).await;
+    // The tag goes; the manifest stays by digest.
+    let r = c
+        .delete(b.url("/v2/cache/app/manifests/latest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    expect_error(
+        get_manifest(&c, &b, "cache/app", "latest").await,
+        404,
+        "MANIFEST_UNKNOWN",
+    )
+    .await;
+    let head = c
+        .head(b.url("/v2/cache/app/manifests/latest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 404);
+    assert_manifest(&c, &b, "cache/app", &second, OCI_MANIFEST, &m2).await;
+    // The manifest goes, by digest, after being read by digest.
+    let r = c
+        .delete(b.url(&format!("/v2/cache/app/manifests/{first}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(manifest_status(&c, &b, "cache/app", &first).await, 404);
+    // And comes back when pushed again.
+    let r = put_manifest_as(&c, &b, "cache/app", "again", OCI_MANIFEST, &m1).await;
+    assert_eq!(r.status(), 201);
+    assert_manifest(&c, &b, "cache/app", &first, OCI_MANIFEST, &m1).await;
+    assert_manifest(&c, &b, "cache/app", "again", OCI_MANIFEST, &m1).await;
+}

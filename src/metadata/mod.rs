@@ -2,6 +2,7 @@
 //! One SQL implementation serves SQLite and PostgreSQL; both pass the one suite in
 //! `tests/metadata_suite.rs`.
 
+pub mod cache;
 pub mod sql;
 
 use async_trait::async_trait;
