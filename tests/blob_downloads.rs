@@ -279,3 +279,74 @@ async fn concurrent_downloads_each_get_the_whole_blob() {
         assert_eq!(t.await.unwrap(), digests[i % 3], "download {i}");
     }
 }
+
+/// Pages of `path` in the page cache, out of all its pages.
+fn cached_pages(path: &std::path::Path) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).expect("open blob file");
+    let len = f.metadata().unwrap().len() as usize;
+    let mut pages = vec![0u8; len.div_ceil(4096)];
+    // SAFETY: a read-only mapping of an open file, passed to mincore only, then unmapped.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap blob file");
+        assert_eq!(libc::mincore(p, len, pages.as_mut_ptr()), 0, "mincore");
+        libc::munmap(p, len);
+    }
+    (pages.iter().filter(|v| *v & 1 == 1).count(), pages.len())
+}
+
+/// Drops a file's (clean) pages from the page cache.
+fn evict(path: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).expect("open blob file");
+    // SAFETY: advice on an open descriptor.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise(DONTNEED)");
+}
+
+/// A blob that is not in the page cache is read from disk (off the runtime's workers) and
+/// still arrives whole, as do ranges of it.
+#[tokio::test]
+async fn blob_not_in_the_page_cache_comes_back_whole() {
+    let b = Berth::start();
+    if b.options.s3 {
+        return; // no local file to evict
+    }
+    let c = client();
+    let big = pattern(BIG, 45);
+    let digest = push_blob(&c, &b, "dl/cold", &big).await;
+    let path = b.blob_path(&digest);
+    evict(&path);
+    let (cached, total) = cached_pages(&path);
+    assert!(
+        cached < total / 2,
+        "could not evict the blob from the page cache ({cached} of {total} pages stay)"
+    );
+    let r = c
+        .get(b.url(&format!("/v2/dl/cold/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(sha256(&r.bytes().await.unwrap()), digest);
+
+    evict(&path);
+    let (start, end) = (5 * 1024 * 1024 + 7, BIG - 3);
+    let r = c
+        .get(b.url(&format!("/v2/dl/cold/blobs/{digest}")))
+        .header("range", format!("bytes={start}-{end}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    let got = r.bytes().await.unwrap();
+    assert!(got[..] == big[start..=end], "cold range bytes differ");
+}
