@@ -15,7 +15,7 @@
 //! Only HTTP/1 on plain TCP: TLS encrypts in user space and HTTP/2 frames its own data.
 //!
 //! `sendfile` reads the file's pages on the thread that calls it, a runtime worker, so a
-//! frame whose pages are not all in the page cache and up to date ([`resident`]) is first
+//! frame whose pages are not all in the page cache and up to date (`resident`) is first
 //! read from disk on a blocking thread: warm blobs go straight out, and cold ones do not
 //! stall other requests on the disk (measured: requests beside two cold 1 GiB pulls waited
 //! up to 164-185 ms without this, 17-28 ms with it).
