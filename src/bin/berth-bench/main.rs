@@ -67,7 +67,9 @@ struct Args {
     /// Compare every pulled byte with what was pushed (costs client CPU).
     #[arg(long)]
     verify: bool,
-    /// Directory for machine-disk (the write+fsync baseline and the file-* files).
+    /// Directory for machine-disk (the write+fsync baseline and the file-* files); with a
+    /// registry URL, pushes of 100 MiB and up are also measured against a write+fsync of
+    /// the same size there, just before and after each.
     #[arg(long)]
     disk_dir: Option<PathBuf>,
     /// Seconds per load scenario (manifests, ranges; mixed runs twice this).
@@ -294,7 +296,14 @@ fn print_row(o: &Outcome) {
         o.ops,
         o.rss_peak_mib
             .map_or_else(|| "-".to_string(), |r| format!("{r:.1}")),
-        o.note
+        match o.disk_mb_s {
+            Some(d) => format!(
+                "{}; {:.0}% of write+fsync beside it ({d:.0} MB/s)",
+                o.note,
+                o.mb_s / d * 100.0
+            ),
+            None => o.note.clone(),
+        }
     );
 }
 

@@ -36,6 +36,10 @@ pub struct Outcome {
     pub rss_peak_mib: Option<f64>,
     /// Listings: the whole listing, page after page (median pass), in ms.
     pub listing_ms: Option<f64>,
+    /// Pushes held to the disk: a sequential write+fsync of the blob's size to the disk
+    /// directory just before and just after the scenario, the better of the two (MB/s), so
+    /// that the push is compared with the disk as it was at that moment.
+    pub disk_mb_s: Option<f64>,
     pub note: String,
 }
 
@@ -132,6 +136,7 @@ impl Load {
             concurrency: self.concurrency,
             rss_peak_mib: None,
             listing_ms: None,
+            disk_mb_s: None,
             note: String::new(),
         }
     }
