@@ -184,6 +184,15 @@ QUICK_ARGS=()
 
 # The benchmark client. It is pinned to no CPU: on a 2-core machine client and server
 # share the cores, for every target alike.
+# The reference does not fsync what it writes, and its listing fixtures are tens of
+# thousands of small files: without this, the next target's first pushes share the disk
+# with the kernel writing back and deleting what the previous target left behind.
+settle_disk() {
+  log "sync: writing back what the last target left dirty"
+  sync
+  sleep 2
+}
+
 bench() { # NAME URL PID [ARGS...]
   local name=$1 url=$2 pid=$3
   shift 3
@@ -294,6 +303,7 @@ EOF
   bench "$REFERENCE" "http://127.0.0.1:$port" "$pid" "${SCENARIOS[@]}"
   forget_pid "$pid"
   rm -rf "$d"
+  settle_disk
 }
 
 # ---------------------------------------------------------------------------
@@ -401,6 +411,7 @@ run_berth() { # NAME ENV
   bench "$name" "http://$addr" "$pid" --disk-dir "$WORK/beside" "${args[@]}"
   forget_pid "$pid"
   rm -rf "$d"
+  settle_disk
 }
 
 # ---------------------------------------------------------------------------
