@@ -116,12 +116,21 @@ pub struct SendfileBody {
 /// `mincore(2)`, which reports up-to-date pages only. `true` when it cannot tell (the send
 /// then reads what is missing itself).
 fn resident(file: &File, offset: u64, len: usize) -> bool {
-    const PAGE: u64 = 4096;
-    let start = offset & !(PAGE - 1);
+    let page = page_size();
+    let start = offset & !(page - 1);
     let span = offset + len as u64 - start;
     match cached_pages(file, start, span) {
-        Some(cached) if cached < span.div_ceil(PAGE) => false,
+        Some(cached) if cached < span.div_ceil(page) => false,
         _ => ready_now(file, offset) && ready_now(file, offset + len as u64 - 1),
+    }
+}
+
+/// The system's page size (the unit of `cachestat` and `mincore`, and of mapping offsets).
+fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a system value.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as u64,
+        _ => 4096,
     }
 }
 
@@ -201,7 +210,7 @@ fn cached_pages(file: &File, start: u64, span: u64) -> Option<u64> {
         if p == libc::MAP_FAILED {
             return None;
         }
-        let mut pages = vec![0u8; map_len.div_ceil(4096)];
+        let mut pages = vec![0u8; map_len.div_ceil(page_size() as usize)];
         let known = libc::mincore(p, map_len, pages.as_mut_ptr()) == 0;
         libc::munmap(p, map_len);
         known.then(|| pages.iter().filter(|v| *v & 1 == 1).count() as u64)
