@@ -158,10 +158,10 @@ impl SqlMetadataStore {
         Ok(())
     }
 
-    fn manifests_changed(&self) {
-        if let Some(cache) = &self.manifest_cache {
-            cache.invalidate();
-        }
+    /// Held by a write that may change a manifest lookup's answer: empties the cache when
+    /// the write returns (after its commit), whatever the outcome.
+    fn manifests_changed(&self) -> ManifestsChanged<'_> {
+        ManifestsChanged(self.manifest_cache.as_ref())
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -174,180 +174,33 @@ impl SqlMetadataStore {
     }
 }
 
-/// Makes sure a SQLite URL creates its file, and that the file's directory exists.
-/// The queries behind the manifest methods; the trait's methods add the cache.
-impl SqlMetadataStore {
-    async fn put_manifest_in_db(&self, m: &NewManifest) -> Result<(), MetaError> {
-        let now = now_millis();
-        let repo = m.repository.as_str();
-        let blobs: BTreeSet<String> = m.blobs.iter().map(|d| d.to_string()).collect();
-        let children: BTreeSet<String> = m.manifests.iter().map(|d| d.to_string()).collect();
-        let mut tx = self.write.begin().await?;
-        sqlx::query(
-            "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+/// See [`SqlMetadataStore::manifests_changed`].
+struct ManifestsChanged<'a>(Option<&'a ManifestCache>);
 
-        let mut missing = Vec::new();
-        for (set, table) in [(&blobs, "repository_blobs"), (&children, "manifests")] {
-            if set.is_empty() {
-                continue;
-            }
-            let sql = format!(
-                "SELECT digest FROM {table} WHERE repository = $1 AND digest IN ({})",
-                placeholders(2, set.len())
-            );
-            let mut q = sqlx::query(&sql).bind(repo);
-            for d in set {
-                q = q.bind(d.as_str());
-            }
-            let found: BTreeSet<String> = q
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<String, _>("digest"))
-                .collect::<Result<_, _>>()?;
-            for d in set.difference(&found) {
-                missing.push(
-                    d.parse()
-                        .map_err(|e| MetaError::Corrupt(format!("{d}: {e}")))?,
-                );
-            }
+impl Drop for ManifestsChanged<'_> {
+    fn drop(&mut self) {
+        if let Some(cache) = self.0 {
+            cache.invalidate();
         }
-        if !missing.is_empty() {
-            tx.rollback().await?;
-            return Err(MetaError::MissingReferences(missing));
-        }
-
-        sqlx::query(
-            "INSERT INTO manifests (repository, digest, media_type, size, content, artifact_type, subject, annotations, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo)
-        .bind(m.digest.to_string())
-        .bind(&m.media_type)
-        .bind(m.content.len() as i64)
-        .bind(m.content.as_slice())
-        .bind(m.artifact_type.as_deref())
-        .bind(m.subject.as_ref().map(|d| d.to_string()))
-        .bind(m.annotations.as_deref())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        for (set, is_manifest) in [(&blobs, 0i64), (&children, 1i64)] {
-            for child in set {
-                sqlx::query(
-                    "INSERT INTO manifest_references (repository, manifest, child, is_manifest) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind(repo)
-                .bind(m.digest.to_string())
-                .bind(child.as_str())
-                .bind(is_manifest)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        for tag in &m.tags {
-            sqlx::query(
-                "INSERT INTO tags (repository, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (repository, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-            )
-            .bind(repo)
-            .bind(tag.as_str())
-            .bind(m.digest.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
+}
 
-    async fn get_manifest_in_db(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> Result<Option<ManifestRecord>, MetaError> {
-        let row = match reference {
-            Reference::Digest(d) => {
-                sqlx::query("SELECT digest, media_type, content FROM manifests WHERE repository = $1 AND digest = $2")
-                    .bind(repo.as_str())
-                    .bind(d.to_string())
-                    .fetch_optional(&self.read)
-                    .await?
-            }
-            Reference::Tag(t) => {
-                sqlx::query(
-                    "SELECT m.digest, m.media_type, m.content FROM tags t \
-                     JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
-                     WHERE t.repository = $1 AND t.name = $2",
-                )
-                .bind(repo.as_str())
-                .bind(t.as_str())
-                .fetch_optional(&self.read)
-                .await?
-            }
-        };
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(ManifestRecord {
-            digest: digest_col(&row, "digest")?,
-            media_type: row.try_get("media_type")?,
-            content: bytes::Bytes::from(row.try_get::<Vec<u8>, _>("content")?),
-        }))
-    }
-
-    async fn delete_manifest_in_db(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-    ) -> Result<bool, MetaError> {
-        let mut tx = self.write.begin().await?;
-        // Explicit deletes of the dependents, rather than relying on ON DELETE CASCADE
-        // being enabled on every connection.
-        for sql in [
-            "DELETE FROM tags WHERE repository = $1 AND digest = $2",
-            "DELETE FROM manifest_references WHERE repository = $1 AND manifest = $2",
-        ] {
-            sqlx::query(sql)
-                .bind(repo.as_str())
-                .bind(digest.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        let done = sqlx::query("DELETE FROM manifests WHERE repository = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(digest.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn delete_tag_in_db(&self, repo: &RepoName, tag: &str) -> Result<bool, MetaError> {
-        let done = sqlx::query("DELETE FROM tags WHERE repository = $1 AND name = $2")
-            .bind(repo.as_str())
-            .bind(tag)
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
+/// The path part of a `sqlite:` URL (`:memory:` or empty for an in-memory database).
+fn sqlite_path(url: &str) -> &str {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    rest.split('?').next().unwrap_or("")
 }
 
 /// The file of a `sqlite:` URL, `None` for an in-memory database.
 fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
-    let path = rest.split('?').next().unwrap_or("");
+    let path = sqlite_path(url);
     (!path.is_empty() && path != ":memory:" && !url.contains("mode=memory"))
         .then(|| std::path::PathBuf::from(path))
 }
 
+/// Makes sure a SQLite URL creates its file, and that the file's directory exists.
 fn sqlite_url(url: &str) -> Result<String, MetaError> {
-    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
-    let path = rest.split('?').next().unwrap_or("");
+    let path = sqlite_path(url);
     if !path.is_empty() && path != ":memory:" {
         if let Some(dir) = std::path::Path::new(path).parent() {
             if !dir.as_os_str().is_empty() {
@@ -468,9 +321,94 @@ impl MetadataStore for SqlMetadataStore {
     }
 
     async fn put_manifest(&self, m: &NewManifest) -> Result<(), MetaError> {
-        let result = self.put_manifest_in_db(m).await;
-        self.manifests_changed();
-        result
+        let _changed = self.manifests_changed();
+        let now = now_millis();
+        let repo = m.repository.as_str();
+        let blobs: BTreeSet<String> = m.blobs.iter().map(|d| d.to_string()).collect();
+        let children: BTreeSet<String> = m.manifests.iter().map(|d| d.to_string()).collect();
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+
+        let mut missing = Vec::new();
+        for (set, table) in [(&blobs, "repository_blobs"), (&children, "manifests")] {
+            if set.is_empty() {
+                continue;
+            }
+            let sql = format!(
+                "SELECT digest FROM {table} WHERE repository = $1 AND digest IN ({})",
+                placeholders(2, set.len())
+            );
+            let mut q = sqlx::query(&sql).bind(repo);
+            for d in set {
+                q = q.bind(d.as_str());
+            }
+            let found: BTreeSet<String> = q
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("digest"))
+                .collect::<Result<_, _>>()?;
+            for d in set.difference(&found) {
+                missing.push(
+                    d.parse()
+                        .map_err(|e| MetaError::Corrupt(format!("{d}: {e}")))?,
+                );
+            }
+        }
+        if !missing.is_empty() {
+            tx.rollback().await?;
+            return Err(MetaError::MissingReferences(missing));
+        }
+
+        sqlx::query(
+            "INSERT INTO manifests (repository, digest, media_type, size, content, artifact_type, subject, annotations, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo)
+        .bind(m.digest.to_string())
+        .bind(&m.media_type)
+        .bind(m.content.len() as i64)
+        .bind(m.content.as_slice())
+        .bind(m.artifact_type.as_deref())
+        .bind(m.subject.as_ref().map(|d| d.to_string()))
+        .bind(m.annotations.as_deref())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for (set, is_manifest) in [(&blobs, 0i64), (&children, 1i64)] {
+            for child in set {
+                sqlx::query(
+                    "INSERT INTO manifest_references (repository, manifest, child, is_manifest) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(repo)
+                .bind(m.digest.to_string())
+                .bind(child.as_str())
+                .bind(is_manifest)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for tag in &m.tags {
+            sqlx::query(
+                "INSERT INTO tags (repository, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (repository, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(repo)
+            .bind(tag.as_str())
+            .bind(m.digest.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn get_manifest(
@@ -478,30 +416,76 @@ impl MetadataStore for SqlMetadataStore {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<Option<ManifestRecord>, MetaError> {
-        let Some(cache) = &self.manifest_cache else {
-            return self.get_manifest_in_db(repo, reference).await;
-        };
-        if let Some(hit) = cache.get(repo, reference) {
+        let cache = self.manifest_cache.as_ref();
+        if let Some(hit) = cache.and_then(|c| c.get(repo, reference)) {
             return Ok(Some(hit));
         }
-        let generation = cache.generation();
-        let found = self.get_manifest_in_db(repo, reference).await?;
-        if let Some(m) = &found {
-            cache.insert(generation, repo, reference, m);
+        // Read before the query: see ManifestCache::insert.
+        let generation = cache.map(ManifestCache::generation);
+        let row = match reference {
+            Reference::Digest(d) => {
+                sqlx::query("SELECT digest, media_type, content FROM manifests WHERE repository = $1 AND digest = $2")
+                    .bind(repo.as_str())
+                    .bind(d.to_string())
+                    .fetch_optional(&self.read)
+                    .await?
+            }
+            Reference::Tag(t) => {
+                sqlx::query(
+                    "SELECT m.digest, m.media_type, m.content FROM tags t \
+                     JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
+                     WHERE t.repository = $1 AND t.name = $2",
+                )
+                .bind(repo.as_str())
+                .bind(t.as_str())
+                .fetch_optional(&self.read)
+                .await?
+            }
+        };
+        let Some(row) = row else { return Ok(None) };
+        let record = ManifestRecord {
+            digest: digest_col(&row, "digest")?,
+            media_type: row.try_get("media_type")?,
+            content: bytes::Bytes::from(row.try_get::<Vec<u8>, _>("content")?),
+        };
+        if let (Some(cache), Some(generation)) = (cache, generation) {
+            cache.insert(generation, repo, reference, &record);
         }
-        Ok(found)
+        Ok(Some(record))
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        let result = self.delete_manifest_in_db(repo, digest).await;
-        self.manifests_changed();
-        result
+        let _changed = self.manifests_changed();
+        let mut tx = self.write.begin().await?;
+        // Explicit deletes of the dependents, rather than relying on ON DELETE CASCADE
+        // being enabled on every connection.
+        for sql in [
+            "DELETE FROM tags WHERE repository = $1 AND digest = $2",
+            "DELETE FROM manifest_references WHERE repository = $1 AND manifest = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(repo.as_str())
+                .bind(digest.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query("DELETE FROM manifests WHERE repository = $1 AND digest = $2")
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &str) -> Result<bool, MetaError> {
-        let result = self.delete_tag_in_db(repo, tag).await;
-        self.manifests_changed();
-        result
+        let _changed = self.manifests_changed();
+        let done = sqlx::query("DELETE FROM tags WHERE repository = $1 AND name = $2")
+            .bind(repo.as_str())
+            .bind(tag)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn list_tags(
