@@ -224,18 +224,13 @@ fn warm(file: &File, offset: u64, len: usize) -> io::Result<()> {
     let mut scratch = vec![0u8; 256 * 1024];
     let (mut pos, end) = (offset, offset + len as u64);
     while pos < end {
-        let want = scratch.len().min((end - pos) as usize);
-        match file.read_at(&mut scratch[..want], pos) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "blob file is shorter than it was when opened",
-                ));
-            }
-            Ok(n) => pos += n as u64,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+        let n = scratch.len().min((end - pos) as usize);
+        file.read_exact_at(&mut scratch[..n], pos)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => shorter_than_opened(),
+                _ => e,
+            })?;
+        pos += n as u64;
     }
     Ok(())
 }
@@ -314,46 +309,28 @@ impl SendfileStream {
                 region.len
             ))));
         }
-        loop {
-            ready!(self.tcp.poll_write_ready(cx))?;
-            let sent = self.tcp.try_io(Interest::WRITABLE, || {
-                let mut offset = region.offset as libc::off_t;
-                // SAFETY: both descriptors are open for the duration of the call; the
-                // kernel advances `offset` and returns the bytes sent.
-                let n = unsafe {
-                    libc::sendfile(
-                        self.tcp.as_raw_fd(),
-                        region.file.as_raw_fd(),
-                        &mut offset,
-                        region.len,
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match sent {
-                Ok(0) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "blob file is shorter than it was when opened",
-                    )));
-                }
-                Ok(n) => {
-                    region.offset += n as u64;
-                    region.len -= n;
-                    if region.len == 0 {
-                        regions.pop_front();
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        let sent = ready!(poll_write_with(&self.tcp, cx, || {
+            let mut offset = region.offset as libc::off_t;
+            // SAFETY: both descriptors are open for the duration of the call; the kernel
+            // advances `offset` and returns the bytes sent.
+            syscall_len(unsafe {
+                libc::sendfile(
+                    self.tcp.as_raw_fd(),
+                    region.file.as_raw_fd(),
+                    &mut offset,
+                    region.len,
+                )
+            })
+        }))?;
+        if sent == 0 {
+            return Poll::Ready(Err(shorter_than_opened()));
         }
+        region.offset += sent as u64;
+        region.len -= sent;
+        if region.len == 0 {
+            regions.pop_front();
+        }
+        Poll::Ready(Ok(sent))
     }
 
     /// Writes the leading ordinary slices of `bufs` (a response head before its body).
@@ -368,35 +345,57 @@ impl SendfileStream {
         if !more {
             return Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
         }
-        loop {
-            ready!(self.tcp.poll_write_ready(cx))?;
-            let sent = self.tcp.try_io(Interest::WRITABLE, || {
-                // SAFETY: a zeroed msghdr is valid; the iovecs point at `bufs`, which
-                // outlive the call (IoSlice is ABI-compatible with iovec on Unix).
-                let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-                msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-                msg.msg_iovlen = bufs.len() as _;
-                let n = unsafe {
-                    libc::sendmsg(
-                        self.tcp.as_raw_fd(),
-                        &msg,
-                        libc::MSG_MORE | libc::MSG_NOSIGNAL,
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match sent {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        poll_write_with(&self.tcp, cx, || {
+            // SAFETY: a zeroed msghdr is valid; the iovecs point at `bufs`, which outlive the
+            // call (IoSlice is ABI-compatible with iovec on Unix).
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = bufs.len() as _;
+            syscall_len(unsafe {
+                libc::sendmsg(
+                    self.tcp.as_raw_fd(),
+                    &msg,
+                    libc::MSG_MORE | libc::MSG_NOSIGNAL,
+                )
+            })
+        })
+    }
+}
+
+/// Runs the write `f` on `tcp` once it is writable, again whenever it would block or was
+/// interrupted.
+fn poll_write_with(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    mut f: impl FnMut() -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(tcp.poll_write_ready(cx))?;
+        match tcp.try_io(Interest::WRITABLE, &mut f) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            done => return Poll::Ready(done),
         }
     }
+}
+
+/// A system call's byte count, or the error it set.
+fn syscall_len(n: isize) -> io::Result<usize> {
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+fn shorter_than_opened() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "blob file is shorter than it was when opened",
+    )
 }
 
 impl AsyncRead for SendfileStream {
