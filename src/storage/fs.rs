@@ -336,16 +336,18 @@ impl BlobStore for FsBlobStore {
         while let Some(chunk) = data.next().await {
             match chunk {
                 Ok(chunk) => {
-                    hasher.update(&chunk);
                     // Bytes received but not yet written count against the budget all
                     // uploads share; when the disk is slow, the socket waits, not memory.
                     let n = chunk.len().clamp(1, UPLOAD_BUFFER) as u32;
                     let Ok(permit) = self.upload_buffer.clone().acquire_many_owned(n).await else {
                         break; // never closed
                     };
-                    if tx.send((chunk, permit)).await.is_err() {
+                    // The writer gets each chunk before it is hashed, so the disk starts
+                    // on a request's first bytes one hash sooner.
+                    if tx.send((chunk.clone(), permit)).await.is_err() {
                         break; // the writer failed; its error is reported below
                     }
+                    hasher.update(&chunk);
                 }
                 Err(e) => {
                     body_error = Some(e);
