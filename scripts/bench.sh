@@ -13,7 +13,8 @@
 #   berth-postgres     berth serve on a private PostgreSQL 15 (started here, durable:
 #                      fsync on) + filesystem
 #   berth-sqlite-token berth-sqlite with token auth on; the client sends a bearer token
-#                      (signed here with openssl) on every request; manifest scenarios only
+#                      (signed here with openssl) on every request; manifest scenarios only,
+#                      in turns with a twin server without auth (berth-sqlite-token-notoken)
 # then prints a comparison table (Berth/reference ratios, vs the machine baselines, the
 # issue's targets met or missed) and keeps the markdown in target/bench/ and the JSON
 # of each target in target/bench/<timestamp>/. The machine baselines run before and after
@@ -362,15 +363,39 @@ make_token() { # an RSA key pair and a token granting the bench repositories, on
   TOKEN_ENV="BERTH_AUTH__TOKEN__REALM=http://127.0.0.1:1/service/token BERTH_AUTH__TOKEN__SERVICE=berth-bench BERTH_AUTH__TOKEN__ISSUER=berth-bench BERTH_AUTH__TOKEN__PUBLIC_KEYS=$k/pub.pem"
 }
 
+start_berth() { # NAME DIR [BERTH_*=...]: a fresh server; sets SRV_ADDR and SRV_PID
+  local name=$1 d=$2
+  shift 2
+  mkdir -p "$d/data"
+  # Only this target's BERTH_* settings (the server refuses unknown keys).
+  local unset_vars
+  mapfile -t unset_vars < <(compgen -e | grep '^BERTH_' || true)
+  # Access logs off, as for the reference; the "listening" line stays.
+  env "${unset_vars[@]/#/--unset=}" RUST_LOG=warn,berth::server=info "$@" \
+    "$BERTH" serve --listen 127.0.0.1:0 --data-dir "$d/data" >"$d/log" 2>&1 &
+  SRV_PID=$!
+  PIDS+=("$SRV_PID")
+  SRV_ADDR=""
+  local _
+  for _ in $(seq 1 300); do
+    SRV_ADDR=$(sed -n 's/.*listening.*addr=\([^ ]*\).*/\1/p' "$d/log" | head -n1)
+    [[ -n $SRV_ADDR ]] && break
+    kill -0 "$SRV_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  [[ -n $SRV_ADDR ]] || { cat "$d/log" >&2; die "$name did not start"; }
+  wait_http "http://$SRV_ADDR/v2/" "$SRV_PID" || die "$name does not answer on $SRV_ADDR"
+  log "$name on $SRV_ADDR (pid $SRV_PID)"
+}
+
 run_berth() { # NAME ENV
   local name=$1 envspec=$2 d=$WORK/$1
-  mkdir -p "$d/data"
   local envs=() kv
-  local args=("${SCENARIOS[@]}")
+  local token=0
   if [[ $envspec == *@TOKEN_AUTH@* ]]; then
     make_token
     envspec=${envspec//@TOKEN_AUTH@/$TOKEN_ENV}
-    args=(--token "$TOKEN" --scenario manifest)
+    token=1
   fi
   [[ $envspec == *@PG_URL@* ]] && start_postgres
   local bucket=""
@@ -387,28 +412,28 @@ run_berth() { # NAME ENV
     kv=${kv//@S3_BUCKET@/$bucket}
     envs+=("$kv")
   done
-  # Only this target's BERTH_* settings (the server refuses unknown keys).
-  local unset_vars
-  mapfile -t unset_vars < <(compgen -e | grep '^BERTH_' || true)
-  # Access logs off, as for the reference; the "listening" line stays.
-  env "${unset_vars[@]/#/--unset=}" RUST_LOG=warn,berth::server=info "${envs[@]}" \
-    "$BERTH" serve --listen 127.0.0.1:0 --data-dir "$d/data" >"$d/log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  local addr="" _
-  for _ in $(seq 1 300); do
-    addr=$(sed -n 's/.*listening.*addr=\([^ ]*\).*/\1/p' "$d/log" | head -n1)
-    [[ -n $addr ]] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  [[ -n $addr ]] || { cat "$d/log" >&2; die "$name did not start"; }
-  wait_http "http://$addr/v2/" "$pid" || die "$name does not answer on $addr"
-  log "$name on $addr (pid $pid)"
-  # Pushes are also measured against a write+fsync of their size to the same disk, just
-  # before and after each (the disk's speed moves by 2x within a run here).
-  mkdir -p "$WORK/beside"
-  bench "$name" "http://$addr" "$pid" --disk-dir "$WORK/beside" "${args[@]}"
+  start_berth "$name" "$d" "${envs[@]}"
+  local addr=$SRV_ADDR pid=$SRV_PID
+  if [[ $token -eq 1 ]]; then
+    # What auth costs is a difference of a few percent, and a load measured minutes
+    # apart moves by more than that here. So the same server without auth runs beside
+    # it, and the two take turns (ABBA, manifest scenarios only); each side reports the
+    # better of its two passes per scenario, as the report merges NAME@N results.
+    local off=$name-notoken
+    start_berth "$off" "$WORK/$off"
+    local off_addr=$SRV_ADDR off_pid=$SRV_PID
+    bench "$off@1" "http://$off_addr" "$off_pid" --scenario manifest
+    bench "$name@1" "http://$addr" "$pid" --token "$TOKEN" --scenario manifest
+    bench "$name@2" "http://$addr" "$pid" --token "$TOKEN" --scenario manifest
+    bench "$off@2" "http://$off_addr" "$off_pid" --scenario manifest
+    forget_pid "$off_pid"
+    rm -rf "$WORK/$off"
+  else
+    # Pushes are also measured against a write+fsync of their size to the same disk, just
+    # before and after each (the disk's speed moves by 2x within a run here).
+    mkdir -p "$WORK/beside"
+    bench "$name" "http://$addr" "$pid" --disk-dir "$WORK/beside" "${SCENARIOS[@]}"
+  fi
   forget_pid "$pid"
   rm -rf "$d"
   settle_disk
@@ -442,16 +467,26 @@ python3 - "$RES" "$REPORT" "$REFERENCE" "$MACHINE_DESC" "$QUICK" "$BERTH_DESC" \
   "$(docker-registry --version 2>/dev/null | awk '{print $3}')" <<'PYEOF'
 import json, math, os, re, sys, datetime
 res, report, ref, machine, quick, berth_desc, ref_version = sys.argv[1:8]
+def passes(name):
+    # NAME.json, or NAME@1.json, NAME@2.json, ... for a target measured in turns.
+    return sorted(f for f in os.listdir(res) if f == name + ".json" or re.fullmatch(re.escape(name) + r"@\d+\.json", f))
 def load(name):
-    p = os.path.join(res, name + ".json")
-    return json.load(open(p)) if os.path.exists(p) else None
+    ps = [json.load(open(os.path.join(res, f))) for f in passes(name)]
+    if len(ps) > 1:
+        # The better of the passes per scenario, as for the machine baselines.
+        merged = dict(ps[0])
+        merged["results"] = list(best(*ps).values())
+        merged["passes"] = len(ps)
+        return merged
+    return ps[0] if ps else None
 targets = []
 for f in sorted(os.listdir(res)):
-    if f.endswith(".json") and not re.match(r"(machine|nginx|extra)(-after)?$", f[:-5]):
-        targets.append(f[:-5])
+    t = f[:-5].split("@")[0]
+    if f.endswith(".json") and not re.match(r"(machine|nginx|extra)(-after)?$", t) and t not in targets:
+        targets.append(t)
 # reference first, then Berth targets in run order
-order = [ref] + sorted([t for t in targets if t != ref], key=lambda t: os.path.getmtime(os.path.join(res, t + ".json")))
-data = {t: load(t) for t in order if load(t)}
+def run_order(t):
+    return min(os.path.getmtime(os.path.join(res, f)) for f in passes(t))
 def by_name(j):
     return {r["scenario"]: r for r in j["results"]} if j else {}
 def best(*js):
@@ -470,6 +505,8 @@ def best(*js):
             else:
                 o["runs"].append(r[key])
     return out
+order = [ref] + sorted([t for t in targets if t != ref], key=run_order)
+data = {t: load(t) for t in order if load(t)}
 R = {t: by_name(j) for t, j in data.items()}
 M, N = best(load("machine"), load("machine-after")), best(load("nginx"), load("nginx-after"))
 extra = {}
@@ -601,11 +638,13 @@ for b in berths:
             chk(b, f"{s} peak RSS < 100 MiB", f"{r['rss_peak_mib']:.0f} MiB", r["rss_peak_mib"] < 100)
         if (s.startswith("tags-list") or s.startswith("catalog")) and r and r["ok"]:
             chk(b, f"{s} every page < 5 ms (client-side p99)", f"p99 {r['p99_ms']:.2f} ms", r["p99_ms"] < 5)
-    if b.endswith("-token") and b[: -len("-token")] in R:
+    # Against the same server without auth measured in turns with it (NAME-notoken),
+    # or else the target without the suffix.
+    plain = b + "-notoken" if b + "-notoken" in R else b[: -len("-token")]
+    if b.endswith("-token") and plain in R:
         # One check over every manifest scenario (geometric mean of the per-scenario
         # ratios): a single 3-second load moves by +-10% from run to run on this machine,
         # as much as the cost being measured.
-        plain = b[: -len("-token")]
         rs = [primary(R[b][s]) / primary(R[plain][s]) for s in scen
               if s.startswith("manifest-") and primary(R[b].get(s)) and primary(R[plain].get(s))]
         if rs:
