@@ -296,13 +296,13 @@ fn print_row(o: &Outcome) {
         o.ops,
         o.rss_peak_mib
             .map_or_else(|| "-".to_string(), |r| format!("{r:.1}")),
-        match o.disk_mb_s {
-            Some(d) => format!(
-                "{}; {:.0}% of write+fsync beside it ({d:.0} MB/s)",
+        match (o.disk_ratio, o.disk_mb_s) {
+            (Some(r), Some(d)) => format!(
+                "{}; {:.0}% of write+fsync beside it (median per push; disk {d:.0} MB/s)",
                 o.note,
-                o.mb_s / d * 100.0
+                r * 100.0
             ),
-            None => o.note.clone(),
+            _ => o.note.clone(),
         }
     );
 }

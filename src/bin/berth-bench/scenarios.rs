@@ -16,7 +16,7 @@ use crate::client::{
     next_link,
 };
 use crate::data::{BLOCK, Blob, Checker, splitmix64};
-use crate::stats::{Done, Lat, Outcome, RssSampler, run_load};
+use crate::stats::{Beside, Done, Lat, Load, Outcome, RssSampler, run_load};
 
 const MIB: u64 = 1 << 20;
 /// Seed of the file the machine baselines write and nginx serves.
@@ -207,11 +207,6 @@ impl Ctx {
         if let Err(e) = self.prepare(name).await {
             return Outcome::failed(name, "", &e.context("setup"));
         }
-        let beside = self.disk_beside(name);
-        let disk_before = match &beside {
-            Some((dir, size)) => Some(write_fsync_mb_s(dir, *size).await),
-            None => None,
-        };
         if let Some(r) = &self.rss {
             r.reset();
         }
@@ -222,15 +217,6 @@ impl Ctx {
         out.scenario = name.to_string();
         if let Some(r) = &self.rss {
             out.rss_peak_mib = Some(r.peak_mib());
-        }
-        if let (Some((dir, size)), Some(before)) = (&beside, disk_before) {
-            let after = write_fsync_mb_s(dir, *size).await;
-            match (before, after) {
-                (Ok(a), Ok(b)) => out.disk_mb_s = Some(a.max(b)),
-                (Err(e), _) | (_, Err(e)) => {
-                    out.note = format!("{}; write+fsync beside it failed: {e:#}", out.note)
-                }
-            }
         }
         out
     }
@@ -335,26 +321,65 @@ impl Ctx {
         };
         let blobs = Arc::new(blobs);
         let chunk = self.plan.chunk;
-        let b2 = blobs.clone();
-        let load = run_load(
-            concurrency,
-            Duration::from_secs(1800),
-            count,
-            0,
-            move |_, i| {
+        let one_push = |blobs: Arc<Vec<(Blob, String)>>, first: u64| {
+            let reg = reg.clone();
+            move |_, i: u64| {
                 let reg = reg.clone();
-                let blobs = b2.clone();
+                let blobs = blobs.clone();
                 async move {
                     let (blob, digest) = blobs
-                        .get(i as usize)
+                        .get((first + i) as usize)
                         .cloned()
                         .context("push index out of range")?;
                     let requests = push_one(&reg, mode, blob, &digest, chunk).await?;
                     Ok(Done::new(blob.size, requests))
                 }
-            },
-        )
-        .await;
+            }
+        };
+        let beside = self.disk_beside(name).filter(|_| concurrency == 1);
+        let mut disk = None;
+        let load = match &beside {
+            None => {
+                run_load(
+                    concurrency,
+                    Duration::from_secs(1800),
+                    count,
+                    0,
+                    one_push(blobs.clone(), 0),
+                )
+                .await
+            }
+            // One push at a time between write+fsyncs of its size to the same disk, each
+            // push compared with the two beside it.
+            Some((dir, _)) => {
+                let mut disks = vec![
+                    write_fsync_mb_s(dir, size)
+                        .await
+                        .context("write+fsync beside the push")?,
+                ];
+                let mut pushes = Vec::new();
+                let mut load = Load::default();
+                for i in 0..count {
+                    let l = run_load(
+                        1,
+                        Duration::from_secs(1800),
+                        1,
+                        0,
+                        one_push(blobs.clone(), i),
+                    )
+                    .await;
+                    pushes.push(l.bytes as f64 / l.seconds.max(1e-9) / 1e6);
+                    load.absorb(l);
+                    disks.push(
+                        write_fsync_mb_s(dir, size)
+                            .await
+                            .context("write+fsync beside the push")?,
+                    );
+                }
+                disk = Some(Beside::new(&pushes, &disks));
+                load
+            }
+        };
         if load.errors == 0 && size == self.plan.big && mode == Mode::Mono {
             *self.big_blob.lock().await = blobs.first().map(|b| b.0);
         }
@@ -362,6 +387,11 @@ impl Ctx {
             *self.small_blobs.lock().await = blobs.to_vec();
         }
         let mut out = load.into_outcome(name, "MB/s");
+        if let Some(d) = disk {
+            out.disk_mb_s = Some(d.disk_mb_s);
+            out.disk_ratio = Some(d.ratio);
+            out.disk_ratios = d.ratios;
+        }
         out.note = format!(
             "{count} x {} {}; latency = one whole push",
             size_name(size),

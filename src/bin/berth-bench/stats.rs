@@ -36,10 +36,15 @@ pub struct Outcome {
     pub rss_peak_mib: Option<f64>,
     /// Listings: the whole listing, page after page (median pass), in ms.
     pub listing_ms: Option<f64>,
-    /// Pushes held to the disk: a sequential write+fsync of the blob's size to the disk
-    /// directory just before and just after the scenario, the better of the two (MB/s), so
-    /// that the push is compared with the disk as it was at that moment.
+    /// Pushes held to the disk: each push runs between two sequential write+fsyncs of its
+    /// size to the disk directory; their mean (MB/s), for display.
     pub disk_mb_s: Option<f64>,
+    /// Each push's MB/s over the mean of the write+fsyncs just before and after it, so that
+    /// the push is compared with the disk as it was at that moment; `disk_ratio` is their
+    /// median.
+    pub disk_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub disk_ratios: Vec<f64>,
     pub note: String,
 }
 
@@ -100,6 +105,7 @@ impl Done {
 }
 
 /// A finished load run.
+#[derive(Default)]
 pub struct Load {
     pub lat: Lat,
     pub ops: u64,
@@ -112,6 +118,18 @@ pub struct Load {
 }
 
 impl Load {
+    /// Adds a later run's operations to this one (one scenario run in parts).
+    pub fn absorb(&mut self, other: Load) {
+        self.lat.0.extend(other.lat.0);
+        self.ops += other.ops;
+        self.bytes += other.bytes;
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+        self.seconds += other.seconds;
+        self.concurrency = self.concurrency.max(other.concurrency);
+    }
+
     pub fn into_outcome(mut self, scenario: &str, unit: &'static str) -> Outcome {
         let (p50, p99, max) = self.lat.summary();
         let secs = self.seconds.max(1e-9);
@@ -137,6 +155,8 @@ impl Load {
             rss_peak_mib: None,
             listing_ms: None,
             disk_mb_s: None,
+            disk_ratio: None,
+            disk_ratios: Vec::new(),
             note: String::new(),
         }
     }
@@ -324,4 +344,52 @@ fn read_status_kib(pid: u32, key: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// Pushes measured in turns with write+fsyncs of the same size to the same disk:
+/// `disks[i]` ran just before `pushes[i]` and `disks[i + 1]` just after it (MB/s).
+pub struct Beside {
+    pub disk_mb_s: f64,
+    pub ratios: Vec<f64>,
+    pub ratio: f64,
+}
+
+impl Beside {
+    pub fn new(pushes: &[f64], disks: &[f64]) -> Beside {
+        let ratios: Vec<f64> = pushes
+            .iter()
+            .zip(disks.windows(2))
+            .map(|(p, d)| p / ((d[0] + d[1]) / 2.0).max(1e-9))
+            .collect();
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let ratio = match n {
+            0 => 0.0,
+            _ if n % 2 == 1 => sorted[n / 2],
+            _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        Beside {
+            disk_mb_s: disks.iter().sum::<f64>() / disks.len().max(1) as f64,
+            ratios,
+            ratio,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Beside;
+
+    #[test]
+    fn each_push_is_held_to_the_disk_measured_on_either_side_of_it() {
+        // Disk 400, then 600, then 200 MB/s; pushes at 400 and 300.
+        let b = Beside::new(&[400.0, 300.0], &[400.0, 600.0, 200.0]);
+        assert_eq!(b.ratios, vec![0.8, 0.75]);
+        assert!((b.ratio - 0.775).abs() < 1e-9);
+        assert!((b.disk_mb_s - 400.0).abs() < 1e-9);
+        // An odd count takes the middle ratio, not the mean.
+        let b = Beside::new(&[100.0, 500.0, 450.0], &[500.0; 4]);
+        assert!((b.ratio - 0.9).abs() < 1e-9);
+    }
 }
