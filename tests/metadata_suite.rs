@@ -115,6 +115,7 @@ macro_rules! metadata_suite {
             rule!(delete_manifest_removes_its_tags);
             rule!(delete_tag_keeps_the_manifest);
             rule!(tags_list_in_byte_order_with_pagination);
+            rule!(reads_given_up_half_way_leave_nothing_for_the_next_read);
             rule!(referrers_by_subject_with_and_without_artifact_type);
             rule!(upload_sessions_create_get_and_delete);
             rule!(advance_upload_from_a_stale_offset_conflicts_and_changes_nothing);
@@ -734,6 +735,43 @@ async fn tags_list_in_byte_order_with_pagination(m: &Store) {
     );
     assert!(m.list_tags(&r, None, 0).await.unwrap().is_empty());
     assert!(all_tags(m, &repo("tags/none")).await.is_empty());
+}
+
+/// A read whose caller stops waiting (its client hung up) may be cut off anywhere: before
+/// its query is sent, after, or while its rows arrive. Whatever it left on its connection
+/// must not become the answer of the next read on it (the store has 4 connections).
+async fn reads_given_up_half_way_leave_nothing_for_the_next_read(m: &Store) {
+    use futures::FutureExt;
+    let long = repo("abandon/long");
+    let names: Vec<String> = (0..500).map(|i| format!("t{i:04}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    put(m, &tagged(manifest(&long, b"long"), &refs)).await;
+    let short = repo("abandon/short");
+    let only = tagged(manifest(&short, b"short"), &["only"]);
+    put(m, &only).await;
+
+    for i in 0..120u64 {
+        // Polled once and dropped, or dropped after a few to a few hundred microseconds.
+        if i % 2 == 0 {
+            assert!(
+                m.list_tags(&long, None, 1000)
+                    .now_or_never()
+                    .is_none_or(|r| r.is_ok())
+            );
+            let _ = m.get_manifest(&long, &tag("t0001")).now_or_never();
+        } else {
+            let wait = std::time::Duration::from_micros(5 * (i % 60));
+            let _ = tokio::time::timeout(wait, m.list_tags(&long, None, 1000)).await;
+            let _ = tokio::time::timeout(wait, m.repository_exists(&long)).await;
+        }
+        assert_eq!(m.list_tags(&short, None, 1000).await.unwrap(), ["only"]);
+        assert_eq!(
+            manifest_digest(m, &short, &by_digest(&only.digest)).await,
+            Some(only.digest.clone())
+        );
+        assert!(!m.repository_exists(&repo("abandon/none")).await.unwrap());
+    }
+    assert_eq!(all_tags(m, &long).await, names);
 }
 
 async fn referrers_by_subject_with_and_without_artifact_type(m: &Store) {

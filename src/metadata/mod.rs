@@ -3,6 +3,7 @@
 //! `tests/metadata_suite.rs`.
 
 pub mod cache;
+mod readers;
 pub mod sql;
 
 use async_trait::async_trait;

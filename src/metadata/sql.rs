@@ -11,10 +11,15 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor, Row};
 
 use super::cache::ManifestCache;
+use super::readers::Readers;
 use super::{
     ManifestRecord, MetaError, MetadataStore, NewManifest, Referrer, UploadSession, now_millis,
 };
 use crate::oci::{Digest, Reference, RepoName};
+
+/// Run on every SQLite connection.
+const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -38,10 +43,10 @@ impl Dialect {
 }
 
 pub struct SqlMetadataStore {
-    /// Pool for reads.
-    read: AnyPool,
+    /// Connections for reads (see [`Readers`]: no round trip when a connection goes back).
+    read: Readers,
     /// Pool for writes: on SQLite a single connection, so that this process's writers
-    /// queue instead of failing with SQLITE_BUSY; on PostgreSQL the same pool as `read`.
+    /// queue instead of failing with SQLITE_BUSY.
     write: AnyPool,
     dialect: Dialect,
     /// The SQLite database file (`None` on PostgreSQL and for in-memory databases).
@@ -64,29 +69,22 @@ impl SqlMetadataStore {
         match dialect {
             Dialect::Sqlite => {
                 let url = sqlite_url(url)?;
-                let opts = || {
-                    // No liveness ping before every query: it doubled the round trips
-                    // of a manifest GET (docs/performance.md). A dead connection fails one
-                    // query and is replaced.
-                    AnyPoolOptions::new()
-                        .test_before_acquire(false)
-                        .after_connect(|conn, _| {
-                            Box::pin(async move {
-                                conn.execute(
-                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                                )
-                                .await?;
-                                Ok(())
-                            })
-                        })
-                };
+                // No liveness ping before every query: it doubled the round trips of a
+                // manifest GET (docs/performance.md). A dead connection fails one query
+                // and is replaced.
                 // Create the file and switch it to WAL before the readers open it.
-                let write = opts().max_connections(1).connect(&url).await?;
-                let read = opts()
-                    .max_connections(max_connections.max(1))
+                let write = AnyPoolOptions::new()
+                    .test_before_acquire(false)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(SQLITE_SETUP).await?;
+                            Ok(())
+                        })
+                    })
+                    .max_connections(1)
                     .connect(&url)
                     .await?;
+                let read = Readers::new(&url, max_connections, Some(SQLITE_SETUP))?;
                 Ok(SqlMetadataStore {
                     read,
                     write,
@@ -103,7 +101,7 @@ impl SqlMetadataStore {
                     .connect(url)
                     .await?;
                 Ok(SqlMetadataStore {
-                    read: pool.clone(),
+                    read: Readers::new(url, max_connections, None)?,
                     write: pool,
                     dialect,
                     sqlite_file: None,
@@ -235,9 +233,11 @@ fn placeholders(from: usize, count: usize) -> String {
 #[async_trait]
 impl MetadataStore for SqlMetadataStore {
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
-        let row = sqlx::query("SELECT 1 FROM repositories WHERE name = $1")
-            .bind(repo.as_str())
-            .fetch_optional(&self.read)
+        let row = self
+            .read
+            .fetch_optional(
+                sqlx::query("SELECT 1 FROM repositories WHERE name = $1").bind(repo.as_str()),
+            )
             .await?;
         Ok(row.is_some())
     }
@@ -247,15 +247,18 @@ impl MetadataStore for SqlMetadataStore {
         last: Option<&str>,
         n: i64,
     ) -> Result<Vec<String>, MetaError> {
-        let row = sqlx::query(
-            "SELECT string_agg(name, $3) AS names FROM \
+        let row = self
+            .read
+            .fetch_one(
+                sqlx::query(
+                    "SELECT string_agg(name, $3) AS names FROM \
              (SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2) AS page",
-        )
-        .bind(last.unwrap_or(""))
-        .bind(n)
-        .bind(NAME_SEPARATOR)
-        .fetch_one(&self.read)
-        .await?;
+                )
+                .bind(last.unwrap_or(""))
+                .bind(n)
+                .bind(NAME_SEPARATOR),
+            )
+            .await?;
         joined_names(&row)
     }
 
@@ -297,14 +300,17 @@ impl MetadataStore for SqlMetadataStore {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<u64>, MetaError> {
-        let row = sqlx::query(
-            "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+        let row = self
+            .read
+            .fetch_optional(
+                sqlx::query(
+                    "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
              WHERE rb.repository = $1 AND rb.digest = $2",
-        )
-        .bind(repo.as_str())
-        .bind(digest.to_string())
-        .fetch_optional(&self.read)
-        .await?;
+                )
+                .bind(repo.as_str())
+                .bind(digest.to_string()),
+            )
+            .await?;
         match row {
             Some(r) => Ok(Some(r.try_get::<i64, _>("size")? as u64)),
             None => Ok(None),
@@ -425,21 +431,19 @@ impl MetadataStore for SqlMetadataStore {
         let generation = cache.map(ManifestCache::generation);
         let row = match reference {
             Reference::Digest(d) => {
-                sqlx::query("SELECT digest, media_type, content FROM manifests WHERE repository = $1 AND digest = $2")
+                self.read.fetch_optional(sqlx::query("SELECT digest, media_type, content FROM manifests WHERE repository = $1 AND digest = $2")
                     .bind(repo.as_str())
-                    .bind(d.to_string())
-                    .fetch_optional(&self.read)
+                    .bind(d.to_string()))
                     .await?
             }
             Reference::Tag(t) => {
-                sqlx::query(
+                self.read.fetch_optional(sqlx::query(
                     "SELECT m.digest, m.media_type, m.content FROM tags t \
                      JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
                      WHERE t.repository = $1 AND t.name = $2",
                 )
                 .bind(repo.as_str())
-                .bind(t.as_str())
-                .fetch_optional(&self.read)
+                .bind(t.as_str()))
                 .await?
             }
         };
@@ -495,15 +499,14 @@ impl MetadataStore for SqlMetadataStore {
         last: Option<&str>,
         n: i64,
     ) -> Result<Vec<String>, MetaError> {
-        let row = sqlx::query(
+        let row = self.read.fetch_one(sqlx::query(
             "SELECT string_agg(name, $4) AS names FROM \
              (SELECT name FROM tags WHERE repository = $1 AND name > $2 ORDER BY name LIMIT $3) AS page",
         )
         .bind(repo.as_str())
         .bind(last.unwrap_or(""))
         .bind(n)
-        .bind(NAME_SEPARATOR)
-        .fetch_one(&self.read)
+        .bind(NAME_SEPARATOR))
         .await?;
         joined_names(&row)
     }
@@ -514,14 +517,17 @@ impl MetadataStore for SqlMetadataStore {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>, MetaError> {
-        let rows = sqlx::query(
-            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
+        let rows = self
+            .read
+            .fetch_all(
+                sqlx::query(
+                    "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
              WHERE repository = $1 AND subject = $2 ORDER BY digest",
-        )
-        .bind(repo.as_str())
-        .bind(subject.to_string())
-        .fetch_all(&self.read)
-        .await?;
+                )
+                .bind(repo.as_str())
+                .bind(subject.to_string()),
+            )
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let at: Option<String> = r.try_get("artifact_type")?;
@@ -561,31 +567,30 @@ impl MetadataStore for SqlMetadataStore {
         repo: &RepoName,
         id: &str,
     ) -> Result<Option<UploadSession>, MetaError> {
-        let row = sqlx::query(
+        let row = self.read.fetch_optional(sqlx::query(
             "SELECT id, repository, committed, hash_state, store_state, started_at FROM uploads WHERE id = $1 AND repository = $2",
         )
         .bind(id)
-        .bind(repo.as_str())
-        .fetch_optional(&self.read)
+        .bind(repo.as_str()))
         .await?;
         row.map(|r| upload_row(&r)).transpose()
     }
 
     async fn stale_uploads(&self, before: i64, n: i64) -> Result<Vec<UploadSession>, MetaError> {
-        let rows = sqlx::query(
+        let rows = self.read.fetch_all(sqlx::query(
             "SELECT id, repository, committed, hash_state, store_state, started_at FROM uploads \
              WHERE updated_at < $1 AND (writer IS NULL OR lease_until < $1) ORDER BY updated_at LIMIT $2",
         )
         .bind(before)
-        .bind(n)
-        .fetch_all(&self.read)
+        .bind(n))
         .await?;
         rows.iter().map(upload_row).collect()
     }
 
     async fn upload_ids(&self) -> Result<Vec<String>, MetaError> {
-        let rows = sqlx::query("SELECT id FROM uploads")
-            .fetch_all(&self.read)
+        let rows = self
+            .read
+            .fetch_all(sqlx::query("SELECT id FROM uploads"))
             .await?;
         rows.iter()
             .map(|r| r.try_get::<String, _>("id").map_err(MetaError::from))
