@@ -281,6 +281,7 @@ EOF
 [engine]
 tmp_dir = "$c/libpod-tmp"
 image_copy_tmp_dir = "$c/tmp"
+lock_type = "file"
 events_logger = "none"
 cgroup_manager = "cgroupfs"
 [network]

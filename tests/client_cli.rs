@@ -240,6 +240,7 @@ impl Containers {
             "containers.conf",
             format!(
                 "[engine]\ntmp_dir = \"{c}/libpod-tmp\"\nimage_copy_tmp_dir = \"{c}/tmp\"\n\
+                 lock_type = \"file\"\n\
                  events_logger = \"none\"\ncgroup_manager = \"cgroupfs\"\n\
                  [network]\nnetwork_config_dir = \"{c}/networks\"\n"
             ),

@@ -113,6 +113,7 @@ cat >"$C/containers.conf" <<EOF
 [engine]
 tmp_dir = "$C/libpod-tmp"
 image_copy_tmp_dir = "$C/tmp"
+lock_type = "file"
 events_logger = "none"
 cgroup_manager = "cgroupfs"
 [network]
