@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, Pool, PoolError, RecycleError, RecycleResult};
+use deadpool::managed::{self, Metrics, Pool, PoolError, QueueMode, RecycleError, RecycleResult};
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Connection, Executor};
@@ -29,6 +29,9 @@ const WAIT: Duration = Duration::from_secs(30);
 const IDLE_CHECK: Duration = Duration::from_secs(30);
 /// Connections older than this are closed and replaced.
 const MAX_AGE: Duration = Duration::from_secs(30 * 60);
+/// A ping that takes longer than this (a connection whose peer went away without a word)
+/// is given up: the connection is dropped and the caller gets another one.
+const PING_LIMIT: Duration = Duration::from_secs(5);
 
 pub struct ReadConn {
     conn: AnyConnection,
@@ -83,6 +86,10 @@ impl Readers {
         .max_size(max.max(1) as usize)
         .wait_timeout(Some(WAIT))
         .create_timeout(Some(WAIT))
+        .recycle_timeout(Some(PING_LIMIT))
+        // The connection used last serves next, so that under light load reads go to a
+        // connection that is seldom idle long enough to need a ping.
+        .queue_mode(QueueMode::Lifo)
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| {
@@ -148,10 +155,86 @@ impl Readers {
 }
 
 /// Whether the database answered the query in full, so that nothing of it is left on the
-/// connection: rows, no row, or an error the database reported.
+/// connection: rows, no row, or an error the database reported about the query. Errors
+/// about the session itself (PostgreSQL's classes 08, connection exceptions, and 57,
+/// such as an administrator's shutdown, and XX, internal errors) leave the connection
+/// in doubt: it is pinged, and replaced if the ping fails, before it serves again.
 fn answered<T>(r: &Result<T, sqlx::Error>) -> bool {
-    matches!(
-        r,
-        Ok(_) | Err(sqlx::Error::Database(_) | sqlx::Error::RowNotFound)
-    )
+    match r {
+        Ok(_) | Err(sqlx::Error::RowNotFound) => true,
+        Err(sqlx::Error::Database(e)) => !e
+            .code()
+            .is_some_and(|code| ["08", "57", "XX"].iter().any(|c| code.starts_with(c))),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::error::Error as StdError;
+    use std::fmt;
+
+    use sqlx::error::{DatabaseError, ErrorKind};
+
+    use super::answered;
+
+    #[derive(Debug)]
+    struct Reported(&'static str);
+
+    impl fmt::Display for Reported {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "error {}", self.0)
+        }
+    }
+
+    impl StdError for Reported {}
+
+    impl DatabaseError for Reported {
+        fn message(&self) -> &str {
+            "reported by the database"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn StdError + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn StdError + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn db(code: &'static str) -> Result<(), sqlx::Error> {
+        Err(sqlx::Error::Database(Box::new(Reported(code))))
+    }
+
+    #[test]
+    fn errors_about_the_query_leave_the_connection_clean() {
+        assert!(answered(&Ok::<(), sqlx::Error>(())));
+        assert!(answered(&Err::<(), _>(sqlx::Error::RowNotFound)));
+        // PostgreSQL: unique violation, syntax error; SQLite: constraint, busy.
+        for code in ["23505", "42601", "2067", "5"] {
+            assert!(answered(&db(code)), "{code}");
+        }
+    }
+
+    #[test]
+    fn errors_about_the_session_or_the_transport_need_a_ping() {
+        // Connection failure, administrator shutdown, internal error.
+        for code in ["08006", "57P01", "XX000"] {
+            assert!(!answered(&db(code)), "{code}");
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(!answered(&Err::<(), _>(sqlx::Error::Io(io))));
+        assert!(!answered(&Err::<(), _>(sqlx::Error::Protocol(
+            "cut".into()
+        ))));
+    }
 }
