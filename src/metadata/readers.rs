@@ -111,37 +111,38 @@ impl Readers {
         })
     }
 
+    /// Runs `query` on a pooled connection, marking the connection in doubt until the
+    /// database has answered (a dropped future leaves it so).
+    async fn run<T>(
+        &self,
+        query: impl AsyncFnOnce(&mut AnyConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, MetaError> {
+        let mut c = self.get().await?;
+        c.in_step = false;
+        let r = query(&mut c.conn).await;
+        c.in_step = answered(&r);
+        Ok(r?)
+    }
+
     pub async fn fetch_optional<'q>(
         &self,
         q: Query<'q, Any, AnyArguments<'q>>,
     ) -> Result<Option<AnyRow>, MetaError> {
-        let mut c = self.get().await?;
-        c.in_step = false;
-        let r = q.fetch_optional(&mut c.conn).await;
-        c.in_step = answered(&r);
-        Ok(r?)
+        self.run(async |c| q.fetch_optional(c).await).await
     }
 
     pub async fn fetch_one<'q>(
         &self,
         q: Query<'q, Any, AnyArguments<'q>>,
     ) -> Result<AnyRow, MetaError> {
-        let mut c = self.get().await?;
-        c.in_step = false;
-        let r = q.fetch_one(&mut c.conn).await;
-        c.in_step = answered(&r);
-        Ok(r?)
+        self.run(async |c| q.fetch_one(c).await).await
     }
 
     pub async fn fetch_all<'q>(
         &self,
         q: Query<'q, Any, AnyArguments<'q>>,
     ) -> Result<Vec<AnyRow>, MetaError> {
-        let mut c = self.get().await?;
-        c.in_step = false;
-        let r = q.fetch_all(&mut c.conn).await;
-        c.in_step = answered(&r);
-        Ok(r?)
+        self.run(async |c| q.fetch_all(c).await).await
     }
 
     /// Closes the idle connections and refuses further reads.
