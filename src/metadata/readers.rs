@@ -176,9 +176,12 @@ mod tests {
     use std::error::Error as StdError;
     use std::fmt;
 
+    use std::time::Duration;
+
+    use sqlx::Row;
     use sqlx::error::{DatabaseError, ErrorKind};
 
-    use super::answered;
+    use super::{Readers, answered};
 
     #[derive(Debug)]
     struct Reported(&'static str);
@@ -224,6 +227,60 @@ mod tests {
         for code in ["23505", "42601", "2067", "5"] {
             assert!(answered(&db(code)), "{code}");
         }
+    }
+
+    /// The PostgreSQL server the test command started; like every PostgreSQL test, fails
+    /// rather than skips without it.
+    fn postgres() -> String {
+        sqlx::any::install_default_drivers();
+        std::env::var("BERTH_TEST_POSTGRES_URL").expect(
+            "BERTH_TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL",
+        )
+    }
+
+    async fn backend_pid(readers: &Readers) -> i64 {
+        let row = readers
+            .fetch_one(sqlx::query("SELECT pg_backend_pid()::int8 AS pid"))
+            .await
+            .expect("read");
+        row.try_get("pid").expect("pid column")
+    }
+
+    #[tokio::test]
+    async fn a_ping_that_does_not_come_back_is_given_up_for_another_connection() {
+        let readers = Readers::new(&postgres(), 1, None).expect("pool");
+        let first = backend_pid(&readers).await;
+        // Given up while the database is still at work: the connection's ping has to wait
+        // for that answer, half a minute away.
+        let slow = readers.fetch_one(sqlx::query("SELECT pg_sleep(30)"));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), slow)
+                .await
+                .is_err()
+        );
+        let next = tokio::time::timeout(Duration::from_secs(20), backend_pid(&readers))
+            .await
+            .expect("the read waited on the ping of a connection in doubt");
+        assert_ne!(next, first, "the connection in doubt served again");
+    }
+
+    #[tokio::test]
+    async fn the_connection_used_last_serves_next() {
+        let readers = Readers::new(&postgres(), 2, None).expect("pool");
+        // Two reads at once open two connections.
+        let both = "SELECT pg_backend_pid()::int8 AS pid FROM pg_sleep(0.2)";
+        let (a, b) = tokio::join!(
+            readers.fetch_one(sqlx::query(both)),
+            readers.fetch_one(sqlx::query(both))
+        );
+        let a: i64 = a.expect("read").try_get("pid").expect("pid");
+        let b: i64 = b.expect("read").try_get("pid").expect("pid");
+        assert_ne!(a, b);
+        let last = backend_pid(&readers).await;
+        for _ in 0..4 {
+            assert_eq!(backend_pid(&readers).await, last);
+        }
+        readers.close().await;
     }
 
     #[test]
