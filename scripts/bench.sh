@@ -23,7 +23,7 @@
 # Options:
 #   --quick               smaller sizes, shorter loads
 #   --targets a,b,c       only these targets (default: all; names as above)
-#   --scenario NAME       berth-bench scenario prefix (repeatable; default: all)
+#   --scenario NAME       berth-bench scenario name or name prefix (repeatable; default: all)
 #   --no-machine          skip the machine baselines (SHA-256, disk, nginx)
 #   --write-docs          replace the results section of docs/performance.md
 #   --no-build            use target/release/{berth,berth-bench} as they are

@@ -32,7 +32,8 @@ const DEFAULT_GROUPS: &[&str] = &["push", "pull", "manifest", "mixed", "tags", "
 #[command(
     name = "berth-bench",
     about = "Benchmark an OCI distribution registry on 127.0.0.1",
-    after_help = "Scenario filters are name prefixes: --scenario push runs every push-* scenario. \
+    after_help = "A scenario filter is a whole name (--scenario manifest-get-tag-c1 runs that one) \
+                  or a prefix (--scenario push runs every push-* scenario). \
                   Without --scenario every registry scenario runs; machine-* (SHA-256, disk) \
                   and file-* (a static file server such as nginx) run only when named."
 )]
@@ -43,7 +44,7 @@ struct Args {
     /// The server's PID: sample its RSS (peak per scenario, idle, VmHWM).
     #[arg(long)]
     pid: Option<u32>,
-    /// Scenario name prefix (repeatable).
+    /// Scenario name, or a prefix of names (repeatable).
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Bearer token sent with every request.
@@ -145,11 +146,7 @@ async fn run(args: Args) -> Result<()> {
     } else {
         args.scenarios.clone()
     };
-    let selected: Vec<String> = all
-        .iter()
-        .filter(|n| filters.iter().any(|f| n.starts_with(f.as_str())))
-        .cloned()
-        .collect();
+    let selected = select(&all, &filters);
     if selected.is_empty() {
         bail!("no scenario matches {filters:?} (try --list)");
     }
@@ -269,6 +266,20 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The scenarios `filters` name, in run order: a filter that is a scenario's whole name
+/// selects that one (`manifest-get-tag-c1`, not `-c16` too); any other filter is a prefix
+/// (`push` selects every push).
+fn select(all: &[String], filters: &[String]) -> Vec<String> {
+    all.iter()
+        .filter(|n| {
+            filters
+                .iter()
+                .any(|f| *n == f || (n.starts_with(f.as_str()) && !all.iter().any(|m| m == f)))
+        })
+        .cloned()
+        .collect()
+}
+
 fn print_header() {
     println!(
         "{:<26} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>7}  note",
@@ -330,4 +341,33 @@ fn chrono_like_now() -> String {
         (rem % 3600) / 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_name_selects_one_scenario_and_a_prefix_selects_all_it_starts() {
+        let all = names(&Plan::full());
+        let pick = |f: &[&str]| select(&all, &f.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(pick(&["manifest-get-tag-c1"]), ["manifest-get-tag-c1"]);
+        assert_eq!(pick(&["tags-list-n100"]), ["tags-list-n100"]);
+        assert_eq!(
+            pick(&["manifest-get-tag"]),
+            [
+                "manifest-get-tag-c1",
+                "manifest-get-tag-c16",
+                "manifest-get-tag-c64",
+                "manifest-get-tag-c256"
+            ]
+        );
+        // Run order, not the order of the filters.
+        assert_eq!(
+            pick(&["catalog-n100", "pull-1GiB", "push-mono-1MiB"]),
+            ["push-mono-1MiB", "pull-1GiB", "catalog-n100"]
+        );
+        assert_eq!(pick(&["push"]).len(), 7);
+        assert!(pick(&["nothing"]).is_empty());
+    }
 }
