@@ -481,3 +481,194 @@ async fn with_token_auth_on_it_needs_and_sends_a_bearer_token() {
         .expect("HEAD with token");
     assert_eq!(authed.status(), 200);
 }
+
+// ------------------------------------------------------------------ the comparison report
+
+/// One scenario's result as berth-bench writes it: `value` is the primary number of `unit`
+/// (MB/s, req/s, or the whole listing's ms).
+fn outcome(scenario: &str, unit: &str, value: f64, p99: f64) -> Value {
+    json!({
+        "scenario": scenario, "unit": unit, "ok": true, "error": null,
+        "bytes": 1_000_000, "requests": 20, "ops": 10, "errors": 0, "seconds": 1.0,
+        "mb_s": if unit == "MB/s" { value } else { 0.5 },
+        "req_s": if unit == "req/s" { value } else { 20.0 },
+        "p50_ms": p99 / 2.0, "p99_ms": p99, "max_ms": p99, "concurrency": 1,
+        "rss_peak_mib": 30.0,
+        "listing_ms": if unit == "ms" { Some(value) } else { None },
+        "disk_mb_s": null, "disk_ratio": null, "note": "",
+    })
+}
+
+fn with(mut v: Value, edit: Value) -> Value {
+    for (k, x) in edit.as_object().expect("an object of fields") {
+        v[k] = x.clone();
+    }
+    v
+}
+
+/// A target's report as berth-bench writes it.
+fn target_report(name: &str, started: &str, idle: f64, results: Vec<Value>) -> Value {
+    json!({
+        "target": name, "url": "http://127.0.0.1:5000", "quick": false, "seed": 1,
+        "started": started, "seconds": 60.0, "idle_rss_mib": idle, "final_rss_mib": idle + 5.0,
+        "hwm_rss_mib": idle + 50.0, "loadavg_start": "1.00 1.00 1.00",
+        "loadavg_end": "2.00 1.50 1.00", "results": results,
+    })
+}
+
+#[test]
+fn the_report_holds_each_target_to_the_issue_checks() {
+    let res = tempfile::tempdir().expect("temp dir");
+    let write = |file: &str, v: &Value| {
+        std::fs::write(res.path().join(file), v.to_string()).expect("write result");
+    };
+    // The results directory is written in an order other than the run order: the report
+    // orders targets by when berth-bench started on them.
+    write(
+        "berth-postgres.json",
+        &target_report(
+            "berth-postgres",
+            "2026-01-01T10:20:00Z",
+            25.0,
+            vec![outcome("manifest-get-tag-c64", "req/s", 9000.0, 30.0)],
+        ),
+    );
+    write(
+        "distribution.json",
+        &target_report(
+            "distribution",
+            "2026-01-01T10:00:00Z",
+            20.0,
+            vec![
+                outcome("push-mono-1GiB", "MB/s", 100.0, 10_000.0),
+                outcome("push-chunked-1GiB", "MB/s", 100.0, 10_000.0),
+                outcome("push-x64-32MiB", "MB/s", 100.0, 10_000.0),
+                outcome("pull-1GiB", "MB/s", 1000.0, 1000.0),
+                outcome("manifest-get-tag-c1", "req/s", 500.0, 5.0),
+                outcome("manifest-get-tag-c64", "req/s", 1000.0, 250.0),
+                outcome("tags-list-n100", "ms", 20.0, 20.0),
+            ],
+        ),
+    );
+    write(
+        "berth-sqlite.json",
+        &target_report(
+            "berth-sqlite",
+            "2026-01-01T10:10:00Z",
+            12.0,
+            vec![
+                with(
+                    outcome("push-mono-1GiB", "MB/s", 300.0, 4000.0),
+                    json!({"disk_ratio": 0.9, "disk_ratios": [0.85, 0.95], "disk_mb_s": 330.0}),
+                ),
+                with(
+                    outcome("push-chunked-1GiB", "MB/s", 0.0, 0.0),
+                    json!({"ok": false, "error": "PATCH /v2/x: expected 202, got 500 | boom\nsecond line"}),
+                ),
+                with(
+                    outcome("push-x64-32MiB", "MB/s", 300.0, 5000.0),
+                    json!({"rss_peak_mib": 120.0}),
+                ),
+                outcome("pull-1GiB", "MB/s", 1440.0, 800.0),
+                outcome("manifest-get-tag-c1", "req/s", 4000.0, 1.5),
+                outcome("manifest-get-tag-c64", "req/s", 9000.0, 40.0),
+                outcome("tags-list-n100", "ms", 10.0, 6.0),
+            ],
+        ),
+    );
+    // Token auth, measured in turns with a twin without it: the better pass counts.
+    let twin = |c64: f64| {
+        vec![
+            outcome("manifest-get-tag-c1", "req/s", 4000.0, 0.5),
+            outcome("manifest-get-tag-c64", "req/s", c64, 20.0),
+        ]
+    };
+    let notoken = "berth-sqlite-token-notoken";
+    let token = "berth-sqlite-token";
+    write(
+        &format!("{notoken}@1.json"),
+        &target_report(notoken, "2026-01-01T10:30:00Z", 12.0, twin(10_000.0)),
+    );
+    write(
+        &format!("{token}@1.json"),
+        &target_report(token, "2026-01-01T10:31:00Z", 12.0, twin(8000.0)),
+    );
+    write(
+        &format!("{token}@2.json"),
+        &target_report(token, "2026-01-01T10:32:00Z", 12.0, twin(9000.0)),
+    );
+    write(
+        &format!("{notoken}@2.json"),
+        &target_report(notoken, "2026-01-01T10:33:00Z", 12.0, twin(7000.0)),
+    );
+    let machine = |results| target_report("machine", "2026-01-01T09:00:00Z", 0.0, results);
+    write(
+        "machine.json",
+        &machine(vec![
+            outcome("machine-sha256-1GiB", "MB/s", 1500.0, 700.0),
+            outcome("machine-disk-1GiB", "MB/s", 400.0, 2600.0),
+        ]),
+    );
+    write(
+        "nginx.json",
+        &machine(vec![outcome("file-get-1GiB", "MB/s", 1600.0, 700.0)]),
+    );
+    write(
+        "nginx-after.json",
+        &machine(vec![outcome("file-get-1GiB", "MB/s", 1500.0, 700.0)]),
+    );
+
+    let report_path = res.path().join("report.md");
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_report.py"))
+        .arg(res.path())
+        .arg(&report_path)
+        .args(["distribution", "2 cores, test", "0", "berth test", "2.8.2"])
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "{}", text(&out));
+    let report = std::fs::read_to_string(&report_path).expect("the report");
+    let has = |line: &str| {
+        assert!(
+            report.lines().any(|l| l.starts_with(line)),
+            "no line starting with {line:?} in:\n{report}"
+        )
+    };
+    // Columns: the reference, then the targets in the order they ran.
+    has(&format!(
+        "| scenario | unit | distribution | berth-sqlite | berth-sqlite/ref | berth-postgres | berth-postgres/ref | {notoken} | {notoken}/ref | {token} | {token}/ref |"
+    ));
+    has("| push-chunked-1GiB | MB/s | 100.0 | FAIL | - |");
+    // Listings compare times: the reference's over Berth's.
+    has("| tags-list-n100 | ms | 20.00 | 10.00 | 2.00x |");
+    has("| nginx sendfile, same file, warm (berth-bench) | 1600 MB/s (runs: 1,600, 1,500) |");
+    for line in [
+        "| berth-sqlite | push-mono-1GiB >= 2x reference | 3.00x | yes |",
+        "| berth-sqlite | push-mono-1GiB >= 80% of write+fsync beside it (median of 2 pushes) | 90% (pushes 85, 95%; disk 330 MB/s) | yes |",
+        // A failed scenario is a check missed, not one left out of the count.
+        "| berth-sqlite | push-chunked-1GiB completes | failed: PATCH /v2/x: expected 202, got 500 \\| boom second line | **no** |",
+        "| berth-sqlite | push-x64-32MiB peak RSS < 100 MiB | 120 MiB | **no** |",
+        "| berth-sqlite | pull-1GiB >= 1.5x reference | 1.44x | **no** |",
+        "| berth-sqlite | pull-1GiB >= 80% of nginx sendfile | 90% | yes |",
+        "| berth-sqlite | manifest-get-tag-c1 p99 <= 1/5 of reference | 1.50 vs 5.00 ms | **no** |",
+        "| berth-sqlite | manifest-get-tag-c64 req/s >= 10x reference | 9.0x | **no** |",
+        "| berth-sqlite | manifest-get-tag-c64 p99 <= 1/5 of reference | 40.00 vs 250.00 ms | yes |",
+        "| berth-sqlite | tags-list-n100 every page < 5 ms (client-side p99) | p99 6.00 ms | **no** |",
+        "| berth-sqlite | idle RSS < 20 MiB | 12.0 MiB | yes |",
+        // PostgreSQL is held to 5x.
+        "| berth-postgres | manifest-get-tag-c64 req/s >= 5x reference | 9.0x | yes |",
+        "| berth-postgres | idle RSS < 20 MiB | 25.0 MiB | **no** |",
+        "| berth-sqlite-token-notoken | manifest-get-tag-c64 req/s >= 10x reference | 10.0x | yes |",
+        "| berth-sqlite-token | manifest-get-tag-c64 req/s >= 10x reference | 9.0x | **no** |",
+        // The better of each side's passes: c1 4000/4000, c64 9000/10000.
+        "| berth-sqlite-token | manifest req/s with token auth >= 90% of berth-sqlite-token-notoken (geometric mean of 2 scenarios; range 90-100%) | 95% | yes |",
+    ] {
+        has(line);
+    }
+    let checks = report
+        .lines()
+        .filter(|l| l.ends_with("| yes |") || l.ends_with("| **no** |"))
+        .count();
+    assert_eq!(checks, 23, "{report}");
+    has("15 of 23 checks met.");
+}
