@@ -10,6 +10,9 @@ use axum_server::tls_rustls::RustlsConfig;
 use crate::app::{AppState, router};
 use crate::config::Config;
 
+/// How long closing the database connections may take at shutdown.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+
 /// How often freed heap memory is handed back to the system.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 
@@ -41,6 +44,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     spawn_memory_trimmer();
+    let meta = state.meta.clone();
     let app = router(state);
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
@@ -88,6 +92,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .handle(handle)
             .serve(service)
             .await?;
+    }
+    // In-flight requests have finished (or the grace period ran out): close the
+    // database connections before the process exits. Bounded, since closing a pool waits
+    // for connections still lent out.
+    if tokio::time::timeout(CLOSE_LIMIT, meta.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still in use after {CLOSE_LIMIT:?}; exiting anyway");
     }
     tracing::info!("stopped");
     Ok(())

@@ -70,6 +70,37 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     assert!(b.log_text().contains("shutting down"));
 }
 
+#[tokio::test]
+async fn sigterm_closes_the_embedded_database_with_its_log_checkpointed() {
+    let mut b = Berth::start();
+    let c = client();
+    let (_, manifest) = push_image(&c, &b, "shut/down", "v1", &pattern(4096, 3)).await;
+    let wal = b.data_dir.join("berth.db-wal");
+    assert!(wal.exists(), "the server writes through SQLite's write-ahead log");
+    assert!(b.terminate().success());
+    assert!(b.log_text().contains("stopped"));
+    // The last connection closed checkpointed the log into berth.db and removed it, so
+    // the database file alone holds everything acknowledged.
+    for leftover in ["berth.db-wal", "berth.db-shm"] {
+        assert!(
+            !b.data_dir.join(leftover).exists(),
+            "{leftover} left behind after a clean shutdown"
+        );
+    }
+    let again = Berth::start_with(Options {
+        data_dir: Some(b.data_dir.clone()),
+        ..Options::default()
+    });
+    let r = c
+        .get(again.url("/v2/shut/down/manifests/v1"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .expect("GET manifest");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.expect("body").as_ref(), manifest.as_slice());
+}
+
 /// Adapts a channel receiver into a stream for `reqwest::Body::wrap_stream`.
 fn tokio_stream_from(
     rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,

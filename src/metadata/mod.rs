@@ -179,6 +179,11 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// The ids of every upload session.
     async fn upload_ids(&self) -> Result<Vec<String>, MetaError>;
+
+    /// Closes every connection, once the server has stopped serving: PostgreSQL sees its
+    /// sessions end instead of sockets reset, and the last SQLite connection checkpoints
+    /// the write-ahead log into the database file and removes it.
+    async fn close(&self);
 }
 
 pub(crate) fn now_millis() -> i64 {

@@ -688,6 +688,10 @@ impl MetadataStore for SqlMetadataStore {
             .await?;
         Ok(done.rows_affected() > 0)
     }
+
+    async fn close(&self) {
+        SqlMetadataStore::close(self).await;
+    }
 }
 
 /// A listing page comes back as one row: its names joined (`string_agg`, which SQLite has
