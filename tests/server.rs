@@ -76,7 +76,10 @@ async fn sigterm_closes_the_embedded_database_with_its_log_checkpointed() {
     let c = client();
     let (_, manifest) = push_image(&c, &b, "shut/down", "v1", &pattern(4096, 3)).await;
     let wal = b.data_dir.join("berth.db-wal");
-    assert!(wal.exists(), "the server writes through SQLite's write-ahead log");
+    assert!(
+        wal.exists(),
+        "the server writes through SQLite's write-ahead log"
+    );
     assert!(b.terminate().success());
     assert!(b.log_text().contains("stopped"));
     // The last connection closed checkpointed the log into berth.db and removed it, so
