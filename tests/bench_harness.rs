@@ -225,6 +225,50 @@ async fn runs_each_kind_of_scenario_against_berth_and_reports_what_it_did() {
 }
 
 #[tokio::test]
+async fn whole_blob_pulls_without_verify_take_the_body_off_the_socket_in_the_kernel() {
+    // With blobs in S3 (the test command's second pass) GETs are redirected to presigned
+    // URLs on the S3 server, which the client follows; on the filesystem this is ignored.
+    let b = Berth::start_with(Options {
+        env: vec![("BERTH_STORAGE__S3__REDIRECT".into(), "true".into())],
+        ..Options::default()
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("report.json");
+    let out = bench(&[
+        &b.url(""),
+        "--quick",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+        "--scenario",
+        "pull-100MiB",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report = read_json(&json);
+    let r = result(&report, "pull-100MiB");
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert_eq!(
+        (r["ops"].clone(), r["requests"].clone(), r["bytes"].clone()),
+        (json!(3), json!(3), json!(300 * MIB)),
+        "{r:#}"
+    );
+    assert!(
+        r["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("spliced to /dev/null")),
+        "{r:#}"
+    );
+    if b.options.s3 {
+        // Four GETs of the blob (one untimed), each sent on to the S3 server.
+        let log = b.log_text();
+        let redirected = log
+            .lines()
+            .filter(|l| l.contains("method=GET") && l.contains("status=307"))
+            .count();
+        assert_eq!(redirected, 4, "{log}");
+    }
+}
+
+#[tokio::test]
 async fn a_scenario_the_registry_refuses_fails_the_run_and_names_the_error() {
     // Manifests over 256 bytes are refused, so the manifest fixture cannot be pushed.
     let b = Berth::start_with(Options {
@@ -360,8 +404,8 @@ fn refuses_anything_but_loopback_and_bad_arguments_before_sending_a_request() {
     }
 }
 
-/// An RSA key pair made with openssl, and a token signed with it granting `repo`.
-fn key_and_token(dir: &Path, repo: &str) -> (std::path::PathBuf, String) {
+/// An RSA key pair made with openssl, and a token signed with it granting `repos`.
+fn key_and_token(dir: &Path, repos: &[&str]) -> (std::path::PathBuf, String) {
     let key = dir.join("key.pem");
     let public = dir.join("pub.pem");
     for args in [
@@ -396,7 +440,10 @@ fn key_and_token(dir: &Path, repo: &str) -> (std::path::PathBuf, String) {
     let claims = json!({
         "iss": "bench-test", "aud": "bench-test", "sub": "bench",
         "iat": now, "nbf": now - 5, "exp": now + 600,
-        "access": [{"type": "repository", "name": repo, "actions": ["pull", "push"]}],
+        "access": repos
+            .iter()
+            .map(|r| json!({"type": "repository", "name": r, "actions": ["pull", "push"]}))
+            .collect::<Vec<_>>(),
     });
     let pem = std::fs::read(&key).expect("private key");
     let token = jsonwebtoken::encode(
@@ -411,7 +458,7 @@ fn key_and_token(dir: &Path, repo: &str) -> (std::path::PathBuf, String) {
 #[tokio::test]
 async fn with_token_auth_on_it_needs_and_sends_a_bearer_token() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (public, token) = key_and_token(dir.path(), "bench/manifest");
+    let (public, token) = key_and_token(dir.path(), &["bench/manifest", "bench/push"]);
     let b = Berth::start_with(Options {
         env: vec![
             ("BERTH_AUTH__MODE".into(), "token".into()),
@@ -428,7 +475,15 @@ async fn with_token_auth_on_it_needs_and_sends_a_bearer_token() {
         ],
         ..Options::default()
     });
-    let scenario = ["--scenario", "manifest-get-tag-c1"];
+    // The whole-blob pull sends its own requests (see `whole_blob_pulls_...`): the token
+    // must go with those too.
+    let scenario = [
+        "--quick",
+        "--scenario",
+        "manifest-get-tag-c1",
+        "--scenario",
+        "pull-100MiB",
+    ];
     let out = bench(
         &[
             &[b.url("").as_str(), "--load-secs", "0.2"][..],
@@ -466,6 +521,9 @@ async fn with_token_auth_on_it_needs_and_sends_a_bearer_token() {
         (r["ok"].clone(), r["errors"].clone()),
         (json!(true), json!(0))
     );
+    let pull = result(&report, "pull-100MiB");
+    assert_eq!(pull["ok"], true, "{pull:#}");
+    assert_eq!(pull["bytes"], 300 * MIB);
     assert!(u64_of(r, "requests") > 0);
     // The fixture went in with the token; without one the registry still says 401.
     let c = client();

@@ -72,6 +72,11 @@ impl Registry {
         })
     }
 
+    /// The credentials sent with every request, if any.
+    pub fn auth(&self) -> Option<&HeaderValue> {
+        self.auth.as_ref()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

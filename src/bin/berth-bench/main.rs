@@ -10,6 +10,7 @@
 
 mod client;
 mod data;
+mod discard;
 mod scenarios;
 mod stats;
 
