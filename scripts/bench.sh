@@ -367,6 +367,9 @@ start_berth() { # NAME DIR [BERTH_*=...]: a fresh server; sets SRV_ADDR and SRV_
   local name=$1 d=$2
   shift 2
   mkdir -p "$d/data"
+  # The log exists before the server opens it: the loop below reads it straight away, and
+  # under `set -e -o pipefail` a sed that cannot open it ended the whole run.
+  : >"$d/log"
   # Only this target's BERTH_* settings (the server refuses unknown keys).
   local unset_vars
   mapfile -t unset_vars < <(compgen -e | grep '^BERTH_' || true)
@@ -378,7 +381,7 @@ start_berth() { # NAME DIR [BERTH_*=...]: a fresh server; sets SRV_ADDR and SRV_
   SRV_ADDR=""
   local _
   for _ in $(seq 1 300); do
-    SRV_ADDR=$(sed -n 's/.*listening.*addr=\([^ ]*\).*/\1/p' "$d/log" | head -n1)
+    SRV_ADDR=$(sed -n 's/.*listening.*addr=\([^ ]*\).*/\1/p' "$d/log" | head -n1) || SRV_ADDR=""
     [[ -n $SRV_ADDR ]] && break
     kill -0 "$SRV_PID" 2>/dev/null || break
     sleep 0.1
