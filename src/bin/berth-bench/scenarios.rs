@@ -55,7 +55,7 @@ impl Plan {
             small_pushes: 200,
             mid_pushes: 3,
             big_pushes: 2,
-            big_pulls: 3,
+            big_pulls: 10,
             x64_push: 32 * MIB,
             load_secs: 3.0,
             x64_pull_secs: 15.0,
