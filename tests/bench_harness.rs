@@ -35,6 +35,20 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("the --json file")).expect("JSON report")
 }
 
+/// Runs `berth-bench` against `b` with `args` and `--json`; returns its output and the
+/// report it wrote (written on failure too, once the scenarios ran).
+fn bench_against(b: &Berth, args: &[&str]) -> (Output, Value) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("report.json");
+    let url = b.url("");
+    let mut all = vec![url.as_str(), "--json", json.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    let out = bench(&all);
+    assert!(json.exists(), "no report written: {}", text(&out));
+    let report = read_json(&json);
+    (out, report)
+}
+
 /// The result of `scenario` in a report.
 fn result<'a>(report: &'a Value, scenario: &str) -> &'a Value {
     report["results"]
@@ -60,51 +74,48 @@ fn u64_of(v: &Value, key: &str) -> u64 {
 #[tokio::test]
 async fn runs_each_kind_of_scenario_against_berth_and_reports_what_it_did() {
     let b = Berth::start();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let json = dir.path().join("report.json");
     let pid = b.pid().to_string();
-    let out = bench(&[
-        &b.url(""),
-        "--quick",
-        "--load-secs",
-        "0.3",
-        "--listing",
-        "150",
-        "--verify",
-        "--seed",
-        "7",
-        "--name",
-        "berth-under-test",
-        "--pid",
-        &pid,
-        "--json",
-        json.to_str().expect("utf-8 path"),
-        "--scenario",
-        "push-mono-1MiB",
-        "--scenario",
-        "push-chunked",
-        "--scenario",
-        "push-stream-10MiB",
-        "--scenario",
-        "pull-small",
-        "--scenario",
-        "pull-range",
-        "--scenario",
-        "manifest-get-tag-c1",
-        "--scenario",
-        "manifest-head-digest-c16",
-        "--scenario",
-        "mixed",
-        "--scenario",
-        "tags-list-n100",
-        "--scenario",
-        "catalog-n100",
-    ]);
+    let (out, report) = bench_against(
+        &b,
+        &[
+            "--quick",
+            "--load-secs",
+            "0.3",
+            "--listing",
+            "150",
+            "--verify",
+            "--seed",
+            "7",
+            "--name",
+            "berth-under-test",
+            "--pid",
+            &pid,
+            "--scenario",
+            "push-mono-1MiB",
+            "--scenario",
+            "push-chunked",
+            "--scenario",
+            "push-stream-10MiB",
+            "--scenario",
+            "pull-small",
+            "--scenario",
+            "pull-range",
+            "--scenario",
+            "manifest-get-tag-c1",
+            "--scenario",
+            "manifest-head-digest-c16",
+            "--scenario",
+            "mixed",
+            "--scenario",
+            "tags-list-n100",
+            "--scenario",
+            "catalog-n100",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(", 0 failed"), "{}", text(&out));
 
-    let report = read_json(&json);
     assert_eq!(report["target"], "berth-under-test");
     assert_eq!(report["quick"], true);
     assert_eq!(report["seed"], 7);
@@ -232,18 +243,8 @@ async fn whole_blob_pulls_without_verify_take_the_body_off_the_socket_in_the_ker
         env: vec![("BERTH_STORAGE__S3__REDIRECT".into(), "true".into())],
         ..Options::default()
     });
-    let dir = tempfile::tempdir().expect("temp dir");
-    let json = dir.path().join("report.json");
-    let out = bench(&[
-        &b.url(""),
-        "--quick",
-        "--json",
-        json.to_str().expect("utf-8 path"),
-        "--scenario",
-        "pull-100MiB",
-    ]);
+    let (out, report) = bench_against(&b, &["--quick", "--scenario", "pull-100MiB"]);
     assert!(out.status.success(), "{}", text(&out));
-    let report = read_json(&json);
     let r = result(&report, "pull-100MiB");
     assert_eq!(r["ok"], true, "{r:#}");
     assert_eq!(
@@ -275,20 +276,18 @@ async fn a_scenario_the_registry_refuses_fails_the_run_and_names_the_error() {
         env: vec![("BERTH_LIMITS__MAX_MANIFEST_BYTES".into(), "256".into())],
         ..Options::default()
     });
-    let dir = tempfile::tempdir().expect("temp dir");
-    let json = dir.path().join("report.json");
-    let out = bench(&[
-        &b.url(""),
-        "--quick",
-        "--load-secs",
-        "0.2",
-        "--json",
-        json.to_str().expect("utf-8 path"),
-        "--scenario",
-        "push-mono-1MiB",
-        "--scenario",
-        "manifest-get-tag-c1",
-    ]);
+    let (out, report) = bench_against(
+        &b,
+        &[
+            "--quick",
+            "--load-secs",
+            "0.2",
+            "--scenario",
+            "push-mono-1MiB",
+            "--scenario",
+            "manifest-get-tag-c1",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -297,7 +296,6 @@ async fn a_scenario_the_registry_refuses_fails_the_run_and_names_the_error() {
         text(&out)
     );
     assert!(stdout.contains("1 failed"), "{}", text(&out));
-    let report = read_json(&json);
     assert_eq!(result(&report, "push-mono-1MiB")["ok"], true);
     let failed = result(&report, "manifest-get-tag-c1");
     assert_eq!(failed["ok"], false);
@@ -316,23 +314,20 @@ async fn a_scenario_the_registry_refuses_fails_the_run_and_names_the_error() {
 #[tokio::test]
 async fn skip_setup_fails_on_missing_fixtures_and_creates_none() {
     let b = Berth::start();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let json = dir.path().join("report.json");
-    let out = bench(&[
-        &b.url(""),
-        "--quick",
-        "--listing",
-        "50",
-        "--skip-setup",
-        "--json",
-        json.to_str().expect("utf-8 path"),
-        "--scenario",
-        "tags-list-n100",
-        "--scenario",
-        "catalog-n100",
-    ]);
+    let (out, report) = bench_against(
+        &b,
+        &[
+            "--quick",
+            "--listing",
+            "50",
+            "--skip-setup",
+            "--scenario",
+            "tags-list-n100",
+            "--scenario",
+            "catalog-n100",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let report = read_json(&json);
     let tags = result(&report, "tags-list-n100");
     assert_eq!(tags["ok"], false);
     assert!(
@@ -347,6 +342,17 @@ async fn skip_setup_fails_on_missing_fixtures_and_creates_none() {
     assert!(b.blob_files().is_empty(), "{:?}", b.blob_files());
 }
 
+/// Runs berth-bench with `args`, expecting exit status 1 and `needle` in its stderr.
+fn fails_saying(args: &[&str], needle: &str) {
+    let out = bench(args);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(needle),
+        "{args:?}: {}",
+        text(&out)
+    );
+}
+
 #[test]
 fn refuses_anything_but_loopback_and_bad_arguments_before_sending_a_request() {
     for url in [
@@ -354,36 +360,23 @@ fn refuses_anything_but_loopback_and_bad_arguments_before_sending_a_request() {
         "http://example.invalid:5000",
         "http://127.0.0.2:5000",
     ] {
-        let out = bench(&[url, "--scenario", "manifest-get-tag-c1"]);
-        assert_eq!(out.status.code(), Some(1), "{url}: {}", text(&out));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("berth-bench only drives 127.0.0.1"),
-            "{url}: {}",
-            text(&out)
+        fails_saying(
+            &[url, "--scenario", "manifest-get-tag-c1"],
+            "berth-bench only drives 127.0.0.1",
         );
     }
-    let out = bench(&["http://127.0.0.1:1", "--scenario", "no-such-scenario"]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no scenario matches"),
-        "{}",
-        text(&out)
+    fails_saying(
+        &["http://127.0.0.1:1", "--scenario", "no-such-scenario"],
+        "no scenario matches",
     );
-    let out = bench(&["http://127.0.0.1:1", "--listing", "0"]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--listing must be 1..=99999"),
-        "{}",
-        text(&out)
+    fails_saying(
+        &["http://127.0.0.1:1", "--listing", "0"],
+        "--listing must be 1..=99999",
     );
     // Nothing listens on port 1: the first request fails, and says so.
-    let out = bench(&["http://127.0.0.1:1", "--scenario", "manifest-get-tag-c1"]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("the registry does not answer"),
-        "{}",
-        text(&out)
+    fails_saying(
+        &["http://127.0.0.1:1", "--scenario", "manifest-get-tag-c1"],
+        "the registry does not answer",
     );
     // The names it lists are the ones it runs.
     let out = bench(&["--list"]);
@@ -498,24 +491,15 @@ async fn with_token_auth_on_it_needs_and_sends_a_bearer_token() {
         text(&out)
     );
 
-    let json = dir.path().join("report.json");
-    let out = bench(
+    let (out, report) = bench_against(
+        &b,
         &[
-            &[
-                b.url("").as_str(),
-                "--load-secs",
-                "0.2",
-                "--token",
-                &token,
-                "--json",
-                json.to_str().expect("utf-8 path"),
-            ][..],
+            &["--load-secs", "0.2", "--token", &token][..],
             &scenario[..],
         ]
         .concat(),
     );
     assert!(out.status.success(), "{}", text(&out));
-    let report = read_json(&json);
     let r = result(&report, "manifest-get-tag-c1");
     assert_eq!(
         (r["ok"].clone(), r["errors"].clone()),
