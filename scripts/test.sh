@@ -71,7 +71,7 @@ PGBIN=/usr/lib/postgresql/$PG_VERSION/bin
 # Depends (conmon, crun/runc, containers-common, uidmap come with them);
 # fuse-overlayfs, slirp4netns, catatonit are only for overlay, rootless or
 # `run --init`, which the tests do not use.
-APT_PACKAGES=(skopeo podman buildah containerd docker-registry openssl ca-certificates curl)
+APT_PACKAGES=(skopeo podman buildah containerd docker-registry openssl ca-certificates curl python3)
 # moto: the S3-compatible server for the S3 blob store tests (see docs/s3.md for why).
 # 5.2.5 exactly: 5.2.1 answers CompleteMultipartUpload with a root element the AWS SDK
 # refuses.

@@ -627,22 +627,18 @@ fn the_report_holds_each_target_to_the_issue_checks() {
     };
     let notoken = "berth-sqlite-token-notoken";
     let token = "berth-sqlite-token";
-    write(
-        &format!("{notoken}@1.json"),
-        &target_report(notoken, "2026-01-01T10:30:00Z", 12.0, twin(10_000.0)),
-    );
-    write(
-        &format!("{token}@1.json"),
-        &target_report(token, "2026-01-01T10:31:00Z", 12.0, twin(8000.0)),
-    );
-    write(
-        &format!("{token}@2.json"),
-        &target_report(token, "2026-01-01T10:32:00Z", 12.0, twin(9000.0)),
-    );
-    write(
-        &format!("{notoken}@2.json"),
-        &target_report(notoken, "2026-01-01T10:33:00Z", 12.0, twin(7000.0)),
-    );
+    // In turns: without, with, with, without.
+    for (name, pass, started, c64) in [
+        (notoken, 1, "2026-01-01T10:30:00Z", 10_000.0),
+        (token, 1, "2026-01-01T10:31:00Z", 8000.0),
+        (token, 2, "2026-01-01T10:32:00Z", 9000.0),
+        (notoken, 2, "2026-01-01T10:33:00Z", 7000.0),
+    ] {
+        write(
+            &format!("{name}@{pass}.json"),
+            &target_report(name, started, 12.0, twin(c64)),
+        );
+    }
     let machine = |results| target_report("machine", "2026-01-01T09:00:00Z", 0.0, results);
     write(
         "machine.json",
@@ -661,7 +657,9 @@ fn the_report_holds_each_target_to_the_issue_checks() {
     );
 
     let report_path = res.path().join("report.md");
-    let out = Command::new("python3")
+    // The interpreter the test command found (it installs python3 if missing).
+    let python = std::env::var("BERTH_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_report.py"))
         .arg(res.path())
         .arg(&report_path)

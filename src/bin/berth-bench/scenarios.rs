@@ -447,7 +447,7 @@ impl Ctx {
     /// the server is measured at; with it, every byte is read and compared.
     async fn sequential_gets(&self, reg: Registry, url: String, blob: Blob) -> Result<Outcome> {
         let verify = self.verify;
-        get_whole(&reg, &url, blob, false, None).await?;
+        pull_once(&reg, &url, blob, verify).await?;
         let load = run_load(
             1,
             Duration::from_secs(600),
@@ -456,11 +456,7 @@ impl Ctx {
             move |_, _| {
                 let (reg, url) = (reg.clone(), url.clone());
                 async move {
-                    let n = if verify {
-                        get_whole(&reg, &url, blob, true, None).await?
-                    } else {
-                        crate::discard::get_discard(&reg, &url, blob.size).await?
-                    };
+                    let n = pull_once(&reg, &url, blob, verify).await?;
                     Ok(Done::new(n, 1))
                 }
             },
@@ -1065,6 +1061,16 @@ async fn blob_digest(blob: Blob) -> Result<String> {
 
 /// GETs a whole blob and counts its bytes; with `verify`, compares them with the
 /// generator. With a `deadline`, stops reading there (a partial read is not an error).
+/// One whole-blob GET of a sequential pull: read and compared with `--verify`, otherwise
+/// spliced away in the kernel ([`crate::discard`]).
+async fn pull_once(reg: &Registry, url: &str, blob: Blob, verify: bool) -> Result<u64> {
+    if verify {
+        get_whole(reg, url, blob, true, None).await
+    } else {
+        crate::discard::get_discard(reg, url, blob.size).await
+    }
+}
+
 async fn get_whole(
     reg: &Registry,
     url: &str,
