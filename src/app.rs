@@ -20,7 +20,7 @@ use crate::auth::{AccessController, OpenAccess};
 use crate::config::Config;
 use crate::metadata::{MetadataStore, SqlMetadataStore};
 use crate::storage::BlobStore;
-use crate::storage::fs::FsBlobStore;
+use crate::storage::fs::{FsBlobStore, UploadIo};
 use crate::storage::s3::S3BlobStore;
 
 #[derive(Clone, Copy, Debug)]
@@ -60,7 +60,17 @@ impl AppState {
         }
         let blobs: Arc<dyn BlobStore> = match config.storage.backend.as_str() {
             "s3" => Arc::new(S3BlobStore::open(&config.storage.s3).await?),
-            _ => Arc::new(FsBlobStore::open(config.storage_root()).await?),
+            _ => Arc::new(
+                FsBlobStore::open_with(
+                    config.storage_root(),
+                    if config.storage.direct_io {
+                        UploadIo::Direct
+                    } else {
+                        UploadIo::Buffered
+                    },
+                )
+                .await?,
+            ),
         };
         Ok(AppState {
             blobs,

@@ -59,6 +59,9 @@ pub struct StorageConfig {
     pub backend: String,
     /// Root of the filesystem store; empty means `<data_dir>/storage`.
     pub root: PathBuf,
+    /// The filesystem store writes upload data with direct I/O (`O_DIRECT`) where the
+    /// filesystem allows it; false: through the page cache.
+    pub direct_io: bool,
     /// The S3 store's settings (`backend = "s3"`).
     pub s3: crate::storage::s3::S3Config,
 }
@@ -144,6 +147,7 @@ impl Default for StorageConfig {
         StorageConfig {
             backend: "fs".into(),
             root: PathBuf::new(),
+            direct_io: true,
             s3: Default::default(),
         }
     }

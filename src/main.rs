@@ -39,25 +39,35 @@ enum Command {
     },
 }
 
-/// Caps glibc's malloc arenas at one per core (it allows eight per core). Blob reads and
-/// writes allocate their buffers on blocking-pool threads; with an arena each, freed
-/// buffers stayed resident in many half-empty arenas (measured: 93 MiB instead of 78 MiB
-/// peak RSS under 64 concurrent 1 GiB pulls after 64 concurrent pushes; no change in
-/// throughput). Must run before any thread is started.
-fn limit_malloc_arenas() {
+/// Tunes glibc's malloc for a server that streams blobs. Must run before any thread is
+/// started.
+///
+/// - Arenas: at most one per core (glibc allows eight per core). Blob reads and writes
+///   allocate their buffers on blocking-pool threads; with an arena each, freed buffers
+///   stayed resident in many half-empty arenas (measured: 93 MiB instead of 78 MiB peak RSS
+///   under 64 concurrent 1 GiB pulls after 64 concurrent pushes; no change in throughput).
+/// - Fixed mmap (4 MiB) and trim (16 MiB) thresholds instead of glibc's sliding ones,
+///   which gave the pages of hyper's read buffers (~400 KiB each, freed on the writer's
+///   thread) back to the kernel between requests and chunks, so that receiving a push
+///   faulted them in and zeroed them again: 106,000 page faults in two 1 GiB pushes, 2,000
+///   with these, and 10% less server CPU time. Memory freed after a burst stays with the
+///   process up to the trim threshold per arena.
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        // SAFETY: mallopt only sets an allocator parameter; called while the process has
+        // SAFETY: mallopt only sets allocator parameters; called while the process has
         // one thread.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, cores.max(2) as libc::c_int);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
         }
     }
 }
 
 fn main() -> anyhow::Result<()> {
-    limit_malloc_arenas();
+    tune_malloc();
     let cli = Cli::parse();
     let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
     if let Command::Serve { listen, data_dir } = &cli.command {

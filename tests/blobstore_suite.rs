@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use berth::oci::{Algorithm, Digest, Hasher};
-use berth::storage::fs::FsBlobStore;
+use berth::storage::fs::{FsBlobStore, UploadIo};
 use berth::storage::s3::{S3BlobStore, S3Config};
 use berth::storage::{BlobStore, ByteStream, StorageError, Verify};
 use bytes::Bytes;
@@ -35,10 +35,26 @@ struct Backend {
     knows_uploads: bool,
 }
 
+/// The filesystem store as `berth serve` opens it: upload data written with direct I/O.
+/// (The test's temporary directory is on a filesystem that allows it: ext4 on these
+/// machines, as on most; tmpfs since Linux 6.6.)
 async fn open_fs() -> Backend {
+    open_fs_with(UploadIo::Direct).await
+}
+
+/// The filesystem store writing through the page cache (`storage.direct_io = false`, and
+/// where the filesystem refuses direct I/O).
+async fn open_fs_buffered() -> Backend {
+    open_fs_with(UploadIo::Buffered).await
+}
+
+async fn open_fs_with(io: UploadIo) -> Backend {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().join("store");
-    let store = FsBlobStore::open(&root).await.expect("open fs store");
+    let store = FsBlobStore::open_with(&root, io)
+        .await
+        .expect("open fs store");
+    assert_eq!(store.upload_io(), io, "the store writes as asked");
     Backend {
         store: Arc::new(store),
         leftovers: Box::new(move || fs_leftovers(&root)),
@@ -117,11 +133,14 @@ macro_rules! blobstore_suite {
             rule!(delete_removes_a_committed_blob);
             rule!(upload_ids_with_path_characters_are_refused);
             rule!(a_64_mib_streamed_upload_commits_with_the_right_digest);
+            rule!(appends_at_unaligned_offsets_keep_every_byte_and_nothing_more);
+            rule!(concurrent_appends_each_keep_their_own_bytes);
         }
     };
 }
 
 blobstore_suite!(fs, super::open_fs);
+blobstore_suite!(fs_buffered, super::open_fs_buffered);
 blobstore_suite!(s3, super::open_s3);
 
 /// The S3 store on the S3-compatible server the test command starts
@@ -897,4 +916,121 @@ async fn a_64_mib_streamed_upload_commits_with_the_right_digest(b: &Backend) {
     }
     assert_eq!(count, 64 * 1024 * 1024);
     assert_eq!(format!("sha256:{}", hex::encode(back.finalize())), want);
+}
+
+/// The upload's file in a filesystem store (`None` for other backends).
+fn upload_file_len(b: &Backend, id: &str) -> Option<u64> {
+    let root = fs_root(b)?;
+    let meta = std::fs::metadata(root.join("store/uploads").join(id)).expect("upload file");
+    Some(meta.len())
+}
+
+async fn appends_at_unaligned_offsets_keep_every_byte_and_nothing_more(b: &Backend) {
+    let s = &*b.store;
+    // Appends start and end inside 4 KiB blocks and straddle the filesystem store's 1 MiB
+    // direct-write buffer; bodies over 1 MiB hand their hash to a thread of its own.
+    let sizes = [
+        1usize,
+        4095,
+        1 << 20,
+        (1 << 20) + 4097,
+        3 * (1 << 20) - 5,
+        4096,
+        12_345,
+    ];
+    let total: usize = sizes.iter().sum();
+    let bytes = pattern(total, 11);
+    let id = new_id();
+    let mut st = s.upload_start(&id).await.unwrap();
+    let mut h = Hasher::new(Algorithm::Sha256);
+    let mut off = 0usize;
+    for (i, &n) in sizes.iter().enumerate() {
+        if i % 2 == 1 {
+            // A request that sends more than the retry will, then dies: never acknowledged,
+            // so it must leave no trace in what the session holds.
+            let junk = pattern(n + 70_000, 100 + i as u64);
+            let mut doomed = Hasher::restore(&h.save()).unwrap();
+            let r = s
+                .upload_append(
+                    &id,
+                    &mut st,
+                    off as u64,
+                    failing_after(&[&junk[..n / 2 + 1], &junk[n / 2 + 1..]]),
+                    &mut doomed,
+                )
+                .await;
+            assert!(
+                matches!(r, Err(StorageError::Body(_))),
+                "a failing body is a Body error: {r:?}"
+            );
+        }
+        let part = &bytes[off..off + n];
+        let got = s
+            .upload_append(
+                &id,
+                &mut st,
+                off as u64,
+                chunks(&[&part[..n / 3], &part[n / 3..]]),
+                &mut h,
+            )
+            .await
+            .unwrap();
+        assert_eq!(got, n as u64, "append {i} acknowledged its bytes");
+        off += n;
+        if let Some(len) = upload_file_len(b, &id) {
+            assert_eq!(
+                len, off as u64,
+                "after append {i} the upload file holds exactly the acknowledged bytes"
+            );
+        }
+    }
+    let d = h.finish();
+    assert_eq!(
+        d,
+        sha256_of(&bytes),
+        "the hasher saw exactly the acknowledged bytes"
+    );
+    s.upload_commit(&id, &st, total as u64, &d, Verify::Done)
+        .await
+        .unwrap();
+    let (got, len, all) = read_all(s, &d, None).await;
+    assert_eq!((len, all), (total as u64, total as u64));
+    assert!(got == bytes, "the blob is byte-exact");
+}
+
+async fn concurrent_appends_each_keep_their_own_bytes(b: &Backend) {
+    let s = &*b.store;
+    // More appends at once than the machine has cores: the filesystem store writes the first
+    // ones directly, hashing on threads of their own, and the rest through the page cache
+    // with the hash inline. Each upload gets two appends, the second at an unaligned offset.
+    let n = 2 * std::thread::available_parallelism().map_or(2, |n| n.get()) + 2;
+    let blobs: Vec<Vec<u8>> = (0..n)
+        .map(|i| pattern(2 * (1 << 20) + 777 * (i + 1), 300 + i as u64))
+        .collect();
+    let pushes = blobs.iter().map(|bytes| async move {
+        let id = new_id();
+        let mut st = s.upload_start(&id).await.unwrap();
+        let mut h = Hasher::new(Algorithm::Sha256);
+        let cut = (1 << 20) + 3;
+        let first = s
+            .upload_append(&id, &mut st, 0, one(&bytes[..cut]), &mut h)
+            .await
+            .unwrap();
+        let second = s
+            .upload_append(&id, &mut st, first, one(&bytes[cut..]), &mut h)
+            .await
+            .unwrap();
+        assert_eq!(first + second, bytes.len() as u64);
+        let d = h.finish();
+        s.upload_commit(&id, &st, bytes.len() as u64, &d, Verify::Done)
+            .await
+            .unwrap();
+        d
+    });
+    let digests = futures::future::join_all(pushes).await;
+    for (bytes, d) in blobs.iter().zip(&digests) {
+        assert_eq!(*d, sha256_of(bytes), "each upload hashed its own bytes");
+        let (got, _, _) = read_all(s, d, None).await;
+        assert!(got == *bytes, "each blob holds its own bytes");
+    }
 }

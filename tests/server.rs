@@ -386,3 +386,73 @@ async fn a_large_blob_streams_through_without_raising_memory() {
         "peak RSS grew from {baseline} KiB to {peak} KiB moving a {SIZE}-byte blob"
     );
 }
+
+/// Bytes of `path` in the page cache, as util-linux's `fincore` reports them.
+fn cached_bytes(path: &std::path::Path) -> u64 {
+    let out = Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("run fincore (util-linux)");
+    assert!(out.status.success(), "fincore: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("fincore prints a byte count")
+}
+
+#[tokio::test]
+async fn upload_data_goes_around_the_page_cache_unless_direct_io_is_off() {
+    const SIZE: usize = 8 * 1024 * 1024;
+    let c = client();
+    for direct in [true, false] {
+        let env = if direct {
+            vec![]
+        } else {
+            vec![("BERTH_STORAGE__DIRECT_IO".to_string(), "false".to_string())]
+        };
+        let b = Berth::start_with(Options {
+            env,
+            s3: false,
+            ..Default::default()
+        });
+        let mode = if direct { "direct" } else { "buffered" };
+        assert!(
+            b.log_text().contains(&format!(
+                "filesystem blob store root={}",
+                b.storage_root().display()
+            )) && b.log_text().contains(&format!("upload_io=\"{mode}\"")),
+            "the log names how upload data is written ({mode}):\n{}",
+            b.log_text()
+        );
+        let bytes = pattern(SIZE, if direct { 1 } else { 2 });
+        let digest = push_blob(&c, &b, "io/blob", &bytes).await;
+        // Nothing has read the blob since the push: what is cached is what the write left.
+        let cached = cached_bytes(&b.blob_path(&digest));
+        if direct {
+            assert_eq!(
+                cached, 0,
+                "a blob written directly leaves nothing in the page cache"
+            );
+        } else {
+            assert!(
+                cached >= SIZE as u64 / 2,
+                "a blob written through the page cache is (mostly) there: {cached} bytes"
+            );
+        }
+        assert!(
+            b.stored_blob(&digest) == bytes,
+            "{mode}: the blob is byte-exact"
+        );
+        let r = c
+            .get(b.url(&format!("/v2/io/blob/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.bytes().await.unwrap() == bytes,
+            "{mode}: pulled back byte-exact"
+        );
+    }
+}

@@ -5,13 +5,18 @@
 //!   repository;
 //! - `uploads/<id>`: the bytes of an upload session so far.
 //!
-//! Writes go to the upload file and are fsynced before they are acknowledged; a commit
-//! renames the upload file to its digest's path and fsyncs the directory, so a blob is
-//! either wholly visible or absent, across crashes too. Several processes may share a root.
+//! Upload data is written around the page cache (`O_DIRECT`, see [`UploadIo`]) while at
+//! most one append per core runs, else through it; either way it is fsynced before a
+//! request is acknowledged. The first megabyte of a large body is hashed on the task that
+//! receives it and the rest on a thread of its own, again while at most one append per core
+//! runs. A commit renames the upload file to its digest's path and fsyncs the directory, so
+//! a blob is either wholly visible or absent, across crashes too. Several processes may
+//! share a root.
 
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,61 +51,241 @@ const READ_BUDGET: usize = 8 * 1024 * 1024;
 /// The smallest read buffer, however many responses stream at once.
 const READ_BUF_MIN: usize = 64 * 1024;
 
-/// Counts the blob responses streaming from a store; the count sets their buffer size.
-struct ActiveRead(Arc<AtomicUsize>);
+/// Counts the transfers of one kind running in a store (blob responses, upload appends);
+/// the count sets their share of a buffer budget.
+struct Active(Arc<AtomicUsize>);
 
-impl ActiveRead {
-    fn start(active: &Arc<AtomicUsize>) -> ActiveRead {
+impl Active {
+    fn start(active: &Arc<AtomicUsize>) -> Active {
         active.fetch_add(1, Ordering::Relaxed);
-        ActiveRead(active.clone())
+        Active(active.clone())
     }
 
-    fn buf_size(&self) -> usize {
-        (READ_BUDGET / self.0.load(Ordering::Relaxed).max(1)).clamp(READ_BUF_MIN, READ_BUF)
+    /// How many run now, this one included.
+    fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// `budget` divided among the running transfers, within `min..=max`.
+    fn share(&self, budget: usize, min: usize, max: usize) -> usize {
+        (budget / self.count().max(1)).clamp(min, max)
     }
 }
 
-impl Drop for ActiveRead {
+impl Drop for Active {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
+/// The first this many bytes of a request body are hashed on the task that receives them;
+/// past it a blocking thread takes the hash over, so that receiving (the socket copy and
+/// HTTP framing, on the connection's task) and hashing run on two cores instead of taking
+/// turns on one. Measured on a 2-core machine, streamed 1 GiB pushes: the connection's
+/// worker thread was busy for 1.31 s of each 1.37 s push, 0.68 s of it hashing. Small
+/// bodies stay inline, where a thread hand-off would cost more than their hash.
+const HASH_INLINE: u64 = 1024 * 1024;
+
+/// ...and only while at most this many appends run per core: with more, the runtime's
+/// workers hash several uploads side by side anyway, and a hasher thread per upload only
+/// kept chunks (and the read buffers they are cut from) alive longer: 64 concurrent 32 MiB
+/// pushes peaked at 106-112 MiB RSS with one each, against 54-57 without.
+const HASH_THREAD_MAX_APPENDS_PER_CORE: usize = 1;
+
+/// A chunk of an upload body on its way to the writer (and the hasher thread), holding its
+/// share of [`UPLOAD_BUFFER`] until both are done with it.
+type Queued = (Bytes, Arc<OwnedSemaphorePermit>);
+
 /// Once this many bytes arrived since the last flush, a second thread `fdatasync`s the
-/// upload file while the first one goes on writing. Starting writeback early
-/// (`sync_file_range`) is not enough, and once the flusher runs it adds nothing: the
-/// device's own cache flush costs time in proportion to what was written since the last
-/// one (measured: 0.7-1.0 s for 1 GiB at the end of a push), so it has to be paid while
-/// bytes still arrive, leaving only the tail for the fsync that acknowledges the request.
-/// At most one flush runs per upload and flushes that would queue behind it are merged, so
-/// in effect the flusher runs back to back while data arrives. The threshold sets how soon
-/// the disk gets to work on each request: 10 MiB chunked pushes went from 420-430 to
-/// 510-540 MB/s with 2 MiB instead of 8 MiB, and from 73% to 86% of the write+fsync
-/// beside them (mean of five interleaved runs each) with 512 KiB instead of 2 MiB, since
-/// at 2 MiB the disk idled for the first 5 ms of each 24 ms chunk. Bodies smaller than
-/// this get one `fdatasync` at the end and no second thread.
+/// upload file while the first one goes on writing through the page cache. Starting
+/// writeback early (`sync_file_range`) is not enough, and once the flusher runs it adds
+/// nothing: the device's own cache flush costs time in proportion to what was written since
+/// the last one (measured: 0.7-1.0 s for 1 GiB at the end of a push), so it has to be paid
+/// while bytes still arrive, leaving only the tail for the fsync that acknowledges the
+/// request. At most one flush runs per upload and flushes that would queue behind it are
+/// merged, so in effect the flusher runs back to back while data arrives. The threshold
+/// sets how soon the disk gets to work on each request: 10 MiB chunked pushes went from
+/// 420-430 to 510-540 MB/s with 2 MiB instead of 8 MiB, and from 73% to 86% of the
+/// write+fsync beside them (mean of five interleaved runs each) with 512 KiB instead of
+/// 2 MiB, since at 2 MiB the disk idled for the first 5 ms of each 24 ms chunk. Bodies
+/// smaller than this get one `fdatasync` at the end and no second thread.
 const FLUSH_EVERY: u64 = 512 * 1024;
 
-/// Writes everything `rx` delivers to `f` from its current position, keeping device
-/// flushes going meanwhile (see [`FLUSH_EVERY`]), and returns the byte count once every
-/// byte is durable.
+/// The same for direct writes, where every write has reached the device by the time it
+/// returns and a flush is the journal commit and the device's cache flush: flushing every
+/// 512 KiB held the writes up (1 GiB monolithic pushes 853 and 871 MB/s, 1,075 and 1,158
+/// with 32 MiB, same machine, interleaved runs).
+const DIRECT_FLUSH_EVERY: u64 = 32 * 1024 * 1024;
+
+/// Direct (`O_DIRECT`) writes are aligned to this: file offsets, lengths and memory. 4 KiB
+/// covers every common logical block size (512 B and 4 KiB).
+const DIRECT_ALIGN: usize = 4096;
+
+/// Each direct write is this large at most (1 MiB wrote 1.7 GB/s one at a time here, 256
+/// KiB 0.95 GB/s).
+const DIRECT_BUF: usize = 1024 * 1024;
+
+/// An append writes directly only while at most this many appends run per core (itself
+/// included), else through the page cache. Direct writes pay off where the receiving
+/// side's CPU is the limit, a few large pushes. With many at once the disk is the limit,
+/// each upload waits for its own writes, and every connection's read buffer grows to
+/// hyper's maximum meanwhile: 64 concurrent 32 MiB pushes, all written directly, peaked at
+/// 79 MiB of anonymous memory against 45 MiB through the page cache, at the same
+/// throughput.
+const DIRECT_MAX_APPENDS_PER_CORE: usize = 1;
+
+/// How upload data reaches the filesystem store's files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadIo {
+    /// Through the page cache (`write`), the portable way.
+    Buffered,
+    /// Around it (`O_DIRECT`). The bytes of a push are not read again soon, a pull reads them
+    /// back through the page cache once, and copying them into it costs the receiving
+    /// side: on the 2-core machine of docs/performance.md the page-cache copy was a fifth of
+    /// the server's CPU time in a 1 GiB push, more where the kernel had to find fresh pages
+    /// for it; with direct writes 1 GiB pushes went from 0.5-0.8 to 0.9-1.2 GB/s.
+    Direct,
+}
+
+impl UploadIo {
+    pub fn name(self) -> &'static str {
+        match self {
+            UploadIo::Buffered => "buffered",
+            UploadIo::Direct => "direct",
+        }
+    }
+}
+
+/// An upload's bytes on their way to the file.
+enum Sink<'f> {
+    /// Through the page cache.
+    Buffered(&'f std::fs::File),
+    /// Around it: gathered in an aligned buffer and written with `O_DIRECT`.
+    Direct(DirectWriter<'f>),
+}
+
+impl Sink<'_> {
+    fn flush_every(&self) -> u64 {
+        match self {
+            Sink::Buffered(_) => FLUSH_EVERY,
+            Sink::Direct(_) => DIRECT_FLUSH_EVERY,
+        }
+    }
+
+    fn put(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Buffered(f) => {
+                let mut w = *f;
+                w.write_all(data)
+            }
+            Sink::Direct(d) => d.put(data),
+        }
+    }
+
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            Sink::Buffered(_) => Ok(()),
+            Sink::Direct(d) => d.finish(),
+        }
+    }
+}
+
+/// Writes through an aligned buffer to a file opened with `O_DIRECT`, starting at any
+/// offset: a partial first block is read back and written again whole, and a partial last
+/// block is written padded, the file then cut to its real length (bytes past the length a
+/// request acknowledged are dropped by the next append or the commit anyway).
+struct DirectWriter<'f> {
+    f: &'f std::fs::File,
+    mem: Vec<u8>,
+    /// Where the aligned buffer starts in `mem`.
+    start: usize,
+    /// The aligned buffer's size, a multiple of [`DIRECT_ALIGN`].
+    cap: usize,
+    /// Bytes gathered in the buffer.
+    fill: usize,
+    /// The file offset of the buffer's first byte (aligned).
+    pos: u64,
+}
+
+impl<'f> DirectWriter<'f> {
+    /// A writer appending at `offset`, where the file ends.
+    fn new(f: &'f std::fs::File, offset: u64, cap: usize) -> std::io::Result<DirectWriter<'f>> {
+        let cap = cap - cap % DIRECT_ALIGN;
+        let mem = vec![0u8; cap + DIRECT_ALIGN];
+        let start = mem.as_ptr().align_offset(DIRECT_ALIGN);
+        let pos = offset - offset % DIRECT_ALIGN as u64;
+        let mut w = DirectWriter {
+            f,
+            mem,
+            start,
+            cap,
+            fill: 0,
+            pos,
+        };
+        let head = (offset - pos) as usize;
+        if head > 0 {
+            // The file ends at `offset`, so its last block holds `head` bytes.
+            let block = &mut w.mem[start..start + DIRECT_ALIGN];
+            let got = std::os::unix::fs::FileExt::read_at(f, block, pos)?;
+            if got != head {
+                return Err(std::io::Error::other(format!(
+                    "upload file: read {got} bytes of its last block, expected {head}"
+                )));
+            }
+            w.fill = head;
+        }
+        Ok(w)
+    }
+
+    fn put(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let n = data.len().min(self.cap - self.fill);
+            let at = self.start + self.fill;
+            self.mem[at..at + n].copy_from_slice(&data[..n]);
+            self.fill += n;
+            data = &data[n..];
+            if self.fill == self.cap {
+                let buf = &self.mem[self.start..self.start + self.cap];
+                std::os::unix::fs::FileExt::write_all_at(self.f, buf, self.pos)?;
+                self.pos += self.cap as u64;
+                self.fill = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        if self.fill == 0 {
+            return Ok(());
+        }
+        let padded = self.fill.next_multiple_of(DIRECT_ALIGN);
+        let buf = &mut self.mem[self.start..self.start + padded];
+        buf[self.fill..].fill(0);
+        std::os::unix::fs::FileExt::write_all_at(self.f, buf, self.pos)?;
+        self.f.set_len(self.pos + self.fill as u64)
+    }
+}
+
+/// Writes everything `rx` delivers to `sink` (writing to `f`), keeping device flushes going
+/// meanwhile (see [`FLUSH_EVERY`]), and returns the byte count once every byte is durable.
 fn write_durably(
     f: &std::fs::File,
-    rx: &mut tokio::sync::mpsc::Receiver<(Bytes, OwnedSemaphorePermit)>,
+    mut sink: Sink<'_>,
+    rx: &mut tokio::sync::mpsc::Receiver<Queued>,
 ) -> std::io::Result<u64> {
     std::thread::scope(|scope| {
         let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<()>(1);
         let mut flush_rx = Some(flush_rx);
         let mut flusher = None;
         let mut written = 0u64;
-        let mut flush_at = FLUSH_EVERY;
+        let every = sink.flush_every();
+        let mut flush_at = every;
         // Each chunk's permit goes back to the shared budget once it is written.
         while let Some((chunk, _permit)) = rx.blocking_recv() {
-            let mut w = f;
-            w.write_all(&chunk)?;
+            sink.put(&chunk)?;
             written += chunk.len() as u64;
             if written >= flush_at {
-                flush_at = written + FLUSH_EVERY;
+                flush_at = written + every;
                 if let Some(rx) = flush_rx.take() {
                     flusher = Some(scope.spawn(move || -> std::io::Result<()> {
                         while rx.recv().is_ok() {
@@ -113,6 +298,7 @@ fn write_durably(
                 let _ = flush_tx.try_send(());
             }
         }
+        sink.finish()?;
         drop(flush_tx);
         // An error the flusher saw is reported to it only (the open file is shared), so
         // it must fail the request here.
@@ -126,24 +312,106 @@ fn write_durably(
     })
 }
 
+/// Starts a blocking thread that feeds `hasher` every chunk sent to it, in order, and
+/// returns it once the sender is dropped.
+fn spawn_hasher(
+    mut hasher: Hasher,
+) -> (
+    tokio::sync::mpsc::Sender<Queued>,
+    tokio::task::JoinHandle<Hasher>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(16);
+    let handle = tokio::task::spawn_blocking(move || {
+        // Each chunk's share of the budget is released once the writer is done with it too.
+        while let Some((chunk, _permit)) = rx.blocking_recv() {
+            hasher.update(&chunk);
+        }
+        hasher
+    });
+    (tx, handle)
+}
+
+/// Tries a direct write in `dir`: the filesystem accepts `O_DIRECT` and [`DIRECT_ALIGN`].
+fn probe_direct(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(format!(".direct-probe-{}", uuid::Uuid::new_v4()));
+    let tried = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .and_then(|f| {
+            let mut w = DirectWriter::new(&f, 0, DIRECT_ALIGN)?;
+            w.put(b"probe")?;
+            w.finish()
+        });
+    let removed = std::fs::remove_file(&path);
+    tried.and(removed)
+}
+
 pub struct FsBlobStore {
     root: PathBuf,
+    io: UploadIo,
     active_reads: Arc<AtomicUsize>,
+    active_appends: Arc<AtomicUsize>,
+    /// Up to this many appends at once may hand their hash to a thread of their own (see
+    /// [`HASH_INLINE`]).
+    hash_threads_max: usize,
+    /// Up to this many appends at once write directly (see [`DIRECT_MAX_APPENDS_PER_CORE`]).
+    direct_max: usize,
     /// Bytes of upload bodies received and not yet written, all uploads together.
     upload_buffer: Arc<Semaphore>,
 }
 
 impl FsBlobStore {
-    /// Opens (creating if needed) a store rooted at `root`.
+    /// Opens (creating if needed) a store rooted at `root`, writing upload data with direct
+    /// I/O where the filesystem allows it.
     pub async fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore, StorageError> {
+        FsBlobStore::open_with(root, UploadIo::Direct).await
+    }
+
+    /// Opens a store writing upload data as `io` says; `Direct` falls back to `Buffered` on
+    /// a filesystem that refuses it (tried here, once).
+    pub async fn open_with(
+        root: impl Into<PathBuf>,
+        io: UploadIo,
+    ) -> Result<FsBlobStore, StorageError> {
         let root = root.into();
         tokio::fs::create_dir_all(root.join("blobs")).await?;
-        tokio::fs::create_dir_all(root.join("uploads")).await?;
+        let uploads = root.join("uploads");
+        tokio::fs::create_dir_all(&uploads).await?;
+        let io = match io {
+            UploadIo::Buffered => UploadIo::Buffered,
+            UploadIo::Direct => match tokio::task::spawn_blocking(move || probe_direct(&uploads))
+                .await
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+            {
+                Ok(()) => UploadIo::Direct,
+                Err(e) => {
+                    tracing::info!(
+                        error = %e,
+                        "direct I/O refused in the blob store's directory; upload data goes through the page cache"
+                    );
+                    UploadIo::Buffered
+                }
+            },
+        };
+        tracing::info!(root = %root.display(), upload_io = io.name(), "filesystem blob store");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(FsBlobStore {
             root,
+            io,
             active_reads: Arc::default(),
+            active_appends: Arc::default(),
+            hash_threads_max: HASH_THREAD_MAX_APPENDS_PER_CORE * cores,
+            direct_max: DIRECT_MAX_APPENDS_PER_CORE * cores,
             upload_buffer: Arc::new(Semaphore::new(UPLOAD_BUFFER)),
         })
+    }
+
+    /// How this store writes upload data.
+    pub fn upload_io(&self) -> UploadIo {
+        self.io
     }
 
     pub fn root(&self) -> &Path {
@@ -254,11 +522,15 @@ impl BlobStore for FsBlobStore {
         // One blocking loop per response reads straight into the buffers the response
         // sends (no second copy, as tokio's File would make), one buffer ahead.
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
-        let active = ActiveRead::start(&self.active_reads);
+        let active = Active::start(&self.active_reads);
         tokio::task::spawn_blocking(move || {
             let mut pos = range.start;
             while pos < range.end {
-                let n = ((range.end - pos) as usize).min(active.buf_size());
+                let n = ((range.end - pos) as usize).min(active.share(
+                    READ_BUDGET,
+                    READ_BUF_MIN,
+                    READ_BUF,
+                ));
                 let item = read_chunk(&file, pos, n).inspect(|buf| pos += buf.len() as u64);
                 let failed = item.is_err();
                 // The receiver is gone when the client hung up: stop reading.
@@ -310,10 +582,22 @@ impl BlobStore for FsBlobStore {
     ) -> Result<u64, StorageError> {
         let path = self.upload_path(id)?;
         let id_owned = id.to_string();
-        // Hashing runs here while a blocking thread writes, so the two overlap.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Bytes, OwnedSemaphorePermit)>(16);
+        // A blocking thread writes while this task receives (and hashes, see
+        // [`HASH_INLINE`]), so the network, the hash and the disk overlap.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(16);
+        let appends = Active::start(&self.active_appends);
+        let io = if appends.count() <= self.direct_max {
+            self.io
+        } else {
+            UploadIo::Buffered
+        };
         let writer = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
-            let mut f = match std::fs::OpenOptions::new().write(true).open(&path) {
+            let mut open = std::fs::OpenOptions::new();
+            open.read(true).write(true);
+            if io == UploadIo::Direct {
+                open.custom_flags(libc::O_DIRECT);
+            }
+            let f = match open.open(&path) {
                 Ok(f) => f,
                 Err(e) => return not_found_as(e, || StorageError::UploadNotFound(id_owned)),
             };
@@ -328,10 +612,19 @@ impl BlobStore for FsBlobStore {
             if have > offset {
                 f.set_len(offset)?;
             }
-            f.seek(SeekFrom::Start(offset))?;
-            let written = write_durably(&f, &mut rx)?;
+            let sink = match io {
+                UploadIo::Buffered => {
+                    let mut w = &f;
+                    w.seek(SeekFrom::Start(offset))?;
+                    Sink::Buffered(&f)
+                }
+                UploadIo::Direct => Sink::Direct(DirectWriter::new(&f, offset, DIRECT_BUF)?),
+            };
+            let written = write_durably(&f, sink, &mut rx)?;
             Ok(written)
         });
+        let mut hash_thread = None;
+        let mut received = 0u64;
         let mut body_error = None;
         while let Some(chunk) = data.next().await {
             match chunk {
@@ -342,12 +635,30 @@ impl BlobStore for FsBlobStore {
                     let Ok(permit) = self.upload_buffer.clone().acquire_many_owned(n).await else {
                         break; // never closed
                     };
+                    let permit = Arc::new(permit);
                     // The writer gets each chunk before it is hashed, so the disk starts
                     // on a request's first bytes one hash sooner.
-                    if tx.send((chunk.clone(), permit)).await.is_err() {
+                    if tx.send((chunk.clone(), permit.clone())).await.is_err() {
                         break; // the writer failed; its error is reported below
                     }
-                    hasher.update(&chunk);
+                    received += chunk.len() as u64;
+                    if hash_thread.is_none()
+                        && received > HASH_INLINE
+                        && appends.count() <= self.hash_threads_max
+                    {
+                        hash_thread = Some(spawn_hasher(std::mem::replace(
+                            hasher,
+                            Hasher::new(hasher.algorithm()),
+                        )));
+                    }
+                    match &hash_thread {
+                        Some((hash_tx, _)) => {
+                            if hash_tx.send((chunk, permit)).await.is_err() {
+                                break; // the hasher panicked; reported below
+                            }
+                        }
+                        None => hasher.update(&chunk),
+                    }
                 }
                 Err(e) => {
                     body_error = Some(e);
@@ -356,9 +667,18 @@ impl BlobStore for FsBlobStore {
             }
         }
         drop(tx);
+        let hashed = hash_thread.map(|(hash_tx, handle)| {
+            drop(hash_tx);
+            handle
+        });
         let written = writer
             .await
             .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+        if let Some(handle) = hashed {
+            *hasher = handle
+                .await
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+        }
         if let Some(e) = body_error {
             return Err(StorageError::Body(e));
         }
