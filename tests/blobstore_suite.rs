@@ -1034,3 +1034,156 @@ async fn concurrent_appends_each_keep_their_own_bytes(b: &Backend) {
         assert!(got == *bytes, "each blob holds its own bytes");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The filesystem store only
+
+/// A store over `root` writing as `io` says.
+async fn fs_store(root: &Path, io: UploadIo) -> FsBlobStore {
+    let s = FsBlobStore::open_with(root, io)
+        .await
+        .expect("open fs store");
+    assert_eq!(s.upload_io(), io);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn direct_and_buffered_appends_mix_on_one_upload() {
+    // Two stores on one root, as two replicas (or one store switching modes under load)
+    // may be: appends alternate between direct and page-cache writes, each starting where
+    // the other left off mid-block, with failed requests of either kind in between.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let direct = fs_store(&root, UploadIo::Direct).await;
+    let buffered = fs_store(&root, UploadIo::Buffered).await;
+    let stores: [&dyn BlobStore; 2] = [&direct, &buffered];
+    let sizes = [
+        5000usize,
+        70_001,
+        (1 << 20) + 1,
+        4096,
+        123,
+        2 * (1 << 20) + 4095,
+    ];
+    let total: usize = sizes.iter().sum();
+    let bytes = pattern(total, 21);
+    let id = new_id();
+    let mut st = direct.upload_start(&id).await.unwrap();
+    let mut h = Hasher::new(Algorithm::Sha256);
+    let mut off = 0usize;
+    for (i, &n) in sizes.iter().enumerate() {
+        // Each append follows a failed one by the other store.
+        let junk = pattern(n + 9000, 500 + i as u64);
+        let mut doomed = Hasher::restore(&h.save()).unwrap();
+        let r = stores[(i + 1) % 2]
+            .upload_append(
+                &id,
+                &mut st,
+                off as u64,
+                failing_after(&[&junk[..]]),
+                &mut doomed,
+            )
+            .await;
+        assert!(matches!(r, Err(StorageError::Body(_))), "{r:?}");
+        let got = stores[i % 2]
+            .upload_append(&id, &mut st, off as u64, one(&bytes[off..off + n]), &mut h)
+            .await
+            .unwrap();
+        assert_eq!(got, n as u64);
+        off += n;
+        let len = std::fs::metadata(root.join("uploads").join(&id))
+            .unwrap()
+            .len();
+        assert_eq!(
+            len, off as u64,
+            "append {i}: exactly the acknowledged bytes"
+        );
+    }
+    let d = h.finish();
+    assert_eq!(d, sha256_of(&bytes));
+    buffered
+        .upload_commit(&id, &st, total as u64, &d, Verify::Done)
+        .await
+        .unwrap();
+    let (got, _, _) = read_all(&direct, &d, None).await;
+    assert!(got == bytes, "the blob is byte-exact");
+}
+
+/// Takes `f`'s exclusive `flock`, as the store's writer does.
+fn lock(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor `f` keeps open.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_writer_still_holding_the_upload_file_holds_back_appends_and_the_commit() {
+    // A request whose client went away gives its claim on the session up at once, while
+    // its writer thread may still be draining what it received; the next append and the
+    // commit must wait for it (the writer holds the file's lock), or its last writes could
+    // land in the retry's bytes or in the published blob. The test holds the lock itself,
+    // as such a writer (in this or another process) would.
+    for io in [UploadIo::Direct, UploadIo::Buffered] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let s = Arc::new(fs_store(&root, io).await);
+        let id = new_id();
+        let mut st = s.upload_start(&id).await.unwrap();
+        let mut h = Hasher::new(Algorithm::Sha256);
+        s.upload_append(&id, &mut st, 0, one(b"AAAA"), &mut h)
+            .await
+            .unwrap();
+        let file = root.join("uploads").join(&id);
+        let wait = std::time::Duration::from_millis(300);
+
+        let held = std::fs::File::open(&file).unwrap();
+        lock(&held);
+        let append = tokio::spawn({
+            let (s, id, mut st) = (s.clone(), id.clone(), st.clone());
+            async move {
+                let n = s
+                    .upload_append(&id, &mut st, 4, one(b"BBBB"), &mut h)
+                    .await
+                    .unwrap();
+                (n, h)
+            }
+        });
+        tokio::time::sleep(wait).await;
+        assert!(
+            !append.is_finished(),
+            "{io:?}: the append waited for the lock"
+        );
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().len(),
+            4,
+            "{io:?}: nothing written yet"
+        );
+        drop(held);
+        let (n, h) = append.await.unwrap();
+        assert_eq!(n, 4);
+        let d = h.finish();
+        assert_eq!(d, sha256_of(b"AAAABBBB"));
+
+        let held = std::fs::File::open(&file).unwrap();
+        lock(&held);
+        let commit = tokio::spawn({
+            let (s, id, st, d) = (s.clone(), id.clone(), st.clone(), d.clone());
+            async move { s.upload_commit(&id, &st, 8, &d, Verify::Done).await }
+        });
+        tokio::time::sleep(wait).await;
+        assert!(
+            !commit.is_finished(),
+            "{io:?}: the commit waited for the lock"
+        );
+        assert_eq!(
+            s.stat(&d).await.unwrap(),
+            None,
+            "{io:?}: nothing published yet"
+        );
+        drop(held);
+        commit.await.unwrap().unwrap();
+        let (got, _, _) = read_all(&*s, &d, None).await;
+        assert_eq!(got, b"AAAABBBB");
+    }
+}

@@ -213,6 +213,9 @@ impl<'f> DirectWriter<'f> {
         let cap = cap - cap % DIRECT_ALIGN;
         let mem = vec![0u8; cap + DIRECT_ALIGN];
         let start = mem.as_ptr().align_offset(DIRECT_ALIGN);
+        if start >= DIRECT_ALIGN {
+            return Err(std::io::Error::other("cannot align a direct-write buffer"));
+        }
         let pos = offset - offset % DIRECT_ALIGN as u64;
         let mut w = DirectWriter {
             f,
@@ -329,6 +332,22 @@ fn spawn_hasher(
         hasher
     });
     (tx, handle)
+}
+
+/// Blocks until this process holds `f`'s exclusive `flock`; it is released when `f` is
+/// closed. (`File::lock` from Rust 1.89 does the same; the crate still builds with 1.85.)
+fn lock_exclusive(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a descriptor `f` keeps open.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// Tries a direct write in `dir`: the filesystem accepts `O_DIRECT` and [`DIRECT_ALIGN`].
@@ -601,6 +620,11 @@ impl BlobStore for FsBlobStore {
                 Ok(f) => f,
                 Err(e) => return not_found_as(e, || StorageError::UploadNotFound(id_owned)),
             };
+            // One writer per upload file at a time, across processes too: a request whose
+            // client went away gives its claim on the session up at once, while its writer
+            // still drains what it had received (and then pads and cuts the file), so the
+            // retry's writer waits for it here. Released when `f` is closed.
+            lock_exclusive(&f)?;
             let have = f.metadata()?.len();
             if have < offset {
                 return Err(StorageError::UploadShort {
@@ -706,6 +730,8 @@ impl BlobStore for FsBlobStore {
                 Ok(f) => f,
                 Err(e) => return not_found_as(e, || StorageError::UploadNotFound(id)),
             };
+            // After any writer still draining an abandoned request (see `upload_append`).
+            lock_exclusive(&f)?;
             let have = f.metadata()?.len();
             if have < size {
                 return Err(StorageError::UploadShort {
