@@ -86,12 +86,6 @@ impl Drop for Active {
 /// bodies stay inline, where a thread hand-off would cost more than their hash.
 const HASH_INLINE: u64 = 1024 * 1024;
 
-/// ...and only while at most this many appends run per core: with more, the runtime's
-/// workers hash several uploads side by side anyway, and a hasher thread per upload only
-/// kept chunks (and the read buffers they are cut from) alive longer: 64 concurrent 32 MiB
-/// pushes peaked at 106-112 MiB RSS with one each, against 54-57 without.
-const HASH_THREAD_MAX_APPENDS_PER_CORE: usize = 1;
-
 /// A chunk of an upload body on its way to the writer (and the hasher thread), holding its
 /// share of [`UPLOAD_BUFFER`] until both are done with it.
 type Queued = (Bytes, Arc<OwnedSemaphorePermit>);
@@ -125,14 +119,17 @@ const DIRECT_ALIGN: usize = 4096;
 /// KiB 0.95 GB/s).
 const DIRECT_BUF: usize = 1024 * 1024;
 
-/// An append writes directly only while at most this many appends run per core (itself
-/// included), else through the page cache. Direct writes pay off where the receiving
-/// side's CPU is the limit, a few large pushes. With many at once the disk is the limit,
-/// each upload waits for its own writes, and every connection's read buffer grows to
-/// hyper's maximum meanwhile: 64 concurrent 32 MiB pushes, all written directly, peaked at
-/// 79 MiB of anonymous memory against 45 MiB through the page cache, at the same
-/// throughput.
-const DIRECT_MAX_APPENDS_PER_CORE: usize = 1;
+/// An append hands its hash to a thread of its own (past [`HASH_INLINE`]) and writes
+/// directly (`O_DIRECT`, see [`UploadIo`]) only while at most this many appends run per
+/// core, itself included; others hash on their task and write through the page cache. Both
+/// pay off where the receiving side's CPU is the limit, a few large pushes. With many at
+/// once the runtime's workers hash several uploads side by side anyway and the disk is the
+/// limit; a hasher thread each only kept chunks (and the read buffers they are cut from)
+/// alive longer, and direct writes made each upload wait for its own writes while every
+/// connection's read buffer grew to hyper's maximum: 64 concurrent 32 MiB pushes peaked at
+/// 106-112 MiB RSS with both on every append, 79 MiB of anonymous memory with direct writes
+/// alone against 45 MiB without, at the same throughput.
+const SOLO_APPENDS_PER_CORE: usize = 1;
 
 /// How upload data reaches the filesystem store's files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -373,11 +370,9 @@ pub struct FsBlobStore {
     io: UploadIo,
     active_reads: Arc<AtomicUsize>,
     active_appends: Arc<AtomicUsize>,
-    /// Up to this many appends at once may hand their hash to a thread of their own (see
-    /// [`HASH_INLINE`]).
-    hash_threads_max: usize,
-    /// Up to this many appends at once write directly (see [`DIRECT_MAX_APPENDS_PER_CORE`]).
-    direct_max: usize,
+    /// Up to this many appends at once get a hasher thread and direct writes (see
+    /// [`SOLO_APPENDS_PER_CORE`]).
+    solo_max: usize,
     /// Bytes of upload bodies received and not yet written, all uploads together.
     upload_buffer: Arc<Semaphore>,
 }
@@ -422,8 +417,7 @@ impl FsBlobStore {
             io,
             active_reads: Arc::default(),
             active_appends: Arc::default(),
-            hash_threads_max: HASH_THREAD_MAX_APPENDS_PER_CORE * cores,
-            direct_max: DIRECT_MAX_APPENDS_PER_CORE * cores,
+            solo_max: SOLO_APPENDS_PER_CORE * cores,
             upload_buffer: Arc::new(Semaphore::new(UPLOAD_BUFFER)),
         })
     }
@@ -605,11 +599,8 @@ impl BlobStore for FsBlobStore {
         // [`HASH_INLINE`]), so the network, the hash and the disk overlap.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(16);
         let appends = Active::start(&self.active_appends);
-        let io = if appends.count() <= self.direct_max {
-            self.io
-        } else {
-            UploadIo::Buffered
-        };
+        let solo = appends.count() <= self.solo_max;
+        let io = if solo { self.io } else { UploadIo::Buffered };
         let writer = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
             let mut open = std::fs::OpenOptions::new();
             open.read(true).write(true);
@@ -666,10 +657,7 @@ impl BlobStore for FsBlobStore {
                         break; // the writer failed; its error is reported below
                     }
                     received += chunk.len() as u64;
-                    if hash_thread.is_none()
-                        && received > HASH_INLINE
-                        && appends.count() <= self.hash_threads_max
-                    {
+                    if solo && hash_thread.is_none() && received > HASH_INLINE {
                         hash_thread = Some(spawn_hasher(std::mem::replace(
                             hasher,
                             Hasher::new(hasher.algorithm()),
