@@ -135,7 +135,7 @@ BENCH=$ROOT/target/release/berth-bench
 # Processes we start (stopped by PID) and the temp dir (removed) on exit.
 # ---------------------------------------------------------------------------
 WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
-chmod 711 "$WORK" # nginx's workers (not root) read $WORK/disk
+chmod 711 "$WORK" # nginx's workers (not root) read $WORK/disk and $WORK/beside
 PIDS=()
 # shellcheck source=scripts/lib/postgres.sh
 . scripts/lib/postgres.sh
@@ -204,6 +204,54 @@ bench() { # NAME URL PID [ARGS...]
 }
 
 # ---------------------------------------------------------------------------
+# nginx (sendfile on) serving a directory: the machine's pull ceiling.
+# ---------------------------------------------------------------------------
+start_nginx() { # ROOT DIR: nginx serving ROOT, its files in DIR; sets NG_PORT and NG_PID
+  local root=$1 ng=$2
+  NG_PORT=$(free_port)
+  mkdir -p "$ng/logs" "$ng/tmp"
+  cat >"$ng/nginx.conf" <<EOF
+worker_processes auto;
+pid $ng/nginx.pid;
+error_log $ng/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  access_log off;
+  client_body_temp_path $ng/tmp/body;
+  proxy_temp_path $ng/tmp/proxy;
+  fastcgi_temp_path $ng/tmp/fastcgi;
+  uwsgi_temp_path $ng/tmp/uwsgi;
+  scgi_temp_path $ng/tmp/scgi;
+  types { application/octet-stream bin; application/json json; }
+  server {
+    listen 127.0.0.1:$NG_PORT;
+    root $root;
+  }
+}
+EOF
+  nginx -c "$ng/nginx.conf" -p "$ng" -g 'daemon off;' >"$ng/logs/stdout" 2>&1 &
+  NG_PID=$!
+  PIDS+=("$NG_PID")
+  wait_http "http://127.0.0.1:$NG_PORT/small.json" "$NG_PID" || { cat "$ng/logs/error.log" >&2; die "nginx did not start"; }
+}
+
+# The big pull of every Berth target takes turns with this nginx's GETs of the same bytes
+# (berth-bench --file-url), written into the directory the pushes' write+fsyncs use.
+BESIDE_URL=""
+start_beside_nginx() {
+  [[ -n $BESIDE_URL ]] && return
+  mkdir -p "$WORK/beside"
+  chmod 755 "$WORK/beside"
+  echo '{}' >"$WORK/beside/small.json" # what start_nginx waits for
+  start_nginx "$WORK/beside" "$WORK/nginx-beside"
+  BESIDE_URL=http://127.0.0.1:$NG_PORT
+  log "nginx beside the pulls on $BESIDE_URL (pid $NG_PID)"
+}
+
+# ---------------------------------------------------------------------------
 # Machine baselines.
 # ---------------------------------------------------------------------------
 machine_baselines() { # SUFFIX: results go to machine$SUFFIX.json, nginx$SUFFIX.json, ...
@@ -234,35 +282,8 @@ json.dump({"openssl_sha256_mb_s": float(ossl) * 1024 / 1e6 if ossl else None,
 EOF
 
   log "machine: nginx (sendfile) serving the same file"
-  local port ng=$WORK/nginx
-  port=$(free_port)
-  mkdir -p "$ng/logs" "$ng/tmp"
-  cat >"$ng/nginx.conf" <<EOF
-worker_processes auto;
-pid $ng/nginx.pid;
-error_log $ng/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  access_log off;
-  client_body_temp_path $ng/tmp/body;
-  proxy_temp_path $ng/tmp/proxy;
-  fastcgi_temp_path $ng/tmp/fastcgi;
-  uwsgi_temp_path $ng/tmp/uwsgi;
-  scgi_temp_path $ng/tmp/scgi;
-  types { application/octet-stream bin; application/json json; }
-  server {
-    listen 127.0.0.1:$port;
-    root $disk;
-  }
-}
-EOF
-  nginx -c "$ng/nginx.conf" -p "$ng" -g 'daemon off;' >"$ng/logs/stdout" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  wait_http "http://127.0.0.1:$port/small.json" "$pid" || { cat "$ng/logs/error.log" >&2; die "nginx did not start"; }
+  start_nginx "$disk" "$WORK/nginx"
+  local port=$NG_PORT pid=$NG_PID
   bench "nginx$sfx" "http://127.0.0.1:$port" "$pid" --scenario file
   local secs=5
   [[ $QUICK -eq 1 ]] && secs=2
@@ -434,8 +455,9 @@ run_berth() { # NAME ENV
   else
     # Pushes are also measured against a write+fsync of their size to the same disk, just
     # before and after each (the disk's speed moves by 2x within a run here).
-    mkdir -p "$WORK/beside"
-    bench "$name" "http://$addr" "$pid" --disk-dir "$WORK/beside" "${SCENARIOS[@]}"
+    # The big pull takes turns with nginx serving the same bytes from that directory.
+    start_beside_nginx
+    bench "$name" "http://$addr" "$pid" --disk-dir "$WORK/beside" --file-url "$BESIDE_URL" "${SCENARIOS[@]}"
   fi
   forget_pid "$pid"
   rm -rf "$d"

@@ -74,6 +74,11 @@ struct Args {
     /// the same size there, just before and after each.
     #[arg(long)]
     disk_dir: Option<PathBuf>,
+    /// A static file server (nginx, sendfile on) whose root is `--disk-dir`: with it, the
+    /// big pull writes its blob's bytes there and takes turns with GETs of that file,
+    /// each registry GET compared with the file GETs just before and after it.
+    #[arg(long)]
+    file_url: Option<String>,
     /// Seconds per load scenario (manifests, ranges; mixed runs twice this).
     #[arg(long)]
     load_secs: Option<f64>,
@@ -178,6 +183,11 @@ async fn run(args: Args) -> Result<()> {
             }
         }
     }
+    let files = match &args.file_url {
+        Some(u) if args.disk_dir.is_some() => Some(client::Registry::new(u, None, 4)?),
+        Some(_) => bail!("--file-url needs --disk-dir (the directory it serves)"),
+        None => None,
+    };
     let rss = match args.pid {
         Some(pid) => Some(RssSampler::start(pid)?),
         None => None,
@@ -199,7 +209,8 @@ async fn run(args: Args) -> Result<()> {
         args.disk_dir.clone(),
         rss,
         args.skip_setup,
-    );
+    )
+    .with_files(files);
     println!(
         "berth-bench: target {} ({}), seed {seed:#x}, {} scenario(s){}",
         args.name,

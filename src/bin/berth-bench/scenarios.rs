@@ -143,6 +143,9 @@ pub struct Ctx {
     pub run_seed: u64,
     pub verify: bool,
     pub disk_dir: Option<PathBuf>,
+    /// A static file server (nginx with sendfile) whose root is `disk_dir`: the big pull
+    /// is measured in turns with its GETs of the same bytes.
+    pub files: Option<Registry>,
     pub rss: Option<RssSampler>,
     pub skip_setup: bool,
     /// A pushed big blob (for the pull scenarios).
@@ -175,6 +178,7 @@ impl Ctx {
             run_seed,
             verify,
             disk_dir,
+            files: None,
             rss,
             skip_setup,
             big_blob: Mutex::new(None),
@@ -182,6 +186,12 @@ impl Ctx {
             manifest: Mutex::new(None),
             setups: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Sets the static file server of [`Ctx::files`].
+    pub fn with_files(mut self, files: Option<Registry>) -> Ctx {
+        self.files = files;
+        self
     }
 
     fn reg(&self) -> Result<&Registry> {
@@ -388,7 +398,7 @@ impl Ctx {
         }
         let mut out = load.into_outcome(name, "MB/s");
         if let Some(d) = disk {
-            out.disk_mb_s = Some(d.disk_mb_s);
+            out.disk_mb_s = Some(d.base_mb_s);
             out.disk_ratio = Some(d.ratio);
             out.disk_ratios = d.ratios;
         }
@@ -427,17 +437,93 @@ impl Ctx {
             "/v2/{PUSH_REPO}/blobs/{}",
             blob_digest(blob).await?
         ));
-        let mut out = self.sequential_gets(reg, url, blob).await?;
+        let mut out = match self.file_beside(blob).await? {
+            None => self.sequential_gets(reg, url, blob).await?,
+            Some((files, file_url, path)) => {
+                let got = self.gets_in_turns(reg, url, (files, file_url), blob).await;
+                let _ = std::fs::remove_file(&path);
+                got?
+            }
+        };
         out.note = format!(
-            "{} sequential GETs of one {} blob, warm cache{}",
+            "{} sequential GETs of one {} blob, warm cache{}{}",
             self.plan.big_pulls,
             size_name(blob.size),
             if self.verify {
                 ", content verified"
             } else {
                 ", body spliced to /dev/null"
+            },
+            match (out.file_ratio, out.file_mb_s) {
+                (Some(r), Some(f)) => format!(
+                    "; {:.0}% of the file server beside it (median per GET; file {f:.0} MB/s)",
+                    r * 100.0
+                ),
+                _ => String::new(),
             }
         );
+        Ok(out)
+    }
+
+    /// With `--file-url` and `--disk-dir`: the bytes of `blob` written to a file the file
+    /// server serves, for the big pull to be measured beside; the server, the file's URL
+    /// and its path.
+    async fn file_beside(&self, blob: Blob) -> Result<Option<(Registry, String, PathBuf)>> {
+        let (Some(files), Some(dir)) = (&self.files, &self.disk_dir) else {
+            return Ok(None);
+        };
+        let name = format!("pull-beside-{}.bin", size_name(blob.size));
+        let path = dir.join(&name);
+        write_fsync(path.clone(), blob)
+            .await
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Some((files.clone(), files.url(&format!("/{name}")), path)))
+    }
+
+    /// `big_pulls` GETs of `url` (which serves `blob`), each between two GETs of the same
+    /// bytes from the file server, after one untimed GET of each; every registry GET is
+    /// compared with the file GETs on either side of it (the host's speed moves by 2x
+    /// within a minute here, so a file server measured at another time says little).
+    async fn gets_in_turns(
+        &self,
+        reg: Registry,
+        url: String,
+        file: (Registry, String),
+        blob: Blob,
+    ) -> Result<Outcome> {
+        let verify = self.verify;
+        let (files, file_url) = file;
+        let file_get = || async {
+            let t = Instant::now();
+            let n = pull_once(&files, &file_url, blob, verify)
+                .await
+                .context("GET from the file server beside the pull")?;
+            Ok::<f64, anyhow::Error>(n as f64 / t.elapsed().as_secs_f64().max(1e-9) / 1e6)
+        };
+        pull_once(&reg, &url, blob, verify).await?;
+        file_get().await?;
+        let mut bases = vec![file_get().await?];
+        let mut pulls = Vec::new();
+        let mut load = Load::default();
+        for _ in 0..self.plan.big_pulls {
+            let (reg, url) = (reg.clone(), url.clone());
+            let l = run_load(1, Duration::from_secs(600), 1, 0, move |_, _| {
+                let (reg, url) = (reg.clone(), url.clone());
+                async move {
+                    let n = pull_once(&reg, &url, blob, verify).await?;
+                    Ok(Done::new(n, 1))
+                }
+            })
+            .await;
+            pulls.push(l.bytes as f64 / l.seconds.max(1e-9) / 1e6);
+            load.absorb(l);
+            bases.push(file_get().await?);
+        }
+        let beside = Beside::new(&pulls, &bases);
+        let mut out = load.into_outcome("", "MB/s");
+        out.file_mb_s = Some(beside.base_mb_s);
+        out.file_ratio = Some(beside.ratio);
+        out.file_ratios = beside.ratios;
         Ok(out)
     }
 

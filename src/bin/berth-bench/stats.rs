@@ -45,6 +45,14 @@ pub struct Outcome {
     pub disk_ratio: Option<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub disk_ratios: Vec<f64>,
+    /// The big pull, when `--file-url` is given: a static file server's GETs of the same
+    /// bytes, one before and one after each registry GET; their mean (MB/s), for display.
+    pub file_mb_s: Option<f64>,
+    /// Each registry GET's MB/s over the mean of the file GETs just before and after it;
+    /// `file_ratio` is their median.
+    pub file_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub file_ratios: Vec<f64>,
     pub note: String,
 }
 
@@ -157,6 +165,9 @@ impl Load {
             disk_mb_s: None,
             disk_ratio: None,
             disk_ratios: Vec::new(),
+            file_mb_s: None,
+            file_ratio: None,
+            file_ratios: Vec::new(),
             note: String::new(),
         }
     }
@@ -346,19 +357,22 @@ fn read_status_kib(pid: u32, key: &str) -> Option<u64> {
         .ok()
 }
 
-/// Pushes measured in turns with write+fsyncs of the same size to the same disk:
-/// `disks[i]` ran just before `pushes[i]` and `disks[i + 1]` just after it (MB/s).
+/// Operations measured in turns with a baseline doing the same work (pushes with
+/// write+fsyncs of the same size to the same disk, pulls with a static file server's GETs
+/// of the same bytes): `bases[i]` ran just before `ops[i]` and `bases[i + 1]` just after
+/// it (MB/s).
 pub struct Beside {
-    pub disk_mb_s: f64,
+    /// The baselines' mean.
+    pub base_mb_s: f64,
     pub ratios: Vec<f64>,
     pub ratio: f64,
 }
 
 impl Beside {
-    pub fn new(pushes: &[f64], disks: &[f64]) -> Beside {
-        let ratios: Vec<f64> = pushes
+    pub fn new(ops: &[f64], bases: &[f64]) -> Beside {
+        let ratios: Vec<f64> = ops
             .iter()
-            .zip(disks.windows(2))
+            .zip(bases.windows(2))
             .map(|(p, d)| p / ((d[0] + d[1]) / 2.0).max(1e-9))
             .collect();
         let mut sorted = ratios.clone();
@@ -370,7 +384,7 @@ impl Beside {
             _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
         };
         Beside {
-            disk_mb_s: disks.iter().sum::<f64>() / disks.len().max(1) as f64,
+            base_mb_s: bases.iter().sum::<f64>() / bases.len().max(1) as f64,
             ratios,
             ratio,
         }
@@ -387,7 +401,7 @@ mod tests {
         let b = Beside::new(&[400.0, 300.0], &[400.0, 600.0, 200.0]);
         assert_eq!(b.ratios, vec![0.8, 0.75]);
         assert!((b.ratio - 0.775).abs() < 1e-9);
-        assert!((b.disk_mb_s - 400.0).abs() < 1e-9);
+        assert!((b.base_mb_s - 400.0).abs() < 1e-9);
         // An odd count takes the middle ratio, not the mean.
         let b = Beside::new(&[100.0, 500.0, 450.0], &[500.0; 4]);
         assert!((b.ratio - 0.9).abs() < 1e-9);
