@@ -1174,3 +1174,95 @@ async fn a_writer_still_holding_the_upload_file_holds_back_appends_and_the_commi
         assert_eq!(got, b"AAAABBBB");
     }
 }
+
+/// A ramfs mounted on a temporary directory, unmounted on drop; `None` where this process
+/// may not mount (not root, or no CAP_SYS_ADMIN).
+struct Ramfs {
+    dir: tempfile::TempDir,
+}
+
+impl Ramfs {
+    fn mount() -> Option<Ramfs> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = std::ffi::CString::new(dir.path().as_os_str().as_bytes()).unwrap();
+        let fstype = c"ramfs";
+        // SAFETY: valid NUL-terminated strings; no mount data.
+        let rc = unsafe {
+            libc::mount(
+                fstype.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            eprintln!(
+                "SKIPPED: cannot mount a ramfs here ({}); needs root",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        Some(Ramfs { dir })
+    }
+}
+
+impl Drop for Ramfs {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        let target = std::ffi::CString::new(self.dir.path().as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path this value mounted.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_filesystem_that_refuses_direct_io_gets_page_cache_writes() {
+    // ramfs refuses O_DIRECT at open (EINVAL): a store asked for direct writes there must
+    // find out when it opens, write through the page cache instead, and leave no probe
+    // file behind.
+    let Some(ramfs) = Ramfs::mount() else { return };
+    let probe = std::ffi::CString::new(
+        ramfs
+            .dir
+            .path()
+            .join("probe")
+            .as_os_str()
+            .as_encoded_bytes(),
+    )
+    .unwrap();
+    // SAFETY: a valid NUL-terminated path; the descriptor is closed if it opens.
+    let fd = unsafe {
+        libc::open(
+            probe.as_ptr(),
+            libc::O_CREAT | libc::O_RDWR | libc::O_DIRECT,
+            0o600,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: a descriptor this test opened.
+        unsafe { libc::close(fd) };
+        panic!("this kernel's ramfs accepts O_DIRECT: the test needs another filesystem");
+    }
+    let root = ramfs.dir.path().join("store");
+    let s = FsBlobStore::open_with(&root, UploadIo::Direct)
+        .await
+        .expect("open fs store on ramfs");
+    assert_eq!(s.upload_io(), UploadIo::Buffered);
+    assert!(
+        fs_leftovers(&root).is_empty(),
+        "the probe left {:?}",
+        fs_leftovers(&root)
+    );
+    // Bodies past the inline hash and across the direct buffer's size, at odd offsets.
+    let bytes = pattern(3 * (1 << 20) + 12_345, 77);
+    let d = upload(&s, &bytes, (1 << 20) + 4097).await;
+    let (got, len, total) = read_all(&s, &d, None).await;
+    assert_eq!((len, total), (bytes.len() as u64, bytes.len() as u64));
+    assert!(
+        got == bytes,
+        "the blob read back differs from what was written"
+    );
+    assert!(fs_leftovers(&root).is_empty(), "{:?}", fs_leftovers(&root));
+}
