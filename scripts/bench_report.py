@@ -165,6 +165,16 @@ def cell(text):
 checks = []
 def chk(target, what, val, ok):
     checks.append((target, what, val, ok))
+def beside_check(target, s, r, key, base, ops, label):
+    """The check of scenario s against the baseline measured beside each of its operations
+    (berth-bench's <key>_ratio: the median of <key>_ratios); whether r has one."""
+    ratio = r.get(f"{key}_ratio") if r else None
+    if ratio is None:
+        return False
+    rs = r.get(f"{key}_ratios") or [ratio]
+    chk(target, f"{s} >= 80% of {base} beside it (median of {len(rs)} {ops})",
+        f"{ratio*100:.0f}% ({ops} {', '.join(f'{x*100:.0f}' for x in rs)}%; {label} {r[f'{key}_mb_s']:.0f} MB/s)", ratio >= 0.8)
+    return True
 for b in berths:
     pg = "postgres" in b
     for s in scen:
@@ -179,26 +189,17 @@ for b in berths:
         if s.startswith("push-") and "x64" not in s and big:
             if primary(a) and primary(r):
                 chk(b, f"{s} >= 2x reference", f"{primary(r)/primary(a):.2f}x", primary(r) >= 2 * primary(a))
-            dr = r.get("disk_ratio") if r else None
-            if dr is not None:
-                # Each push against the write+fsyncs just before and after it; the median.
-                rs = r.get("disk_ratios") or [dr]
-                chk(b, f"{s} >= 80% of write+fsync beside it (median of {len(rs)} pushes)",
-                    f"{dr*100:.0f}% (pushes {', '.join(f'{x*100:.0f}' for x in rs)}%; disk {r['disk_mb_s']:.0f} MB/s)", dr >= 0.8)
-            elif disk_mb and primary(r):
+            # Each push against the write+fsyncs just before and after it.
+            held = beside_check(b, s, r, "disk", "write+fsync", "pushes", "disk")
+            if not held and disk_mb and primary(r):
                 chk(b, f"{s} >= 80% of write+fsync",
                     f"{primary(r)/disk_mb*100:.0f}% of {disk_mb:.0f} MB/s", primary(r) >= 0.8 * disk_mb)
         if re.match(r"pull-\d", s):
             if primary(a) and primary(r):
                 chk(b, f"{s} >= 1.5x reference", f"{primary(r)/primary(a):.2f}x", primary(r) >= 1.5 * primary(a))
-            fr = r.get("file_ratio") if r else None
-            if fr is not None:
-                # Each GET against nginx's GETs of the same bytes just before and after it;
-                # the median.
-                rs = r.get("file_ratios") or [fr]
-                chk(b, f"{s} >= 80% of nginx sendfile beside it (median of {len(rs)} GETs)",
-                    f"{fr*100:.0f}% (GETs {', '.join(f'{x*100:.0f}' for x in rs)}%; nginx {r['file_mb_s']:.0f} MB/s)", fr >= 0.8)
-            elif fget and primary(r):
+            # Each GET against nginx's GETs of the same bytes just before and after it.
+            held = beside_check(b, s, r, "file", "nginx sendfile", "GETs", "nginx")
+            if not held and fget and primary(r):
                 chk(b, f"{s} >= 80% of nginx sendfile", f"{primary(r)/fget['mb_s']*100:.0f}%", primary(r) >= 0.8 * fget["mb_s"])
         if s.startswith("manifest-") and primary(a) and primary(r):
             if s.endswith("-c64"):
