@@ -475,6 +475,19 @@ fn refuses_anything_but_loopback_and_bad_arguments_before_sending_a_request() {
             "berth-bench only drives 127.0.0.1",
         );
     }
+    // The file server beside the pulls too.
+    fails_saying(
+        &[
+            "http://127.0.0.1:1",
+            "--scenario",
+            "manifest-get-tag-c1",
+            "--disk-dir",
+            "/tmp",
+            "--file-url",
+            "http://192.0.2.1:80",
+        ],
+        "berth-bench only drives 127.0.0.1",
+    );
     fails_saying(
         &["http://127.0.0.1:1", "--scenario", "no-such-scenario"],
         "no scenario matches",

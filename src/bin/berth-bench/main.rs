@@ -175,6 +175,11 @@ async fn run(args: Args) -> Result<()> {
         None if needs_url => bail!("a registry URL is needed for {selected:?}"),
         None => None,
     };
+    let files = match &args.file_url {
+        Some(u) if args.disk_dir.is_some() => Some(client::Registry::new(u, None, 4)?),
+        Some(_) => bail!("--file-url needs --disk-dir (the directory it serves)"),
+        None => None,
+    };
     if let Some(reg) = &reg {
         if selected.iter().any(|n| !is_local(n)) {
             let s = reg.ping().await.context("the registry does not answer")?;
@@ -183,11 +188,6 @@ async fn run(args: Args) -> Result<()> {
             }
         }
     }
-    let files = match &args.file_url {
-        Some(u) if args.disk_dir.is_some() => Some(client::Registry::new(u, None, 4)?),
-        Some(_) => bail!("--file-url needs --disk-dir (the directory it serves)"),
-        None => None,
-    };
     let rss = match args.pid {
         Some(pid) => Some(RssSampler::start(pid)?),
         None => None,
