@@ -278,6 +278,47 @@ async fn whole_blob_pulls_without_verify_take_the_body_off_the_socket_in_the_ker
 }
 
 #[tokio::test]
+async fn with_a_disk_directory_each_big_push_takes_turns_with_a_write_and_fsync() {
+    let b = Berth::start();
+    let disk = tempfile::tempdir().expect("temp dir");
+    let disk_dir = disk.path().to_str().expect("utf-8 path");
+    let (out, report) = bench_against(
+        &b,
+        &[
+            "--quick",
+            "--scenario",
+            "push-mono-100MiB",
+            "--disk-dir",
+            disk_dir,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let r = result(&report, "push-mono-100MiB");
+    assert_eq!(r["ok"], true, "{r:#}");
+    // In quick mode, one 100 MiB push: disk, push, disk.
+    assert_eq!(
+        (r["ops"].clone(), r["bytes"].clone()),
+        (json!(1), json!(100 * MIB)),
+        "{r:#}"
+    );
+    let ratios: Vec<f64> = r["disk_ratios"]
+        .as_array()
+        .expect("disk_ratios")
+        .iter()
+        .map(|v| v.as_f64().expect("a ratio"))
+        .collect();
+    assert_eq!(ratios.len(), 1, "{r:#}");
+    assert_eq!(f64_of(r, "disk_ratio"), ratios[0], "{r:#}");
+    assert!(f64_of(r, "disk_mb_s") > 0.0, "{r:#}");
+    // The write+fsync files are removed after each.
+    let left: Vec<_> = std::fs::read_dir(disk.path())
+        .expect("disk dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the disk directory: {left:?}");
+}
+
+#[tokio::test]
 async fn with_a_file_server_beside_it_the_big_pull_takes_turns_with_it() {
     // A static file server over the disk directory (Python's, in place of the benchmark's
     // nginx): the pull writes its blob's bytes there, then GETs file and blob in turns,

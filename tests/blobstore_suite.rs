@@ -9,6 +9,7 @@ mod common;
 use common::pattern;
 
 use std::ops::Range;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -1223,28 +1224,17 @@ async fn a_filesystem_that_refuses_direct_io_gets_page_cache_writes() {
     // find out when it opens, write through the page cache instead, and leave no probe
     // file behind.
     let Some(ramfs) = Ramfs::mount() else { return };
-    let probe = std::ffi::CString::new(
-        ramfs
-            .dir
-            .path()
-            .join("probe")
-            .as_os_str()
-            .as_encoded_bytes(),
-    )
-    .unwrap();
-    // SAFETY: a valid NUL-terminated path; the descriptor is closed if it opens.
-    let fd = unsafe {
-        libc::open(
-            probe.as_ptr(),
-            libc::O_CREAT | libc::O_RDWR | libc::O_DIRECT,
-            0o600,
-        )
-    };
-    if fd >= 0 {
-        // SAFETY: a descriptor this test opened.
-        unsafe { libc::close(fd) };
-        panic!("this kernel's ramfs accepts O_DIRECT: the test needs another filesystem");
-    }
+    let refused = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_DIRECT)
+        .open(ramfs.dir.path().join("probe"));
+    assert!(
+        refused.is_err(),
+        "this kernel's ramfs accepts O_DIRECT: the test needs another filesystem"
+    );
     let root = ramfs.dir.path().join("store");
     let s = FsBlobStore::open_with(&root, UploadIo::Direct)
         .await
