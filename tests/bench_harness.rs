@@ -57,6 +57,26 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A result's per-operation ratios under `key` (`disk_ratios`, `file_ratios`), sorted.
+fn sorted_ratios(r: &Value, key: &str) -> Vec<f64> {
+    let mut ratios: Vec<f64> = r[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} in {r:#}"))
+        .iter()
+        .map(|v| v.as_f64().expect("a ratio"))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios
+}
+
+/// The names of the files in `dir`.
+fn files_in(dir: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .expect("read the directory")
+        .map(|e| e.expect("entry").file_name())
+        .collect()
+}
+
 /// The result of `scenario` in a report.
 fn result<'a>(report: &'a Value, scenario: &str) -> &'a Value {
     report["results"]
@@ -301,20 +321,12 @@ async fn with_a_disk_directory_each_big_push_takes_turns_with_a_write_and_fsync(
         (json!(1), json!(100 * MIB)),
         "{r:#}"
     );
-    let ratios: Vec<f64> = r["disk_ratios"]
-        .as_array()
-        .expect("disk_ratios")
-        .iter()
-        .map(|v| v.as_f64().expect("a ratio"))
-        .collect();
+    let ratios = sorted_ratios(r, "disk_ratios");
     assert_eq!(ratios.len(), 1, "{r:#}");
     assert_eq!(f64_of(r, "disk_ratio"), ratios[0], "{r:#}");
     assert!(f64_of(r, "disk_mb_s") > 0.0, "{r:#}");
     // The write+fsync files are removed after each.
-    let left: Vec<_> = std::fs::read_dir(disk.path())
-        .expect("disk dir")
-        .map(|e| e.expect("entry").file_name())
-        .collect();
+    let left = files_in(disk.path());
     assert!(left.is_empty(), "left in the disk directory: {left:?}");
 }
 
@@ -371,14 +383,8 @@ async fn with_a_file_server_beside_it_the_big_pull_takes_turns_with_it() {
         "{r:#}"
     );
     // One ratio per timed GET; the check's figure is their median.
-    let mut ratios: Vec<f64> = r["file_ratios"]
-        .as_array()
-        .expect("file_ratios")
-        .iter()
-        .map(|v| v.as_f64().expect("a ratio"))
-        .collect();
+    let ratios = sorted_ratios(r, "file_ratios");
     assert_eq!(ratios.len(), 3, "{r:#}");
-    ratios.sort_by(f64::total_cmp);
     assert_eq!(f64_of(r, "file_ratio"), ratios[1], "{r:#}");
     assert!(f64_of(r, "file_mb_s") > 0.0, "{r:#}");
     assert!(
@@ -400,10 +406,7 @@ async fn with_a_file_server_beside_it_the_big_pull_takes_turns_with_it() {
         .filter(|l| l.contains("method=GET") && l.contains("/blobs/sha256:"))
         .count();
     assert_eq!(blob_gets, 4, "{}", b.log_text());
-    let left: Vec<_> = std::fs::read_dir(disk.path())
-        .expect("disk dir")
-        .map(|e| e.expect("entry").file_name())
-        .collect();
+    let left = files_in(disk.path());
     assert!(left.is_empty(), "left in the disk directory: {left:?}");
 
     // A file server without the directory it serves is refused before any request.
