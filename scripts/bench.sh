@@ -295,7 +295,8 @@ EOF
 # ---------------------------------------------------------------------------
 # The reference: distribution 2.8.
 # ---------------------------------------------------------------------------
-run_distribution() {
+REF_URL="" REF_PID=""
+run_distribution() { # sets REF_URL and REF_PID; stop_reference stops it
   local d=$WORK/distribution port
   port=$(free_port)
   mkdir -p "$d"
@@ -323,9 +324,17 @@ EOF
   wait_http "http://127.0.0.1:$port/v2/" "$pid" || { cat "$d/log" >&2; die "docker-registry did not start"; }
   log "docker-registry $(docker-registry --version | awk '{print $3}') on 127.0.0.1:$port (pid $pid)"
   bench "$REFERENCE" "http://127.0.0.1:$port" "$pid" "${SCENARIOS[@]}"
-  forget_pid "$pid"
-  rm -rf "$d"
+  # It stays up for the Berth targets: their big pull pushes its blob here too and takes
+  # turns with GETs of it (the host's speed moves by 2x within minutes, so the reference's
+  # own run says little about a pull measured a quarter of an hour later).
+  REF_URL=http://127.0.0.1:$port REF_PID=$pid
   settle_disk
+}
+stop_reference() {
+  [[ -n $REF_PID ]] || return 0
+  forget_pid "$REF_PID"
+  rm -rf "$WORK/distribution"
+  REF_URL="" REF_PID=""
 }
 
 # ---------------------------------------------------------------------------
@@ -457,7 +466,9 @@ run_berth() { # NAME ENV
     # before and after each (the disk's speed moves by 2x within a run here).
     # The big pull takes turns with nginx serving the same bytes from that directory.
     start_beside_nginx
-    bench "$name" "http://$addr" "$pid" --disk-dir "$WORK/beside" --file-url "$BESIDE_URL" "${SCENARIOS[@]}"
+    local ref_args=()
+    [[ -n $REF_URL ]] && ref_args=(--reference-url "$REF_URL")
+    bench "$name" "http://$addr" "$pid" --disk-dir "$WORK/beside" --file-url "$BESIDE_URL" "${ref_args[@]}" "${SCENARIOS[@]}"
   fi
   forget_pid "$pid"
   rm -rf "$d"
@@ -476,6 +487,7 @@ for t in "${BERTH_TARGETS[@]}"; do
   name=${t%%|*}
   want_target "$name" && run_berth "$name" "${t#*|}"
 done
+stop_reference
 [[ $MACHINE -eq 1 ]] && machine_baselines "-after"
 
 # ---------------------------------------------------------------------------

@@ -151,12 +151,13 @@ if M or N:
 # Targets of issue 4. The disk's write+fsync rate and the loopback's speed swing by 2x
 # within a minute here, so each push is held to the mean of two write+fsyncs of its size
 # measured just before and after it, and each big pull's GET to the mean of two GETs of
-# the same bytes from nginx just before and after it (the median over the scenario's
-# pushes or GETs); without those figures, to the machine baselines (the better of
-# berth-bench's and dd's write+fsync; nginx's file-get).
+# the same bytes from nginx, and of two from the reference, just before and after it (the
+# median over the scenario's pushes or GETs); without those figures, to the machine
+# baselines (the better of berth-bench's and dd's write+fsync; nginx's file-get) and the
+# reference's own run.
 disk_mb = max([x for x in (disk and disk["mb_s"], extra.get("dd_fsync_mb_s")) if x], default=None)
 w("Each push of 100 MiB and up is compared with a write+fsync of the same size to the same disk just before and after it, "
-  "and each GET of the big pull with nginx (sendfile) serving the same bytes just before and after it; "
+  "and each GET of the big pull with nginx (sendfile) and with the reference serving the same bytes just before and after it; "
   "the check takes the median of these ratios"
   + (f". The machine baselines of the whole run measured {disk_mb:.0f} MB/s write+fsync at best." if disk_mb else ".") + "\n")
 def cell(text):
@@ -165,15 +166,19 @@ def cell(text):
 checks = []
 def chk(target, what, val, ok):
     checks.append((target, what, val, ok))
-def beside_check(target, s, r, key, base, ops, label):
+def beside_check(target, s, r, key, base, ops, label, at_least=0.8):
     """The check of scenario s against the baseline measured beside each of its operations
-    (berth-bench's <key>_ratio: the median of <key>_ratios); whether r has one."""
-    ratio = r.get(f"{key}_ratio") if r else None
-    if ratio is None:
+    (berth-bench's beside[key]: the median of its per-operation ratios); whether r has one."""
+    b = (r or {}).get("beside", {}).get(key)
+    if b is None:
         return False
-    rs = r.get(f"{key}_ratios") or [ratio]
-    chk(target, f"{s} >= 80% of {base} beside it (median of {len(rs)} {ops})",
-        f"{ratio*100:.0f}% ({ops} {', '.join(f'{x*100:.0f}' for x in rs)}%; {label} {r[f'{key}_mb_s']:.0f} MB/s)", ratio >= 0.8)
+    rs = b.get("ratios") or [b["ratio"]]
+    if at_least < 1:  # as a share of the baseline
+        bar, val, vals = f"{at_least*100:.0f}% of", f"{b['ratio']*100:.0f}%", ", ".join(f"{x*100:.0f}" for x in rs) + "%"
+    else:  # as a multiple of it
+        bar, val, vals = f"{at_least:g}x", f"{b['ratio']:.2f}x", ", ".join(f"{x:.2f}" for x in rs) + "x"
+    chk(target, f"{s} >= {bar} {base} beside it (median of {len(rs)} {ops})",
+        f"{val} ({ops} {vals}; {label} {b['mb_s']:.0f} MB/s)", b["ratio"] >= at_least)
     return True
 for b in berths:
     pg = "postgres" in b
@@ -195,7 +200,10 @@ for b in berths:
                 chk(b, f"{s} >= 80% of write+fsync",
                     f"{primary(r)/disk_mb*100:.0f}% of {disk_mb:.0f} MB/s", primary(r) >= 0.8 * disk_mb)
         if re.match(r"pull-\d", s):
-            if primary(a) and primary(r):
+            # Each GET against the reference's GETs of the same bytes just before and after
+            # it, or else the reference's own run minutes before.
+            held = beside_check(b, s, r, "reference", "reference", "GETs", "reference", 1.5)
+            if not held and primary(a) and primary(r):
                 chk(b, f"{s} >= 1.5x reference", f"{primary(r)/primary(a):.2f}x", primary(r) >= 1.5 * primary(a))
             # Each GET against nginx's GETs of the same bytes just before and after it.
             held = beside_check(b, s, r, "file", "nginx sendfile", "GETs", "nginx")

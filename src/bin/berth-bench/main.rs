@@ -79,6 +79,11 @@ struct Args {
     /// each registry GET compared with the file GETs just before and after it.
     #[arg(long)]
     file_url: Option<String>,
+    /// The reference registry (anonymous, loopback): with it, the big pull pushes its blob
+    /// there too and takes turns with GETs of it there, each GET compared with the
+    /// reference's GETs just before and after it.
+    #[arg(long)]
+    reference_url: Option<String>,
     /// Seconds per load scenario (manifests, ranges; mixed runs twice this).
     #[arg(long)]
     load_secs: Option<f64>,
@@ -180,6 +185,16 @@ async fn run(args: Args) -> Result<()> {
         Some(_) => bail!("--file-url needs --disk-dir (the directory it serves)"),
         None => None,
     };
+    let reference = match &args.reference_url {
+        Some(u) => Some(client::Registry::new(u, None, 4)?),
+        None => None,
+    };
+    if let Some(refr) = &reference {
+        let s = refr.ping().await.context("the reference does not answer")?;
+        if !s.is_success() {
+            bail!("the reference answered {s} to GET /v2/ (it must take anonymous pushes)");
+        }
+    }
     if let Some(reg) = &reg {
         if selected.iter().any(|n| !is_local(n)) {
             let s = reg.ping().await.context("the registry does not answer")?;
@@ -210,7 +225,7 @@ async fn run(args: Args) -> Result<()> {
         rss,
         args.skip_setup,
     )
-    .with_files(files);
+    .with_beside(files, reference);
     println!(
         "berth-bench: target {} ({}), seed {seed:#x}, {} scenario(s){}",
         args.name,
@@ -234,6 +249,8 @@ async fn run(args: Args) -> Result<()> {
             print_row(&s);
             results.push(s);
         }
+        let mut out = out;
+        out.describe_beside();
         print_row(&out);
         results.push(out);
     }
@@ -319,14 +336,7 @@ fn print_row(o: &Outcome) {
         o.ops,
         o.rss_peak_mib
             .map_or_else(|| "-".to_string(), |r| format!("{r:.1}")),
-        match (o.disk_ratio, o.disk_mb_s) {
-            (Some(r), Some(d)) => format!(
-                "{}; {:.0}% of write+fsync beside it (median per push; disk {d:.0} MB/s)",
-                o.note,
-                r * 100.0
-            ),
-            _ => o.note.clone(),
-        }
+        o.note
     );
 }
 

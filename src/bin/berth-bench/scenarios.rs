@@ -146,6 +146,9 @@ pub struct Ctx {
     /// A static file server (nginx with sendfile) whose root is `disk_dir`: the big pull
     /// is measured in turns with its GETs of the same bytes.
     pub files: Option<Registry>,
+    /// The reference registry (anonymous): the big pull pushes its blob there too and is
+    /// measured in turns with GETs of it there.
+    pub reference: Option<Registry>,
     pub rss: Option<RssSampler>,
     pub skip_setup: bool,
     /// A pushed big blob (for the pull scenarios).
@@ -179,6 +182,7 @@ impl Ctx {
             verify,
             disk_dir,
             files: None,
+            reference: None,
             rss,
             skip_setup,
             big_blob: Mutex::new(None),
@@ -188,9 +192,11 @@ impl Ctx {
         }
     }
 
-    /// Sets the static file server of [`Ctx::files`].
-    pub fn with_files(mut self, files: Option<Registry>) -> Ctx {
+    /// Sets the static file server of [`Ctx::files`] and the registry of
+    /// [`Ctx::reference`].
+    pub fn with_beside(mut self, files: Option<Registry>, reference: Option<Registry>) -> Ctx {
         self.files = files;
+        self.reference = reference;
         self
     }
 
@@ -362,17 +368,18 @@ impl Ctx {
             // One push at a time between write+fsyncs of its size to the same disk, each
             // push compared with the two beside it.
             Some((dir, _)) => {
-                let (load, beside) = in_turns(
+                let (load, mut beside) = in_turns(
                     count,
                     |i| one_push(blobs.clone(), i),
-                    || async {
+                    1,
+                    |_| async {
                         write_fsync_mb_s(dir, size)
                             .await
                             .context("write+fsync beside the push")
                     },
                 )
                 .await?;
-                disk = Some(beside);
+                disk = beside.pop();
                 load
             }
         };
@@ -384,9 +391,7 @@ impl Ctx {
         }
         let mut out = load.into_outcome(name, "MB/s");
         if let Some(d) = disk {
-            out.disk_mb_s = Some(d.base_mb_s);
-            out.disk_ratio = Some(d.ratio);
-            out.disk_ratios = d.ratios;
+            out.beside.insert("disk", d);
         }
         out.note = format!(
             "{count} x {} {}; latency = one whole push",
@@ -419,20 +424,37 @@ impl Ctx {
     async fn pull_whole(&self) -> Result<Outcome> {
         let reg = self.reg()?.clone();
         let blob = self.big_blob().await?;
-        let url = reg.url(&format!(
-            "/v2/{PUSH_REPO}/blobs/{}",
-            blob_digest(blob).await?
-        ));
-        let mut out = match self.file_beside(blob).await? {
-            None => self.sequential_gets(reg, url, blob).await?,
-            Some((files, file_url, path)) => {
-                let got = self.gets_in_turns(reg, url, (files, file_url), blob).await;
-                let _ = std::fs::remove_file(&path);
-                got?
+        let digest = blob_digest(blob).await?;
+        let url = reg.url(&format!("/v2/{PUSH_REPO}/blobs/{digest}"));
+        // The same bytes from other servers, to take turns with.
+        let mut sources = Vec::new();
+        if let Some(refr) = &self.reference {
+            if !refr.blob_exists(PUSH_REPO, &digest).await? {
+                refr.push_monolithic(PUSH_REPO, blob, &digest)
+                    .await
+                    .context("pushing the big blob to the reference")?;
             }
-        };
+            // The reference does not fsync what it stores: its dirty pages go to the disk
+            // now rather than during the GETs.
+            tokio::task::spawn_blocking(|| {
+                // SAFETY: sync(2) takes no arguments and cannot fail.
+                unsafe { libc::sync() }
+            })
+            .await?;
+            let refr_url = refr.url(&format!("/v2/{PUSH_REPO}/blobs/{digest}"));
+            sources.push(("reference", refr.clone(), refr_url));
+        }
+        let file = self.file_beside(blob).await?;
+        if let Some((files, file_url, _)) = &file {
+            sources.push(("file", files.clone(), file_url.clone()));
+        }
+        let got = self.gets_in_turns(reg, url, &sources, blob).await;
+        if let Some((_, _, path)) = file {
+            let _ = std::fs::remove_file(&path);
+        }
+        let mut out = got?;
         out.note = format!(
-            "{} sequential GETs of one {} blob, warm cache{}{}",
+            "{} sequential GETs of one {} blob, warm cache{}",
             self.plan.big_pulls,
             size_name(blob.size),
             if self.verify {
@@ -440,13 +462,6 @@ impl Ctx {
             } else {
                 ", body spliced to /dev/null"
             },
-            match (out.file_ratio, out.file_mb_s) {
-                (Some(r), Some(f)) => format!(
-                    "; {:.0}% of the file server beside it (median per GET; file {f:.0} MB/s)",
-                    r * 100.0
-                ),
-                _ => String::new(),
-            }
         );
         Ok(out)
     }
@@ -466,28 +481,35 @@ impl Ctx {
         Ok(Some((files.clone(), files.url(&format!("/{name}")), path)))
     }
 
-    /// `big_pulls` GETs of `url` (which serves `blob`), each between two GETs of the same
-    /// bytes from the file server, after one untimed GET of each; every registry GET is
-    /// compared with the file GETs on either side of it (the host's speed moves by 2x
-    /// within a minute here, so a file server measured at another time says little).
+    /// `big_pulls` GETs of `url` (which serves `blob`), after one untimed GET that warms
+    /// the page cache. With `sources` (other servers' URLs of the same bytes, by what
+    /// they are), each registry GET runs after one GET from each of them, and a last
+    /// round of theirs follows, after one untimed GET of each; every registry GET is
+    /// compared with each source's GETs on either side of it (the host's speed moves by
+    /// 2x within a minute here, so a server measured at another time says little).
+    /// Without `--verify` the body is discarded in the kernel ([`crate::discard`]), so
+    /// that the client's copy does not cap what the server is measured at; with it,
+    /// every byte is read and compared.
     async fn gets_in_turns(
         &self,
         reg: Registry,
         url: String,
-        file: (Registry, String),
+        sources: &[(&'static str, Registry, String)],
         blob: Blob,
     ) -> Result<Outcome> {
         let verify = self.verify;
-        let (files, file_url) = file;
-        let file_get = || async {
+        let source_get = |k: usize| async move {
+            let (what, server, url) = &sources[k];
             let t = Instant::now();
-            let n = pull_once(&files, &file_url, blob, verify)
+            let n = pull_once(server, url, blob, verify)
                 .await
-                .context("GET from the file server beside the pull")?;
+                .with_context(|| format!("GET from {what} beside the pull"))?;
             Ok::<f64, anyhow::Error>(n as f64 / t.elapsed().as_secs_f64().max(1e-9) / 1e6)
         };
         pull_once(&reg, &url, blob, verify).await?;
-        file_get().await?;
+        for k in 0..sources.len() {
+            source_get(k).await?;
+        }
         let (load, beside) = in_turns(
             self.plan.big_pulls,
             |_| {
@@ -500,38 +522,15 @@ impl Ctx {
                     }
                 }
             },
-            file_get,
+            sources.len(),
+            source_get,
         )
         .await?;
         let mut out = load.into_outcome("", "MB/s");
-        out.file_mb_s = Some(beside.base_mb_s);
-        out.file_ratio = Some(beside.ratio);
-        out.file_ratios = beside.ratios;
+        for ((what, _, _), b) in sources.iter().zip(beside) {
+            out.beside.insert(what, b);
+        }
         Ok(out)
-    }
-
-    /// `big_pulls` GETs of `url` (which serves `blob`) one after another, after one
-    /// untimed GET that warms the page cache. Without `--verify` the body is discarded
-    /// in the kernel ([`crate::discard`]), so that the client's copy does not cap what
-    /// the server is measured at; with it, every byte is read and compared.
-    async fn sequential_gets(&self, reg: Registry, url: String, blob: Blob) -> Result<Outcome> {
-        let verify = self.verify;
-        pull_once(&reg, &url, blob, verify).await?;
-        let load = run_load(
-            1,
-            Duration::from_secs(600),
-            self.plan.big_pulls,
-            0,
-            move |_, _| {
-                let (reg, url) = (reg.clone(), url.clone());
-                async move {
-                    let n = pull_once(&reg, &url, blob, verify).await?;
-                    Ok(Done::new(n, 1))
-                }
-            },
-        )
-        .await;
-        Ok(load.into_outcome("", "MB/s"))
     }
 
     /// GETs each small blob `push-mono-<small>` pushed, one after another.
@@ -1025,7 +1024,7 @@ impl Ctx {
         let reg = self.reg()?.clone();
         let blob = Blob::new(FILE_SEED, self.plan.big);
         let url = reg.url(&format!("/bench-{}.bin", size_name(blob.size)));
-        let mut out = self.sequential_gets(reg, url, blob).await?;
+        let mut out = self.gets_in_turns(reg, url, &[], blob).await?;
         out.note = format!(
             "{} sequential GETs of a static {} file, warm cache{}",
             self.plan.big_pulls,
@@ -1295,29 +1294,37 @@ async fn write_fsync(path: PathBuf, blob: Blob) -> Result<f64> {
 }
 
 /// Runs `count` operations one at a time (`op(i)` makes the i-th, as [`run_load`] takes
-/// it), each between two runs of `base`, the same work done by a baseline, in MB/s:
-/// base, op, base, ..., op, base. Each operation is compared with the two beside it.
+/// it), each after one run of every baseline (`base(k)` for `k < bases`, the same work
+/// done another way, in MB/s), and the baselines once more at the end: base, op, base,
+/// ..., op, base. Each operation is compared with each baseline's runs beside it.
 async fn in_turns<F, Fut, B, BFut>(
     count: u64,
     op: impl Fn(u64) -> F,
+    bases: usize,
     base: B,
-) -> Result<(Load, Beside)>
+) -> Result<(Load, Vec<Beside>)>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Done>> + Send + 'static,
-    B: Fn() -> BFut,
+    B: Fn(usize) -> BFut,
     BFut: std::future::Future<Output = Result<f64>>,
 {
-    let mut bases = vec![base().await?];
+    let mut measured = vec![Vec::new(); bases];
+    for (k, m) in measured.iter_mut().enumerate() {
+        m.push(base(k).await?);
+    }
     let mut ops = Vec::new();
     let mut load = Load::default();
     for i in 0..count {
         let l = run_load(1, Duration::from_secs(1800), 1, 0, op(i)).await;
         ops.push(l.bytes as f64 / l.seconds.max(1e-9) / 1e6);
         load.absorb(l);
-        bases.push(base().await?);
+        for (k, m) in measured.iter_mut().enumerate() {
+            m.push(base(k).await?);
+        }
     }
-    Ok((load, Beside::new(&ops, &bases)))
+    let beside = measured.iter().map(|m| Beside::new(&ops, m)).collect();
+    Ok((load, beside))
 }
 
 /// A write+fsync of `size` generated bytes into `dir`, in MB/s; the file is removed after.

@@ -1,5 +1,6 @@
 //! Measurement: latency samples, a bounded concurrent load loop, the server's RSS.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,23 +37,11 @@ pub struct Outcome {
     pub rss_peak_mib: Option<f64>,
     /// Listings: the whole listing, page after page (median pass), in ms.
     pub listing_ms: Option<f64>,
-    /// Pushes held to the disk: each push runs between two sequential write+fsyncs of its
-    /// size to the disk directory; their mean (MB/s), for display.
-    pub disk_mb_s: Option<f64>,
-    /// Each push's MB/s over the mean of the write+fsyncs just before and after it, so that
-    /// the push is compared with the disk as it was at that moment; `disk_ratio` is their
-    /// median.
-    pub disk_ratio: Option<f64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub disk_ratios: Vec<f64>,
-    /// The big pull, when `--file-url` is given: a static file server's GETs of the same
-    /// bytes, one before and one after each registry GET; their mean (MB/s), for display.
-    pub file_mb_s: Option<f64>,
-    /// Each registry GET's MB/s over the mean of the file GETs just before and after it;
-    /// `file_ratio` is their median.
-    pub file_ratio: Option<f64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub file_ratios: Vec<f64>,
+    /// Baselines measured in turns with the scenario's operations (see [`Beside`]), by
+    /// what they are: "disk" (pushes of 100 MiB and up, `--disk-dir`), "file" (the big
+    /// pull, `--file-url`), "reference" (the big pull, `--reference-url`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub beside: BTreeMap<&'static str, Beside>,
     pub note: String,
 }
 
@@ -64,6 +53,23 @@ impl Outcome {
             ok: false,
             error: Some(format!("{err:#}")),
             ..Outcome::default()
+        }
+    }
+
+    /// Appends to the note how the operations compared with each baseline beside them.
+    pub fn describe_beside(&mut self) {
+        for (key, b) in &self.beside {
+            let (what, per) = match *key {
+                "disk" => ("write+fsync", "push"),
+                "file" => ("the file server", "GET"),
+                "reference" => ("the reference", "GET"),
+                other => (other, "operation"),
+            };
+            self.note += &format!(
+                "; {:.0}% of {what} beside it (median per {per}; {:.0} MB/s)",
+                b.ratio * 100.0,
+                b.mb_s
+            );
         }
     }
 }
@@ -162,12 +168,7 @@ impl Load {
             concurrency: self.concurrency,
             rss_peak_mib: None,
             listing_ms: None,
-            disk_mb_s: None,
-            disk_ratio: None,
-            disk_ratios: Vec::new(),
-            file_mb_s: None,
-            file_ratio: None,
-            file_ratios: Vec::new(),
+            beside: BTreeMap::new(),
             note: String::new(),
         }
     }
@@ -358,13 +359,17 @@ fn read_status_kib(pid: u32, key: &str) -> Option<u64> {
 }
 
 /// Operations measured in turns with a baseline doing the same work (pushes with
-/// write+fsyncs of the same size to the same disk, pulls with a static file server's GETs
-/// of the same bytes): `bases[i]` ran just before `ops[i]` and `bases[i + 1]` just after
-/// it (MB/s).
+/// write+fsyncs of the same size to the same disk, pulls with GETs of the same bytes from
+/// a static file server or from the reference registry): `bases[i]` ran just before
+/// `ops[i]` and `bases[i + 1]` just after it (MB/s). Each operation is divided by the mean
+/// of those two, so it is compared with the baseline as the host was at that moment.
+#[derive(Debug, Clone, Serialize, Default)]
 pub struct Beside {
-    /// The baselines' mean.
-    pub base_mb_s: f64,
+    /// The baselines' mean (MB/s), for display.
+    pub mb_s: f64,
+    /// Each operation's ratio, in order.
     pub ratios: Vec<f64>,
+    /// Their median.
     pub ratio: f64,
 }
 
@@ -384,7 +389,7 @@ impl Beside {
             _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
         };
         Beside {
-            base_mb_s: bases.iter().sum::<f64>() / bases.len().max(1) as f64,
+            mb_s: bases.iter().sum::<f64>() / bases.len().max(1) as f64,
             ratios,
             ratio,
         }
@@ -401,7 +406,7 @@ mod tests {
         let b = Beside::new(&[400.0, 300.0], &[400.0, 600.0, 200.0]);
         assert_eq!(b.ratios, vec![0.8, 0.75]);
         assert!((b.ratio - 0.775).abs() < 1e-9);
-        assert!((b.base_mb_s - 400.0).abs() < 1e-9);
+        assert!((b.mb_s - 400.0).abs() < 1e-9);
         // An odd count takes the middle ratio, not the mean.
         let b = Beside::new(&[100.0, 500.0, 450.0], &[500.0; 4]);
         assert!((b.ratio - 0.9).abs() < 1e-9);
