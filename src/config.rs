@@ -23,21 +23,83 @@ pub struct Config {
     pub log: LogConfig,
     pub server: ServerConfig,
     pub auth: AuthConfig,
+    pub manifests: ManifestsConfig,
+}
+
+/// A configuration choice among fixed names: parsed once at load time into an enum, and
+/// an unknown name is an error that lists the valid ones.
+macro_rules! choice {
+    ($(#[$doc:meta])* $name:ident at $key:literal { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+        #[serde(try_from = "String")]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            /// Every valid name, as the configuration spells it.
+            pub const NAMES: &[&str] = &[$($text),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+
+            fn try_from(s: String) -> Result<Self, String> {
+                match s.as_str() {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "{} = {other:?} is not supported; use one of: {}",
+                        $key,
+                        Self::NAMES.join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+choice! {
+    /// Where blobs are kept.
+    StorageBackend at "storage.backend" { Fs = "fs", S3 = "s3" }
+}
+
+choice! {
+    /// Who may do what: everyone everything (`none`), or the holders of bearer tokens of the
+    /// Docker token authentication spec signed by a configured issuer (`token`).
+    AuthMode at "auth.mode" { None = "none", Token = "token" }
+}
+
+choice! {
+    /// How log lines are written.
+    LogFormat at "log.format" { Text = "text", Json = "json" }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManifestsConfig {
+    /// Accept image indexes whose child manifests are not all in the repository (sparse
+    /// indexes, e.g. a mirror of some platforms only); every other rule still applies.
+    pub sparse_indexes: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `none` (anyone may do anything) or `token` (bearer tokens of the Docker token
-    /// authentication spec, from the token service `auth.token.realm` names).
-    pub mode: String,
+    pub mode: AuthMode,
     pub token: crate::auth::token::TokenConfig,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            mode: "none".into(),
+            mode: AuthMode::None,
             token: Default::default(),
         }
     }
@@ -55,8 +117,7 @@ pub struct DatabaseConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// `fs` or `s3`.
-    pub backend: String,
+    pub backend: StorageBackend,
     /// Root of the filesystem store; empty means `<data_dir>/storage`.
     pub root: PathBuf,
     /// The filesystem store writes upload data with direct I/O (`O_DIRECT`) where the
@@ -100,8 +161,7 @@ pub struct LimitsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// `text` or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// A tracing filter such as `info` or `berth=debug,tower_http=info`; `RUST_LOG` wins.
     pub level: String,
 }
@@ -129,6 +189,7 @@ impl Default for Config {
             log: LogConfig::default(),
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
+            manifests: ManifestsConfig::default(),
         }
     }
 }
@@ -145,7 +206,7 @@ impl Default for DatabaseConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            backend: "fs".into(),
+            backend: StorageBackend::Fs,
             root: PathBuf::new(),
             direct_io: true,
             s3: Default::default(),
@@ -164,7 +225,7 @@ impl Default for LimitsConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            format: "text".into(),
+            format: LogFormat::Text,
             level: "info".into(),
         }
     }
@@ -214,14 +275,8 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        match self.storage.backend.as_str() {
-            "fs" => {}
-            "s3" => self.storage.s3.validate()?,
-            other => bail!("storage.backend = {other:?} is not supported; use \"fs\" or \"s3\""),
-        }
-        match self.auth.mode.as_str() {
-            "none" | "token" => {}
-            other => bail!("auth.mode = {other:?} is not supported; use \"none\" or \"token\""),
+        if self.storage.backend == StorageBackend::S3 {
+            self.storage.s3.validate()?;
         }
         if self.tls.cert.as_os_str().is_empty() != self.tls.key.as_os_str().is_empty() {
             bail!("tls.cert and tls.key must be set together");
@@ -242,7 +297,7 @@ impl Config {
 
     /// Where blobs go, for the start-up log line.
     pub fn storage_description(&self) -> String {
-        if self.storage.backend == "s3" {
+        if self.storage.backend == StorageBackend::S3 {
             let s3 = &self.storage.s3;
             format!(
                 "s3://{}/{}{}",
@@ -371,6 +426,45 @@ mod tests {
             config.auth.token.public_keys,
             vec![PathBuf::from("/a.pem"), PathBuf::from("/b.pem")]
         );
+    }
+
+    #[test]
+    fn unknown_choices_are_errors_that_list_the_valid_ones() {
+        for (var, value, want) in [
+            (
+                "BERTH_STORAGE__BACKEND",
+                "gcs",
+                "storage.backend = \"gcs\" is not supported; use one of: fs, s3",
+            ),
+            (
+                "BERTH_AUTH__MODE",
+                "ldap",
+                "auth.mode = \"ldap\" is not supported; use one of: none, token",
+            ),
+            (
+                "BERTH_LOG__FORMAT",
+                "xml",
+                "log.format = \"xml\" is not supported; use one of: text, json",
+            ),
+        ] {
+            let err = Config::load(None, vec![(var.to_string(), value.to_string())]).unwrap_err();
+            assert!(format!("{err:#}").contains(want), "{var}: {err:#}");
+        }
+        let c = Config::load(
+            None,
+            vec![
+                ("BERTH_LOG__FORMAT".to_string(), "json".to_string()),
+                (
+                    "BERTH_MANIFESTS__SPARSE_INDEXES".to_string(),
+                    "true".to_string(),
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.storage.backend, StorageBackend::Fs);
+        assert_eq!(c.auth.mode, AuthMode::None);
+        assert!(c.manifests.sparse_indexes);
     }
 
     #[test]

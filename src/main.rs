@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use berth::config::Config;
+use berth::config::{Config, LogFormat};
 use berth::metadata::SqlMetadataStore;
 
 #[derive(Parser)]
@@ -86,10 +86,12 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve { .. } => berth::server::serve(config).await,
             Command::Gc { older_than } => {
-                let state = berth::app::AppState::from_config(&config).await?;
+                let state = berth::state::AppState::from_config(&config).await?;
                 let age = older_than.unwrap_or(config.uploads.purge_after_seconds);
-                let purged =
-                    berth::app::purge_uploads(&state, std::time::Duration::from_secs(age)).await?;
+                let purged = state
+                    .content
+                    .purge_uploads(std::time::Duration::from_secs(age))
+                    .await?;
                 tracing::info!(
                     sessions = purged.sessions,
                     orphans = purged.orphans,
@@ -118,9 +120,8 @@ fn init_logging(config: &Config) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    if config.log.format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
     }
 }

@@ -7,8 +7,9 @@ use anyhow::Context;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 
-use crate::app::{AppState, router};
+use crate::app::router;
 use crate::config::Config;
+use crate::state::AppState;
 
 /// How long closing the database connections may take at shutdown.
 const CLOSE_LIMIT: Duration = Duration::from_secs(5);
@@ -37,14 +38,14 @@ fn spawn_memory_trimmer() {
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::for_server(&config).await?;
     if config.uploads.purge_interval_seconds > 0 {
-        crate::app::spawn_upload_purger(
+        crate::state::spawn_upload_purger(
             state.clone(),
             Duration::from_secs(config.uploads.purge_after_seconds),
             Duration::from_secs(config.uploads.purge_interval_seconds),
         );
     }
     spawn_memory_trimmer();
-    let meta = state.meta.clone();
+    let content = state.content.clone();
     let app = router(state);
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
@@ -83,7 +84,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .await?;
     } else if config.server.sendfile {
         axum_server::from_tcp(listener)
-            .acceptor(crate::sendfile::SendfileAcceptor)
+            .acceptor(crate::http::sendfile::SendfileAcceptor)
             .handle(handle)
             .serve(service)
             .await?;
@@ -96,7 +97,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // In-flight requests have finished (or the grace period ran out): close the
     // database connections before the process exits. Bounded, since closing a pool waits
     // for connections still lent out.
-    if tokio::time::timeout(CLOSE_LIMIT, meta.close())
+    if tokio::time::timeout(CLOSE_LIMIT, content.close())
         .await
         .is_err()
     {

@@ -1,26 +1,48 @@
-//! The access seam. Every handler asks one question, "may this request do these actions
-//! on these repositories?", through [`AccessController`]; which backend answers (open,
-//! token service) is decided once, in `app.rs`.
+//! The access seam, in three parts that a backend implements separately:
+//!
+//! - **authentication**: the credentials a request carries ([`Credentials`]) become a
+//!   [`Principal`] (anonymous, a user, a robot, the holder of a bearer token), or are
+//!   refused;
+//! - **authorization**: may this principal do this [`Action`] on this repository?
+//! - **the challenge**: what a refused `/v2` client is told so that it can authenticate
+//!   (`WWW-Authenticate`).
+//!
+//! [`check`] asks all three once per request, for everything the request needs; the `/v2`
+//! dispatcher derives what that is from the route and method. Which backend answers (open,
+//! tokens from an external issuer) is decided once, in `state.rs`. Every backend passes
+//! the one suite in `tests/access_suite.rs`.
 
 pub mod token;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
+use base64::Engine as _;
 
-use crate::oci::RegistryError;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     Pull,
     Push,
     Delete,
 }
 
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Push => "push",
+            Action::Delete => "delete",
+        }
+    }
+}
+
 /// Actions wanted on one repository.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Access<'a> {
     pub repository: &'a str,
-    pub actions: &'a [Action],
+    pub actions: &'static [Action],
 }
 
 impl<'a> Access<'a> {
@@ -31,6 +53,7 @@ impl<'a> Access<'a> {
         }
     }
 
+    /// Pushing includes pulling: a client checks what is there before it uploads.
     pub fn push(repository: &'a str) -> Access<'a> {
         Access {
             repository,
@@ -46,41 +69,275 @@ impl<'a> Access<'a> {
     }
 }
 
-/// What an authorized request may do beyond what it asked for; used to filter listings
-/// (the catalog shows only what the caller may pull).
-pub trait Grant: Send + Sync {
-    fn may_pull(&self, repository: &str) -> bool;
+/// Accesses as the token spec's scope: `repository:<name>:<action>,<action> ...`.
+pub fn scope(wanted: &[Access<'_>]) -> String {
+    wanted
+        .iter()
+        .map(|a| {
+            let actions: Vec<&str> = a.actions.iter().map(|x| x.as_str()).collect();
+            format!("repository:{}:{}", a.repository, actions.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-#[async_trait]
-pub trait AccessController: Send + Sync + 'static {
-    /// Grants the `wanted` access or returns the error (401 with a challenge, or 403)
-    /// the client must see. An empty `wanted` asks only to be let in (`/v2/`, catalog).
-    async fn authorize(
-        &self,
-        headers: &HeaderMap,
-        wanted: &[Access<'_>],
-    ) -> Result<Box<dyn Grant>, RegistryError>;
+/// What a request presents to prove who it is, read from its `Authorization` header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credentials<'a> {
+    None,
+    Basic {
+        username: String,
+        password: String,
+    },
+    Bearer(&'a str),
+    /// A scheme this registry does not speak, or a malformed header.
+    Unsupported,
 }
 
-/// Lets everyone do everything: the registry before authentication is configured.
-pub struct OpenAccess;
-
-struct Everything;
-
-impl Grant for Everything {
-    fn may_pull(&self, _repository: &str) -> bool {
-        true
+impl<'a> Credentials<'a> {
+    pub fn from_headers(headers: &'a HeaderMap) -> Credentials<'a> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Credentials::None;
+        };
+        let Some((scheme, rest)) = value.to_str().ok().and_then(|v| v.split_once(' ')) else {
+            return Credentials::Unsupported;
+        };
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Credentials::Bearer(rest);
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+            if let Some((username, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) {
+                return Credentials::Basic {
+                    username: username.to_string(),
+                    password: password.to_string(),
+                };
+            }
+        }
+        Credentials::Unsupported
     }
 }
 
+/// Who is calling, once authenticated.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    Anonymous,
+    User {
+        name: String,
+    },
+    Robot {
+        name: String,
+    },
+    /// The holder of a bearer token: it may do what the token grants.
+    Token {
+        subject: String,
+        grants: Arc<TokenGrants>,
+    },
+}
+
+/// What a bearer token grants: actions per repository, and whether it may list the whole
+/// catalog (`registry:catalog:*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenGrants {
+    pub repositories: HashMap<String, Vec<Action>>,
+    pub catalog: bool,
+    /// Seconds since the epoch.
+    pub expires_at: u64,
+}
+
+impl TokenGrants {
+    pub fn allows(&self, repository: &str, action: Action) -> bool {
+        self.repositories
+            .get(repository)
+            .is_some_and(|actions| actions.contains(&action))
+    }
+}
+
+/// Why a request was not let through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No credentials (or none this backend speaks), and anonymous callers may not do this.
+    Missing,
+    /// Credentials that are not valid, and why.
+    Invalid(String),
+    /// A known principal that may not do what the request needs.
+    Insufficient,
+}
+
+/// How a refused client is told to authenticate: the value of `WWW-Authenticate`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge(pub String);
+
+#[async_trait]
+pub trait AccessController: Send + Sync + 'static {
+    /// Credentials to a principal: `Anonymous` when the request carries none this backend
+    /// speaks, an error when it carries some that are not valid.
+    async fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, Refusal>;
+
+    /// Whether `principal` may use the registry at all (`GET /v2/`, the catalog).
+    fn admits(&self, principal: &Principal) -> bool;
+
+    /// Whether `principal` may do `action` on `repository`.
+    fn allows(&self, principal: &Principal, repository: &str, action: Action) -> bool;
+
+    /// Whether the catalog shows `repository` to `principal`.
+    fn lists(&self, principal: &Principal, repository: &str) -> bool {
+        self.allows(principal, repository, Action::Pull)
+    }
+
+    /// The challenge a refused `/v2` client gets for `wanted`, with the refusal's message
+    /// in the backend's words; `None` when this backend has no way in to offer.
+    fn challenge(&self, wanted: &[Access<'_>], refusal: &Refusal) -> Option<Challenge>;
+}
+
+/// A request that was let through: who it is, and what else it may do (a mount's source,
+/// the repositories the catalog shows).
+#[derive(Clone)]
+pub struct Grant {
+    principal: Principal,
+    controller: Arc<dyn AccessController>,
+}
+
+impl Grant {
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn allows(&self, repository: &str, action: Action) -> bool {
+        self.controller.allows(&self.principal, repository, action)
+    }
+
+    pub fn lists(&self, repository: &str) -> bool {
+        self.controller.lists(&self.principal, repository)
+    }
+}
+
+/// A request that was not let through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denied {
+    pub refusal: Refusal,
+    /// The scope the request needed (empty for `/v2/` and the catalog).
+    pub scope: String,
+    pub challenge: Option<Challenge>,
+}
+
+impl Denied {
+    /// A sentence for the client.
+    pub fn message(&self) -> String {
+        match &self.refusal {
+            Refusal::Missing => {
+                "authentication required: get a token from the realm in WWW-Authenticate".into()
+            }
+            Refusal::Invalid(why) => format!("invalid token: {why}"),
+            Refusal::Insufficient => format!("the token does not grant {}", self.scope),
+        }
+    }
+}
+
+/// The one question, asked once per request: may the caller, given its credentials, do
+/// everything in `wanted` (empty: only come in)?
+pub async fn check(
+    controller: &Arc<dyn AccessController>,
+    headers: &HeaderMap,
+    wanted: &[Access<'_>],
+) -> Result<Grant, Denied> {
+    let denied = |refusal: Refusal| Denied {
+        challenge: controller.challenge(wanted, &refusal),
+        scope: scope(wanted),
+        refusal,
+    };
+    let principal = controller
+        .authenticate(&Credentials::from_headers(headers))
+        .await
+        .map_err(denied)?;
+    let allowed = controller.admits(&principal)
+        && wanted.iter().all(|a| {
+            a.actions
+                .iter()
+                .all(|&x| controller.allows(&principal, a.repository, x))
+        });
+    if !allowed {
+        return Err(denied(match principal {
+            Principal::Anonymous => Refusal::Missing,
+            _ => Refusal::Insufficient,
+        }));
+    }
+    Ok(Grant {
+        principal,
+        controller: controller.clone(),
+    })
+}
+
+/// Lets everyone do everything: `auth.mode = "none"`.
+pub struct OpenAccess;
+
 #[async_trait]
 impl AccessController for OpenAccess {
-    async fn authorize(
-        &self,
-        _headers: &HeaderMap,
-        _wanted: &[Access<'_>],
-    ) -> Result<Box<dyn Grant>, RegistryError> {
-        Ok(Box::new(Everything))
+    async fn authenticate(&self, _credentials: &Credentials<'_>) -> Result<Principal, Refusal> {
+        Ok(Principal::Anonymous)
+    }
+
+    fn admits(&self, _principal: &Principal) -> bool {
+        true
+    }
+
+    fn allows(&self, _principal: &Principal, _repository: &str, _action: Action) -> bool {
+        true
+    }
+
+    fn challenge(&self, _wanted: &[Access<'_>], _refusal: &Refusal) -> Option<Challenge> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(authorization: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, authorization.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn credentials_are_read_from_the_authorization_header() {
+        assert_eq!(
+            Credentials::from_headers(&HeaderMap::new()),
+            Credentials::None
+        );
+        let h = headers("Bearer abc.def");
+        assert_eq!(
+            Credentials::from_headers(&h),
+            Credentials::Bearer("abc.def")
+        );
+        let h = headers("basic YWxpY2U6czNjcjN0OnRvbw==");
+        assert_eq!(
+            Credentials::from_headers(&h),
+            Credentials::Basic {
+                username: "alice".into(),
+                password: "s3cr3t:too".into()
+            }
+        );
+        for bad in ["Basic !!!", "Basic bm9jb2xvbg==", "Negotiate x", "Bearer"] {
+            assert_eq!(
+                Credentials::from_headers(&headers(bad)),
+                Credentials::Unsupported,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn scopes_name_each_repository_and_its_actions() {
+        assert_eq!(
+            scope(&[Access::push("a/b"), Access::pull("c")]),
+            "repository:a/b:pull,push repository:c:pull"
+        );
+        assert_eq!(scope(&[]), "");
     }
 }

@@ -22,12 +22,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use axum::http::{HeaderMap, HeaderValue, header};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use super::{Access, AccessController, Action, Grant};
-use crate::oci::{ErrorCode, RegistryError};
+use super::{
+    Access, AccessController, Action, Challenge, Credentials, Principal, Refusal, TokenGrants,
+    scope,
+};
 
 /// How many verified tokens are remembered; the cache starts over when it is full.
 const CACHE_ENTRIES: usize = 4096;
@@ -70,21 +71,11 @@ fn paths<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<std::path::PathBu
     })
 }
 
-const PULL: u8 = 1;
-const PUSH: u8 = 2;
-const DELETE: u8 = 4;
-
-fn bit(action: Action) -> u8 {
-    match action {
-        Action::Pull => PULL,
-        Action::Push => PUSH,
-        Action::Delete => DELETE,
-    }
-}
-
 #[derive(Deserialize)]
 struct Claims {
     exp: u64,
+    #[serde(default)]
+    sub: String,
     #[serde(default)]
     access: Vec<AccessEntry>,
 }
@@ -98,78 +89,51 @@ struct AccessEntry {
     actions: Vec<String>,
 }
 
-/// What a verified token grants.
-#[derive(Debug)]
-struct Granted {
-    /// Seconds since the epoch.
-    exp: u64,
-    repositories: HashMap<String, u8>,
-    catalog: bool,
-}
-
-impl Granted {
-    fn from_claims(c: Claims) -> Granted {
-        let mut repositories: HashMap<String, u8> = HashMap::new();
-        let mut catalog = false;
-        for e in c.access {
+impl Claims {
+    /// The `access` claim as grants; actions this registry does not know are ignored.
+    fn grants(self) -> (String, TokenGrants) {
+        let mut grants = TokenGrants {
+            expires_at: self.exp,
+            ..TokenGrants::default()
+        };
+        for e in self.access {
             match e.kind.as_str() {
                 "repository" => {
-                    let mut bits = 0;
+                    let actions = grants.repositories.entry(e.name).or_default();
                     for a in &e.actions {
-                        bits |= match a.as_str() {
-                            "pull" => PULL,
-                            "push" => PUSH,
-                            "delete" => DELETE,
-                            "*" => PULL | PUSH | DELETE,
-                            _ => 0,
+                        let add: &[Action] = match a.as_str() {
+                            "pull" => &[Action::Pull],
+                            "push" => &[Action::Push],
+                            "delete" => &[Action::Delete],
+                            "*" => &[Action::Pull, Action::Push, Action::Delete],
+                            _ => &[],
                         };
+                        for x in add {
+                            if !actions.contains(x) {
+                                actions.push(*x);
+                            }
+                        }
                     }
-                    *repositories.entry(e.name).or_default() |= bits;
                 }
                 "registry" if e.name == "catalog" => {
-                    catalog = e.actions.iter().any(|a| a == "*");
+                    grants.catalog = e.actions.iter().any(|a| a == "*");
                 }
                 _ => {}
             }
         }
-        Granted {
-            exp: c.exp,
-            repositories,
-            catalog,
-        }
-    }
-
-    fn allows(&self, access: &Access<'_>) -> bool {
-        let have = self
-            .repositories
-            .get(access.repository)
-            .copied()
-            .unwrap_or(0);
-        access.actions.iter().all(|a| have & bit(*a) != 0)
+        (self.sub, grants)
     }
 }
 
-struct TokenGrant(Arc<Granted>);
-
-impl Grant for TokenGrant {
-    fn may_pull(&self, repository: &str) -> bool {
-        self.0.catalog || self.0.allows(&Access::pull(repository))
-    }
-}
-
-/// Why a token was refused, for the client's error message.
-enum Refusal {
-    Missing,
-    Invalid(String),
-    Insufficient,
-}
+/// A verified token: its subject and grants.
+type Verified = (String, Arc<TokenGrants>);
 
 pub struct TokenAccess {
     realm: String,
     service: String,
     keys: Vec<(Vec<Algorithm>, DecodingKey)>,
     validation: Validation,
-    cache: RwLock<HashMap<String, Arc<Granted>>>,
+    cache: RwLock<HashMap<String, Verified>>,
 }
 
 impl TokenAccess {
@@ -216,10 +180,10 @@ impl TokenAccess {
         })
     }
 
-    fn verify(&self, token: &str) -> Result<Arc<Granted>, Refusal> {
+    fn verify(&self, token: &str) -> Result<Verified, Refusal> {
         let now = jsonwebtoken::get_current_timestamp();
         if let Some(g) = self.cache.read().ok().and_then(|c| c.get(token).cloned()) {
-            if g.exp + self.validation.leeway > now {
+            if g.1.expires_at + self.validation.leeway > now {
                 return Ok(g);
             }
             return Err(Refusal::Invalid("the token has expired".into()));
@@ -235,7 +199,8 @@ impl TokenAccess {
             v.algorithms = vec![head.alg];
             match jsonwebtoken::decode::<Claims>(token, key, &v) {
                 Ok(data) => {
-                    let g = Arc::new(Granted::from_claims(data.claims));
+                    let (subject, grants) = data.claims.grants();
+                    let g = (subject, Arc::new(grants));
                     if let Ok(mut c) = self.cache.write() {
                         if c.len() >= CACHE_ENTRIES {
                             c.clear();
@@ -248,57 +213,6 @@ impl TokenAccess {
             }
         }
         Err(Refusal::Invalid(last))
-    }
-
-    fn challenge(&self, wanted: &[Access<'_>], refusal: &Refusal) -> RegistryError {
-        let scope = wanted
-            .iter()
-            .map(|a| {
-                let actions: Vec<&str> = a
-                    .actions
-                    .iter()
-                    .map(|x| match x {
-                        Action::Pull => "pull",
-                        Action::Push => "push",
-                        Action::Delete => "delete",
-                    })
-                    .collect();
-                format!("repository:{}:{}", a.repository, actions.join(","))
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut value = format!(
-            "Bearer realm=\"{}\",service=\"{}\"",
-            quote(&self.realm),
-            quote(&self.service)
-        );
-        if !scope.is_empty() {
-            value.push_str(&format!(",scope=\"{scope}\""));
-        }
-        let (code, message) = match refusal {
-            Refusal::Missing => (
-                ErrorCode::Unauthorized,
-                "authentication required: get a token from the realm in WWW-Authenticate"
-                    .to_string(),
-            ),
-            Refusal::Invalid(why) => {
-                value.push_str(",error=\"invalid_token\"");
-                (ErrorCode::Unauthorized, format!("invalid token: {why}"))
-            }
-            Refusal::Insufficient => {
-                value.push_str(",error=\"insufficient_scope\"");
-                (
-                    ErrorCode::Unauthorized,
-                    format!("the token does not grant {scope}"),
-                )
-            }
-        };
-        let mut err =
-            RegistryError::new(code, message).with_status(axum::http::StatusCode::UNAUTHORIZED);
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            err = err.with_header(header::WWW_AUTHENTICATE, v);
-        }
-        err
     }
 }
 
@@ -323,25 +237,52 @@ fn quote(s: &str) -> String {
 
 #[async_trait]
 impl AccessController for TokenAccess {
-    async fn authorize(
-        &self,
-        headers: &HeaderMap,
-        wanted: &[Access<'_>],
-    ) -> Result<Box<dyn Grant>, RegistryError> {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            });
-        let Some(token) = token else {
-            return Err(self.challenge(wanted, &Refusal::Missing));
-        };
-        let granted = self.verify(token).map_err(|r| self.challenge(wanted, &r))?;
-        if !wanted.iter().all(|a| granted.allows(a)) {
-            return Err(self.challenge(wanted, &Refusal::Insufficient));
+    async fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, Refusal> {
+        match credentials {
+            Credentials::Bearer(token) => {
+                let (subject, grants) = self.verify(token)?;
+                Ok(Principal::Token { subject, grants })
+            }
+            // Anything else is no token: the client is challenged for one.
+            _ => Ok(Principal::Anonymous),
         }
-        Ok(Box::new(TokenGrant(granted)))
+    }
+
+    fn admits(&self, principal: &Principal) -> bool {
+        matches!(principal, Principal::Token { .. })
+    }
+
+    fn allows(&self, principal: &Principal, repository: &str, action: Action) -> bool {
+        match principal {
+            Principal::Token { grants, .. } => grants.allows(repository, action),
+            _ => false,
+        }
+    }
+
+    fn lists(&self, principal: &Principal, repository: &str) -> bool {
+        match principal {
+            Principal::Token { grants, .. } => {
+                grants.catalog || grants.allows(repository, Action::Pull)
+            }
+            _ => false,
+        }
+    }
+
+    fn challenge(&self, wanted: &[Access<'_>], refusal: &Refusal) -> Option<Challenge> {
+        let mut value = format!(
+            "Bearer realm=\"{}\",service=\"{}\"",
+            quote(&self.realm),
+            quote(&self.service)
+        );
+        let scope = scope(wanted);
+        if !scope.is_empty() {
+            value.push_str(&format!(",scope=\"{scope}\""));
+        }
+        match refusal {
+            Refusal::Missing => {}
+            Refusal::Invalid(_) => value.push_str(",error=\"invalid_token\""),
+            Refusal::Insufficient => value.push_str(",error=\"insufficient_scope\""),
+        }
+        Some(Challenge(value))
     }
 }

@@ -1,10 +1,12 @@
 //! The `/v2` API. Repository names contain slashes, so one handler parses the path into a
-//! [`Route`] and hands it to the resource's module; each module is thin: parse, authorize,
-//! call the stores, write headers.
+//! [`Route`], the route and method into an [`Operation`], asks the access seam once for
+//! what that operation needs, and hands it to the resource's module; each module is thin:
+//! parse its arguments, call the content layer, write headers.
 
 mod base;
 mod blobs;
 mod catalog;
+mod error;
 mod manifests;
 mod referrers;
 mod tags;
@@ -12,17 +14,20 @@ mod uploads;
 
 use axum::body::Body;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, HeaderValue, Method, Uri, Version, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
-use crate::oci::{ErrorCode, RegistryError, RepoName};
-use crate::sendfile::ZeroCopy;
+use crate::auth::{self, Access, Grant};
+use crate::http::sendfile::ZeroCopy;
+use crate::http::{Query, header_value};
+use crate::oci::{Digest, ErrorCode, RegistryError, RepoName};
+use crate::state::AppState;
 
 pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 pub const DOCKER_UPLOAD_UUID: &str = "docker-upload-uuid";
 pub const OCI_SUBJECT: &str = "oci-subject";
 pub const OCI_FILTERS_APPLIED: &str = "oci-filters-applied";
+pub const OCI_TAG: &str = "oci-tag";
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
@@ -79,6 +84,95 @@ impl<'a> Route<'a> {
         }
         None
     }
+
+    fn name(&self) -> Option<&'a str> {
+        match *self {
+            Route::Base | Route::Catalog => None,
+            Route::Tags { name }
+            | Route::Manifest { name, .. }
+            | Route::Blob { name, .. }
+            | Route::UploadStart { name }
+            | Route::Upload { name, .. }
+            | Route::Referrers { name, .. } => Some(name),
+        }
+    }
+}
+
+/// What a request asks for: its route and method together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation<'a> {
+    Base,
+    Catalog,
+    ListTags,
+    GetManifest { reference: &'a str, head: bool },
+    PutManifest { reference: &'a str },
+    DeleteManifest { reference: &'a str },
+    GetBlob { digest: &'a str, head: bool },
+    DeleteBlob { digest: &'a str },
+    StartUpload,
+    UploadStatus { id: &'a str },
+    PatchUpload { id: &'a str },
+    FinishUpload { id: &'a str },
+    CancelUpload { id: &'a str },
+    Referrers { digest: &'a str },
+}
+
+impl<'a> Operation<'a> {
+    /// The operation `method` asks of `route`, or the methods the route allows.
+    pub fn of(route: &Route<'a>, method: &Method) -> std::result::Result<Self, &'static str> {
+        let (get, head) = (method == Method::GET, method == Method::HEAD);
+        Ok(match *route {
+            Route::Base if get || head => Operation::Base,
+            Route::Base => return Err("GET, HEAD"),
+            Route::Catalog if get => Operation::Catalog,
+            Route::Tags { .. } if get => Operation::ListTags,
+            Route::Referrers { digest, .. } if get => Operation::Referrers { digest },
+            Route::Catalog | Route::Tags { .. } | Route::Referrers { .. } => return Err("GET"),
+            Route::Manifest { reference, .. } => match *method {
+                Method::GET | Method::HEAD => Operation::GetManifest { reference, head },
+                Method::PUT => Operation::PutManifest { reference },
+                Method::DELETE => Operation::DeleteManifest { reference },
+                _ => return Err("GET, HEAD, PUT, DELETE"),
+            },
+            Route::Blob { digest, .. } => match *method {
+                Method::GET | Method::HEAD => Operation::GetBlob { digest, head },
+                Method::DELETE => Operation::DeleteBlob { digest },
+                _ => return Err("GET, HEAD, DELETE"),
+            },
+            Route::UploadStart { .. } if *method == Method::POST => Operation::StartUpload,
+            Route::UploadStart { .. } => return Err("POST"),
+            Route::Upload { id, .. } => match *method {
+                Method::GET => Operation::UploadStatus { id },
+                Method::PATCH => Operation::PatchUpload { id },
+                Method::PUT => Operation::FinishUpload { id },
+                Method::DELETE => Operation::CancelUpload { id },
+                _ => return Err("GET, PATCH, PUT, DELETE"),
+            },
+        })
+    }
+
+    /// The access the operation needs on `name` (as distribution's `appendAccessRecords`
+    /// derives it): nothing beyond coming in for the base and the catalog (which filters
+    /// what it shows), pull to read, pull and push to write, delete to delete.
+    pub fn access<'n>(&self, name: Option<&'n RepoName>) -> Vec<Access<'n>> {
+        let Some(name) = name.map(RepoName::as_str) else {
+            return Vec::new();
+        };
+        vec![match self {
+            Operation::Base | Operation::Catalog => return Vec::new(),
+            Operation::ListTags
+            | Operation::GetManifest { .. }
+            | Operation::GetBlob { .. }
+            | Operation::UploadStatus { .. }
+            | Operation::Referrers { .. } => Access::pull(name),
+            Operation::PutManifest { .. }
+            | Operation::StartUpload
+            | Operation::PatchUpload { .. }
+            | Operation::FinishUpload { .. }
+            | Operation::CancelUpload { .. } => Access::push(name),
+            Operation::DeleteManifest { .. } | Operation::DeleteBlob { .. } => Access::delete(name),
+        }]
+    }
 }
 
 /// Everything under `/v2`.
@@ -91,106 +185,103 @@ pub async fn dispatch(
     zero_copy: Option<Extension<ZeroCopy>>,
     body: Body,
 ) -> Response {
+    let zero_copy = zero_copy
+        .as_ref()
+        .map(|Extension(z)| z)
+        .filter(|_| version < Version::HTTP_2);
+    handle(&state, &method, &uri, &headers, zero_copy, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn handle(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    zero_copy: Option<&ZeroCopy>,
+    body: Body,
+) -> Result<Response> {
     let path = uri.path();
     let rest = path.strip_prefix("/v2").unwrap_or(path);
     let rest = rest.strip_prefix('/').unwrap_or(rest);
-    let Some(route) = Route::parse(rest) else {
-        return RegistryError::new(
+    let route = Route::parse(rest).ok_or_else(|| {
+        RegistryError::new(
             ErrorCode::NameUnknown,
             format!("no registry resource at {path}"),
         )
-        .with_status(axum::http::StatusCode::NOT_FOUND)
-        .into_response();
-    };
-    let query = uri.query().unwrap_or("");
+        .with_status(StatusCode::NOT_FOUND)
+    })?;
+    let name = route.name().map(RepoName::parse).transpose()?;
+    let op = Operation::of(&route, method).map_err(|allowed| unsupported(method, allowed))?;
+    let grant = auth::check(&state.access, headers, &op.access(name.as_ref())).await?;
     let req = Req {
-        state: &state,
-        method: &method,
-        headers: &headers,
-        query,
-        zero_copy: zero_copy
-            .as_ref()
-            .map(|Extension(z)| z)
-            .filter(|_| version < Version::HTTP_2),
+        state,
+        headers,
+        query: Query(uri.query().unwrap_or("")),
+        zero_copy,
+        grant: &grant,
     };
-    let result = match route {
-        Route::Base => base::handle(req).await,
-        Route::Catalog => catalog::handle(req).await,
-        Route::Tags { name } => with_name(name, |n| tags::handle(req, n)).await,
-        Route::Manifest { name, reference } => {
-            with_name(name, |n| manifests::handle(req, n, reference, body)).await
-        }
-        Route::Blob { name, digest } => with_name(name, |n| blobs::handle(req, n, digest)).await,
-        Route::UploadStart { name } => with_name(name, |n| uploads::start(req, n, body)).await,
-        Route::Upload { name, id } => with_name(name, |n| uploads::handle(req, n, id, body)).await,
-        Route::Referrers { name, digest } => {
-            with_name(name, |n| referrers::handle(req, n, digest)).await
-        }
+    let Some(name) = name else {
+        return match op {
+            Operation::Catalog => catalog::list(req).await,
+            _ => base::check(),
+        };
     };
-    result.unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn with_name<F, Fut>(name: &str, f: F) -> Result<Response>
-where
-    F: FnOnce(RepoName) -> Fut,
-    Fut: std::future::Future<Output = Result<Response>>,
-{
-    let name = RepoName::parse(name)
-        .map_err(|e| RegistryError::new(ErrorCode::NameInvalid, e.to_string()))?;
-    f(name).await
+    match op {
+        Operation::Base | Operation::Catalog => base::check(),
+        Operation::ListTags => tags::list(req, name).await,
+        Operation::GetManifest { reference, head } => {
+            manifests::get(req, name, reference, head).await
+        }
+        Operation::PutManifest { reference } => manifests::put(req, name, reference, body).await,
+        Operation::DeleteManifest { reference } => manifests::delete(req, name, reference).await,
+        Operation::GetBlob { digest, head } => blobs::get(req, name, digest, head).await,
+        Operation::DeleteBlob { digest } => blobs::delete(req, name, digest).await,
+        Operation::StartUpload => uploads::start(req, name, body).await,
+        Operation::UploadStatus { id } => uploads::status(req, name, id).await,
+        Operation::PatchUpload { id } => uploads::patch(req, name, id, body).await,
+        Operation::FinishUpload { id } => uploads::finish(req, name, id, body).await,
+        Operation::CancelUpload { id } => uploads::cancel(req, name, id).await,
+        Operation::Referrers { digest } => referrers::list(req, name, digest).await,
+    }
 }
 
 /// What every handler gets about the request, besides its route's arguments.
 #[derive(Clone, Copy)]
 pub struct Req<'a> {
     pub state: &'a AppState,
-    pub method: &'a Method,
     pub headers: &'a HeaderMap,
-    pub query: &'a str,
+    pub query: Query<'a>,
     /// Set when blob bytes may be sent by the kernel straight from their file (HTTP/1 on a
-    /// plain TCP connection; see [`crate::sendfile`]).
+    /// plain TCP connection; see [`crate::http::sendfile`]).
     pub zero_copy: Option<&'a ZeroCopy>,
+    /// What the caller was allowed, for handlers that look beyond the request's own
+    /// repository (a mount's source, the catalog).
+    pub grant: &'a Grant,
 }
 
 impl Req<'_> {
-    /// Values of a query parameter, percent-decoded, in order.
-    pub fn query_all(&self, key: &str) -> Vec<String> {
-        self.query
-            .split('&')
-            .filter_map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k == key).then(|| {
-                    percent_encoding::percent_decode_str(&v.replace('+', " "))
-                        .decode_utf8_lossy()
-                        .into_owned()
-                })
-            })
-            .collect()
-    }
-
-    pub fn query_one(&self, key: &str) -> Option<String> {
-        self.query_all(key).into_iter().next()
-    }
-
     pub fn header(&self, name: impl header::AsHeaderName) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        crate::http::header_str(self.headers, name)
     }
+}
 
-    pub fn unsupported(&self, allowed: &str) -> RegistryError {
-        RegistryError::unsupported(format!(
-            "method {} is not supported here; allowed: {allowed}",
-            self.method
-        ))
-        .with_header(
-            header::ALLOW,
-            HeaderValue::from_str(allowed).unwrap_or(HeaderValue::from_static("GET")),
-        )
-    }
+fn unsupported(method: &Method, allowed: &'static str) -> RegistryError {
+    RegistryError::unsupported(format!(
+        "method {method} is not supported here; allowed: {allowed}"
+    ))
+    .with_header(header::ALLOW, HeaderValue::from_static(allowed))
+}
+
+/// Parses a digest from a URL or query parameter.
+pub fn parse_digest(s: &str) -> Result<Digest> {
+    Ok(s.parse::<Digest>()?)
 }
 
 /// Parses `n` and `last` pagination parameters.
 pub fn pagination(req: &Req<'_>, default_n: i64) -> Result<(i64, Option<String>)> {
-    let n = match req.query_one("n") {
+    let n = match req.query.one("n") {
         None => default_n,
         Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
             RegistryError::new(
@@ -199,44 +290,28 @@ pub fn pagination(req: &Req<'_>, default_n: i64) -> Result<(i64, Option<String>)
             )
         })?,
     };
-    Ok((n, req.query_one("last").filter(|l| !l.is_empty())))
+    Ok((n, req.query.one("last").filter(|l| !l.is_empty())))
 }
 
-/// What `last` escapes in a `Link`: everything but RFC 3986's unreserved characters, so
-/// that tags such as `v1.0` come back as they are and `/` in repository names is escaped.
-const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// An RFC 5988 `Link` header for the next page.
-pub fn next_link(path: &str, n: i64, last: &str) -> HeaderValue {
-    let last = percent_encoding::utf8_percent_encode(last, QUERY_VALUE);
-    HeaderValue::from_str(&format!("<{path}?n={n}&last={last}>; rel=\"next\""))
-        .unwrap_or(HeaderValue::from_static(""))
+/// `201 Created` for a stored blob or manifest: where it is now, and its digest.
+pub fn created(location: String, digest: &Digest) -> Response {
+    (
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, header_value(location)),
+            (
+                HeaderName::from_static(DOCKER_CONTENT_DIGEST),
+                header_value(digest.to_string()),
+            ),
+            (header::CONTENT_LENGTH, HeaderValue::from_static("0")),
+        ],
+    )
+        .into_response()
 }
 
-pub fn header_value(s: impl AsRef<str>) -> HeaderValue {
-    HeaderValue::from_str(s.as_ref()).unwrap_or(HeaderValue::from_static(""))
-}
-
-/// A blob-store failure as the client sees it: an unreachable or refusing object store is
-/// 503 (retry later), anything else 500; both are logged with the store's own words.
-pub(crate) fn storage_error(e: crate::storage::StorageError) -> RegistryError {
-    use crate::storage::StorageError;
-    tracing::error!(error = %e, "blob store failed");
-    match e {
-        StorageError::Backend(msg) => RegistryError::new(
-            crate::oci::ErrorCode::Unavailable,
-            format!("blob storage is unavailable: {msg}"),
-        )
-        .with_header(
-            axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("5"),
-        ),
-        other => RegistryError::internal(other),
-    }
+/// `202 Accepted` with no body: a delete was done.
+pub fn accepted() -> Response {
+    (StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response()
 }
 
 #[cfg(test)]
@@ -301,14 +376,98 @@ mod tests {
     }
 
     #[test]
-    fn next_links_escape_only_what_they_must() {
-        assert_eq!(
-            next_link("/v2/a/tags/list", 2, "v1.0_rc-1~x"),
-            "</v2/a/tags/list?n=2&last=v1.0_rc-1~x>; rel=\"next\""
-        );
-        assert_eq!(
-            next_link("/v2/_catalog", 1, "a/b"),
-            "</v2/_catalog?n=1&last=a%2Fb>; rel=\"next\""
-        );
+    fn each_operation_asks_for_the_access_it_needs() {
+        let name = RepoName::parse("team/app").unwrap();
+        let cases: &[(&str, Method, Option<Access<'_>>)] = &[
+            ("", Method::GET, None),
+            ("_catalog", Method::GET, None),
+            (
+                "team/app/tags/list",
+                Method::GET,
+                Some(Access::pull("team/app")),
+            ),
+            (
+                "team/app/manifests/v1",
+                Method::HEAD,
+                Some(Access::pull("team/app")),
+            ),
+            (
+                "team/app/manifests/v1",
+                Method::PUT,
+                Some(Access::push("team/app")),
+            ),
+            (
+                "team/app/manifests/v1",
+                Method::DELETE,
+                Some(Access::delete("team/app")),
+            ),
+            (
+                "team/app/blobs/sha256:x",
+                Method::GET,
+                Some(Access::pull("team/app")),
+            ),
+            (
+                "team/app/blobs/sha256:x",
+                Method::DELETE,
+                Some(Access::delete("team/app")),
+            ),
+            (
+                "team/app/blobs/uploads/",
+                Method::POST,
+                Some(Access::push("team/app")),
+            ),
+            (
+                "team/app/blobs/uploads/u",
+                Method::GET,
+                Some(Access::pull("team/app")),
+            ),
+            (
+                "team/app/blobs/uploads/u",
+                Method::PATCH,
+                Some(Access::push("team/app")),
+            ),
+            (
+                "team/app/blobs/uploads/u",
+                Method::PUT,
+                Some(Access::push("team/app")),
+            ),
+            (
+                "team/app/blobs/uploads/u",
+                Method::DELETE,
+                Some(Access::push("team/app")),
+            ),
+            (
+                "team/app/referrers/sha256:x",
+                Method::GET,
+                Some(Access::pull("team/app")),
+            ),
+        ];
+        for (path, method, want) in cases {
+            let route = Route::parse(path).unwrap();
+            let op = Operation::of(&route, method).unwrap();
+            let repo = route.name().map(|_| &name);
+            assert_eq!(
+                op.access(repo),
+                want.iter().cloned().collect::<Vec<_>>(),
+                "{method} {path}"
+            );
+        }
+        let refused: &[(&str, Method, &str)] = &[
+            ("", Method::POST, "GET, HEAD"),
+            ("_catalog", Method::HEAD, "GET"),
+            ("a/manifests/v1", Method::PATCH, "GET, HEAD, PUT, DELETE"),
+            ("a/blobs/sha256:x", Method::PUT, "GET, HEAD, DELETE"),
+            ("a/blobs/uploads/", Method::GET, "POST"),
+            ("a/blobs/uploads/u", Method::POST, "GET, PATCH, PUT, DELETE"),
+            ("a/referrers/sha256:x", Method::DELETE, "GET"),
+        ];
+        for (path, method, allowed) in refused {
+            let route = Route::parse(path).unwrap();
+            assert_eq!(
+                Operation::of(&route, method),
+                Err(*allowed),
+                "{method} {path}"
+            );
+        }
     }
 }

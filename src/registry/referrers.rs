@@ -1,32 +1,19 @@
 //! `GET /v2/<name>/referrers/<digest>`: manifests whose subject is `digest`, as an image index.
 
-use axum::http::{Method, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{OCI_FILTERS_APPLIED, Req, Result};
-use crate::auth::Access;
-use crate::oci::{Digest, ErrorCode, RegistryError, RepoName, media};
+use super::{OCI_FILTERS_APPLIED, Req, Result, parse_digest};
+use crate::oci::{RepoName, media};
 
-pub async fn handle(req: Req<'_>, name: RepoName, digest: &str) -> Result<Response> {
-    if req.method != Method::GET {
-        return Err(req.unsupported("GET"));
-    }
-    req.state
-        .access
-        .authorize(req.headers, &[Access::pull(name.as_str())])
-        .await?;
-    let subject: Digest = digest
-        .parse()
-        .map_err(|e: crate::oci::digest::DigestError| {
-            RegistryError::new(ErrorCode::DigestInvalid, e.to_string())
-        })?;
-    let filter = req.query_one("artifactType").filter(|a| !a.is_empty());
+pub async fn list(req: Req<'_>, name: RepoName, digest: &str) -> Result<Response> {
+    let subject = parse_digest(digest)?;
+    let filter = req.query.one("artifactType").filter(|a| !a.is_empty());
     let referrers = req
         .state
-        .meta
+        .content
         .referrers(&name, &subject, filter.as_deref())
-        .await
-        .map_err(RegistryError::internal)?;
+        .await?;
     let manifests: Vec<serde_json::Value> = referrers
         .into_iter()
         .map(|r| {
@@ -57,7 +44,7 @@ pub async fn handle(req: Req<'_>, name: RepoName, digest: &str) -> Result<Respon
     if filter.is_some() {
         resp.headers_mut().insert(
             OCI_FILTERS_APPLIED,
-            header::HeaderValue::from_static("artifactType"),
+            HeaderValue::from_static("artifactType"),
         );
     }
     Ok(resp)
