@@ -39,19 +39,15 @@ enum Command {
     },
 }
 
-/// Tunes glibc's malloc for a server that streams blobs. Must run before any thread is
-/// started.
+/// Tunes glibc's malloc for a server that streams blobs (docs/performance.md, "glibc malloc
+/// settings"). Must run before any thread is started.
 ///
-/// - Arenas: at most one per core (glibc allows eight per core). Blob reads and writes
-///   allocate their buffers on blocking-pool threads; with an arena each, freed buffers
-///   stayed resident in many half-empty arenas (measured: 93 MiB instead of 78 MiB peak RSS
-///   under 64 concurrent 1 GiB pulls after 64 concurrent pushes; no change in throughput).
-/// - Fixed mmap (4 MiB) and trim (16 MiB) thresholds instead of glibc's sliding ones,
-///   which gave the pages of hyper's read buffers (~400 KiB each, freed on the writer's
-///   thread) back to the kernel between requests and chunks, so that receiving a push
-///   faulted them in and zeroed them again: 106,000 page faults in two 1 GiB pushes, 2,000
-///   with these, and 10% less server CPU time. Memory freed after a burst stays with the
-///   process up to the trim threshold per arena.
+/// - Arenas: at most one per core, so transfer buffers freed on blocking-pool threads do
+///   not stay resident in many half-empty arenas.
+/// - Fixed mmap (4 MiB) and trim (16 MiB) thresholds instead of glibc's sliding ones, so
+///   hyper's read buffers are not handed back to the kernel between chunks and faulted in
+///   again; memory freed after a burst stays with the process up to the trim threshold per
+///   arena.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

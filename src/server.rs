@@ -18,10 +18,9 @@ const CLOSE_LIMIT: Duration = Duration::from_secs(5);
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 
 /// Every [`TRIM_EVERY`], `malloc_trim(0)`: glibc returns freed memory only from the top of
-/// each heap, so buffers freed in the middle of an arena after a burst of transfers stayed
-/// resident (measured: 64 concurrent pushes peaked at 92-102 MiB after a few big pushes in
-/// the same process, 52 MiB in a fresh one). Trimming walks the arenas and releases the
-/// free pages; it takes well under a millisecond at these heap sizes.
+/// each heap, so buffers freed in the middle of an arena after a burst of transfers would
+/// stay resident; trimming releases those free pages (docs/performance.md, "Trimming the
+/// heap").
 fn spawn_memory_trimmer() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     tokio::spawn(async {

@@ -33,19 +33,15 @@ use crate::oci::{Digest, Hasher};
 /// writes.
 const READ_BUF: usize = 256 * 1024;
 
-/// Upload bodies received but not yet written to disk, all uploads together, are held to
-/// this many bytes. Chunks queue for the writer thread so that hashing and the network go
-/// on while a write waits for the journal. Counting chunks instead of bytes let 64
-/// concurrent pushes to a slow disk hold 145 MiB; and a chunk can keep more memory alive
-/// than its length (it is a slice of its connection's read buffer), so the budget is small:
-/// 8 MiB measured a 65 MiB peak under 64 concurrent pushes where 32 MiB measured 89-98 MiB,
-/// with the same throughput for single and concurrent pushes.
+/// Upload body bytes received but not yet written, all uploads together, are held to this
+/// many: chunks queue so the network and the hash go on while a write waits, and a slow
+/// disk holds back the sockets, not memory. Small, since a queued chunk can keep its
+/// connection's whole read buffer alive (docs/performance.md, "Upload buffer budget").
 const UPLOAD_BUFFER: usize = 8 * 1024 * 1024;
 
 /// Concurrent blob responses share this much for their read buffers (each holds up to
-/// about three at a time: one being read, one queued, one being sent), so 64 concurrent
-/// 1 GiB pulls read 128 KiB at a time instead of 256 KiB and memory stays flat as
-/// downloads pile up.
+/// about three at a time: one being read, one queued, one being sent), so memory stays
+/// flat as downloads pile up (docs/performance.md, "Read buffers").
 const READ_BUDGET: usize = 8 * 1024 * 1024;
 
 /// The smallest read buffer, however many responses stream at once.
@@ -79,11 +75,9 @@ impl Drop for Active {
 }
 
 /// The first this many bytes of a request body are hashed on the task that receives them;
-/// past it a blocking thread takes the hash over, so that receiving (the socket copy and
-/// HTTP framing, on the connection's task) and hashing run on two cores instead of taking
-/// turns on one. Measured on a 2-core machine, streamed 1 GiB pushes: the connection's
-/// worker thread was busy for 1.31 s of each 1.37 s push, 0.68 s of it hashing. Small
-/// bodies stay inline, where a thread hand-off would cost more than their hash.
+/// past it a blocking thread takes the hash over, so receiving and hashing run on two cores
+/// instead of taking turns on one. Small bodies stay inline, where a thread hand-off would
+/// cost more than their hash (docs/performance.md, "Hashing on a thread of its own").
 const HASH_INLINE: u64 = 1024 * 1024;
 
 /// A chunk of an upload body on its way to the writer (and the hasher thread), holding its
@@ -91,44 +85,34 @@ const HASH_INLINE: u64 = 1024 * 1024;
 type Queued = (Bytes, Arc<OwnedSemaphorePermit>);
 
 /// Once this many bytes arrived since the last flush, a second thread `fdatasync`s the
-/// upload file while the first one goes on writing through the page cache. Starting
-/// writeback early (`sync_file_range`) is not enough, and once the flusher runs it adds
-/// nothing: the device's own cache flush costs time in proportion to what was written since
-/// the last one (measured: 0.7-1.0 s for 1 GiB at the end of a push), so it has to be paid
-/// while bytes still arrive, leaving only the tail for the fsync that acknowledges the
-/// request. At most one flush runs per upload and flushes that would queue behind it are
-/// merged, so in effect the flusher runs back to back while data arrives. The threshold
-/// sets how soon the disk gets to work on each request: 10 MiB chunked pushes went from
-/// 420-430 to 510-540 MB/s with 2 MiB instead of 8 MiB, and from 73% to 86% of the
-/// write+fsync beside them (mean of five interleaved runs each) with 512 KiB instead of
-/// 2 MiB, since at 2 MiB the disk idled for the first 5 ms of each 24 ms chunk. Bodies
-/// smaller than this get one `fdatasync` at the end and no second thread.
+/// upload file while the writer goes on through the page cache: the device's cache flush
+/// costs time in proportion to what was written since the last one, so it is paid while
+/// bytes still arrive and the acknowledging fsync has only the tail left. At most one flush
+/// runs per upload (flushes that would queue behind it are merged). Small, so the disk
+/// starts early on each request; bodies smaller than this get one `fdatasync` at the end
+/// and no second thread (docs/performance.md, "Flushing while an upload streams").
 const FLUSH_EVERY: u64 = 512 * 1024;
 
 /// The same for direct writes, where every write has reached the device by the time it
-/// returns and a flush is the journal commit and the device's cache flush: flushing every
-/// 512 KiB held the writes up (1 GiB monolithic pushes 853 and 871 MB/s, 1,075 and 1,158
-/// with 32 MiB, same machine, interleaved runs).
+/// returns and a flush is the journal commit and the device's cache flush, so flushing
+/// as often as [`FLUSH_EVERY`] holds the writes up (docs/performance.md, "Direct writes for
+/// pushes").
 const DIRECT_FLUSH_EVERY: u64 = 32 * 1024 * 1024;
 
 /// Direct (`O_DIRECT`) writes are aligned to this: file offsets, lengths and memory. 4 KiB
 /// covers every common logical block size (512 B and 4 KiB).
 const DIRECT_ALIGN: usize = 4096;
 
-/// Each direct write is this large at most (1 MiB wrote 1.7 GB/s one at a time here, 256
-/// KiB 0.95 GB/s).
+/// Each direct write is this large at most; smaller writes, issued one at a time, reach
+/// the device more slowly (docs/performance.md, "Direct writes for pushes").
 const DIRECT_BUF: usize = 1024 * 1024;
 
 /// An append hands its hash to a thread of its own (past [`HASH_INLINE`]) and writes
 /// directly (`O_DIRECT`, see [`UploadIo`]) only while at most this many appends run per
 /// core, itself included; others hash on their task and write through the page cache. Both
-/// pay off where the receiving side's CPU is the limit, a few large pushes. With many at
-/// once the runtime's workers hash several uploads side by side anyway and the disk is the
-/// limit; a hasher thread each only kept chunks (and the read buffers they are cut from)
-/// alive longer, and direct writes made each upload wait for its own writes while every
-/// connection's read buffer grew to hyper's maximum: 64 concurrent 32 MiB pushes peaked at
-/// 106-112 MiB RSS with both on every append, 79 MiB of anonymous memory with direct writes
-/// alone against 45 MiB without, at the same throughput.
+/// pay off only where the receiving side's CPU is the limit (a few large pushes); with many
+/// at once the disk is the limit and they only hold memory longer (docs/performance.md,
+/// "One append per core").
 const SOLO_APPENDS_PER_CORE: usize = 1;
 
 /// How upload data reaches the filesystem store's files.
@@ -136,11 +120,9 @@ const SOLO_APPENDS_PER_CORE: usize = 1;
 pub enum UploadIo {
     /// Through the page cache (`write`), the portable way.
     Buffered,
-    /// Around it (`O_DIRECT`). The bytes of a push are not read again soon, a pull reads them
-    /// back through the page cache once, and copying them into it costs the receiving
-    /// side: on the 2-core machine of docs/performance.md the page-cache copy was a fifth of
-    /// the server's CPU time in a 1 GiB push, more where the kernel had to find fresh pages
-    /// for it; with direct writes 1 GiB pushes went from 0.5-0.8 to 0.9-1.2 GB/s.
+    /// Around it (`O_DIRECT`). The bytes of a push are not read again soon, and copying them
+    /// into the page cache costs the receiving side CPU (docs/performance.md, "Direct writes
+    /// for pushes").
     Direct,
 }
 
@@ -466,8 +448,8 @@ fn not_found_as<T>(e: std::io::Error, f: impl FnOnce() -> StorageError) -> Resul
     }
 }
 
-/// Reads up to `len` bytes at `offset` into a new buffer, without zeroing it first (the
-/// memset cost a tenth of a pull's CPU); an error at the end of the file.
+/// Reads up to `len` bytes at `offset` into a new buffer, without zeroing it first
+/// (docs/performance.md, "Read buffers"); an error at the end of the file.
 fn read_chunk(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Bytes> {
     use std::os::fd::AsRawFd;
     let mut buf = bytes::BytesMut::with_capacity(len);
