@@ -1,7 +1,7 @@
 //! An in-process cache of manifest lookups for a metadata store that only this process
 //! writes (the embedded SQLite database; `serve` holds an exclusive lock on its file).
-//! A manifest GET or HEAD that hits it skips the database round trip, which was more than
-//! half of the server's work per request (docs/performance.md).
+//! A manifest GET or HEAD that hits it skips the database round trip (docs/performance.md,
+//! "The manifest cache").
 //!
 //! Coherence: every write that can change what a lookup returns (a manifest put, which may
 //! move a tag; a manifest or tag delete) calls [`ManifestCache::invalidate`] once it has

@@ -1,16 +1,35 @@
-//! The metadata seam: repositories, manifests, tags, blob links and upload sessions.
+//! The metadata seam, one trait per domain: [`RepositoryStore`] (repositories, blob links,
+//! manifests, tags, referrers) and [`UploadStore`] (upload sessions and their claims).
+//! [`MetadataStore`] is all of them at once, the one name the server holds
+//! (`Arc<dyn MetadataStore>`); a new domain (identity, policy, audit) is one more trait in
+//! a file of its own, one more supertrait here and one more file under `sql/`.
+//!
+//! Callers holding `dyn MetadataStore` (or a generic bound by it) call every domain's
+//! methods without importing the domain traits; code calling them on a concrete
+//! `SqlMetadataStore` imports [`prelude`]. `Arc<dyn MetadataStore>` coerces to
+//! `Arc<dyn UploadStore>` etc. for code that needs one domain only.
+//!
 //! One SQL implementation serves SQLite and PostgreSQL; both pass the one suite in
-//! `tests/metadata_suite.rs`.
+//! `tests/metadata_suite.rs`, grouped by the same domains.
 
 pub mod cache;
 mod readers;
+pub mod repositories;
 pub mod sql;
+pub mod uploads;
 
 use async_trait::async_trait;
 
-use crate::oci::{Digest, Reference, RepoName};
+use crate::oci::Digest;
 
+pub use repositories::{ManifestRecord, NewManifest, Referrer, RepositoryStore};
 pub use sql::SqlMetadataStore;
+pub use uploads::{UploadSession, UploadStore};
+
+/// The domain traits, for calling their methods on a concrete store.
+pub mod prelude {
+    pub use super::{MetadataStore, RepositoryStore, UploadStore};
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -28,158 +47,8 @@ pub enum MetaError {
     Corrupt(String),
 }
 
-/// A stored manifest, exactly as pushed.
-#[derive(Clone, Debug)]
-pub struct ManifestRecord {
-    pub digest: Digest,
-    pub media_type: String,
-    pub content: bytes::Bytes,
-}
-
-/// A manifest to store, with what the registry parsed out of it.
-#[derive(Clone, Debug)]
-pub struct NewManifest {
-    pub repository: RepoName,
-    pub digest: Digest,
-    pub media_type: String,
-    pub content: Vec<u8>,
-    pub artifact_type: Option<String>,
-    pub subject: Option<Digest>,
-    /// The manifest's annotations as a JSON object, for referrers responses.
-    pub annotations: Option<String>,
-    /// Blobs that must be linked to the repository (config, layers).
-    pub blobs: Vec<Digest>,
-    /// Manifests that must exist in the repository (an index's children).
-    pub manifests: Vec<Digest>,
-    /// Tags to point at this manifest in the same transaction.
-    pub tags: Vec<String>,
-}
-
-/// A manifest that names a subject, as the referrers API lists it.
-#[derive(Clone, Debug)]
-pub struct Referrer {
-    pub digest: Digest,
-    pub media_type: String,
-    pub size: i64,
-    pub artifact_type: Option<String>,
-    pub annotations: Option<String>,
-}
-
-#[derive(Clone, Debug)]
-pub struct UploadSession {
-    pub id: String,
-    pub repository: RepoName,
-    /// Bytes durably received so far.
-    pub committed: u64,
-    /// The hasher's saved state after `committed` bytes (see `oci::Hasher::save`).
-    pub hash_state: Vec<u8>,
-    /// The blob store's state for the session (see `storage::BlobStore::upload_start`).
-    pub store_state: Vec<u8>,
-    pub started_at: i64,
-}
-
 #[async_trait]
-pub trait MetadataStore: Send + Sync + 'static {
-    async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError>;
-
-    /// Repository names in lexical order after `last`, at most `n`.
-    async fn list_repositories(&self, last: Option<&str>, n: i64)
-    -> Result<Vec<String>, MetaError>;
-
-    /// Records a committed blob and links it to `repo` (creating the repository).
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64)
-    -> Result<(), MetaError>;
-
-    /// The size of a blob linked to `repo`, or `None`.
-    async fn linked_blob(&self, repo: &RepoName, digest: &Digest)
-    -> Result<Option<u64>, MetaError>;
-
-    /// Removes a blob's link from `repo`; `false` when there was none.
-    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
-
-    /// Stores a manifest and its tags in one transaction, after checking that every blob
-    /// and child manifest it references is in the repository.
-    async fn put_manifest(&self, m: &NewManifest) -> Result<(), MetaError>;
-
-    async fn get_manifest(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> Result<Option<ManifestRecord>, MetaError>;
-
-    /// Deletes a manifest and every tag pointing at it; `false` when there was none.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
-
-    /// Deletes one tag (the manifest stays); `false` when there was none.
-    async fn delete_tag(&self, repo: &RepoName, tag: &str) -> Result<bool, MetaError>;
-
-    /// Tags in lexical order after `last`, at most `n`.
-    async fn list_tags(
-        &self,
-        repo: &RepoName,
-        last: Option<&str>,
-        n: i64,
-    ) -> Result<Vec<String>, MetaError>;
-
-    /// Manifests in `repo` whose subject is `subject`, optionally only those of `artifact_type`.
-    async fn referrers(
-        &self,
-        repo: &RepoName,
-        subject: &Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<Referrer>, MetaError>;
-
-    async fn create_upload(&self, session: &UploadSession) -> Result<(), MetaError>;
-
-    async fn get_upload(
-        &self,
-        repo: &RepoName,
-        id: &str,
-    ) -> Result<Option<UploadSession>, MetaError>;
-
-    /// Takes the session for one writing request: succeeds only while the session holds
-    /// exactly `from` bytes and no other writer's lease is live at `now`. Fails with
-    /// `UploadConflict` otherwise (or when the session is gone).
-    async fn claim_upload(
-        &self,
-        id: &str,
-        from: u64,
-        writer: &str,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<(), MetaError>;
-
-    /// Extends `writer`'s lease; `false` when `writer` no longer holds the session.
-    async fn renew_upload_claim(
-        &self,
-        id: &str,
-        writer: &str,
-        lease_until: i64,
-    ) -> Result<bool, MetaError>;
-
-    /// Gives the session up without moving it (the write failed).
-    async fn release_upload_claim(&self, id: &str, writer: &str) -> Result<(), MetaError>;
-
-    /// Moves an upload `writer` holds from `from` bytes to `to` bytes with a new hasher
-    /// state, and releases it; fails with `UploadConflict` if `writer` lost the session.
-    async fn advance_upload(
-        &self,
-        id: &str,
-        writer: &str,
-        from: u64,
-        to: u64,
-        hash_state: &[u8],
-        store_state: &[u8],
-    ) -> Result<(), MetaError>;
-
-    async fn delete_upload(&self, id: &str) -> Result<bool, MetaError>;
-
-    /// Sessions nobody has written to since `before` (Unix ms), oldest first, at most `n`.
-    async fn stale_uploads(&self, before: i64, n: i64) -> Result<Vec<UploadSession>, MetaError>;
-
-    /// The ids of every upload session.
-    async fn upload_ids(&self) -> Result<Vec<String>, MetaError>;
-
+pub trait MetadataStore: RepositoryStore + UploadStore {
     /// Closes every connection, once the server has stopped serving: PostgreSQL sees its
     /// sessions end instead of sockets reset, and the last SQLite connection checkpoints
     /// the write-ahead log into the database file and removes it.

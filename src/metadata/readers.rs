@@ -1,15 +1,10 @@
 //! The connections that serve the metadata store's reads, pooled with `deadpool`.
 //!
-//! sqlx's own pool pings every connection as it goes back to the pool: on PostgreSQL a
-//! `Sync` message and its `ReadyForQuery`, on SQLite a command to the connection's
-//! thread and its answer. For a manifest `GET` answered by one query, that second round
-//! trip cost PostgreSQL a third of its throughput (docs/performance.md). The ping is
-//! there for one case: a query whose future was dropped half way (a client that hung
-//! up) may leave its answer unread on the connection. Here each connection remembers
-//! whether its last query finished (the database answered, with rows or with an error),
-//! and only one that did not is pinged before its next use; the ping reads whatever was
-//! left. A connection idle for a while is pinged too, one that fails is replaced, and
-//! connections are retired after half an hour, as sqlx's pool retires them.
+//! sqlx's own pool pings every connection on its way back, a second round trip per read
+//! (docs/performance.md, "Reads without a ping on release"). Here a connection is pinged
+//! only when its last query did not run to its end (a dropped future may have left its
+//! answer on the connection; the ping reads it) or when it sat idle; one whose ping fails
+//! is replaced, and connections retire after half an hour, as sqlx's do.
 //!
 //! Writes stay on sqlx's pool: they are few, and transactions want its handling.
 

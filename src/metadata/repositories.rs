@@ -1,0 +1,96 @@
+//! The repositories domain: repositories, the blobs linked into them, manifests, tags and
+//! referrers.
+
+use async_trait::async_trait;
+
+use super::MetaError;
+use crate::oci::{Digest, Reference, RepoName};
+
+/// A stored manifest, exactly as pushed.
+#[derive(Clone, Debug)]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub content: bytes::Bytes,
+}
+
+/// A manifest to store, with what the registry parsed out of it.
+#[derive(Clone, Debug)]
+pub struct NewManifest {
+    pub repository: RepoName,
+    pub digest: Digest,
+    pub media_type: String,
+    pub content: Vec<u8>,
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    /// The manifest's annotations as a JSON object, for referrers responses.
+    pub annotations: Option<String>,
+    /// Blobs that must be linked to the repository (config, layers).
+    pub blobs: Vec<Digest>,
+    /// Manifests that must exist in the repository (an index's children).
+    pub manifests: Vec<Digest>,
+    /// Tags to point at this manifest in the same transaction.
+    pub tags: Vec<String>,
+}
+
+/// A manifest that names a subject, as the referrers API lists it.
+#[derive(Clone, Debug)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: i64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+}
+
+#[async_trait]
+pub trait RepositoryStore: Send + Sync + 'static {
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError>;
+
+    /// Repository names in lexical order after `last`, at most `n`.
+    async fn list_repositories(&self, last: Option<&str>, n: i64)
+    -> Result<Vec<String>, MetaError>;
+
+    /// Records a committed blob and links it to `repo` (creating the repository).
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64)
+    -> Result<(), MetaError>;
+
+    /// The size of a blob linked to `repo`, or `None`.
+    async fn linked_blob(&self, repo: &RepoName, digest: &Digest)
+    -> Result<Option<u64>, MetaError>;
+
+    /// Removes a blob's link from `repo`; `false` when there was none.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+
+    /// Stores a manifest and its tags in one transaction, after checking that every blob
+    /// and child manifest it references is in the repository.
+    async fn put_manifest(&self, m: &NewManifest) -> Result<(), MetaError>;
+
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>, MetaError>;
+
+    /// Deletes a manifest and every tag pointing at it; `false` when there was none.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+
+    /// Deletes one tag (the manifest stays); `false` when there was none.
+    async fn delete_tag(&self, repo: &RepoName, tag: &str) -> Result<bool, MetaError>;
+
+    /// Tags in lexical order after `last`, at most `n`.
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: i64,
+    ) -> Result<Vec<String>, MetaError>;
+
+    /// Manifests in `repo` whose subject is `subject`, optionally only those of `artifact_type`.
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>, MetaError>;
+}
