@@ -1,6 +1,8 @@
 //! Manifests and tags: put (with every reference check), get, delete, tag listings,
 //! referrers and the catalog.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 
 use super::{Change, Content, ContentError, Result};
@@ -144,11 +146,18 @@ impl Content {
         repository: &RepoName,
         blobs: &[&manifest::Descriptor],
     ) -> Result<()> {
+        let digests: Vec<Digest> = blobs.iter().map(|d| d.digest.clone()).collect();
+        let stored: HashMap<Digest, u64> = self
+            .meta
+            .linked_blobs(repository, &digests)
+            .await?
+            .into_iter()
+            .collect();
         for d in blobs {
-            if let Some(stored) = self.meta.linked_blob(repository, &d.digest).await? {
-                // A negative size was refused while parsing.
-                let declared = d.size.max(0) as u64;
-                if declared != stored {
+            // A negative size was refused while parsing.
+            let declared = d.size.max(0) as u64;
+            match stored.get(&d.digest) {
+                Some(&stored) if stored != declared => {
                     return Err(ContentError::DescriptorSize {
                         repository: repository.clone(),
                         digest: d.digest.clone(),
@@ -156,6 +165,7 @@ impl Content {
                         stored,
                     });
                 }
+                _ => {}
             }
         }
         Ok(())

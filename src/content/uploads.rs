@@ -22,6 +22,8 @@ const UPLOAD_LEASE_MS: i64 = 60_000;
 const UPLOAD_RENEW_EVERY: Duration = Duration::from_secs(15);
 /// How long a request waits for another writer of the same session before it is refused.
 const CLAIM_WAIT: Duration = Duration::from_secs(3);
+/// Repositories looked at per round when a mount names no source.
+const MOUNT_BATCH: i64 = 100;
 /// Stale sessions read per round of a purge.
 const PURGE_BATCH: i64 = 500;
 
@@ -234,6 +236,40 @@ impl Content {
         self.meta.link_blob(repository, digest, size).await?;
         self.after(change);
         Ok(true)
+    }
+
+    /// Links a blob into `repository` from any repository that has it and that `readable`
+    /// allows (the caller may pull there), without an upload; the repository it came from,
+    /// or `None` when no such repository has it. Repositories the caller may not read are
+    /// never used, so a mount reveals nothing about them.
+    pub async fn mount_from_any(
+        &self,
+        repository: &RepoName,
+        digest: &Digest,
+        readable: impl Fn(&str) -> bool,
+    ) -> Result<Option<RepoName>> {
+        let mut last: Option<String> = None;
+        loop {
+            let batch = self
+                .meta
+                .repositories_with_blob(digest, last.as_deref(), MOUNT_BATCH)
+                .await?;
+            for name in &batch {
+                if !readable(name) {
+                    continue;
+                }
+                let Ok(from) = RepoName::parse(name) else {
+                    continue;
+                };
+                if self.mount(repository, digest, &from).await? {
+                    return Ok(Some(from));
+                }
+            }
+            if (batch.len() as i64) < MOUNT_BATCH {
+                return Ok(None);
+            }
+            last = batch.last().cloned();
+        }
     }
 
     /// Forgets a session, then drops its data (in that order, as the purge does: no request

@@ -59,6 +59,21 @@ pub trait RepositoryStore: Send + Sync + 'static {
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest)
     -> Result<Option<u64>, MetaError>;
 
+    /// The sizes of those of `digests` that are linked to `repo` (the others are left out).
+    async fn linked_blobs(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+    ) -> Result<Vec<(Digest, u64)>, MetaError>;
+
+    /// Repositories that `digest` is linked to, in lexical order after `last`, at most `n`.
+    async fn repositories_with_blob(
+        &self,
+        digest: &Digest,
+        last: Option<&str>,
+        n: i64,
+    ) -> Result<Vec<String>, MetaError>;
+
     /// Removes a blob's link from `repo`; `false` when there was none.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
 

@@ -47,23 +47,26 @@ pub async fn start(req: Req<'_>, name: RepoName, body: Body) -> Result<Response>
     Ok(upload_status(StatusCode::ACCEPTED, &name, &session.id, 0))
 }
 
-/// Mounts `mount` into `name` from the repository `from` names when the caller may pull
-/// there and it has the blob; `None` means "not mountable", and the caller opens an ordinary
-/// upload instead.
+/// Mounts `mount` into `name` from the repository `from` names, or without `from` from any
+/// repository that has it, when the caller may pull there; `None` means "not mountable", and
+/// the caller opens an ordinary upload instead.
 async fn try_mount(req: Req<'_>, name: &RepoName, mount: &str) -> Result<Option<Response>> {
-    let Some(from) = req.query.one("from") else {
+    let Ok(digest) = mount.parse::<Digest>() else {
         return Ok(None);
     };
-    let (Ok(digest), Ok(from)) = (mount.parse::<Digest>(), RepoName::parse(&from)) else {
-        return Ok(None);
+    let content = &req.state.content;
+    let readable = |repo: &str| req.grant.allows(repo, Action::Pull);
+    let mounted = match req.query.one("from") {
+        Some(from) => match RepoName::parse(&from) {
+            Ok(from) if readable(from.as_str()) => content.mount(name, &digest, &from).await?,
+            _ => false,
+        },
+        None => content
+            .mount_from_any(name, &digest, readable)
+            .await?
+            .is_some(),
     };
-    if !req.grant.allows(from.as_str(), Action::Pull) {
-        return Ok(None);
-    }
-    if !req.state.content.mount(name, &digest, &from).await? {
-        return Ok(None);
-    }
-    Ok(Some(blob_created(name, &digest)))
+    Ok(mounted.then(|| blob_created(name, &digest)))
 }
 
 pub async fn status(req: Req<'_>, name: RepoName, id: &str) -> Result<Response> {

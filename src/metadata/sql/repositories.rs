@@ -100,6 +100,61 @@ impl RepositoryStore for SqlMetadataStore {
         }
     }
 
+    async fn linked_blobs(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+    ) -> Result<Vec<(Digest, u64)>, MetaError> {
+        let wanted: BTreeSet<String> = digests.iter().map(|d| d.to_string()).collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT b.digest, b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+             WHERE rb.repository = $1 AND rb.digest IN ({})",
+            placeholders(2, wanted.len())
+        );
+        let mut q = sqlx::query(&sql).bind(repo.as_str());
+        for d in &wanted {
+            q = q.bind(d.as_str());
+        }
+        let rows = self.read.fetch_all(q).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    digest_col(r, "digest")?,
+                    r.try_get::<i64, _>("size")? as u64,
+                ))
+            })
+            .collect()
+    }
+
+    async fn repositories_with_blob(
+        &self,
+        digest: &Digest,
+        last: Option<&str>,
+        n: i64,
+    ) -> Result<Vec<String>, MetaError> {
+        let rows = self
+            .read
+            .fetch_all(
+                sqlx::query(
+                    "SELECT repository FROM repository_blobs WHERE digest = $1 AND repository > $2 \
+                     ORDER BY repository LIMIT $3",
+                )
+                .bind(digest.to_string())
+                .bind(last.unwrap_or(""))
+                .bind(n),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                r.try_get::<String, _>("repository")
+                    .map_err(MetaError::from)
+            })
+            .collect()
+    }
+
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
         let done =
             sqlx::query("DELETE FROM repository_blobs WHERE repository = $1 AND digest = $2")
