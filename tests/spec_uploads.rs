@@ -543,26 +543,8 @@ async fn mounts_link_the_blob_when_the_source_has_it_and_else_open_an_upload() {
             .unwrap();
         assert_api_version(&r);
         if case.holds == Holds::TheBlob {
-            assert_eq!(r.status(), 201, "case {name}");
-            assert_eq!(
-                header_str(&r, "location"),
-                format!("/v2/{target}/blobs/{digest}"),
-                "case {name}"
-            );
-            assert_eq!(
-                header_str(&r, "docker-content-digest"),
-                digest,
-                "case {name}"
-            );
-            let got = c
-                .get(b.url(&format!("/v2/{target}/blobs/{digest}")))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(got.status(), 200, "case {name}");
-            assert_eq!(got.bytes().await.unwrap().as_ref(), bytes.as_slice());
-            // No new session, no new copy.
-            assert!(b.upload_files().is_empty(), "case {name}");
+            assert_created_as(&c, &b, name, target, r, &bytes, &digest).await;
+            // No new session (checked above), no new copy.
             assert_eq!(b.blob_files(), blobs, "case {name}");
             assert!(blobs.contains(&b.blob_path(&digest)), "case {name}");
             assert!(
