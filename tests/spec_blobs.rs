@@ -1,5 +1,6 @@
-//! Blobs: `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`, `Range` reads, and how the
-//! store keeps one copy of content shared by repositories.
+//! Blobs: `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`, `Range` reads (one table: a
+//! failing case prints its name), and how the store keeps one copy of content shared by
+//! repositories.
 
 mod common;
 use common::*;
@@ -9,192 +10,191 @@ fn hundred() -> Vec<u8> {
     b"0123456789".repeat(10)
 }
 
-async fn get_range(
-    c: &reqwest::Client,
-    b: &Berth,
-    repo: &str,
-    digest: &str,
-    range: &str,
-) -> reqwest::Response {
-    c.get(b.url(&format!("/v2/{repo}/blobs/{digest}")))
-        .header("range", range)
-        .send()
-        .await
-        .unwrap()
+/// A read of a blob (GET or HEAD, with or without a Range) and the answer it must get.
+struct Read {
+    name: &'static str,
+    method: reqwest::Method,
+    digest: String,
+    range: Option<&'static str>,
+    status: u16,
+    /// The Content-Range the answer carries, where it must carry one.
+    content_range: Option<&'static str>,
+    /// The bytes the answer serves (after HEAD, its Content-Length counts them), with the
+    /// blob's digest; `None` for a refusal.
+    bytes: Option<Vec<u8>>,
+    /// The error code of a GET that is refused.
+    code: Option<&'static str>,
 }
 
 #[tokio::test]
-async fn blob_get_returns_the_bytes_with_digest_and_length() {
+async fn blob_reads_answer_by_method_and_range() {
+    use reqwest::Method;
     let b = Berth::start();
     let c = client();
     let bytes = hundred();
     let digest = push_blob(&c, &b, "app", &bytes).await;
-    let r = c
-        .get(b.url(&format!("/v2/app/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_api_version(&r);
-    assert_eq!(header_str(&r, "docker-content-digest"), digest);
-    assert_eq!(header_str(&r, "content-length"), "100");
-    assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
-    assert_eq!(b.stored_blob(&digest), bytes);
-}
-
-#[tokio::test]
-async fn blob_head_has_the_get_headers_and_no_body() {
-    let b = Berth::start();
-    let c = client();
-    let digest = push_blob(&c, &b, "app", &hundred()).await;
-    let r = c
-        .head(b.url(&format!("/v2/app/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_api_version(&r);
-    assert_eq!(header_str(&r, "docker-content-digest"), digest);
-    assert_eq!(header_str(&r, "content-length"), "100");
-    assert!(r.bytes().await.unwrap().is_empty());
-}
-
-#[tokio::test]
-async fn blob_head_of_unknown_blob_is_404() {
-    let b = Berth::start();
-    let c = client();
-    push_blob(&c, &b, "app", b"something").await;
-    let r = c
-        .head(b.url(&format!("/v2/app/blobs/{}", sha256(b"other"))))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    assert_api_version(&r);
-    assert!(r.bytes().await.unwrap().is_empty());
-}
-
-#[tokio::test]
-async fn blob_get_of_unknown_blob_is_blob_unknown() {
-    let b = Berth::start();
-    let c = client();
-    push_blob(&c, &b, "app", b"something").await;
-    let r = c
-        .get(b.url(&format!("/v2/app/blobs/{}", sha256(b"other"))))
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 404, "BLOB_UNKNOWN").await;
-}
-
-#[tokio::test]
-async fn blob_range_request_answers_206_with_content_range() {
-    let b = Berth::start();
-    let c = client();
-    let bytes = hundred();
-    let digest = push_blob(&c, &b, "app", &bytes).await;
-    let r = get_range(&c, &b, "app", &digest, "bytes=10-19").await;
-    assert_eq!(r.status(), 206);
-    assert_api_version(&r);
-    assert_eq!(header_str(&r, "content-range"), "bytes 10-19/100");
-    assert_eq!(header_str(&r, "content-length"), "10");
-    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[10..20]);
-}
-
-#[tokio::test]
-async fn blob_suffix_range_returns_the_last_bytes() {
-    let b = Berth::start();
-    let c = client();
-    let bytes = hundred();
-    let digest = push_blob(&c, &b, "app", &bytes).await;
-    let r = get_range(&c, &b, "app", &digest, "bytes=-7").await;
-    assert_eq!(r.status(), 206);
-    assert_eq!(header_str(&r, "content-range"), "bytes 93-99/100");
-    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[93..]);
-    // A suffix longer than the blob is the whole blob.
-    let r = get_range(&c, &b, "app", &digest, "bytes=-500").await;
-    assert_eq!(r.status(), 206);
-    assert_eq!(header_str(&r, "content-range"), "bytes 0-99/100");
-    assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
-}
-
-#[tokio::test]
-async fn blob_open_range_returns_the_rest() {
-    let b = Berth::start();
-    let c = client();
-    let bytes = hundred();
-    let digest = push_blob(&c, &b, "app", &bytes).await;
-    let r = get_range(&c, &b, "app", &digest, "bytes=42-").await;
-    assert_eq!(r.status(), 206);
-    assert_eq!(header_str(&r, "content-range"), "bytes 42-99/100");
-    assert_eq!(header_str(&r, "content-length"), "58");
-    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[42..]);
-}
-
-#[tokio::test]
-async fn blob_range_past_the_end_is_cut_at_the_end() {
-    let b = Berth::start();
-    let c = client();
-    let bytes = hundred();
-    let digest = push_blob(&c, &b, "app", &bytes).await;
-    let r = get_range(&c, &b, "app", &digest, "bytes=90-1000").await;
-    assert_eq!(r.status(), 206);
-    assert_eq!(header_str(&r, "content-range"), "bytes 90-99/100");
-    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[90..]);
-}
-
-#[tokio::test]
-async fn blob_unsatisfiable_range_is_416_with_the_size() {
-    let b = Berth::start();
-    let c = client();
-    let digest = push_blob(&c, &b, "app", &hundred()).await;
-    for range in ["bytes=100-", "bytes=200-300", "bytes=-0"] {
-        let r = get_range(&c, &b, "app", &digest, range).await;
-        assert_eq!(r.status(), 416, "{range}");
+    let empty = push_blob(&c, &b, "app", b"").await;
+    let unknown = sha256(b"other");
+    let read =
+        |name, method, range, status, content_range, part: Option<std::ops::Range<usize>>| Read {
+            name,
+            method,
+            digest: digest.clone(),
+            range,
+            status,
+            content_range,
+            bytes: part.map(|p| bytes[p].to_vec()),
+            code: None,
+        };
+    let cases = [
+        read("GET", Method::GET, None, 200, None, Some(0..100)),
+        read("HEAD", Method::HEAD, None, 200, None, Some(0..100)),
+        read(
+            "range",
+            Method::GET,
+            Some("bytes=10-19"),
+            206,
+            Some("bytes 10-19/100"),
+            Some(10..20),
+        ),
+        read(
+            "HEAD of a range",
+            Method::HEAD,
+            Some("bytes=0-9"),
+            206,
+            Some("bytes 0-9/100"),
+            Some(0..10),
+        ),
+        read(
+            "suffix range",
+            Method::GET,
+            Some("bytes=-7"),
+            206,
+            Some("bytes 93-99/100"),
+            Some(93..100),
+        ),
+        // A suffix longer than the blob is the whole blob.
+        read(
+            "long suffix range",
+            Method::GET,
+            Some("bytes=-500"),
+            206,
+            Some("bytes 0-99/100"),
+            Some(0..100),
+        ),
+        read(
+            "open range",
+            Method::GET,
+            Some("bytes=42-"),
+            206,
+            Some("bytes 42-99/100"),
+            Some(42..100),
+        ),
+        read(
+            "range past the end",
+            Method::GET,
+            Some("bytes=90-1000"),
+            206,
+            Some("bytes 90-99/100"),
+            Some(90..100),
+        ),
+        read(
+            "range from the end",
+            Method::GET,
+            Some("bytes=100-"),
+            416,
+            Some("bytes */100"),
+            None,
+        ),
+        read(
+            "range beyond the end",
+            Method::GET,
+            Some("bytes=200-300"),
+            416,
+            Some("bytes */100"),
+            None,
+        ),
+        read(
+            "empty suffix",
+            Method::GET,
+            Some("bytes=-0"),
+            416,
+            Some("bytes */100"),
+            None,
+        ),
+        Read {
+            digest: empty.clone(),
+            bytes: Some(Vec::new()),
+            ..read("GET of zero bytes", Method::GET, None, 200, None, None)
+        },
+        Read {
+            digest: empty.clone(),
+            bytes: Some(Vec::new()),
+            ..read("HEAD of zero bytes", Method::HEAD, None, 200, None, None)
+        },
+        Read {
+            digest: unknown.clone(),
+            code: Some("BLOB_UNKNOWN"),
+            ..read("GET of an unknown blob", Method::GET, None, 404, None, None)
+        },
+        Read {
+            digest: unknown.clone(),
+            ..read(
+                "HEAD of an unknown blob",
+                Method::HEAD,
+                None,
+                404,
+                None,
+                None,
+            )
+        },
+    ];
+    for case in cases {
+        let name = case.name;
+        let mut rq = c.request(
+            case.method.clone(),
+            b.url(&format!("/v2/app/blobs/{}", case.digest)),
+        );
+        if let Some(range) = case.range {
+            rq = rq.header("range", range);
+        }
+        let r = rq.send().await.unwrap();
+        assert_eq!(r.status(), case.status, "case {name}");
         assert_api_version(&r);
-        assert_eq!(header_str(&r, "content-range"), "bytes */100", "{range}");
+        if let Some(content_range) = case.content_range {
+            assert_eq!(
+                header_str(&r, "content-range"),
+                content_range,
+                "case {name}"
+            );
+        }
+        if let Some(code) = case.code {
+            expect_error(r, case.status, code).await;
+            continue;
+        }
+        if let Some(want) = &case.bytes {
+            assert_eq!(
+                header_str(&r, "docker-content-digest"),
+                case.digest,
+                "case {name}"
+            );
+            assert_eq!(
+                header_str(&r, "content-length"),
+                want.len().to_string(),
+                "case {name}"
+            );
+        }
+        let got = r.bytes().await.unwrap();
+        match (&case.bytes, case.method == Method::HEAD) {
+            (_, true) => assert!(got.is_empty(), "case {name}: HEAD has no body"),
+            (Some(want), false) => assert_eq!(got.as_ref(), want.as_slice(), "case {name}"),
+            (None, false) => {}
+        }
     }
-}
-
-#[tokio::test]
-async fn blob_head_with_range_describes_the_part() {
-    let b = Berth::start();
-    let c = client();
-    let digest = push_blob(&c, &b, "app", &hundred()).await;
-    let r = c
-        .head(b.url(&format!("/v2/app/blobs/{digest}")))
-        .header("range", "bytes=0-9")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 206);
-    assert_eq!(header_str(&r, "content-range"), "bytes 0-9/100");
-    assert_eq!(header_str(&r, "content-length"), "10");
-    assert!(r.bytes().await.unwrap().is_empty());
-}
-
-#[tokio::test]
-async fn zero_byte_blob_round_trips() {
-    let b = Berth::start();
-    let c = client();
-    let digest = push_blob(&c, &b, "app", b"").await;
-    let r = c
-        .get(b.url(&format!("/v2/app/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(header_str(&r, "docker-content-digest"), digest);
-    assert_eq!(header_str(&r, "content-length"), "0");
-    assert!(r.bytes().await.unwrap().is_empty());
-    let r = c
-        .head(b.url(&format!("/v2/app/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(header_str(&r, "content-length"), "0");
-    assert_eq!(b.blob_files(), vec![b.blob_path(&digest)]);
+    assert_eq!(b.stored_blob(&digest), bytes);
+    let mut files = vec![b.blob_path(&digest), b.blob_path(&empty)];
+    files.sort();
+    assert_eq!(b.blob_files(), files, "one file for each blob");
 }
 
 #[tokio::test]

@@ -1,34 +1,11 @@
 //! Bad input: each mistake gets the spec's error code with a message a person can act on,
-//! in the JSON error format, and changes nothing in either store.
+//! in the JSON error format, and changes nothing in either store. Most tests are tables of
+//! [`Refusal`]s: a failing case prints its name.
 
 mod common;
 use common::*;
 
 use serde_json::json;
-
-/// A registry holding one tagged image in `app`, and a snapshot of what it holds.
-async fn seeded() -> (Berth, reqwest::Client, String, StoreSnapshot) {
-    let b = Berth::start();
-    let c = client();
-    let (digest, _) = push_image(&c, &b, "app", "v1", b"layer").await;
-    let snapshot = store_snapshot(&c, &b).await;
-    (b, c, digest, snapshot)
-}
-
-async fn assert_unchanged(c: &reqwest::Client, b: &Berth, before: &StoreSnapshot) {
-    assert_eq!(
-        &store_snapshot(c, b).await,
-        before,
-        "a refused request changed the stores"
-    );
-}
-
-fn config_and_layer() -> (String, String) {
-    (
-        sha256(br#"{"architecture":"amd64","os":"linux"}"#),
-        sha256(b"layer"),
-    )
-}
 
 #[tokio::test]
 async fn api_version_check_answers_200_with_the_version_header() {
@@ -46,7 +23,7 @@ async fn api_version_check_answers_200_with_the_version_header() {
 
 #[tokio::test]
 async fn every_response_carries_the_api_version_header() {
-    let (b, c, digest, _) = seeded().await;
+    let (b, c, digest) = seeded().await;
     let layer = sha256(b"layer");
     let upload = open_upload(&c, &b, "app").await;
     let responses = vec![
@@ -96,9 +73,24 @@ async fn every_response_carries_the_api_version_header() {
     }
 }
 
+/// The image manifest `app:v1` of [`seeded`] is over this config and layer.
+fn config_and_layer() -> (String, String) {
+    (sha256(IMAGE_CONFIG), sha256(b"layer"))
+}
+
+/// A manifest from JSON.
+fn bytes_of(v: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&v).unwrap()
+}
+
 #[tokio::test]
-async fn invalid_repository_names_are_name_invalid() {
-    let (b, c, digest, before) = seeded().await;
+async fn invalid_names_digests_and_tags_are_refused() {
+    use reqwest::Method;
+    let (b, c, digest) = seeded().await;
+    let (cd, ld) = config_and_layer();
+    let mut cases = Vec::new();
+
+    // Names outside the spec's grammar, on every endpoint that takes one.
     let long = "a".repeat(256);
     for name in [
         "App",
@@ -111,236 +103,164 @@ async fn invalid_repository_names_are_name_invalid() {
         "a_.b",
         long.as_str(),
     ] {
-        let message = expect_error(
-            c.get(b.url(&format!("/v2/{name}/tags/list")))
-                .send()
-                .await
-                .unwrap(),
-            400,
-            "NAME_INVALID",
-        )
-        .await;
-        assert!(message.contains("repository name"), "{message}");
-        expect_error(
-            c.get(b.url(&format!("/v2/{name}/manifests/v1")))
-                .send()
-                .await
-                .unwrap(),
-            400,
-            "NAME_INVALID",
-        )
-        .await;
-        expect_error(
-            c.get(b.url(&format!("/v2/{name}/blobs/{digest}")))
-                .send()
-                .await
-                .unwrap(),
-            400,
-            "NAME_INVALID",
-        )
-        .await;
         let m = image_manifest((OCI_CONFIG, &digest, 1), &[]);
-        expect_error(
-            put_manifest_as(&c, &b, name, "v1", OCI_MANIFEST, &m).await,
-            400,
-            "NAME_INVALID",
-        )
-        .await;
-        let r = c
-            .post(b.url(&format!(
-                "/v2/{name}/blobs/uploads/?digest={}",
-                sha256(b"x")
-            )))
-            .body(b"x".to_vec())
-            .send()
-            .await
-            .unwrap();
-        expect_error(r, 400, "NAME_INVALID").await;
-        let r = c
-            .post(b.url(&format!("/v2/{name}/blobs/uploads/")))
-            .send()
-            .await
-            .unwrap();
-        expect_error(r, 400, "NAME_INVALID").await;
+        let x = sha256(b"x");
+        let refused = |method: Method, path: String| {
+            Refusal::new(
+                format!("name {name:.20}: {method} {path}"),
+                method,
+                path,
+                400,
+                "NAME_INVALID",
+            )
+            .says("repository name")
+        };
+        cases.extend([
+            refused(Method::GET, format!("/v2/{name}/tags/list")),
+            refused(Method::GET, format!("/v2/{name}/manifests/v1")),
+            refused(Method::GET, format!("/v2/{name}/blobs/{digest}")),
+            refused(Method::PUT, format!("/v2/{name}/manifests/v1"))
+                .header("content-type", OCI_MANIFEST)
+                .body(m),
+            refused(
+                Method::POST,
+                format!("/v2/{name}/blobs/uploads/?digest={x}"),
+            )
+            .body(b"x".to_vec()),
+            refused(Method::POST, format!("/v2/{name}/blobs/uploads/")),
+        ]);
     }
-    assert_unchanged(&c, &b, &before).await;
-}
 
-#[tokio::test]
-async fn invalid_tags_are_refused_on_push() {
-    let (b, c, _, before) = seeded().await;
-    let (cd, ld) = config_and_layer();
-    let m = image_manifest((OCI_CONFIG, &cd, 37), &[(OCI_LAYER, &ld, 5)]);
-    let long = "t".repeat(129);
-    for tag in [".hidden", "-dash", long.as_str(), "a%2Bb"] {
-        let r = put_manifest_as(&c, &b, "app", tag, OCI_MANIFEST, &m).await;
-        let message = expect_error(r, 400, "MANIFEST_INVALID").await;
-        assert!(message.contains("tag"), "{message}");
-    }
-    // A bad tag among `?tag=` parameters refuses the whole push.
-    let r = put_manifest_as(
-        &c,
-        &b,
-        "app",
-        &format!("{}?tag=good&tag=.bad", sha256(&m)),
-        OCI_MANIFEST,
-        &m,
-    )
-    .await;
-    expect_error(r, 400, "MANIFEST_INVALID").await;
-    assert_unchanged(&c, &b, &before).await;
-    assert_eq!(manifest_status(&c, &b, "app", "good").await, 404);
-}
-
-#[tokio::test]
-async fn invalid_digests_are_digest_invalid() {
-    let (b, c, _, before) = seeded().await;
-    let bad = [
+    // Digests that are not digests, wherever one is read.
+    for d in [
         "sha256:abc".to_string(),
         format!("sha256:{}", "A".repeat(64)),
         format!("sha256:{}", "g".repeat(64)),
         format!("sha512:{}", "a".repeat(64)),
         "sha256:".to_string(),
-    ];
-    for d in &bad {
-        expect_error(
-            c.get(b.url(&format!("/v2/app/blobs/{d}")))
-                .send()
-                .await
-                .unwrap(),
-            400,
-            "DIGEST_INVALID",
-        )
-        .await;
-        expect_error(
-            c.delete(b.url(&format!("/v2/app/blobs/{d}")))
-                .send()
-                .await
-                .unwrap(),
-            400,
-            "DIGEST_INVALID",
-        )
-        .await;
-        expect_error(
-            c.get(b.url(&format!("/v2/app/manifests/{d}")))
-                .send()
-                .await
-                .unwrap(),
-            400,
-            "DIGEST_INVALID",
-        )
-        .await;
-        expect_error(
-            c.delete(b.url(&format!("/v2/app/manifests/{d}")))
-                .send()
-                .await
-                .unwrap(),
-            400,
-            "DIGEST_INVALID",
-        )
-        .await;
-        let r = c
-            .post(b.url(&format!("/v2/app/blobs/uploads/?digest={d}")))
-            .body(b"x".to_vec())
-            .send()
-            .await
-            .unwrap();
-        expect_error(r, 400, "DIGEST_INVALID").await;
+    ] {
+        for (method, path) in [
+            (Method::GET, format!("/v2/app/blobs/{d}")),
+            (Method::DELETE, format!("/v2/app/blobs/{d}")),
+            (Method::GET, format!("/v2/app/manifests/{d}")),
+            (Method::DELETE, format!("/v2/app/manifests/{d}")),
+            (Method::POST, format!("/v2/app/blobs/uploads/?digest={d}")),
+        ] {
+            let name = format!("digest {d:.20}: {method} {path}");
+            let body = method == Method::POST;
+            let refusal = Refusal::new(name, method, path, 400, "DIGEST_INVALID");
+            cases.push(if body {
+                refusal.body(b"x".to_vec())
+            } else {
+                refusal
+            });
+        }
     }
-    assert_unchanged(&c, &b, &before).await;
-}
 
-#[tokio::test]
-async fn unsupported_digest_algorithms_are_digest_invalid() {
-    let (b, c, _, before) = seeded().await;
+    // An algorithm the registry does not support: the message names it and the supported ones.
     let md5 = "md5:d41d8cd98f00b204e9800998ecf8427e";
-    let message = expect_error(
-        c.get(b.url(&format!("/v2/app/blobs/{md5}")))
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "DIGEST_INVALID",
-    )
-    .await;
-    assert!(
-        message.contains("md5") && message.contains("sha256"),
-        "the message names the algorithm and the supported ones: {message}"
-    );
-    expect_error(
-        c.get(b.url(&format!("/v2/app/manifests/{md5}")))
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "DIGEST_INVALID",
-    )
-    .await;
-    let r = c
-        .post(b.url(&format!("/v2/app/blobs/uploads/?digest={md5}")))
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 400, "DIGEST_INVALID").await;
     let m = image_manifest((OCI_CONFIG, &sha256(b"c"), 1), &[]);
-    expect_error(
-        put_manifest_as(&c, &b, "app", md5, OCI_MANIFEST, &m).await,
-        400,
-        "DIGEST_INVALID",
-    )
-    .await;
-    // Closing an upload with one: the session survives, nothing is committed.
-    let upload = open_upload(&c, &b, "app").await;
-    let r = c
-        .put(with_query(&upload, &format!("digest={md5}")))
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 400, "DIGEST_INVALID").await;
-    assert_eq!(c.get(&upload).send().await.unwrap().status(), 204);
-    assert_eq!(c.delete(&upload).send().await.unwrap().status(), 204);
-    assert_unchanged(&c, &b, &before).await;
+    for refusal in [
+        Refusal::new(
+            "md5 blob",
+            Method::GET,
+            format!("/v2/app/blobs/{md5}"),
+            400,
+            "DIGEST_INVALID",
+        )
+        .says("md5")
+        .says("sha256"),
+        Refusal::new(
+            "md5 manifest",
+            Method::GET,
+            format!("/v2/app/manifests/{md5}"),
+            400,
+            "DIGEST_INVALID",
+        ),
+        Refusal::new(
+            "md5 upload",
+            Method::POST,
+            format!("/v2/app/blobs/uploads/?digest={md5}"),
+            400,
+            "DIGEST_INVALID",
+        )
+        .body(Vec::new()),
+        Refusal::manifest(
+            "md5 manifest put",
+            "app",
+            md5,
+            OCI_MANIFEST,
+            &m,
+            400,
+            "DIGEST_INVALID",
+        ),
+    ] {
+        cases.push(refusal);
+    }
+
+    // Tags outside the spec's grammar; one bad tag among `?tag=` refuses the whole push.
+    let m = image_manifest((OCI_CONFIG, &cd, 37), &[(OCI_LAYER, &ld, 5)]);
+    let long = "t".repeat(129);
+    for tag in [".hidden", "-dash", long.as_str(), "a%2Bb"] {
+        cases.push(
+            Refusal::manifest(
+                format!("tag {tag:.20}"),
+                "app",
+                tag,
+                OCI_MANIFEST,
+                &m,
+                400,
+                "MANIFEST_INVALID",
+            )
+            .says("tag"),
+        );
+    }
+    let reference = format!("{}?tag=good&tag=.bad", sha256(&m));
+    cases.push(
+        Refusal::manifest(
+            "a bad ?tag=",
+            "app",
+            &reference,
+            OCI_MANIFEST,
+            &m,
+            400,
+            "MANIFEST_INVALID",
+        )
+        .gone("/v2/app/manifests/good"),
+    );
+
+    refuse_all(&c, &b, cases).await;
 }
 
 #[tokio::test]
-async fn descriptor_with_an_invalid_digest_is_refused() {
-    let (b, c, _, before) = seeded().await;
-    let m = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": { "mediaType": OCI_CONFIG, "digest": "md5:d41d8cd98f00b204e9800998ecf8427e", "size": 2 },
-        "layers": [],
-    }))
-    .unwrap();
-    expect_error(
-        put_manifest_as(&c, &b, "app", "v2", OCI_MANIFEST, &m).await,
-        400,
-        "MANIFEST_INVALID",
-    )
-    .await;
-    assert_unchanged(&c, &b, &before).await;
-}
+async fn refused_manifests_change_nothing() {
+    let (b, c, digest) = seeded().await;
+    let (cd, ld) = config_and_layer();
+    let image = image_manifest((OCI_CONFIG, &cd, 37), &[(OCI_LAYER, &ld, 5)]);
+    let invalid = |name: &str, reference: &str, content_type: &str, body: &[u8]| {
+        Refusal::manifest(
+            name,
+            "app",
+            reference,
+            content_type,
+            body,
+            400,
+            "MANIFEST_INVALID",
+        )
+    };
+    let mut cases = Vec::new();
 
-#[tokio::test]
-async fn manifest_that_is_not_json_is_manifest_invalid() {
-    let (b, c, _, before) = seeded().await;
-    for body in [
+    for (i, body) in [
         &b"not json at all"[..],
         b"",
         b"{\"schemaVersion\": 2,",
         b"[]",
-    ] {
-        let r = put_manifest_as(&c, &b, "app", "v2", OCI_MANIFEST, body).await;
-        expect_error(r, 400, "MANIFEST_INVALID").await;
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        cases.push(invalid(&format!("not JSON {i}"), "v2", OCI_MANIFEST, body));
     }
-    assert_unchanged(&c, &b, &before).await;
-}
-
-#[tokio::test]
-async fn manifest_with_schema_version_other_than_2_is_manifest_invalid() {
-    let (b, c, _, before) = seeded().await;
-    let (cd, ld) = config_and_layer();
     for version in [json!(1), json!(3), json!("2"), serde_json::Value::Null] {
         let mut m = json!({
             "mediaType": OCI_MANIFEST,
@@ -350,128 +270,169 @@ async fn manifest_with_schema_version_other_than_2_is_manifest_invalid() {
         if !version.is_null() {
             m["schemaVersion"] = version.clone();
         }
-        let r = put_manifest_as(
-            &c,
-            &b,
+        cases.push(
+            invalid(
+                &format!("schemaVersion {version}"),
+                "v2",
+                OCI_MANIFEST,
+                &bytes_of(m),
+            )
+            .says("schemaVersion|JSON"),
+        );
+    }
+    // A mediaType field that contradicts the Content-Type.
+    for content_type in [OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST] {
+        cases.push(
+            invalid(
+                &format!("sent as {content_type}"),
+                "v2",
+                content_type,
+                &image,
+            )
+            .says(OCI_MANIFEST)
+            .says(content_type),
+        );
+    }
+    let schema1 = "application/vnd.docker.distribution.manifest.v1+json";
+    cases.push(invalid(
+        "unsupported media type",
+        "v2",
+        schema1,
+        &bytes_of(json!({
+            "schemaVersion": 2, "mediaType": schema1,
+            "config": { "mediaType": OCI_CONFIG, "digest": cd, "size": 37 }, "layers": [],
+        })),
+    ));
+    cases.push(
+        invalid(
+            "index with layers",
+            "idx",
+            OCI_INDEX,
+            &bytes_of(json!({
+                "schemaVersion": 2, "mediaType": OCI_INDEX,
+                "manifests": [{ "mediaType": OCI_MANIFEST, "digest": digest, "size": 1 }],
+                "layers": [{ "mediaType": OCI_LAYER, "digest": ld, "size": 5 }],
+            })),
+        )
+        .says("layers"),
+    );
+    cases.push(
+        invalid(
+            "image with manifests",
+            "v2",
+            OCI_MANIFEST,
+            &bytes_of(json!({
+                "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": { "mediaType": OCI_CONFIG, "digest": cd, "size": 37 },
+                "layers": [],
+                "manifests": [{ "mediaType": OCI_MANIFEST, "digest": digest, "size": 1 }],
+            })),
+        )
+        .says("manifests"),
+    );
+    cases.push(
+        invalid(
+            "image without config",
+            "v2",
+            OCI_MANIFEST,
+            &bytes_of(json!({
+                "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "layers": [{ "mediaType": OCI_LAYER, "digest": ld, "size": 5 }],
+            })),
+        )
+        .says("config"),
+    );
+    let negative = String::from_utf8(image_manifest((OCI_CONFIG, &cd, 37), &[]))
+        .unwrap()
+        .replace(
+            "\"layers\":[]",
+            &format!(
+                "\"layers\":[{{\"mediaType\":\"{OCI_LAYER}\",\"digest\":\"{ld}\",\"size\":-5}}]"
+            ),
+        );
+    cases.push(invalid(
+        "negative size",
+        "v2",
+        OCI_MANIFEST,
+        negative.as_bytes(),
+    ));
+    cases.push(invalid(
+        "descriptor digest of an unsupported algorithm",
+        "v2",
+        OCI_MANIFEST,
+        &bytes_of(json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": { "mediaType": OCI_CONFIG, "digest": "md5:d41d8cd98f00b204e9800998ecf8427e", "size": 2 },
+            "layers": [],
+        })),
+    ));
+
+    // Put by a digest the body does not have.
+    let wrong = sha256(b"something else");
+    cases.push(
+        Refusal::manifest(
+            "put by another digest",
+            "app",
+            &wrong,
+            OCI_MANIFEST,
+            &image,
+            400,
+            "DIGEST_INVALID",
+        )
+        .says(&wrong)
+        .gone(format!("/v2/app/manifests/{wrong}")),
+    );
+
+    // A layer the repository lacks: the detail lists what is missing.
+    let missing = sha256(b"missing layer");
+    let lacking = image_manifest((OCI_CONFIG, &cd, 37), &[(OCI_LAYER, &missing, 13)]);
+    cases.push(
+        Refusal::manifest(
+            "missing layer",
             "app",
             "v2",
             OCI_MANIFEST,
-            &serde_json::to_vec(&m).unwrap(),
+            &lacking,
+            400,
+            "MANIFEST_BLOB_UNKNOWN",
         )
-        .await;
-        let message = expect_error(r, 400, "MANIFEST_INVALID").await;
-        assert!(
-            message.contains("schemaVersion") || message.contains("JSON"),
-            "{version}: {message}"
-        );
-    }
-    assert_unchanged(&c, &b, &before).await;
-}
-
-#[tokio::test]
-async fn manifest_declaring_a_media_type_that_contradicts_content_type_is_manifest_invalid() {
-    let (b, c, _, before) = seeded().await;
-    let (cd, ld) = config_and_layer();
-    let m = image_manifest((OCI_CONFIG, &cd, 37), &[(OCI_LAYER, &ld, 5)]);
-    for content_type in [OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST] {
-        let r = put_manifest_as(&c, &b, "app", "v2", content_type, &m).await;
-        let message = expect_error(r, 400, "MANIFEST_INVALID").await;
-        assert!(
-            message.contains(OCI_MANIFEST) && message.contains(content_type),
-            "{message}"
-        );
-    }
-    assert_unchanged(&c, &b, &before).await;
-}
-
-#[tokio::test]
-async fn manifest_of_an_unsupported_media_type_is_manifest_invalid() {
-    let (b, c, _, before) = seeded().await;
-    let (cd, _) = config_and_layer();
-    let m = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v1+json",
-        "config": { "mediaType": OCI_CONFIG, "digest": cd, "size": 37 }, "layers": [],
-    }))
-    .unwrap();
-    let r = put_manifest_as(
-        &c,
-        &b,
-        "app",
-        "v2",
-        "application/vnd.docker.distribution.manifest.v1+json",
-        &m,
-    )
-    .await;
-    expect_error(r, 400, "MANIFEST_INVALID").await;
-    assert_unchanged(&c, &b, &before).await;
-}
-
-#[tokio::test]
-async fn index_with_layers_is_manifest_invalid() {
-    let (b, c, digest, before) = seeded().await;
-    let (_, ld) = config_and_layer();
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": OCI_INDEX,
-        "manifests": [{ "mediaType": OCI_MANIFEST, "digest": digest, "size": 1 }],
-        "layers": [{ "mediaType": OCI_LAYER, "digest": ld, "size": 5 }],
-    }))
-    .unwrap();
-    let message = expect_error(
-        put_manifest_as(&c, &b, "app", "idx", OCI_INDEX, &index).await,
-        400,
-        "MANIFEST_INVALID",
-    )
-    .await;
-    assert!(message.contains("layers"), "{message}");
-    assert_unchanged(&c, &b, &before).await;
-}
-
-#[tokio::test]
-async fn image_manifest_without_config_is_manifest_invalid() {
-    let (b, c, _, before) = seeded().await;
-    let (_, ld) = config_and_layer();
-    let m = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "layers": [{ "mediaType": OCI_LAYER, "digest": ld, "size": 5 }],
-    }))
-    .unwrap();
-    let message = expect_error(
-        put_manifest_as(&c, &b, "app", "v2", OCI_MANIFEST, &m).await,
-        400,
-        "MANIFEST_INVALID",
-    )
-    .await;
-    assert!(message.contains("config"), "{message}");
-    assert_unchanged(&c, &b, &before).await;
-}
-
-#[tokio::test]
-async fn descriptor_with_a_negative_size_is_manifest_invalid() {
-    let (b, c, _, before) = seeded().await;
-    let (cd, ld) = config_and_layer();
-    let m = image_manifest((OCI_CONFIG, &cd, 37), &[]);
-    let m = String::from_utf8(m).unwrap().replace(
-        "\"layers\":[]",
-        &format!("\"layers\":[{{\"mediaType\":\"{OCI_LAYER}\",\"digest\":\"{ld}\",\"size\":-5}}]"),
+        .detail(json!({ "missing": [missing] })),
     );
-    expect_error(
-        put_manifest_as(&c, &b, "app", "v2", OCI_MANIFEST, m.as_bytes()).await,
+
+    // Refused pushes to the existing tag v1 leave it where it was (the snapshot holds it).
+    let missing = image_manifest(
+        (OCI_CONFIG, &cd, 37),
+        &[(OCI_LAYER, &sha256(b"missing"), 7)],
+    );
+    cases.push(Refusal::manifest(
+        "v1: missing layer",
+        "app",
+        "v1",
+        OCI_MANIFEST,
+        &missing,
         400,
-        "MANIFEST_INVALID",
-    )
-    .await;
-    assert_unchanged(&c, &b, &before).await;
+        "MANIFEST_BLOB_UNKNOWN",
+    ));
+    cases.push(invalid("v1: not JSON", "v1", OCI_MANIFEST, b"{"));
+    cases.push(invalid(
+        "v1: image sent as an index",
+        "v1",
+        OCI_INDEX,
+        &missing,
+    ));
+
+    refuse_all(&c, &b, cases).await;
 }
 
-async fn limited() -> (Berth, reqwest::Client, StoreSnapshot) {
+/// A registry that takes manifests of 1 KiB at most, holding the config of [`manifest_of_len`].
+async fn limited() -> (Berth, reqwest::Client) {
     let b = Berth::start_with(Options {
         env: vec![("BERTH_LIMITS__MAX_MANIFEST_BYTES".into(), "1024".into())],
         ..Default::default()
     });
     let c = client();
-    push_blob(&c, &b, "app", br#"{"architecture":"amd64","os":"linux"}"#).await;
-    let snapshot = store_snapshot(&c, &b).await;
-    (b, c, snapshot)
+    push_blob(&c, &b, "app", IMAGE_CONFIG).await;
+    (b, c)
 }
 
 /// A valid image manifest over the pushed config, padded with annotations to `len` bytes.
@@ -491,23 +452,43 @@ fn manifest_of_len(len: usize) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn manifest_over_the_size_limit_is_413_manifest_invalid() {
-    let (b, c, before) = limited().await;
-    let m = manifest_of_len(1025);
-    let message = expect_error(
-        put_manifest_as(&c, &b, "app", "big", OCI_MANIFEST, &m).await,
+async fn manifests_over_the_size_limit_are_413_manifest_invalid() {
+    let (b, c) = limited().await;
+    let over = manifest_of_len(1025);
+    let streamed = manifest_of_len(4000);
+    // No Content-Length: the limit holds while reading.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        streamed.chunks(500).map(|c| Ok(c.to_vec())).collect();
+    let mut stream = Refusal::manifest(
+        "streamed",
+        "app",
+        "big",
+        OCI_MANIFEST,
+        &[],
         413,
         "MANIFEST_INVALID",
+    );
+    stream.body = Some(reqwest::Body::wrap_stream(futures::stream::iter(chunks)));
+    refuse_all(
+        &c,
+        &b,
+        vec![
+            Refusal::manifest(
+                "one byte over",
+                "app",
+                "big",
+                OCI_MANIFEST,
+                &over,
+                413,
+                "MANIFEST_INVALID",
+            )
+            .says("1024")
+            .gone("/v2/app/manifests/big")
+            .gone(format!("/v2/app/manifests/{}", sha256(&over))),
+            stream.gone("/v2/app/manifests/big"),
+        ],
     )
     .await;
-    assert!(
-        message.contains("1024"),
-        "the message names the limit: {message}"
-    );
-    assert_eq!(manifest_status(&c, &b, "app", "big").await, 404);
-    assert_eq!(manifest_status(&c, &b, "app", &sha256(&m)).await, 404);
-    assert_unchanged(&c, &b, &before).await;
-
     // Exactly at the limit is fine.
     let m = manifest_of_len(1024);
     assert_eq!(
@@ -519,44 +500,9 @@ async fn manifest_over_the_size_limit_is_413_manifest_invalid() {
 }
 
 #[tokio::test]
-async fn streamed_manifest_over_the_size_limit_is_413_manifest_invalid() {
-    let (b, c, before) = limited().await;
-    let m = manifest_of_len(4000);
-    // No Content-Length: the limit holds while reading.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        m.chunks(500).map(|c| Ok(c.to_vec())).collect();
-    let r = c
-        .put(b.url("/v2/app/manifests/big"))
-        .header("content-type", OCI_MANIFEST)
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 413, "MANIFEST_INVALID").await;
-    assert_eq!(manifest_status(&c, &b, "app", "big").await, 404);
-    assert_unchanged(&c, &b, &before).await;
-}
-
-#[tokio::test]
-async fn manifest_put_by_a_digest_its_body_does_not_have_is_digest_invalid() {
-    let (b, c, _, before) = seeded().await;
-    let (cd, ld) = config_and_layer();
-    let m = image_manifest((OCI_CONFIG, &cd, 37), &[(OCI_LAYER, &ld, 5)]);
-    let wrong = sha256(b"something else");
-    let message = expect_error(
-        put_manifest_as(&c, &b, "app", &wrong, OCI_MANIFEST, &m).await,
-        400,
-        "DIGEST_INVALID",
-    )
-    .await;
-    assert!(message.contains(&wrong), "{message}");
-    assert_eq!(manifest_status(&c, &b, "app", &wrong).await, 404);
-    assert_unchanged(&c, &b, &before).await;
-}
-
-#[tokio::test]
 async fn chunk_whose_content_range_is_not_at_the_session_offset_is_416() {
-    let (b, c, _, before_seed) = seeded().await;
+    let (b, c, _) = seeded().await;
+    let before_seed = store_snapshot(&c, &b).await;
     let upload = open_upload(&c, &b, "app").await;
     let before = store_snapshot(&c, &b).await;
     for range in ["5-9", "1-10"] {
@@ -577,250 +523,237 @@ async fn chunk_whose_content_range_is_not_at_the_session_offset_is_416() {
     }
     let r = c.get(&upload).send().await.unwrap();
     assert_eq!(header_str(&r, "range"), "0-0");
-    assert_unchanged(&c, &b, &before).await;
+    assert_eq!(store_snapshot(&c, &b).await, before);
     assert_eq!(std::fs::metadata(&b.upload_files()[0]).unwrap().len(), 0);
     assert_eq!(c.delete(&upload).send().await.unwrap().status(), 204);
-    assert_unchanged(&c, &b, &before_seed).await;
+    assert_eq!(store_snapshot(&c, &b).await, before_seed);
 }
 
 #[tokio::test]
-async fn malformed_content_range_is_refused() {
-    let b = Berth::start();
-    let c = client();
-    let upload = open_upload(&c, &b, "app").await;
-    let r = c
-        .patch(&upload)
+async fn refused_upload_requests_leave_the_session_as_it_was() {
+    use reqwest::Method;
+    let (b, c, _) = seeded().await;
+    let before = store_snapshot(&c, &b).await;
+    let md5 = "md5:d41d8cd98f00b204e9800998ecf8427e";
+    let bytes = b"monolithic bytes".to_vec();
+    let single = format!("/v2/app/blobs/uploads/?digest={}", sha256(&bytes));
+    // `{upload}` stands for a session opened for the case, empty.
+    let cases = [
+        Refusal::new(
+            "malformed Content-Range",
+            Method::PATCH,
+            "{upload}",
+            416,
+            "BLOB_UPLOAD_INVALID",
+        )
+        .or_status(400)
         .header("content-range", "ten-twenty")
         .body(vec![1u8; 11])
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    assert!(status == 416 || status == 400, "{status}");
-    let message = expect_error(r, status, "BLOB_UPLOAD_INVALID").await;
-    assert!(message.contains("ten-twenty"), "{message}");
-    assert_eq!(
-        header_str(&c.get(&upload).send().await.unwrap(), "range"),
-        "0-0"
-    );
-}
-
-#[tokio::test]
-async fn content_range_that_disagrees_with_content_length_is_size_invalid() {
-    let b = Berth::start();
-    let c = client();
-    let upload = open_upload(&c, &b, "app").await;
-    let r = c
-        .patch(&upload)
+        .says("ten-twenty"),
+        Refusal::new(
+            "Content-Range longer than the body",
+            Method::PATCH,
+            "{upload}",
+            400,
+            "SIZE_INVALID",
+        )
         .header("content-range", "0-9")
-        .body(vec![1u8; 4])
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 400, "SIZE_INVALID").await;
-    assert_eq!(
-        header_str(&c.get(&upload).send().await.unwrap(), "range"),
-        "0-0"
-    );
+        .body(vec![1u8; 4]),
+        Refusal::new(
+            "close without a digest",
+            Method::PUT,
+            "{upload}",
+            400,
+            "DIGEST_INVALID",
+        )
+        .body(b"bytes".to_vec())
+        .says("digest="),
+        Refusal::new(
+            "close with an unsupported digest",
+            Method::PUT,
+            format!("{{upload}}?digest={md5}"),
+            400,
+            "DIGEST_INVALID",
+        )
+        .body(Vec::new()),
+        // A single POST whose Content-Range does not start at 0, or disagrees with the
+        // body, leaves no session behind to point at.
+        Refusal::new(
+            "single POST not at 0",
+            Method::POST,
+            &single,
+            416,
+            "BLOB_UPLOAD_INVALID",
+        )
+        .header("content-range", "5-20")
+        .body(bytes.clone())
+        .answers("location", HeaderIs::Absent),
+        Refusal::new(
+            "single POST longer than its body",
+            Method::POST,
+            &single,
+            400,
+            "SIZE_INVALID",
+        )
+        .header("content-range", "0-99")
+        .body(bytes.clone()),
+    ];
+    for mut case in cases {
+        let name = case.name.clone();
+        let upload = if case.url.starts_with("{upload}") {
+            let upload = open_upload(&c, &b, "app").await;
+            case.url = case.url.replace("{upload}", &upload);
+            Some(upload)
+        } else {
+            None
+        };
+        assert_refused(&c, &b, case).await;
+        if let Some(upload) = upload {
+            let r = c.get(&upload).send().await.unwrap();
+            assert_eq!(r.status(), 204, "case {name}: the session is still there");
+            assert_eq!(header_str(&r, "range"), "0-0", "case {name}: and empty");
+            assert_eq!(c.delete(&upload).send().await.unwrap().status(), 204);
+        }
+        assert_eq!(
+            store_snapshot(&c, &b).await,
+            before,
+            "case {name}: a refused request changed the stores"
+        );
+    }
 }
 
 #[tokio::test]
-async fn upload_put_without_a_digest_is_digest_invalid() {
-    let b = Berth::start();
-    let c = client();
-    let upload = open_upload(&c, &b, "app").await;
-    let r = c.put(&upload).body(b"bytes".to_vec()).send().await.unwrap();
-    let message = expect_error(r, 400, "DIGEST_INVALID").await;
-    assert!(message.contains("digest="), "{message}");
-    // The session is still there and still empty.
-    let r = c.get(&upload).send().await.unwrap();
-    assert_eq!(r.status(), 204);
-    assert_eq!(header_str(&r, "range"), "0-0");
-    assert!(b.blob_files().is_empty());
-}
-
-#[tokio::test]
-async fn upload_put_with_a_digest_that_does_not_match_is_digest_invalid() {
-    let (b, c, _, before) = seeded().await;
-    let upload = open_upload(&c, &b, "app").await;
-    let wrong = sha256(b"other");
-    let r = c
-        .put(with_query(&upload, &format!("digest={wrong}")))
-        .body(b"these bytes".to_vec())
-        .send()
-        .await
-        .unwrap();
-    let message = expect_error(r, 400, "DIGEST_INVALID").await;
-    assert!(
-        message.contains(&wrong) && message.contains(&sha256(b"these bytes")),
-        "{message}"
-    );
-    expect_error(
-        c.get(&upload).send().await.unwrap(),
-        404,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
-    assert_unchanged(&c, &b, &before).await;
-}
-
-#[tokio::test]
-async fn unknown_upload_ids_are_blob_upload_unknown() {
-    let (b, c, _, before) = seeded().await;
+async fn unknown_sessions_manifests_blobs_and_endpoints_are_404() {
+    use reqwest::Method;
+    let (b, c, _) = seeded().await;
+    let mut cases = Vec::new();
     for id in [
         "3f1e5d9c-0000-4000-8000-000000000000",
         "not-a-session",
         "a..b",
         "x%2F..%2Fy",
     ] {
-        let url = b.url(&format!("/v2/app/blobs/uploads/{id}"));
-        expect_error(
-            c.get(&url).send().await.unwrap(),
-            404,
-            "BLOB_UPLOAD_UNKNOWN",
-        )
-        .await;
-        let r = c
-            .patch(&url)
-            .header("content-range", "0-2")
-            .body(b"abc".to_vec())
-            .send()
-            .await
-            .unwrap();
-        expect_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
-        let r = c
-            .put(with_query(&url, &format!("digest={}", sha256(b"abc"))))
-            .body(b"abc".to_vec())
-            .send()
-            .await
-            .unwrap();
-        expect_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
-        expect_error(
-            c.delete(&url).send().await.unwrap(),
-            404,
-            "BLOB_UPLOAD_UNKNOWN",
-        )
-        .await;
+        let url = format!("/v2/app/blobs/uploads/{id}");
+        let unknown = |method: Method, url: String| {
+            Refusal::new(
+                format!("session {id}: {method}"),
+                method,
+                url,
+                404,
+                "BLOB_UPLOAD_UNKNOWN",
+            )
+        };
+        cases.push(unknown(Method::GET, url.clone()));
+        cases.push(
+            unknown(Method::PATCH, url.clone())
+                .header("content-range", "0-2")
+                .body(b"abc".to_vec()),
+        );
+        cases.push(
+            unknown(
+                Method::PUT,
+                with_query(&url, &format!("digest={}", sha256(b"abc"))),
+            )
+            .body(b"abc".to_vec()),
+        );
+        cases.push(unknown(Method::DELETE, url));
     }
-    assert_unchanged(&c, &b, &before).await;
-}
-
-#[tokio::test]
-async fn unknown_manifests_are_manifest_unknown() {
-    let (b, c, _, before) = seeded().await;
     let absent = sha256(b"absent");
     for reference in ["nope", absent.as_str()] {
-        let url = b.url(&format!("/v2/app/manifests/{reference}"));
-        let message =
-            expect_error(c.get(&url).send().await.unwrap(), 404, "MANIFEST_UNKNOWN").await;
-        assert!(message.contains(reference), "{message}");
-        expect_error(
-            c.delete(&url).send().await.unwrap(),
+        let url = format!("/v2/app/manifests/{reference}");
+        cases.push(
+            Refusal::new(
+                format!("GET manifest {reference}"),
+                Method::GET,
+                &url,
+                404,
+                "MANIFEST_UNKNOWN",
+            )
+            .says(reference),
+        );
+        cases.push(Refusal::new(
+            format!("DELETE manifest {reference}"),
+            Method::DELETE,
+            &url,
             404,
             "MANIFEST_UNKNOWN",
-        )
-        .await;
-        let r = c.head(&url).send().await.unwrap();
-        assert_eq!(r.status(), 404);
-        assert_api_version(&r);
+        ));
+        cases.push(Refusal::status(
+            format!("HEAD manifest {reference}"),
+            Method::HEAD,
+            &url,
+            404,
+        ));
     }
-    // In a repository that does not exist at all.
-    expect_error(
-        c.get(b.url("/v2/nowhere/manifests/v1"))
-            .send()
-            .await
-            .unwrap(),
+    cases.push(Refusal::new(
+        "manifest in no repository",
+        Method::GET,
+        "/v2/nowhere/manifests/v1",
         404,
         "MANIFEST_UNKNOWN",
-    )
-    .await;
-    assert_unchanged(&c, &b, &before).await;
-}
-
-#[tokio::test]
-async fn unknown_blobs_are_blob_unknown() {
-    let (b, c, _, before) = seeded().await;
-    let absent = sha256(b"absent");
-    let message = expect_error(
-        c.get(b.url(&format!("/v2/app/blobs/{absent}")))
-            .send()
-            .await
-            .unwrap(),
+    ));
+    let url = format!("/v2/app/blobs/{absent}");
+    cases.push(Refusal::new("GET blob", Method::GET, &url, 404, "BLOB_UNKNOWN").says(&absent));
+    cases.push(Refusal::new(
+        "DELETE blob",
+        Method::DELETE,
+        &url,
         404,
         "BLOB_UNKNOWN",
-    )
-    .await;
-    assert!(message.contains(&absent), "{message}");
-    expect_error(
-        c.delete(b.url(&format!("/v2/app/blobs/{absent}")))
-            .send()
-            .await
-            .unwrap(),
+    ));
+    cases.push(Refusal::status("HEAD blob", Method::HEAD, &url, 404));
+    cases.push(Refusal::new(
+        "blob in no repository",
+        Method::GET,
+        format!("/v2/nowhere/blobs/{absent}"),
         404,
         "BLOB_UNKNOWN",
-    )
-    .await;
-    expect_error(
-        c.get(b.url(&format!("/v2/nowhere/blobs/{absent}")))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "BLOB_UNKNOWN",
-    )
-    .await;
-    let r = c
-        .head(b.url(&format!("/v2/app/blobs/{absent}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    assert_unchanged(&c, &b, &before).await;
+    ));
+    for path in ["/v2/app/unknown", "/v2/app/tags", "/v2/app/tags/list/extra"] {
+        cases.push(Refusal::status(
+            format!("endpoint {path}"),
+            Method::GET,
+            path,
+            404,
+        ));
+    }
+    refuse_all(&c, &b, cases).await;
 }
 
 #[tokio::test]
 async fn unsupported_methods_are_405_unsupported() {
-    let (b, c, digest, before) = seeded().await;
+    use reqwest::Method;
+    let (b, c, digest) = seeded().await;
+    let before = store_snapshot(&c, &b).await;
     let layer = sha256(b"layer");
     let upload = open_upload(&c, &b, "app").await;
-    let before_upload = store_snapshot(&c, &b).await;
     let cases = [
-        (reqwest::Method::POST, b.url("/v2/")),
-        (reqwest::Method::DELETE, b.url("/v2/")),
-        (reqwest::Method::POST, b.url("/v2/_catalog")),
-        (reqwest::Method::DELETE, b.url("/v2/app/tags/list")),
-        (reqwest::Method::POST, b.url("/v2/app/manifests/v1")),
-        (
-            reqwest::Method::PATCH,
-            b.url(&format!("/v2/app/manifests/{digest}")),
-        ),
-        (
-            reqwest::Method::PUT,
-            b.url(&format!("/v2/app/blobs/{layer}")),
-        ),
-        (
-            reqwest::Method::PATCH,
-            b.url(&format!("/v2/app/blobs/{layer}")),
-        ),
-        (reqwest::Method::GET, b.url("/v2/app/blobs/uploads/")),
-        (reqwest::Method::POST, upload.clone()),
-        (
-            reqwest::Method::DELETE,
-            b.url(&format!("/v2/app/referrers/{digest}")),
-        ),
-    ];
-    for (method, url) in cases {
-        let r = c.request(method.clone(), &url).send().await.unwrap();
-        assert!(
-            !header_str(&r, "allow").is_empty(),
-            "{method} {url} has no Allow header"
-        );
-        let message = expect_error(r, 405, "UNSUPPORTED").await;
-        assert!(message.contains(method.as_str()), "{message}");
-    }
-    assert_unchanged(&c, &b, &before_upload).await;
+        (Method::POST, "/v2/".to_string()),
+        (Method::DELETE, "/v2/".to_string()),
+        (Method::POST, "/v2/_catalog".to_string()),
+        (Method::DELETE, "/v2/app/tags/list".to_string()),
+        (Method::POST, "/v2/app/manifests/v1".to_string()),
+        (Method::PATCH, format!("/v2/app/manifests/{digest}")),
+        (Method::PUT, format!("/v2/app/blobs/{layer}")),
+        (Method::PATCH, format!("/v2/app/blobs/{layer}")),
+        (Method::GET, "/v2/app/blobs/uploads/".to_string()),
+        (Method::POST, upload.clone()),
+        (Method::DELETE, format!("/v2/app/referrers/{digest}")),
+    ]
+    .map(|(method, url)| {
+        Refusal::new(
+            format!("{method} {url}"),
+            method.clone(),
+            url,
+            405,
+            "UNSUPPORTED",
+        )
+        .answers("allow", HeaderIs::Present)
+        .says(method.as_str())
+    });
+    refuse_all(&c, &b, cases.into()).await;
     assert_eq!(c.delete(&upload).send().await.unwrap().status(), 204);
-    assert_unchanged(&c, &b, &before).await;
+    assert_eq!(store_snapshot(&c, &b).await, before);
 }
 
 #[tokio::test]
@@ -841,110 +774,4 @@ async fn error_bodies_follow_the_spec_format() {
             "unexpected error field {key}"
         );
     }
-}
-
-#[tokio::test]
-async fn manifest_blob_unknown_detail_lists_what_is_missing() {
-    let (b, c, _, before) = seeded().await;
-    let (cd, _) = config_and_layer();
-    let missing = sha256(b"missing layer");
-    let m = image_manifest((OCI_CONFIG, &cd, 37), &[(OCI_LAYER, &missing, 13)]);
-    let r = put_manifest_as(&c, &b, "app", "v2", OCI_MANIFEST, &m).await;
-    assert_eq!(r.status(), 400);
-    let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["errors"][0]["code"], "MANIFEST_BLOB_UNKNOWN");
-    assert_eq!(v["errors"][0]["detail"]["missing"], json!([missing]));
-    assert_unchanged(&c, &b, &before).await;
-}
-
-#[tokio::test]
-async fn unknown_endpoints_are_404() {
-    let b = Berth::start();
-    let c = client();
-    for path in ["/v2/app/unknown", "/v2/app/tags", "/v2/app/tags/list/extra"] {
-        let r = c.get(b.url(path)).send().await.unwrap();
-        assert_eq!(r.status(), 404, "{path}");
-        assert_api_version(&r);
-    }
-}
-
-#[tokio::test]
-async fn refused_push_to_an_existing_tag_leaves_the_tag_where_it_was() {
-    let (b, c, digest, before) = seeded().await;
-    let (cd, _) = config_and_layer();
-    let missing = image_manifest(
-        (OCI_CONFIG, &cd, 37),
-        &[(OCI_LAYER, &sha256(b"missing"), 7)],
-    );
-    expect_error(
-        put_manifest_as(&c, &b, "app", "v1", OCI_MANIFEST, &missing).await,
-        400,
-        "MANIFEST_BLOB_UNKNOWN",
-    )
-    .await;
-    expect_error(
-        put_manifest_as(&c, &b, "app", "v1", OCI_MANIFEST, b"{").await,
-        400,
-        "MANIFEST_INVALID",
-    )
-    .await;
-    expect_error(
-        put_manifest_as(&c, &b, "app", "v1", OCI_INDEX, &missing).await,
-        400,
-        "MANIFEST_INVALID",
-    )
-    .await;
-    let r = c.head(b.url("/v2/app/manifests/v1")).send().await.unwrap();
-    assert_eq!(header_str(&r, "docker-content-digest"), digest);
-    assert_unchanged(&c, &b, &before).await;
-}
-
-#[tokio::test]
-async fn image_manifest_with_manifests_is_manifest_invalid() {
-    let (b, c, digest, before) = seeded().await;
-    let (cd, _) = config_and_layer();
-    let m = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": { "mediaType": OCI_CONFIG, "digest": cd, "size": 37 },
-        "layers": [],
-        "manifests": [{ "mediaType": OCI_MANIFEST, "digest": digest, "size": 1 }],
-    }))
-    .unwrap();
-    let message = expect_error(
-        put_manifest_as(&c, &b, "app", "v2", OCI_MANIFEST, &m).await,
-        400,
-        "MANIFEST_INVALID",
-    )
-    .await;
-    assert!(message.contains("manifests"), "{message}");
-    assert_unchanged(&c, &b, &before).await;
-}
-
-#[tokio::test]
-async fn refused_single_post_upload_leaves_no_session_behind() {
-    let (b, c, _, before) = seeded().await;
-    let bytes = b"monolithic bytes".to_vec();
-    let url = b.url(&format!("/v2/app/blobs/uploads/?digest={}", sha256(&bytes)));
-    // A Content-Range that does not start at 0, and one that disagrees with the body.
-    let r = c
-        .post(&url)
-        .header("content-range", "5-20")
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        header_str(&r, "location").is_empty(),
-        "points at a session that is gone"
-    );
-    expect_error(r, 416, "BLOB_UPLOAD_INVALID").await;
-    let r = c
-        .post(&url)
-        .header("content-range", "0-99")
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 400, "SIZE_INVALID").await;
-    assert_unchanged(&c, &b, &before).await;
 }

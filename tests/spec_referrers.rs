@@ -1,4 +1,5 @@
-//! The referrers API: `GET /v2/<name>/referrers/<digest>[?artifactType=]`.
+//! The referrers API: `GET /v2/<name>/referrers/<digest>[?artifactType=]`. How the list
+//! describes each kind of referrer is one table: a failing case prints its name.
 
 mod common;
 use common::*;
@@ -57,6 +58,12 @@ async fn referrers(
     assert_eq!(r.status(), 200);
     assert_api_version(&r);
     assert_eq!(header_str(&r, "content-type"), OCI_INDEX);
+    if query.is_empty() {
+        assert!(
+            r.headers().get("oci-filters-applied").is_none(),
+            "no filter asked, none applied"
+        );
+    }
     let headers = r.headers().clone();
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["schemaVersion"], 2);
@@ -74,129 +81,182 @@ fn find<'a>(list: &'a [Value], digest: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{digest} not in {list:?}"))
 }
 
-#[tokio::test]
-async fn referrers_list_the_manifests_whose_subject_is_the_digest() {
+/// A registry with the image `<repo>:v1` pushed; returns its digest and size.
+async fn with_subject(repo: &str) -> (Berth, reqwest::Client, String, usize) {
     let b = Berth::start();
     let c = client();
-    let (subject, sm) = push_image(&c, &b, "app", "v1", b"layer").await;
+    let (subject, m) = push_image(&c, &b, repo, "v1", b"layer").await;
+    (b, c, subject, m.len())
+}
+
+/// A referrer of the subject, and how the referrers list must describe it.
+struct Listed {
+    name: &'static str,
+    media_type: &'static str,
+    body: Vec<u8>,
+    /// Pushed by this tag; `None`: by digest.
+    tag: Option<&'static str>,
+    /// Its `artifactType` in the list; `None`: omitted.
+    artifact_type: Option<&'static str>,
+    /// Its annotations in the list; `Null`: none (or empty).
+    annotations: Value,
+}
+
+#[tokio::test]
+async fn referrers_are_listed_with_their_artifact_type_and_annotations() {
+    let (b, c, subject, size) = with_subject("app").await;
+    let (child, cm) = push_image(&c, &b, "app", "child", b"child layer").await;
+    // A referrer of another manifest is not listed.
     let (other, om) = push_image(&c, &b, "app", "v2", b"other layer").await;
-    let sig = artifact(
-        Some(SIGNATURE),
-        EMPTY,
-        (&subject, sm.len()),
-        json!({ "org.example.signer": "alice" }),
-    );
-    let sbom = artifact(Some(SBOM), EMPTY, (&subject, sm.len()), Value::Null);
-    let unrelated = artifact(Some(SIGNATURE), EMPTY, (&other, om.len()), Value::Null);
-    let sig_d = push_referrer(&c, &b, "app", &sig).await;
-    let sbom_d = push_referrer(&c, &b, "app", &sbom).await;
-    push_referrer(&c, &b, "app", &unrelated).await;
-
-    let (h, list) = referrers(&c, &b, "app", &subject, "").await;
-    assert_eq!(list.len(), 2, "{list:?}");
-    assert!(
-        h.get("oci-filters-applied").is_none(),
-        "no filter asked, none applied"
-    );
-    let s = find(&list, &sig_d);
-    assert_eq!(s["mediaType"], OCI_MANIFEST);
-    assert_eq!(s["size"], sig.len());
-    assert_eq!(s["artifactType"], SIGNATURE);
-    assert_eq!(s["annotations"], json!({ "org.example.signer": "alice" }));
-    let s = find(&list, &sbom_d);
-    assert_eq!(s["size"], sbom.len());
-    assert_eq!(s["artifactType"], SBOM);
-    assert!(
-        s.get("annotations")
-            .is_none_or(|a| a.as_object().is_some_and(|o| o.is_empty()))
-    );
-}
-
-#[tokio::test]
-async fn referrer_artifact_type_falls_back_to_the_config_media_type() {
-    let b = Berth::start();
-    let c = client();
-    let (subject, sm) = push_image(&c, &b, "app", "v1", b"layer").await;
-    let m = artifact(
-        None,
-        "application/vnd.example.config.v1+json",
-        (&subject, sm.len()),
-        Value::Null,
-    );
-    let d = push_referrer(&c, &b, "app", &m).await;
-    let (_, list) = referrers(&c, &b, "app", &subject, "").await;
-    assert_eq!(
-        find(&list, &d)["artifactType"],
-        "application/vnd.example.config.v1+json"
-    );
-    // And the filter matches on that fallback too.
-    let (_, list) = referrers(
-        &c,
-        &b,
-        "app",
-        &subject,
-        "?artifactType=application/vnd.example.config.v1%2Bjson",
-    )
-    .await;
-    assert_eq!(list.len(), 1);
-}
-
-#[tokio::test]
-async fn referrers_filtered_by_artifact_type_say_so() {
-    let b = Berth::start();
-    let c = client();
-    let (subject, sm) = push_image(&c, &b, "app", "v1", b"layer").await;
-    let sig_d = push_referrer(
-        &c,
-        &b,
-        "app",
-        &artifact(Some(SIGNATURE), EMPTY, (&subject, sm.len()), Value::Null),
-    )
-    .await;
     push_referrer(
         &c,
         &b,
         "app",
-        &artifact(Some(SBOM), EMPTY, (&subject, sm.len()), Value::Null),
+        &artifact(Some(SIGNATURE), EMPTY, (&other, om.len()), Value::Null),
     )
     .await;
 
-    let (h, list) = referrers(
-        &c,
-        &b,
-        "app",
-        &subject,
-        &format!("?artifactType={SIGNATURE}"),
-    )
-    .await;
-    assert_eq!(
-        h.get("oci-filters-applied").map(|v| v.to_str().unwrap()),
-        Some("artifactType")
-    );
-    assert_eq!(list.len(), 1, "{list:?}");
-    assert_eq!(list[0]["digest"], sig_d);
-    assert_eq!(list[0]["artifactType"], SIGNATURE);
+    let config_type = "application/vnd.example.config.v1+json";
+    let manifest = |name, artifact_type, config, annotations: Value, listed_as| Listed {
+        name,
+        media_type: OCI_MANIFEST,
+        body: artifact(artifact_type, config, (&subject, size), annotations.clone()),
+        tag: None,
+        artifact_type: listed_as,
+        annotations,
+    };
+    let index = |name, tag, artifact_type: Option<&str>, annotations: Value, listed_as| {
+        let mut index = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{ "mediaType": OCI_MANIFEST, "digest": child, "size": cm.len() }],
+            "subject": { "mediaType": OCI_MANIFEST, "digest": subject, "size": size },
+        });
+        if let Some(at) = artifact_type {
+            index["artifactType"] = at.into();
+        }
+        if !annotations.is_null() {
+            index["annotations"] = annotations.clone();
+        }
+        Listed {
+            name,
+            media_type: OCI_INDEX,
+            body: serde_json::to_vec(&index).unwrap(),
+            tag,
+            artifact_type: listed_as,
+            annotations,
+        }
+    };
+    let bundle = "application/vnd.example.bundle";
+    let cases = [
+        manifest(
+            "signature with annotations",
+            Some(SIGNATURE),
+            EMPTY,
+            json!({ "org.example.signer": "alice" }),
+            Some(SIGNATURE),
+        ),
+        manifest("SBOM", Some(SBOM), EMPTY, Value::Null, Some(SBOM)),
+        // "If the artifactType is empty or missing in the image manifest, the value of
+        // artifactType MUST be set to the config descriptor mediaType value."
+        manifest(
+            "manifest without artifactType",
+            None,
+            config_type,
+            Value::Null,
+            Some(config_type),
+        ),
+        manifest(
+            "manifest with an empty artifactType",
+            Some(""),
+            config_type,
+            Value::Null,
+            Some(config_type),
+        ),
+        index(
+            "index with an artifactType",
+            Some("bundle"),
+            Some(bundle),
+            json!({ "org.example.kind": "bundle" }),
+            Some(bundle),
+        ),
+        // "If the artifactType is empty or missing in an index, the artifactType MUST be omitted."
+        index("index without artifactType", None, None, Value::Null, None),
+        index(
+            "index with an empty artifactType",
+            None,
+            Some(""),
+            Value::Null,
+            None,
+        ),
+    ];
 
-    let (h, list) = referrers(
-        &c,
-        &b,
-        "app",
-        &subject,
-        "?artifactType=application/vnd.example.none",
-    )
-    .await;
-    assert_eq!(
-        h.get("oci-filters-applied").map(|v| v.to_str().unwrap()),
-        Some("artifactType")
-    );
-    assert!(list.is_empty());
+    let mut listed = Vec::new();
+    for case in &cases {
+        let name = case.name;
+        push_blob(&c, &b, "app", b"{}").await;
+        let digest = sha256(&case.body);
+        let reference = case.tag.map_or(digest.clone(), String::from);
+        let r = put_manifest_as(&c, &b, "app", &reference, case.media_type, &case.body).await;
+        assert_eq!(r.status(), 201, "case {name}: {:?}", r.text().await);
+        assert_eq!(header_str(&r, "oci-subject"), subject, "case {name}");
+        listed.push((digest.clone(), case.artifact_type));
+
+        let (_, list) = referrers(&c, &b, "app", &subject, "").await;
+        assert_eq!(list.len(), listed.len(), "case {name}: {list:?}");
+        let d = find(&list, &digest);
+        assert_eq!(d["mediaType"], case.media_type, "case {name}");
+        assert_eq!(d["size"], case.body.len(), "case {name}");
+        match case.artifact_type {
+            Some(at) => assert_eq!(d["artifactType"], at, "case {name}"),
+            None => assert!(d.get("artifactType").is_none(), "case {name}: {d}"),
+        }
+        if case.annotations.is_null() {
+            assert!(
+                d.get("annotations")
+                    .is_none_or(|a| a.as_object().is_some_and(|o| o.is_empty())),
+                "case {name}: {d}"
+            );
+        } else {
+            assert_eq!(d["annotations"], case.annotations, "case {name}");
+        }
+    }
+
+    // Filtered by artifactType (also the one taken from the config), the list says so and
+    // holds exactly the referrers of that type.
+    for at in [
+        SIGNATURE,
+        SBOM,
+        config_type,
+        bundle,
+        "application/vnd.example.none",
+    ] {
+        let query = format!("?artifactType={}", at.replace('+', "%2B"));
+        let (h, list) = referrers(&c, &b, "app", &subject, &query).await;
+        assert_eq!(
+            h.get("oci-filters-applied").map(|v| v.to_str().unwrap()),
+            Some("artifactType"),
+            "filter {at}"
+        );
+        let mut got: Vec<&str> = list.iter().map(|d| d["digest"].as_str().unwrap()).collect();
+        let mut want: Vec<&str> = listed
+            .iter()
+            .filter(|(_, listed_as)| *listed_as == Some(at))
+            .map(|(d, _)| d.as_str())
+            .collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "filter {at}");
+        assert!(
+            list.iter().all(|d| d["artifactType"] == at),
+            "filter {at}: {list:?}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn referrers_of_an_unknown_subject_are_an_empty_index() {
-    let b = Berth::start();
-    let c = client();
-    push_image(&c, &b, "app", "v1", b"layer").await;
+    let (b, c, _, _) = with_subject("app").await;
     let (_, list) = referrers(&c, &b, "app", &sha256(b"no such manifest"), "").await;
     assert!(list.is_empty());
     // Even in a repository that does not exist yet.
@@ -237,15 +297,13 @@ async fn referrers_may_be_pushed_before_their_subject() {
 
 #[tokio::test]
 async fn referrers_are_per_repository() {
-    let b = Berth::start();
-    let c = client();
-    let (subject, sm) = push_image(&c, &b, "repo-a", "v1", b"layer").await;
+    let (b, c, subject, size) = with_subject("repo-a").await;
     push_image(&c, &b, "repo-b", "v1", b"layer").await;
     push_referrer(
         &c,
         &b,
         "repo-a",
-        &artifact(Some(SIGNATURE), EMPTY, (&subject, sm.len()), Value::Null),
+        &artifact(Some(SIGNATURE), EMPTY, (&subject, size), Value::Null),
     )
     .await;
     let (_, list) = referrers(&c, &b, "repo-b", &subject, "").await;
@@ -253,41 +311,13 @@ async fn referrers_are_per_repository() {
 }
 
 #[tokio::test]
-async fn index_with_a_subject_is_listed_as_a_referrer() {
-    let b = Berth::start();
-    let c = client();
-    let (subject, sm) = push_image(&c, &b, "app", "v1", b"layer").await;
-    let (child, cm) = push_image(&c, &b, "app", "child", b"child layer").await;
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "artifactType": "application/vnd.example.bundle",
-        "manifests": [{ "mediaType": OCI_MANIFEST, "digest": child, "size": cm.len() }],
-        "subject": { "mediaType": OCI_MANIFEST, "digest": subject, "size": sm.len() },
-        "annotations": { "org.example.kind": "bundle" },
-    }))
-    .unwrap();
-    let r = put_manifest_as(&c, &b, "app", "bundle", OCI_INDEX, &index).await;
-    assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    assert_eq!(header_str(&r, "oci-subject"), subject);
-    let (_, list) = referrers(&c, &b, "app", &subject, "").await;
-    let d = find(&list, &sha256(&index));
-    assert_eq!(d["mediaType"], OCI_INDEX);
-    assert_eq!(d["size"], index.len());
-    assert_eq!(d["artifactType"], "application/vnd.example.bundle");
-    assert_eq!(d["annotations"], json!({ "org.example.kind": "bundle" }));
-}
-
-#[tokio::test]
 async fn deleted_referrer_leaves_the_list() {
-    let b = Berth::start();
-    let c = client();
-    let (subject, sm) = push_image(&c, &b, "app", "v1", b"layer").await;
+    let (b, c, subject, size) = with_subject("app").await;
     let d = push_referrer(
         &c,
         &b,
         "app",
-        &artifact(Some(SIGNATURE), EMPTY, (&subject, sm.len()), Value::Null),
+        &artifact(Some(SIGNATURE), EMPTY, (&subject, size), Value::Null),
     )
     .await;
     assert_eq!(referrers(&c, &b, "app", &subject, "").await.1.len(), 1);
@@ -317,52 +347,5 @@ async fn referrers_of_an_invalid_digest_is_digest_invalid() {
             .await
             .unwrap();
         expect_error(r, 400, "DIGEST_INVALID").await;
-    }
-}
-
-#[tokio::test]
-async fn empty_artifact_type_falls_back_to_the_config_media_type() {
-    // "If the artifactType is empty or missing in the image manifest, the value of
-    // artifactType MUST be set to the config descriptor mediaType value."
-    let b = Berth::start();
-    let c = client();
-    let (subject, sm) = push_image(&c, &b, "app", "v1", b"layer").await;
-    let m = artifact(
-        Some(""),
-        "application/vnd.example.config.v1+json",
-        (&subject, sm.len()),
-        Value::Null,
-    );
-    let d = push_referrer(&c, &b, "app", &m).await;
-    let (_, list) = referrers(&c, &b, "app", &subject, "").await;
-    assert_eq!(
-        find(&list, &d)["artifactType"],
-        "application/vnd.example.config.v1+json"
-    );
-}
-
-#[tokio::test]
-async fn index_without_artifact_type_is_listed_without_one() {
-    // "If the artifactType is empty or missing in an index, the artifactType MUST be omitted."
-    let b = Berth::start();
-    let c = client();
-    let (subject, sm) = push_image(&c, &b, "app", "v1", b"layer").await;
-    let (child, cm) = push_image(&c, &b, "app", "child", b"child layer").await;
-    for artifact_type in [None, Some("")] {
-        let mut index = json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [{ "mediaType": OCI_MANIFEST, "digest": child, "size": cm.len() }],
-            "subject": { "mediaType": OCI_MANIFEST, "digest": subject, "size": sm.len() },
-        });
-        if let Some(at) = artifact_type {
-            index["artifactType"] = at.into();
-        }
-        let index = serde_json::to_vec(&index).unwrap();
-        let r = put_manifest_as(&c, &b, "app", &sha256(&index), OCI_INDEX, &index).await;
-        assert_eq!(r.status(), 201);
-        let (_, list) = referrers(&c, &b, "app", &subject, "").await;
-        let d = find(&list, &sha256(&index));
-        assert!(d.get("artifactType").is_none(), "{artifact_type:?}: {d}");
     }
 }

@@ -1,5 +1,6 @@
 //! Blob uploads: monolithic (POST then PUT, single POST), chunked and streamed PATCH,
-//! status, cancel, cross-repository mount, and digest verification.
+//! status, cancel, cross-repository mount, and digest verification. The ways of pushing,
+//! misplaced chunks, mounts and wrong digests are tables: a failing case prints its name.
 
 mod common;
 use common::*;
@@ -45,28 +46,53 @@ async fn assert_created(
     r: reqwest::Response,
     bytes: &[u8],
 ) {
-    let digest = sha256(bytes);
-    assert_eq!(r.status(), 201, "{:?}", r.headers());
+    assert_created_as(c, b, repo, repo, r, bytes, &sha256(bytes)).await;
+}
+
+/// [`assert_created`] for the case `case`, with the blob under `digest`.
+async fn assert_created_as(
+    c: &reqwest::Client,
+    b: &Berth,
+    case: &str,
+    repo: &str,
+    r: reqwest::Response,
+    bytes: &[u8],
+    digest: &str,
+) {
+    assert_eq!(r.status(), 201, "case {case}: {:?}", r.headers());
     assert_api_version(&r);
     assert_eq!(
         header_str(&r, "location"),
-        format!("/v2/{repo}/blobs/{digest}")
+        format!("/v2/{repo}/blobs/{digest}"),
+        "case {case}"
     );
-    assert_eq!(header_str(&r, "docker-content-digest"), digest);
+    assert_eq!(
+        header_str(&r, "docker-content-digest"),
+        digest,
+        "case {case}"
+    );
     let got = c
         .get(location_url(b, &header_str(&r, "location")))
         .send()
         .await
         .unwrap();
-    assert_eq!(got.status(), 200);
+    assert_eq!(got.status(), 200, "case {case}");
+    assert_eq!(
+        header_str(&got, "content-length"),
+        bytes.len().to_string(),
+        "case {case}"
+    );
     assert!(
         got.bytes().await.unwrap().as_ref() == bytes,
-        "blob {digest} does not read back byte-exact"
+        "case {case}: blob {digest} does not read back byte-exact"
     );
-    assert_eq!(b.stored_blob(&digest), bytes);
+    assert!(
+        b.stored_blob(digest) == bytes,
+        "case {case}: the store holds other bytes"
+    );
     assert!(
         b.upload_files().is_empty(),
-        "upload files left: {:?}",
+        "case {case}: upload files left: {:?}",
         b.upload_files()
     );
 }
@@ -96,94 +122,273 @@ async fn post_opens_a_session_with_location_and_upload_uuid() {
     assert!(b.blob_files().is_empty());
 }
 
-#[tokio::test]
-async fn post_then_put_uploads_monolithically() {
-    let b = Berth::start();
-    let c = client();
-    let bytes = pattern(1000);
-    let url = open_upload(&c, &b, "app").await;
-    let r = c
-        .put(with_query(&url, &format!("digest={}", sha256(&bytes))))
-        .header("content-type", "application/octet-stream")
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_created(&c, &b, "app", r, &bytes).await;
-    // The session is finished.
-    expect_error(status(&c, &url).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
+/// How a PATCH sends its piece.
+#[derive(Clone, Copy, PartialEq)]
+enum Piece {
+    /// With `Content-Range: <from>-<to - 1>`.
+    Ranged,
+    /// Without Content-Range: appended where the session stands.
+    Appended,
+    /// Of unknown length (Transfer-Encoding: chunked), without Content-Range.
+    Streamed,
+}
+
+/// How a push ends.
+#[derive(Clone, Copy, PartialEq)]
+enum Last {
+    /// One `POST ?digest=` with every byte, no session.
+    SinglePost,
+    /// `PUT ?digest=` with the bytes no PATCH sent (none: an empty body), with
+    /// Content-Range and Content-Type as the flags say.
+    Put { range: bool, content_type: bool },
+}
+
+/// One way of pushing a blob of `len` bytes: PATCHes that end at the given offsets, then
+/// the last request.
+struct Push {
+    name: &'static str,
+    len: usize,
+    sha512: bool,
+    patches: Vec<(usize, Piece)>,
+    last: Last,
 }
 
 #[tokio::test]
-async fn single_post_with_digest_uploads_monolithically() {
+async fn blobs_pushed_every_way_read_back_byte_exact() {
+    use Piece::*;
+    let close_empty = Last::Put {
+        range: false,
+        content_type: false,
+    };
+    let mib = 1024 * 1024;
+    let big = 10 * mib + 12_345;
+    let push = |name, len, patches, last| Push {
+        name,
+        len,
+        sha512: false,
+        patches,
+        last,
+    };
+    let cases = [
+        push(
+            "POST then PUT",
+            1000,
+            vec![],
+            Last::Put {
+                range: false,
+                content_type: true,
+            },
+        ),
+        push("single POST", 1000, vec![], Last::SinglePost),
+        push(
+            "chunks with Content-Range",
+            30,
+            vec![(10, Ranged), (20, Ranged), (30, Ranged)],
+            close_empty,
+        ),
+        push(
+            "chunks without Content-Range",
+            64,
+            vec![(40, Appended), (64, Appended)],
+            close_empty,
+        ),
+        push(
+            "streamed PATCH",
+            300_000,
+            vec![(300_000, Streamed)],
+            close_empty,
+        ),
+        push(
+            "final PUT with the last chunk",
+            50,
+            vec![(30, Ranged)],
+            Last::Put {
+                range: true,
+                content_type: true,
+            },
+        ),
+        push(
+            "final PUT with the rest, no Content-Range",
+            50,
+            vec![(30, Ranged)],
+            Last::Put {
+                range: false,
+                content_type: false,
+            },
+        ),
+        push("zero bytes", 0, vec![], close_empty),
+        Push {
+            sha512: true,
+            ..push(
+                "chunks under a sha512 digest",
+                5000,
+                vec![(3000, Ranged), (5000, Ranged)],
+                close_empty,
+            )
+        },
+        push(
+            "10 MiB in 3 MiB chunks",
+            big,
+            (1..=4).map(|i| ((i * 3 * mib).min(big), Ranged)).collect(),
+            close_empty,
+        ),
+    ];
     let b = Berth::start();
     let c = client();
-    let bytes = pattern(1000);
-    let r = c
-        .post(b.url(&format!("/v2/app/blobs/uploads/?digest={}", sha256(&bytes))))
-        .header("content-type", "application/octet-stream")
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_created(&c, &b, "app", r, &bytes).await;
+    for (i, case) in cases.into_iter().enumerate() {
+        let name = case.name;
+        let repo = format!("app{i}");
+        let bytes = common::pattern(case.len, i as u64 + 1);
+        let digest = if case.sha512 {
+            sha512(&bytes)
+        } else {
+            sha256(&bytes)
+        };
+        if case.last == Last::SinglePost {
+            let r = c
+                .post(b.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
+                .header("content-type", "application/octet-stream")
+                .body(bytes.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_created_as(&c, &b, name, &repo, r, &bytes, &digest).await;
+            continue;
+        }
+        let session = open_upload(&c, &b, &repo).await;
+        let mut url = session.clone();
+        let mut at = 0;
+        for (end, piece) in case.patches {
+            let part = &bytes[at..end];
+            let r = match piece {
+                Ranged => patch(&c, &url, Some(&format!("{at}-{}", end - 1)), part).await,
+                Appended => patch(&c, &url, None, part).await,
+                Streamed => {
+                    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                        part.chunks(65_536).map(|c| Ok(c.to_vec())).collect();
+                    c.patch(&url)
+                        .header("content-type", "application/octet-stream")
+                        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+                        .send()
+                        .await
+                        .unwrap()
+                }
+            };
+            assert_eq!(r.status(), 202, "case {name}: PATCH to {end}");
+            assert_api_version(&r);
+            assert_eq!(
+                header_str(&r, "range"),
+                format!("0-{}", end - 1),
+                "case {name}"
+            );
+            url = location_url(&b, &header_str(&r, "location"));
+            at = end;
+        }
+        let Last::Put {
+            range,
+            content_type,
+        } = case.last
+        else {
+            unreachable!()
+        };
+        let r = if at == bytes.len() && !range && !content_type {
+            close(&c, &url, &digest).await
+        } else {
+            let mut rq = c
+                .put(with_query(&url, &format!("digest={digest}")))
+                .body(bytes[at..].to_vec());
+            if range {
+                rq = rq.header("content-range", format!("{at}-{}", bytes.len() - 1));
+            }
+            if content_type {
+                rq = rq.header("content-type", "application/octet-stream");
+            }
+            rq.send().await.unwrap()
+        };
+        assert_created_as(&c, &b, name, &repo, r, &bytes, &digest).await;
+        // The session is finished.
+        assert_upload_unknown(&c, &session, name).await;
+    }
+}
+
+/// A chunk that does not start where the session stands, after `held` bytes went in; then
+/// the right one, by the same method, from `held` on.
+struct Misplaced {
+    name: &'static str,
+    len: usize,
+    held: usize,
+    method: reqwest::Method,
+    bad: std::ops::Range<usize>,
 }
 
 #[tokio::test]
-async fn chunked_upload_with_content_range() {
+async fn misplaced_chunks_are_416_and_leave_the_session_where_it_was() {
+    use reqwest::Method;
+    let cases = [
+        Misplaced {
+            name: "PATCH leaving a gap",
+            len: 30,
+            held: 10,
+            method: Method::PATCH,
+            bad: 15..25,
+        },
+        Misplaced {
+            name: "final PUT not at the offset",
+            len: 50,
+            held: 30,
+            method: Method::PUT,
+            bad: 35..50,
+        },
+    ];
     let b = Berth::start();
     let c = client();
-    let bytes = pattern(30);
-    let url = open_upload(&c, &b, "app").await;
-    let r = patch(&c, &url, Some("0-9"), &bytes[..10]).await;
-    assert_eq!(r.status(), 202);
-    assert_api_version(&r);
-    assert_eq!(header_str(&r, "range"), "0-9");
-    let url = location_url(&b, &header_str(&r, "location"));
-    let r = patch(&c, &url, Some("10-19"), &bytes[10..20]).await;
-    assert_eq!(r.status(), 202);
-    assert_eq!(header_str(&r, "range"), "0-19");
-    let url = location_url(&b, &header_str(&r, "location"));
-    let r = patch(&c, &url, Some("20-29"), &bytes[20..]).await;
-    assert_eq!(r.status(), 202);
-    assert_eq!(header_str(&r, "range"), "0-29");
-    let url = location_url(&b, &header_str(&r, "location"));
-    let r = close(&c, &url, &sha256(&bytes)).await;
-    assert_created(&c, &b, "app", r, &bytes).await;
+    for case in cases {
+        let name = case.name;
+        let bytes = pattern(case.len);
+        let digest = sha256(&bytes);
+        let held = format!("0-{}", case.held - 1);
+        let url = open_upload(&c, &b, "app").await;
+        let r = patch(&c, &url, Some(&held), &bytes[..case.held]).await;
+        assert_eq!(r.status(), 202, "case {name}");
+        let blobs = b.blob_files();
+        let send = |range: std::ops::Range<usize>| {
+            let url = match case.method {
+                Method::PUT => with_query(&url, &format!("digest={digest}")),
+                _ => url.clone(),
+            };
+            c.request(case.method.clone(), url)
+                .header(
+                    "content-range",
+                    format!("{}-{}", range.start, range.end - 1),
+                )
+                .body(bytes[range].to_vec())
+                .send()
+        };
+
+        let r = send(case.bad.clone()).await.unwrap();
+        assert_eq!(header_str(&r, "range"), held, "case {name}");
+        assert_refused_with(r, name, 416, "BLOB_UPLOAD_INVALID").await;
+        assert_eq!(b.blob_files(), blobs, "case {name}: a blob appeared");
+        let r = status(&c, &url).await;
+        assert_eq!(r.status(), 204, "case {name}");
+        assert_eq!(header_str(&r, "range"), held, "case {name}");
+
+        // The right chunk still goes on where the session stands.
+        let r = send(case.held..case.len).await.unwrap();
+        let r = if case.method == Method::PATCH {
+            assert_eq!(r.status(), 202, "case {name}");
+            close(&c, &url, &digest).await
+        } else {
+            r
+        };
+        assert_created_as(&c, &b, name, "app", r, &bytes, &digest).await;
+    }
 }
 
-#[tokio::test]
-async fn chunk_with_a_gap_is_416_and_leaves_the_session_unchanged() {
-    let b = Berth::start();
-    let c = client();
-    let bytes = pattern(30);
-    let url = open_upload(&c, &b, "app").await;
-    assert_eq!(
-        patch(&c, &url, Some("0-9"), &bytes[..10]).await.status(),
-        202
-    );
-
-    let r = patch(&c, &url, Some("15-24"), &bytes[15..25]).await;
-    assert_eq!(header_str(&r, "range"), "0-9");
-    expect_error(r, 416, "BLOB_UPLOAD_INVALID").await;
-
-    let r = status(&c, &url).await;
-    assert_eq!(r.status(), 204);
-    assert_eq!(header_str(&r, "range"), "0-9");
-
-    // The right chunk still goes on where the session stands.
-    assert_eq!(
-        patch(&c, &url, Some("10-29"), &bytes[10..]).await.status(),
-        202
-    );
-    assert_created(
-        &c,
-        &b,
-        "app",
-        close(&c, &url, &sha256(&bytes)).await,
-        &bytes,
-    )
-    .await;
+/// [`expect_error`] for the case `name`.
+async fn assert_refused_with(r: reqwest::Response, name: &str, status: u16, code: &str) -> String {
+    assert_eq!(r.status(), status, "case {name}");
+    expect_error(r, status, code).await
 }
 
 #[tokio::test]
@@ -221,57 +426,6 @@ async fn chunk_that_overlaps_is_416_and_leaves_the_session_unchanged() {
         patch(&c, &url, Some("20-29"), &bytes[20..]).await.status(),
         202
     );
-    assert_created(
-        &c,
-        &b,
-        "app",
-        close(&c, &url, &sha256(&bytes)).await,
-        &bytes,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn patch_without_content_range_appends() {
-    let b = Berth::start();
-    let c = client();
-    let bytes = pattern(64);
-    let url = open_upload(&c, &b, "app").await;
-    let r = patch(&c, &url, None, &bytes[..40]).await;
-    assert_eq!(r.status(), 202);
-    assert_eq!(header_str(&r, "range"), "0-39");
-    let r = patch(&c, &url, None, &bytes[40..]).await;
-    assert_eq!(r.status(), 202);
-    assert_eq!(header_str(&r, "range"), "0-63");
-    assert_created(
-        &c,
-        &b,
-        "app",
-        close(&c, &url, &sha256(&bytes)).await,
-        &bytes,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn streamed_patch_without_content_length_or_range() {
-    let b = Berth::start();
-    let c = client();
-    let bytes = pattern(300_000);
-    let url = open_upload(&c, &b, "app").await;
-    // A body of unknown length goes out with Transfer-Encoding: chunked.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        bytes.chunks(65_536).map(|c| Ok(c.to_vec())).collect();
-    let r = c
-        .patch(&url)
-        .header("content-type", "application/octet-stream")
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    assert_eq!(header_str(&r, "range"), format!("0-{}", bytes.len() - 1));
-    let url = location_url(&b, &header_str(&r, "location"));
     assert_created(
         &c,
         &b,
@@ -321,252 +475,187 @@ async fn cancelled_upload_is_gone_with_its_bytes() {
     let r = c.delete(&url).send().await.unwrap();
     assert_eq!(r.status(), 204);
     assert_api_version(&r);
-    expect_error(status(&c, &url).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
-    expect_error(
-        patch(&c, &url, Some("100-109"), &pattern(10)).await,
-        404,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
-    expect_error(
-        c.delete(&url).send().await.unwrap(),
-        404,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
+    assert_upload_unknown(&c, &url, "cancelled").await;
     assert!(b.upload_files().is_empty(), "{:?}", b.upload_files());
     assert!(b.blob_files().is_empty());
 }
 
-#[tokio::test]
-async fn mount_from_a_repository_that_has_the_blob_answers_201() {
-    let b = Berth::start();
-    let c = client();
-    let bytes = pattern(500);
-    let digest = push_blob(&c, &b, "source", &bytes).await;
-    let r = c
-        .post(b.url(&format!(
-            "/v2/target/blobs/uploads/?mount={digest}&from=source"
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    assert_api_version(&r);
-    assert_eq!(
-        header_str(&r, "location"),
-        format!("/v2/target/blobs/{digest}")
-    );
-    assert_eq!(header_str(&r, "docker-content-digest"), digest);
-    let got = c
-        .get(b.url(&format!("/v2/target/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), 200);
-    assert_eq!(got.bytes().await.unwrap().as_ref(), bytes.as_slice());
-    // No new session, no new copy.
-    assert!(b.upload_files().is_empty());
-    assert_eq!(b.blob_files(), vec![b.blob_path(&digest)]);
-    assert!(catalog_of(&c, &b).await.contains(&"target".to_string()));
+/// `POST ?mount=<digest>&from=<source>` into `target`, where `source` holds `holds` (the
+/// blob itself, another blob, or nothing): mounted (201) when it holds the blob, else an
+/// ordinary upload session (202).
+struct Mount {
+    name: &'static str,
+    source: &'static str,
+    target: &'static str,
+    holds: Holds,
+}
+
+#[derive(PartialEq)]
+enum Holds {
+    TheBlob,
+    AnotherBlob,
+    Nothing,
 }
 
 #[tokio::test]
-async fn mount_from_a_repository_without_the_blob_opens_an_upload() {
+async fn mounts_link_the_blob_when_the_source_has_it_and_else_open_an_upload() {
+    let cases = [
+        Mount {
+            name: "from a repository that has the blob",
+            source: "source-a",
+            target: "target-a",
+            holds: Holds::TheBlob,
+        },
+        Mount {
+            name: "from a repository without the blob",
+            source: "source-b",
+            target: "target-b",
+            holds: Holds::AnotherBlob,
+        },
+        Mount {
+            name: "from an unknown repository",
+            source: "nowhere",
+            target: "target-c",
+            holds: Holds::Nothing,
+        },
+    ];
     let b = Berth::start();
     let c = client();
-    let bytes = pattern(500);
-    let digest = sha256(&bytes);
-    push_blob(&c, &b, "source", b"something else").await;
-    let r = c
-        .post(b.url(&format!(
-            "/v2/target/blobs/uploads/?mount={digest}&from=source"
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    assert_api_version(&r);
-    assert!(!header_str(&r, "docker-upload-uuid").is_empty());
-    let url = location_url(&b, &header_str(&r, "location"));
-    assert!(url.contains("/v2/target/blobs/uploads/"), "{url}");
-    assert_eq!(blob_status(&c, &b, "target", &digest).await, 404);
-
-    // The session it opened is an ordinary one.
-    let r = c
-        .put(with_query(&url, &format!("digest={digest}")))
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_created(&c, &b, "target", r, &bytes).await;
-}
-
-#[tokio::test]
-async fn mount_from_an_unknown_repository_opens_an_upload() {
-    let b = Berth::start();
-    let c = client();
-    let digest = sha256(b"x");
-    let r = c
-        .post(b.url(&format!(
-            "/v2/target/blobs/uploads/?mount={digest}&from=nowhere"
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    assert!(!header_str(&r, "location").is_empty());
-}
-
-#[tokio::test]
-async fn put_with_a_digest_that_does_not_match_is_digest_invalid_and_discards_the_upload() {
-    let b = Berth::start();
-    let c = client();
-    let bytes = pattern(100);
-    let url = open_upload(&c, &b, "app").await;
-    assert_eq!(patch(&c, &url, Some("0-99"), &bytes).await.status(), 202);
-    let wrong = sha256(b"not these bytes");
-    let message = expect_error(close(&c, &url, &wrong).await, 400, "DIGEST_INVALID").await;
-    assert!(message.contains(&wrong), "{message}");
-    assert!(b.blob_files().is_empty(), "{:?}", b.blob_files());
-    assert!(b.upload_files().is_empty(), "{:?}", b.upload_files());
-    expect_error(status(&c, &url).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
-    assert_eq!(blob_status(&c, &b, "app", &wrong).await, 404);
-    assert_eq!(blob_status(&c, &b, "app", &sha256(&bytes)).await, 404);
-    assert_eq!(tags_of(&c, &b, "app").await, None);
-}
-
-#[tokio::test]
-async fn single_post_with_a_wrong_digest_leaves_nothing() {
-    let b = Berth::start();
-    let c = client();
-    let wrong = sha256(b"not these bytes");
-    let r = c
-        .post(b.url(&format!("/v2/app/blobs/uploads/?digest={wrong}")))
-        .body(pattern(100))
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 400, "DIGEST_INVALID").await;
-    assert!(b.blob_files().is_empty());
-    assert!(b.upload_files().is_empty());
-    assert!(catalog_of(&c, &b).await.is_empty());
-}
-
-#[tokio::test]
-async fn final_put_may_carry_the_last_chunk() {
-    let b = Berth::start();
-    let c = client();
-    let bytes = pattern(50);
-    let url = open_upload(&c, &b, "app").await;
-    assert_eq!(
-        patch(&c, &url, Some("0-29"), &bytes[..30]).await.status(),
-        202
-    );
-    let r = c
-        .put(with_query(&url, &format!("digest={}", sha256(&bytes))))
-        .header("content-type", "application/octet-stream")
-        .header("content-range", "30-49")
-        .body(bytes[30..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_created(&c, &b, "app", r, &bytes).await;
-}
-
-#[tokio::test]
-async fn final_put_without_content_range_carries_the_rest() {
-    let b = Berth::start();
-    let c = client();
-    let bytes = pattern(50);
-    let url = open_upload(&c, &b, "app").await;
-    assert_eq!(
-        patch(&c, &url, Some("0-29"), &bytes[..30]).await.status(),
-        202
-    );
-    let r = c
-        .put(with_query(&url, &format!("digest={}", sha256(&bytes))))
-        .body(bytes[30..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_created(&c, &b, "app", r, &bytes).await;
-}
-
-#[tokio::test]
-async fn blob_of_ten_mib_in_several_chunks_round_trips_byte_exact() {
-    let b = Berth::start();
-    let c = client();
-    let bytes = pattern(10 * 1024 * 1024 + 12_345);
-    let chunk = 3 * 1024 * 1024;
-    let mut url = open_upload(&c, &b, "big").await;
-    let mut at = 0;
-    while at < bytes.len() {
-        let end = (at + chunk).min(bytes.len());
-        let r = patch(
-            &c,
-            &url,
-            Some(&format!("{at}-{}", end - 1)),
-            &bytes[at..end],
-        )
-        .await;
-        assert_eq!(r.status(), 202);
-        assert_eq!(header_str(&r, "range"), format!("0-{}", end - 1));
-        url = location_url(&b, &header_str(&r, "location"));
-        at = end;
+    for (i, case) in cases.into_iter().enumerate() {
+        let (name, target) = (case.name, case.target);
+        let bytes = common::pattern(500, i as u64 + 1);
+        let digest = sha256(&bytes);
+        match case.holds {
+            Holds::TheBlob => assert_eq!(push_blob(&c, &b, case.source, &bytes).await, digest),
+            Holds::AnotherBlob => {
+                push_blob(&c, &b, case.source, b"something else").await;
+            }
+            Holds::Nothing => {}
+        }
+        let blobs = b.blob_files();
+        let r = c
+            .post(b.url(&format!(
+                "/v2/{target}/blobs/uploads/?mount={digest}&from={}",
+                case.source
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_api_version(&r);
+        if case.holds == Holds::TheBlob {
+            assert_created_as(&c, &b, name, target, r, &bytes, &digest).await;
+            // No new session (checked above), no new copy.
+            assert_eq!(b.blob_files(), blobs, "case {name}");
+            assert!(blobs.contains(&b.blob_path(&digest)), "case {name}");
+            assert!(
+                catalog_of(&c, &b).await.contains(&target.to_string()),
+                "case {name}"
+            );
+        } else {
+            assert_eq!(r.status(), 202, "case {name}");
+            assert!(
+                !header_str(&r, "docker-upload-uuid").is_empty(),
+                "case {name}"
+            );
+            let url = location_url(&b, &header_str(&r, "location"));
+            assert!(
+                url.contains(&format!("/v2/{target}/blobs/uploads/")),
+                "case {name}: {url}"
+            );
+            assert_eq!(
+                blob_status(&c, &b, target, &digest).await,
+                404,
+                "case {name}"
+            );
+            // The session it opened is an ordinary one.
+            let r = c
+                .put(with_query(&url, &format!("digest={digest}")))
+                .body(bytes.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_created_as(&c, &b, name, target, r, &bytes, &digest).await;
+        }
     }
-    let r = close(&c, &url, &sha256(&bytes)).await;
-    assert_eq!(r.status(), 201);
-    let digest = header_str(&r, "docker-content-digest");
-    let got = c
-        .get(b.url(&format!("/v2/big/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), 200);
-    assert_eq!(header_str(&got, "content-length"), bytes.len().to_string());
-    let got = got.bytes().await.unwrap();
-    assert!(
-        got.as_ref() == bytes.as_slice(),
-        "10 MiB blob is not byte-exact"
-    );
-    assert_eq!(b.stored_blob_len(&digest), bytes.len() as u64);
-    assert!(b.upload_files().is_empty());
+}
+
+/// Bytes sent under a digest they do not have: PATCHed (`patched`) and then sent with the
+/// digest (`sent`), in a session or in one POST. Refused, and nothing of them is kept.
+struct WrongDigest {
+    name: &'static str,
+    repo: &'static str,
+    session: bool,
+    patched: Vec<u8>,
+    sent: Vec<u8>,
 }
 
 #[tokio::test]
-async fn chunked_upload_under_a_sha512_digest() {
-    let b = Berth::start();
-    let c = client();
-    let bytes = pattern(5000);
-    let url = open_upload(&c, &b, "app").await;
-    assert_eq!(
-        patch(&c, &url, Some("0-2999"), &bytes[..3000])
-            .await
-            .status(),
-        202
-    );
-    assert_eq!(
-        patch(&c, &url, Some("3000-4999"), &bytes[3000..])
-            .await
-            .status(),
-        202
-    );
-    let digest = sha512(&bytes);
-    let r = close(&c, &url, &digest).await;
-    assert_eq!(r.status(), 201);
-    assert_eq!(header_str(&r, "docker-content-digest"), digest);
-    assert_eq!(b.stored_blob(&digest), bytes);
-    assert!(b.upload_files().is_empty());
-}
-
-#[tokio::test]
-async fn zero_byte_blob_by_post_then_empty_put() {
-    let b = Berth::start();
-    let c = client();
-    let url = open_upload(&c, &b, "app").await;
-    let r = close(&c, &url, &sha256(b"")).await;
-    assert_created(&c, &b, "app", r, b"").await;
+async fn a_digest_that_does_not_match_is_digest_invalid_and_discards_the_upload() {
+    let cases = [
+        WrongDigest {
+            name: "chunks, then an empty PUT",
+            repo: "fresh",
+            session: true,
+            patched: pattern(100),
+            sent: Vec::new(),
+        },
+        WrongDigest {
+            name: "single POST",
+            repo: "fresh",
+            session: false,
+            patched: Vec::new(),
+            sent: pattern(100),
+        },
+        WrongDigest {
+            name: "PUT with the bytes, into a repository that exists",
+            repo: "app",
+            session: true,
+            patched: Vec::new(),
+            sent: b"these bytes".to_vec(),
+        },
+    ];
+    let (b, c, _) = seeded().await;
+    let before = store_snapshot(&c, &b).await;
+    let wrong = sha256(b"not these bytes");
+    for case in cases {
+        let (name, repo) = (case.name, case.repo);
+        let actual = sha256(&[case.patched.as_slice(), &case.sent].concat());
+        let message = if case.session {
+            let url = open_upload(&c, &b, repo).await;
+            if !case.patched.is_empty() {
+                let range = format!("0-{}", case.patched.len() - 1);
+                let r = patch(&c, &url, Some(&range), &case.patched).await;
+                assert_eq!(r.status(), 202, "case {name}");
+            }
+            let r = c
+                .put(with_query(&url, &format!("digest={wrong}")))
+                .body(case.sent)
+                .send()
+                .await
+                .unwrap();
+            let message = assert_refused_with(r, name, 400, "DIGEST_INVALID").await;
+            assert_upload_unknown(&c, &url, name).await;
+            message
+        } else {
+            let r = c
+                .post(b.url(&format!("/v2/{repo}/blobs/uploads/?digest={wrong}")))
+                .body(case.sent)
+                .send()
+                .await
+                .unwrap();
+            assert_refused_with(r, name, 400, "DIGEST_INVALID").await
+        };
+        assert!(
+            message.contains(&wrong) && message.contains(&actual),
+            "case {name}: the message names both digests: {message}"
+        );
+        assert_eq!(store_snapshot(&c, &b).await, before, "case {name}");
+        assert_eq!(blob_status(&c, &b, repo, &wrong).await, 404, "case {name}");
+        assert_eq!(blob_status(&c, &b, repo, &actual).await, 404, "case {name}");
+        if !before.repositories.iter().any(|(r, _)| r == repo) {
+            assert_eq!(tags_of(&c, &b, repo).await, None, "case {name}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -575,13 +664,7 @@ async fn upload_sessions_belong_to_their_repository() {
     let c = client();
     let url = open_upload(&c, &b, "repo-a").await;
     let other = url.replace("/v2/repo-a/", "/v2/repo-b/");
-    expect_error(status(&c, &other).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
-    expect_error(
-        patch(&c, &other, Some("0-9"), &pattern(10)).await,
-        404,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
+    assert_upload_unknown(&c, &other, "another repository's session").await;
     // The session in repo-a is untouched.
     let r = status(&c, &url).await;
     assert_eq!(r.status(), 204);
@@ -605,40 +688,6 @@ async fn concurrent_sessions_for_the_same_blob_make_one_file() {
 }
 
 #[tokio::test]
-async fn final_put_whose_content_range_is_not_at_the_offset_is_416() {
-    let b = Berth::start();
-    let c = client();
-    let bytes = pattern(50);
-    let url = open_upload(&c, &b, "app").await;
-    assert_eq!(
-        patch(&c, &url, Some("0-29"), &bytes[..30]).await.status(),
-        202
-    );
-    let r = c
-        .put(with_query(&url, &format!("digest={}", sha256(&bytes))))
-        .header("content-range", "35-49")
-        .body(bytes[35..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(header_str(&r, "range"), "0-29");
-    expect_error(r, 416, "BLOB_UPLOAD_INVALID").await;
-    assert!(b.blob_files().is_empty());
-    let r = status(&c, &url).await;
-    assert_eq!(r.status(), 204);
-    assert_eq!(header_str(&r, "range"), "0-29");
-    // The right final chunk still completes it.
-    let r = c
-        .put(with_query(&url, &format!("digest={}", sha256(&bytes))))
-        .header("content-range", "30-49")
-        .body(bytes[30..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_created(&c, &b, "app", r, &bytes).await;
-}
-
-#[tokio::test]
 async fn completed_upload_cannot_be_completed_again() {
     let b = Berth::start();
     let c = client();
@@ -651,19 +700,7 @@ async fn completed_upload_cannot_be_completed_again() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let r = c
-        .put(with_query(&url, &format!("digest={}", sha256(&bytes))))
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
-    expect_error(
-        patch(&c, &url, None, &bytes).await,
-        404,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
+    assert_upload_unknown(&c, &url, "completed").await;
     assert_eq!(b.blob_files(), vec![b.blob_path(&sha256(&bytes))]);
     assert!(b.upload_files().is_empty());
 }

@@ -504,6 +504,17 @@ pub fn image_manifest(config: (&str, &str, usize), layers: &[(&str, &str, usize)
     .expect("json")
 }
 
+/// The config blob of the images [`push_image`] pushes.
+pub const IMAGE_CONFIG: &[u8] = br#"{"architecture":"amd64","os":"linux"}"#;
+
+/// The image manifest [`push_image`] pushes over `layer`.
+pub fn image_over_layer(layer: &[u8]) -> Vec<u8> {
+    image_manifest(
+        (OCI_CONFIG, &sha256(IMAGE_CONFIG), IMAGE_CONFIG.len()),
+        &[(OCI_LAYER, &sha256(layer), layer.len())],
+    )
+}
+
 /// Pushes a small image (config + one layer) and tags it; returns the manifest's digest and bytes.
 pub async fn push_image(
     c: &reqwest::Client,
@@ -512,17 +523,9 @@ pub async fn push_image(
     tag: &str,
     layer: &[u8],
 ) -> (String, Vec<u8>) {
-    let config = br#"{"architecture":"amd64","os":"linux"}"#;
-    let cd = push_blob(c, b, repo, config).await;
-    let ld = push_blob(c, b, repo, layer).await;
-    let m = image_manifest(
-        (
-            "application/vnd.oci.image.config.v1+json",
-            &cd,
-            config.len(),
-        ),
-        &[("application/vnd.oci.image.layer.v1.tar", &ld, layer.len())],
-    );
+    push_blob(c, b, repo, IMAGE_CONFIG).await;
+    push_blob(c, b, repo, layer).await;
+    let m = image_over_layer(layer);
     let r = c
         .put(b.url(&format!("/v2/{repo}/manifests/{tag}")))
         .header("content-type", OCI_MANIFEST)
@@ -656,28 +659,34 @@ pub async fn expect_error(r: reqwest::Response, status: u16, code: &str) -> Stri
     let url = r.url().clone();
     assert_eq!(r.status(), status, "status of {url}");
     assert_api_version(&r);
-    assert!(
-        header_str(&r, "content-type").starts_with("application/json"),
-        "error from {url} has Content-Type {:?}",
-        header_str(&r, "content-type")
-    );
+    let content_type = header_str(&r, "content-type");
     let text = r.text().await.expect("error body");
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("error body {text:?} is not JSON: {e}"));
+    error_message(&format!("error from {url}"), &content_type, &text, code)
+}
+
+/// Checks an error body of the spec's form (JSON, `code` first, a message a person can
+/// read) with `code`; returns the message. `context` says whose body it is.
+fn error_message(context: &str, content_type: &str, text: &str, code: &str) -> String {
+    assert!(
+        content_type.starts_with("application/json"),
+        "{context} has Content-Type {content_type:?}"
+    );
+    let v: serde_json::Value = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("{context}: body {text:?} is not JSON: {e}"));
     let errors = v["errors"]
         .as_array()
-        .unwrap_or_else(|| panic!("error body {text} has no errors array"));
+        .unwrap_or_else(|| panic!("{context}: body {text} has no errors array"));
     assert!(
         !errors.is_empty(),
-        "error body {text} has an empty errors array"
+        "{context}: body {text} has an empty errors array"
     );
-    assert_eq!(errors[0]["code"], code, "error body from {url}: {text}");
+    assert_eq!(errors[0]["code"], code, "{context}: {text}");
     let message = errors[0]["message"]
         .as_str()
-        .unwrap_or_else(|| panic!("error body {text} has no message"));
+        .unwrap_or_else(|| panic!("{context}: body {text} has no message"));
     assert!(
         message.len() > 10,
-        "error message {message:?} is too terse to act on"
+        "{context}: message {message:?} is too terse to act on"
     );
     message.to_string()
 }
@@ -818,5 +827,249 @@ pub async fn store_snapshot(c: &reqwest::Client, b: &Berth) -> StoreSnapshot {
         repositories,
         blob_files: b.blob_files(),
         upload_files: b.upload_files(),
+    }
+}
+
+/// A registry holding one tagged image (`app:v1`, over [`IMAGE_CONFIG`] and the layer
+/// `b"layer"`); returns the image manifest's digest.
+pub async fn seeded() -> (Berth, reqwest::Client, String) {
+    let b = Berth::start();
+    let c = client();
+    let (digest, _) = push_image(&c, &b, "app", "v1", b"layer").await;
+    (b, c, digest)
+}
+
+/// Asserts that an upload session is gone: status, PATCH, PUT and DELETE all answer
+/// `404 BLOB_UPLOAD_UNKNOWN`. `context` names the case.
+pub async fn assert_upload_unknown(c: &reqwest::Client, url: &str, context: &str) {
+    let close = with_query(url, &format!("digest={}", sha256(b"abc")));
+    for (method, url, range) in [
+        (reqwest::Method::GET, url, None),
+        (reqwest::Method::PATCH, url, Some("0-2")),
+        (reqwest::Method::PUT, close.as_str(), None),
+        (reqwest::Method::DELETE, url, None),
+    ] {
+        let mut rq = c.request(method.clone(), url);
+        if method == reqwest::Method::PATCH || method == reqwest::Method::PUT {
+            rq = rq.body(b"abc".to_vec());
+        }
+        if let Some(range) = range {
+            rq = rq.header("content-range", range);
+        }
+        let r = rq.send().await.expect("request to an upload session");
+        assert_eq!(
+            r.status(),
+            404,
+            "case {context}: {method} on a session that is gone"
+        );
+        expect_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    }
+}
+
+/// What a refused request's response must say in a header.
+pub enum HeaderIs {
+    Absent,
+    Present,
+    Eq(String),
+}
+
+/// A request the registry must refuse, and the answer it must give; the tables of
+/// `tests/spec_*.rs` list these and run them with [`assert_refused`] or [`refuse_all`].
+pub struct Refusal {
+    /// Printed when the case fails.
+    pub name: String,
+    pub method: reqwest::Method,
+    /// A path on the registry, or a whole URL.
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<reqwest::Body>,
+    /// The status, or any of these when the spec leaves the choice open.
+    pub statuses: Vec<u16>,
+    /// The spec's error code; `None`: the body is not looked at (after HEAD it is empty).
+    pub code: Option<&'static str>,
+    /// Each must be in the error message; `"a|b"`: either.
+    pub says: Vec<String>,
+    /// The error's `detail`, when the case says what it must be.
+    pub detail: Option<serde_json::Value>,
+    pub answers: Vec<(&'static str, HeaderIs)>,
+    /// Registry paths that must answer a GET with 404 afterwards.
+    pub gone: Vec<String>,
+}
+
+impl Refusal {
+    /// `method url` refused with `status` and the error `code`.
+    pub fn new(
+        name: impl Into<String>,
+        method: reqwest::Method,
+        url: impl Into<String>,
+        status: u16,
+        code: &'static str,
+    ) -> Refusal {
+        Refusal {
+            name: name.into(),
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+            statuses: vec![status],
+            code: Some(code),
+            says: Vec::new(),
+            detail: None,
+            answers: Vec::new(),
+            gone: Vec::new(),
+        }
+    }
+
+    /// `method url` answered with `status` only: no error code is asked for.
+    pub fn status(
+        name: impl Into<String>,
+        method: reqwest::Method,
+        url: impl Into<String>,
+        status: u16,
+    ) -> Refusal {
+        Refusal {
+            code: None,
+            ..Refusal::new(name, method, url, status, "")
+        }
+    }
+
+    /// `PUT /v2/<repo>/manifests/<reference>` of `body` as `content_type`, refused with
+    /// `status` and `code`.
+    pub fn manifest(
+        name: impl Into<String>,
+        repo: &str,
+        reference: &str,
+        content_type: &str,
+        body: &[u8],
+        status: u16,
+        code: &'static str,
+    ) -> Refusal {
+        Refusal::new(
+            name,
+            reqwest::Method::PUT,
+            format!("/v2/{repo}/manifests/{reference}"),
+            status,
+            code,
+        )
+        .header("content-type", content_type)
+        .body(body.to_vec())
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Refusal {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<reqwest::Body>) -> Refusal {
+        self.body = Some(body.into());
+        self
+    }
+
+    pub fn or_status(mut self, status: u16) -> Refusal {
+        self.statuses.push(status);
+        self
+    }
+
+    pub fn says(mut self, text: impl Into<String>) -> Refusal {
+        self.says.push(text.into());
+        self
+    }
+
+    pub fn detail(mut self, detail: serde_json::Value) -> Refusal {
+        self.detail = Some(detail);
+        self
+    }
+
+    pub fn answers(mut self, header: &'static str, is: HeaderIs) -> Refusal {
+        self.answers.push((header, is));
+        self
+    }
+
+    pub fn gone(mut self, path: impl Into<String>) -> Refusal {
+        self.gone.push(path.into());
+        self
+    }
+}
+
+/// Sends the refused request and asserts the answer the case asks for.
+pub async fn assert_refused(c: &reqwest::Client, b: &Berth, case: Refusal) {
+    let Refusal {
+        name,
+        method,
+        url,
+        headers,
+        body,
+        statuses,
+        code,
+        says,
+        detail,
+        answers,
+        gone,
+    } = case;
+    let context = format!("case {name} ({method} {url})");
+    let mut rq = c.request(method.clone(), location_url(b, &url));
+    for (k, v) in &headers {
+        rq = rq.header(*k, v);
+    }
+    if let Some(body) = body {
+        rq = rq.body(body);
+    }
+    let r = rq.send().await.unwrap_or_else(|e| panic!("{context}: {e}"));
+    assert!(
+        statuses.contains(&r.status().as_u16()),
+        "{context}: status {} is not one of {statuses:?}",
+        r.status()
+    );
+    assert_eq!(
+        header_str(&r, "docker-distribution-api-version"),
+        "registry/2.0",
+        "{context}: no Docker-Distribution-API-Version"
+    );
+    for (header, is) in &answers {
+        let value = r.headers().get(*header).map(|v| v.to_str().unwrap_or("?"));
+        match is {
+            HeaderIs::Absent => assert_eq!(value, None, "{context}: {header}"),
+            HeaderIs::Present => assert!(
+                value.is_some_and(|v| !v.is_empty()),
+                "{context}: no {header} header"
+            ),
+            HeaderIs::Eq(want) => assert_eq!(value, Some(want.as_str()), "{context}: {header}"),
+        }
+    }
+    let content_type = header_str(&r, "content-type");
+    let text = r.text().await.expect("response body");
+    if method == reqwest::Method::HEAD {
+        assert!(text.is_empty(), "{context}: a HEAD answer has a body");
+    }
+    if let Some(code) = code {
+        let message = error_message(&context, &content_type, &text, code);
+        for needle in &says {
+            assert!(
+                needle.split('|').any(|n| message.contains(n)),
+                "{context}: the message {message:?} does not say {needle:?}"
+            );
+        }
+        if let Some(detail) = detail {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            assert_eq!(v["errors"][0]["detail"], detail, "{context}: detail");
+        }
+    }
+    for path in gone {
+        let r = c.get(b.url(&path)).send().await.expect("GET after refusal");
+        assert_eq!(r.status(), 404, "{context}: {path} afterwards");
+    }
+}
+
+/// Sends each refused request in turn; after each, neither store holds anything new.
+pub async fn refuse_all(c: &reqwest::Client, b: &Berth, cases: Vec<Refusal>) {
+    let before = store_snapshot(c, b).await;
+    for case in cases {
+        let name = case.name.clone();
+        assert_refused(c, b, case).await;
+        assert_eq!(
+            store_snapshot(c, b).await,
+            before,
+            "case {name}: a refused request changed the stores"
+        );
     }
 }
