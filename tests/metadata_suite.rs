@@ -118,6 +118,8 @@ macro_rules! metadata_suite {
                 repositories_are_created_by_link_blob_and_put_manifest,
                 repositories_list_in_byte_order_with_pagination,
                 blob_links_are_per_repository,
+                linked_blobs_answer_only_for_this_repository_in_one_call,
+                repositories_with_a_blob_list_in_byte_order_with_pagination,
                 put_manifest_refuses_missing_references_and_stores_nothing,
                 put_manifest_stores_content_byte_exact_with_media_type,
                 tags_point_at_manifests_and_retagging_moves_them,
@@ -360,6 +362,71 @@ mod repositories {
         // And it can be linked again.
         m.link_blob(&a, &x, 1234).await.unwrap();
         assert_eq!(m.linked_blob(&a, &x).await.unwrap(), Some(1234));
+    }
+
+    pub(crate) async fn linked_blobs_answer_only_for_this_repository_in_one_call(m: &Store) {
+        let (a, b) = (repo("sizes/a"), repo("sizes/b"));
+        let (x, y, z) = (digest_of("sx"), digest_of("sy"), digest_of("sz"));
+        m.link_blob(&a, &x, 10).await.unwrap();
+        m.link_blob(&a, &y, 0).await.unwrap();
+        m.link_blob(&b, &z, 30).await.unwrap();
+
+        let mut got = m
+            .linked_blobs(&a, &[x.clone(), y.clone(), z.clone(), x.clone()])
+            .await
+            .unwrap();
+        got.sort();
+        let mut want = vec![(x.clone(), 10), (y.clone(), 0)];
+        want.sort();
+        assert_eq!(
+            got, want,
+            "z is linked to B only; a digest asked twice answers once"
+        );
+        assert!(m.linked_blobs(&a, &[]).await.unwrap().is_empty());
+        assert!(
+            m.linked_blobs(&repo("sizes/none"), &[x.clone()])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(m.unlink_blob(&a, &x).await.unwrap());
+        assert_eq!(m.linked_blobs(&a, &[x]).await.unwrap(), Vec::new());
+    }
+
+    pub(crate) async fn repositories_with_a_blob_list_in_byte_order_with_pagination(m: &Store) {
+        let shared = digest_of("shared-blob");
+        let names = ["holders/b", "holders/a", "holders/a-b", "holders/c"];
+        for n in names {
+            m.link_blob(&repo(n), &shared, 5).await.unwrap();
+        }
+        m.link_blob(&repo("holders/other"), &digest_of("other"), 5)
+            .await
+            .unwrap();
+        let all = m.repositories_with_blob(&shared, None, 100).await.unwrap();
+        assert_eq!(
+            all,
+            vec!["holders/a", "holders/a-b", "holders/b", "holders/c"]
+        );
+        let first = m.repositories_with_blob(&shared, None, 2).await.unwrap();
+        assert_eq!(first, vec!["holders/a", "holders/a-b"]);
+        let rest = m
+            .repositories_with_blob(&shared, Some("holders/a-b"), 2)
+            .await
+            .unwrap();
+        assert_eq!(rest, vec!["holders/b", "holders/c"]);
+        m.unlink_blob(&repo("holders/b"), &shared).await.unwrap();
+        assert_eq!(
+            m.repositories_with_blob(&shared, Some("holders/a-b"), 2)
+                .await
+                .unwrap(),
+            vec!["holders/c"]
+        );
+        assert!(
+            m.repositories_with_blob(&digest_of("nowhere"), None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     pub(crate) async fn put_manifest_refuses_missing_references_and_stores_nothing(m: &Store) {
