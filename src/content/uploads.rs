@@ -140,34 +140,32 @@ impl Content {
             size,
         };
         self.before(&change).await?;
-        // The stream was hashed with sha256; a digest in another algorithm is checked by
-        // the store while it commits, with one more pass over the bytes.
-        let verify = if hasher.algorithm() == digest.algorithm() {
+        // Bytes first, then the link that makes them visible, then forget the session: a
+        // crash in between leaves at worst an unreferenced blob for garbage collection. The
+        // stream was hashed with sha256; a digest in another algorithm is checked by the
+        // store while it commits, with one more pass over the bytes.
+        let commit = if hasher.algorithm() != digest.algorithm() {
+            self.blobs
+                .upload_commit(&session.id, &store_state, size, digest, Verify::Rehash)
+                .await
+        } else {
             let actual = hasher.finish();
-            if &actual != digest {
-                claim.forget();
-                // A wrong digest leaves nothing behind.
-                self.discard(&session.id, &store_state).await?;
-                return Err(ContentError::DigestMismatch {
+            if &actual == digest {
+                self.blobs
+                    .upload_commit(&session.id, &store_state, size, digest, Verify::Done)
+                    .await
+            } else {
+                Err(StorageError::DigestMismatch {
                     expected: digest.clone(),
                     actual,
-                    size,
-                });
+                })
             }
-            Verify::Done
-        } else {
-            Verify::Rehash
         };
-        // Bytes first, then the link that makes them visible, then forget the session: a
-        // crash in between leaves at worst an unreferenced blob for garbage collection.
-        match self
-            .blobs
-            .upload_commit(&session.id, &store_state, size, digest, verify)
-            .await
-        {
+        match commit {
             Ok(()) => {}
             Err(StorageError::DigestMismatch { actual, .. }) => {
                 claim.forget();
+                // A wrong digest leaves nothing behind.
                 self.discard(&session.id, &store_state).await?;
                 return Err(ContentError::DigestMismatch {
                     expected: digest.clone(),

@@ -321,58 +321,60 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(Route::parse(""), Some(Base));
-        assert_eq!(Route::parse("_catalog"), Some(Catalog));
-        assert_eq!(Route::parse("a/b/tags/list"), Some(Tags { name: "a/b" }));
-        assert_eq!(
-            Route::parse("a/manifests/v1"),
-            Some(Manifest {
-                name: "a",
-                reference: "v1"
-            })
-        );
-        assert_eq!(
-            Route::parse("a/blobs/sha256:x"),
-            Some(Blob {
-                name: "a",
-                digest: "sha256:x"
-            })
-        );
-        assert_eq!(
-            Route::parse("a/blobs/uploads/"),
-            Some(UploadStart { name: "a" })
-        );
-        assert_eq!(
-            Route::parse("a/blobs/uploads/u1"),
-            Some(Upload {
-                name: "a",
-                id: "u1"
-            })
-        );
-        assert_eq!(
-            Route::parse("a/referrers/sha256:x"),
-            Some(Referrers {
-                name: "a",
-                digest: "sha256:x"
-            })
-        );
-        // Keywords inside names.
-        assert_eq!(
-            Route::parse("manifests/blobs/manifests/t"),
-            Some(Manifest {
-                name: "manifests/blobs",
-                reference: "t"
-            })
-        );
-        assert_eq!(
-            Route::parse("blobs/blobs/d"),
-            Some(Blob {
-                name: "blobs",
-                digest: "d"
-            })
-        );
-        assert_eq!(Route::parse("a/unknown"), None);
-        assert_eq!(Route::parse("/manifests/x"), None);
+        let cases = [
+            ("", Some(Base)),
+            ("_catalog", Some(Catalog)),
+            ("a/b/tags/list", Some(Tags { name: "a/b" })),
+            (
+                "a/manifests/v1",
+                Some(Manifest {
+                    name: "a",
+                    reference: "v1",
+                }),
+            ),
+            (
+                "a/blobs/sha256:x",
+                Some(Blob {
+                    name: "a",
+                    digest: "sha256:x",
+                }),
+            ),
+            ("a/blobs/uploads/", Some(UploadStart { name: "a" })),
+            (
+                "a/blobs/uploads/u1",
+                Some(Upload {
+                    name: "a",
+                    id: "u1",
+                }),
+            ),
+            (
+                "a/referrers/sha256:x",
+                Some(Referrers {
+                    name: "a",
+                    digest: "sha256:x",
+                }),
+            ),
+            // Keywords inside names.
+            (
+                "manifests/blobs/manifests/t",
+                Some(Manifest {
+                    name: "manifests/blobs",
+                    reference: "t",
+                }),
+            ),
+            (
+                "blobs/blobs/d",
+                Some(Blob {
+                    name: "blobs",
+                    digest: "d",
+                }),
+            ),
+            ("a/unknown", None),
+            ("/manifests/x", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(Route::parse(path), want, "{path:?}");
+        }
     }
 
     #[test]
