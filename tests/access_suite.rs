@@ -143,7 +143,7 @@ fn denied(
             "{challenge:?} carries the scope {scope}"
         );
     }
-    assert!(!d.message().is_empty());
+    assert!(!d.message.is_empty());
     Some(d)
 }
 
@@ -152,7 +152,7 @@ fn denied(
 fn insufficient(f: &impl Fixture, outcome: Result<Grant, Denied>, wanted: &[Access<'_>]) {
     if let Some(d) = denied(f, outcome, wanted) {
         assert_eq!(d.refusal, Refusal::Insufficient, "{d:?}");
-        assert!(d.message().contains(&d.scope), "{}", d.message());
+        assert!(d.message.contains(&d.scope), "{}", d.message);
     }
 }
 
@@ -191,7 +191,7 @@ async fn invalid_credentials_are_refused_with_a_reason(f: &impl Fixture) {
                 panic!("{headers:?}: refused as {:?}", d.refusal);
             };
             assert!(why.contains(reason), "{headers:?}: {why:?} says {reason:?}");
-            assert!(d.message().contains(why.as_str()), "{}", d.message());
+            assert!(d.message.contains(why.as_str()), "{}", d.message);
         }
     }
 }

@@ -384,7 +384,7 @@ mod repositories {
         );
         assert!(m.linked_blobs(&a, &[]).await.unwrap().is_empty());
         assert!(
-            m.linked_blobs(&repo("sizes/none"), &[x.clone()])
+            m.linked_blobs(&repo("sizes/none"), std::slice::from_ref(&x))
                 .await
                 .unwrap()
                 .is_empty()

@@ -189,8 +189,19 @@ pub trait AccessController: Send + Sync + 'static {
         self.allows(principal, repository, Action::Pull)
     }
 
-    /// The challenge a refused `/v2` client gets for `wanted`, with the refusal's message
-    /// in the backend's words; `None` when this backend has no way in to offer.
+    /// A refusal as a sentence for the client, in this backend's words (`scope` is what
+    /// the request needed, empty when it only asked to come in).
+    fn explain(&self, refusal: &Refusal, scope: &str) -> String {
+        match refusal {
+            Refusal::Missing => "authentication required".into(),
+            Refusal::Invalid(why) => format!("invalid credentials: {why}"),
+            Refusal::Insufficient if scope.is_empty() => "not allowed to use this registry".into(),
+            Refusal::Insufficient => format!("not allowed: {scope}"),
+        }
+    }
+
+    /// The challenge (`WWW-Authenticate`) a refused `/v2` client gets for `wanted`; `None`
+    /// when this backend has no way in to offer.
     fn challenge(&self, wanted: &[Access<'_>], refusal: &Refusal) -> Option<Challenge>;
 }
 
@@ -223,19 +234,8 @@ pub struct Denied {
     /// The scope the request needed (empty for `/v2/` and the catalog).
     pub scope: String,
     pub challenge: Option<Challenge>,
-}
-
-impl Denied {
-    /// A sentence for the client.
-    pub fn message(&self) -> String {
-        match &self.refusal {
-            Refusal::Missing => {
-                "authentication required: get a token from the realm in WWW-Authenticate".into()
-            }
-            Refusal::Invalid(why) => format!("invalid token: {why}"),
-            Refusal::Insufficient => format!("the token does not grant {}", self.scope),
-        }
-    }
+    /// The refusal as a sentence for the client, in the backend's words.
+    pub message: String,
 }
 
 /// The one question, asked once per request: may the caller, given its credentials, do
@@ -245,10 +245,14 @@ pub async fn check(
     headers: &HeaderMap,
     wanted: &[Access<'_>],
 ) -> Result<Grant, Denied> {
-    let denied = |refusal: Refusal| Denied {
-        challenge: controller.challenge(wanted, &refusal),
-        scope: scope(wanted),
-        refusal,
+    let denied = |refusal: Refusal| {
+        let scope = scope(wanted);
+        Denied {
+            challenge: controller.challenge(wanted, &refusal),
+            message: controller.explain(&refusal, &scope),
+            scope,
+            refusal,
+        }
     };
     let principal = controller
         .authenticate(&Credentials::from_headers(headers))

@@ -116,7 +116,7 @@ impl Claims {
                     }
                 }
                 "registry" if e.name == "catalog" => {
-                    grants.catalog = e.actions.iter().any(|a| a == "*");
+                    grants.catalog |= e.actions.iter().any(|a| a == "*");
                 }
                 _ => {}
             }
@@ -265,6 +265,19 @@ impl AccessController for TokenAccess {
                 grants.catalog || grants.allows(repository, Action::Pull)
             }
             _ => false,
+        }
+    }
+
+    fn explain(&self, refusal: &Refusal, scope: &str) -> String {
+        match refusal {
+            Refusal::Missing => {
+                "authentication required: get a token from the realm in WWW-Authenticate".into()
+            }
+            Refusal::Invalid(why) => format!("invalid token: {why}"),
+            Refusal::Insufficient if scope.is_empty() => {
+                "the token does not let its holder use this registry".into()
+            }
+            Refusal::Insufficient => format!("the token does not grant {scope}"),
         }
     }
 

@@ -46,7 +46,7 @@ pub async fn get(req: Req<'_>, name: RepoName, digest: &str, head: bool) -> Resu
     let len = range.as_ref().map_or(size, |r| r.end - r.start);
     builder = builder.header(header::CONTENT_LENGTH, HeaderValue::from(len));
     if head {
-        return builder.body(Body::empty()).map_err(RegistryError::internal);
+        return Ok(builder.body(Body::empty())?);
     }
     let body = match content
         .open_blob(&digest, size, range, req.zero_copy.is_some())
@@ -54,13 +54,12 @@ pub async fn get(req: Req<'_>, name: RepoName, digest: &str, head: bool) -> Resu
     {
         // The client fetches the bytes (and any Range) from the object store.
         BlobSource::Redirect(url) => {
-            return Response::builder()
+            return Ok(Response::builder()
                 .status(StatusCode::TEMPORARY_REDIRECT)
                 .header(header::LOCATION, header_value(url))
                 .header(DOCKER_CONTENT_DIGEST, header_value(digest.to_string()))
                 .header(header::CONTENT_LENGTH, "0")
-                .body(Body::empty())
-                .map_err(RegistryError::internal);
+                .body(Body::empty())?);
         }
         BlobSource::File { file, offset, len } => match req.zero_copy {
             Some(zero_copy) => Body::new(zero_copy.body(file, offset, len)),
@@ -68,7 +67,7 @@ pub async fn get(req: Req<'_>, name: RepoName, digest: &str, head: bool) -> Resu
         },
         BlobSource::Stream(reader) => Body::from_stream(reader.body),
     };
-    builder.body(body).map_err(RegistryError::internal)
+    Ok(builder.body(body)?)
 }
 
 pub async fn delete(req: Req<'_>, name: RepoName, digest: &str) -> Result<Response> {

@@ -37,6 +37,13 @@ impl From<StorageError> for RegistryError {
     }
 }
 
+/// A response that could not be built (a header the server itself set is invalid): 500.
+impl From<axum::http::Error> for RegistryError {
+    fn from(e: axum::http::Error) -> RegistryError {
+        RegistryError::internal(e)
+    }
+}
+
 impl From<DigestError> for RegistryError {
     fn from(e: DigestError) -> RegistryError {
         RegistryError::new(ErrorCode::DigestInvalid, e.to_string())
@@ -65,7 +72,7 @@ impl From<ReferenceError> for RegistryError {
 /// A refused request: 401 with the backend's challenge.
 impl From<Denied> for RegistryError {
     fn from(d: Denied) -> RegistryError {
-        let mut err = RegistryError::new(ErrorCode::Unauthorized, d.message())
+        let mut err = RegistryError::new(ErrorCode::Unauthorized, d.message)
             .with_status(StatusCode::UNAUTHORIZED);
         if let Some(v) = d.challenge.and_then(|c| HeaderValue::from_str(&c.0).ok()) {
             err = err.with_header(header::WWW_AUTHENTICATE, v);
