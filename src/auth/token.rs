@@ -18,20 +18,14 @@
 //! once per token, not once per request (kubelets and CI reuse a token for many requests);
 //! the expiry is still checked on every use.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use super::{
-    Access, AccessController, Action, Challenge, Credentials, Principal, Refusal, TokenGrants,
-    scope,
-};
-
-/// How many verified tokens are remembered; the cache starts over when it is full.
-const CACHE_ENTRIES: usize = 4096;
+use super::jwt::{Claims, Verified, VerifiedCache, describe};
+use super::{Access, AccessController, Action, Challenge, Credentials, Principal, Refusal, scope};
 
 /// `[auth.token]`: where clients get tokens, and how to check them.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -71,69 +65,12 @@ fn paths<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<std::path::PathBu
     })
 }
 
-#[derive(Deserialize)]
-struct Claims {
-    exp: u64,
-    #[serde(default)]
-    sub: String,
-    #[serde(default)]
-    access: Vec<AccessEntry>,
-}
-
-#[derive(Deserialize)]
-struct AccessEntry {
-    #[serde(rename = "type")]
-    kind: String,
-    name: String,
-    #[serde(default)]
-    actions: Vec<String>,
-}
-
-impl Claims {
-    /// The `access` claim as grants; actions this registry does not know are ignored.
-    fn grants(self) -> (String, TokenGrants) {
-        let mut grants = TokenGrants {
-            expires_at: self.exp,
-            ..TokenGrants::default()
-        };
-        for e in self.access {
-            match e.kind.as_str() {
-                "repository" => {
-                    let actions = grants.repositories.entry(e.name).or_default();
-                    for a in &e.actions {
-                        let add: &[Action] = match a.as_str() {
-                            "pull" => &[Action::Pull],
-                            "push" => &[Action::Push],
-                            "delete" => &[Action::Delete],
-                            "*" => &[Action::Pull, Action::Push, Action::Delete],
-                            _ => &[],
-                        };
-                        for x in add {
-                            if !actions.contains(x) {
-                                actions.push(*x);
-                            }
-                        }
-                    }
-                }
-                "registry" if e.name == "catalog" => {
-                    grants.catalog |= e.actions.iter().any(|a| a == "*");
-                }
-                _ => {}
-            }
-        }
-        (self.sub, grants)
-    }
-}
-
-/// A verified token: its subject and grants.
-type Verified = (String, Arc<TokenGrants>);
-
 pub struct TokenAccess {
     realm: String,
     service: String,
     keys: Vec<(Vec<Algorithm>, DecodingKey)>,
     validation: Validation,
-    cache: RwLock<HashMap<String, Verified>>,
+    cache: VerifiedCache,
 }
 
 impl TokenAccess {
@@ -176,17 +113,13 @@ impl TokenAccess {
             service: config.service.clone(),
             keys,
             validation,
-            cache: RwLock::new(HashMap::new()),
+            cache: VerifiedCache::default(),
         })
     }
 
     fn verify(&self, token: &str) -> Result<Verified, Refusal> {
-        let now = jsonwebtoken::get_current_timestamp();
-        if let Some(g) = self.cache.read().ok().and_then(|c| c.get(token).cloned()) {
-            if g.1.expires_at + self.validation.leeway > now {
-                return Ok(g);
-            }
-            return Err(Refusal::Invalid("the token has expired".into()));
+        if let Some(hit) = self.cache.get(token, self.validation.leeway) {
+            return hit.map_err(|()| Refusal::Invalid("the token has expired".into()));
         }
         let head = jsonwebtoken::decode_header(token)
             .map_err(|e| Refusal::Invalid(format!("the token is not a JWT ({e})")))?;
@@ -201,32 +134,13 @@ impl TokenAccess {
                 Ok(data) => {
                     let (subject, grants) = data.claims.grants();
                     let g = (subject, Arc::new(grants));
-                    if let Ok(mut c) = self.cache.write() {
-                        if c.len() >= CACHE_ENTRIES {
-                            c.clear();
-                        }
-                        c.insert(token.to_string(), g.clone());
-                    }
+                    self.cache.insert(token, g.clone());
                     return Ok(g);
                 }
                 Err(e) => last = describe(&e),
             }
         }
         Err(Refusal::Invalid(last))
-    }
-}
-
-/// A JWT error as a sentence for the client.
-fn describe(e: &jsonwebtoken::errors::Error) -> String {
-    use jsonwebtoken::errors::ErrorKind as K;
-    match e.kind() {
-        K::ExpiredSignature => "the token has expired".into(),
-        K::ImmatureSignature => "the token is not valid yet (nbf)".into(),
-        K::InvalidSignature => "the signature does not match any configured key".into(),
-        K::InvalidIssuer => "the token was issued by another issuer".into(),
-        K::InvalidAudience => "the token is for another service (aud)".into(),
-        K::MissingRequiredClaim(c) => format!("the token has no {c} claim"),
-        other => format!("{other:?}"),
     }
 }
 
