@@ -97,4 +97,3 @@ fn refuses_anything_but_loopback_and_bad_arguments_before_sending_a_request() {
         assert!(list.lines().any(|l| l == name), "{name} not in:\n{list}");
     }
 }
-
