@@ -5,9 +5,12 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The benchmark client is a member of the workspace: cargo reads its manifest to resolve
+# the workspace, though only the server is built.
+COPY bench ./bench
 COPY migrations ./migrations
 COPY config ./config
-RUN cargo build --release --locked --bin berth
+RUN cargo build --release --locked -p berth --bin berth
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -90,6 +90,35 @@ want_target() {
 }
 
 # ---------------------------------------------------------------------------
+# Processes we start (stopped by PID) and the temp dir (removed) on exit; the apt log and
+# every other file of the run go into that dir.
+# ---------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
+chmod 711 "$WORK" # nginx's workers (not root) read $WORK/disk and $WORK/beside
+PIDS=()
+# shellcheck source=scripts/lib/postgres.sh
+. scripts/lib/postgres.sh
+stop_pid() { # PID: TERM, wait up to 15 s, KILL
+  local pid=$1 n=150
+  kill -TERM "$pid" 2>/dev/null || return 0
+  while kill -0 "$pid" 2>/dev/null && [[ $n -gt 0 ]]; do sleep 0.1; n=$((n - 1)); done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local p
+  for p in "${PIDS[@]}"; do stop_pid "$p"; done
+  stop_private_postgres
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------
 # Prerequisites (Debian 12): the reference registry, nginx, PostgreSQL 15, wrk.
 # ---------------------------------------------------------------------------
 PG_VERSION=15
@@ -117,47 +146,19 @@ install_missing() {
   local rc=0
   { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      -o Dpkg::Lock::Timeout=300 "${missing[@]}"; } </dev/null >/tmp/berth-bench-apt.log 2>&1 || rc=$?
+      -o Dpkg::Lock::Timeout=300 "${missing[@]}"; } </dev/null >"$WORK/apt.log" 2>&1 || rc=$?
   [[ $added_policy -eq 1 ]] && "${sudo[@]}" rm -f /usr/sbin/policy-rc.d
-  [[ $rc -eq 0 ]] || { tail -n 20 /tmp/berth-bench-apt.log; die "apt-get failed"; }
+  [[ $rc -eq 0 ]] || { tail -n 20 "$WORK/apt.log" >&2; die "apt-get failed"; }
 }
 install_missing
 
 if [[ $BUILD -eq 1 ]]; then
   log "cargo build --release (berth, berth-bench)"
-  cargo build --release --locked --bin berth --bin berth-bench >&2
+  cargo build --release --locked -p berth -p berth-bench >&2
 fi
 BERTH=${BERTH_BIN:-$ROOT/target/release/berth}
 BENCH=$ROOT/target/release/berth-bench
 [[ -x $BERTH && -x $BENCH ]] || die "missing $BERTH or $BENCH (build first)"
-
-# ---------------------------------------------------------------------------
-# Processes we start (stopped by PID) and the temp dir (removed) on exit.
-# ---------------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
-chmod 711 "$WORK" # nginx's workers (not root) read $WORK/disk and $WORK/beside
-PIDS=()
-# shellcheck source=scripts/lib/postgres.sh
-. scripts/lib/postgres.sh
-stop_pid() { # PID: TERM, wait up to 15 s, KILL
-  local pid=$1 n=150
-  kill -TERM "$pid" 2>/dev/null || return 0
-  while kill -0 "$pid" 2>/dev/null && [[ $n -gt 0 ]]; do sleep 0.1; n=$((n - 1)); done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  local p
-  for p in "${PIDS[@]}"; do stop_pid "$p"; done
-  stop_private_postgres
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 forget_pid() { # PID: stop it and drop it from PIDS
   stop_pid "$1"

@@ -3,6 +3,7 @@
 #
 #   scripts/test.sh                 install what is missing, start a private PostgreSQL,
 #                                   then cargo fmt --check, clippy -D warnings, nextest
+#                                   (each over the whole workspace: berth and bench/)
 #   scripts/test.sh --setup-only    steps 1-3 only: install, start PostgreSQL, print the
 #                                   exported environment, tear everything down
 #   scripts/test.sh --run CMD ARGS  steps 1-3, then run CMD ARGS in that environment
@@ -10,7 +11,10 @@
 #
 # Environment knobs: BERTH_TEST_THREADS (nextest --test-threads, default: nproc),
 # BERTH_TEST_TIMEOUT (seconds for the nextest phase, default 3000),
-# BERTH_SKIP_INSTALL=1 (never apt-get / pip; fail later if something is missing).
+# BERTH_SKIP_INSTALL=1 (never apt-get / pip / cargo install: fail if something is missing).
+#
+# Needs root: it installs system packages and starts PostgreSQL as the `postgres` user. Its logs and scratch files live in one temp dir,
+# removed on exit (the tail of a failing step's log is printed first).
 #
 # Exported to the tests (see docs/testing-clients.md):
 #   BERTH_TEST_POSTGRES_URL   postgres://postgres@127.0.0.1:PORT/berth_test (trust auth)
@@ -40,7 +44,7 @@ case "${1:-}" in
     fi
     ;;
   -h | --help)
-    sed -n '2,23p' "$0"
+    sed -n '2,27p' "$0"
     exit 0
     ;;
   *)
@@ -57,10 +61,8 @@ die() {
   exit 1
 }
 
-SUDO=()
-if [[ $(id -u) -ne 0 ]]; then
-  command -v sudo >/dev/null 2>&1 && SUDO=(sudo -n)
-fi
+# Root: apt-get, and PostgreSQL is started as the `postgres` user (runuser).
+[[ $(id -u) -eq 0 ]] || die "run as root: this installs system packages and starts PostgreSQL as the postgres user"
 
 # ---------------------------------------------------------------------------
 # 1. Install what the tests need.
@@ -97,18 +99,18 @@ install_apt() {
   # containerd) on machines that have an init: a policy-rc.d that says no.
   local added_policy=0
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-    printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
-    "${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | tee /usr/sbin/policy-rc.d >/dev/null
+    chmod 755 /usr/sbin/policy-rc.d
     added_policy=1
   fi
   local rc=1 apt_log attempt
-  apt_log=$(mktemp /tmp/berth-apt.XXXXXX.log)
+  apt_log=$RUN_LOGS/apt.log
   # Up to 3 tries: a package mirror can fail transiently.
   for attempt in 1 2 3; do
     rc=0
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >>"$apt_log" 2>&1 || rc=$?
+    env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >>"$apt_log" 2>&1 || rc=$?
     if [[ $rc -eq 0 ]]; then
-      "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         -o Dpkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
         "${missing[@]}" </dev/null >>"$apt_log" 2>&1 || rc=$?
     fi
@@ -116,12 +118,11 @@ install_apt() {
     log "apt: attempt $attempt failed (rc=$rc)"
     sleep $((attempt * 5))
   done
-  [[ $added_policy -eq 1 ]] && "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
+  [[ $added_policy -eq 1 ]] && rm -f /usr/sbin/policy-rc.d
   if [[ $rc -ne 0 ]]; then
     tail -n 40 "$apt_log" || true
-    die "apt-get failed (rc=$rc); full log: $apt_log"
+    die "apt-get failed (rc=$rc); the last lines of its log are above"
   fi
-  rm -f "$apt_log"
   log "apt: done"
 }
 
@@ -136,7 +137,7 @@ install_pip() {
     log "pip: installing ${PIP_PACKAGES[*]} for $PYTHON"
     if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
       # Debian's own python3 has no pip until python3-pip is installed.
-      "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip </dev/null >/dev/null
+      env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip </dev/null >/dev/null
     fi
     local pip=("$PYTHON" -m pip install --quiet --disable-pip-version-check --no-input --root-user-action=ignore)
     # Debian's /usr/bin/python3 is "externally managed" (PEP 668); a pyenv one is not.
@@ -153,26 +154,43 @@ ensure_containers_policy() {
   # package ships /etc/containers/policy.json; recreate it if someone removed it.
   if [[ ! -f /etc/containers/policy.json ]]; then
     log "writing /etc/containers/policy.json (insecureAcceptAnything)"
-    "${SUDO[@]}" mkdir -p /etc/containers
-    printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' | "${SUDO[@]}" tee /etc/containers/policy.json >/dev/null
+    mkdir -p /etc/containers
+    printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' | tee /etc/containers/policy.json >/dev/null
   fi
 }
 
-NEXTEST=0
+# The test runner: the S3 pass below selects its tests with a nextest filter, so there is
+# no fallback to `cargo test` (it would quietly run less). Installed from source when
+# missing, into cargo's bin directory (or $CARGO_INSTALL_ROOT/bin); this version builds
+# with the Rust the project uses (its rust-version is 1.91).
+NEXTEST_VERSION=0.9.151
 check_rust_tools() {
   command -v cargo >/dev/null 2>&1 || die "cargo not found on PATH"
-  if cargo nextest --version >/dev/null 2>&1; then
-    NEXTEST=1
-    log "cargo-nextest: $(cargo nextest --version 2>/dev/null | head -n1)"
-  else
-    log "cargo-nextest not found: falling back to cargo test"
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    [[ ${BERTH_SKIP_INSTALL:-0} == 1 ]] && die "cargo-nextest missing and BERTH_SKIP_INSTALL=1"
+    log "cargo-nextest missing: cargo install --locked cargo-nextest@$NEXTEST_VERSION (a few minutes)"
+    local install_log=$RUN_LOGS/cargo-install-nextest.log
+    # Built in the run's temp dir, so nothing is left behind if it fails.
+    if ! run_child env CARGO_TARGET_DIR="$BERTH_TEST_TMPDIR/cargo-install-nextest" \
+      cargo install --locked "cargo-nextest@$NEXTEST_VERSION" </dev/null >"$install_log" 2>&1; then
+      tail -n 40 "$install_log" || true
+      die "cargo install cargo-nextest failed; the last lines of its log are above"
+    fi
+    rm -rf "$BERTH_TEST_TMPDIR/cargo-install-nextest"
+    [[ -n ${CARGO_INSTALL_ROOT:-} ]] && export PATH="$CARGO_INSTALL_ROOT/bin:$PATH"
+    cargo nextest --version >/dev/null 2>&1 ||
+      die "cargo-nextest was installed but cargo does not find it (is cargo's bin directory on PATH?)"
   fi
+  log "cargo-nextest: $(cargo nextest --version 2>/dev/null | head -n1)"
 }
 
 # ---------------------------------------------------------------------------
 # 2. Private PostgreSQL; 3. environment for the client tests.
 # ---------------------------------------------------------------------------
+# The run's temp dir: scratch space for the tests and the logs of this script (apt, the S3
+# server, cargo install); cleanup removes it.
 BERTH_TEST_TMPDIR=""
+RUN_LOGS=""
 # shellcheck source=scripts/lib/postgres.sh
 . scripts/lib/postgres.sh
 S3_PID=""
@@ -238,8 +256,7 @@ start_postgres() {
 }
 
 start_s3() {
-  local port attempt log_file
-  log_file=$(mktemp /tmp/berth-s3.XXXXXX.log)
+  local port attempt log_file=$RUN_LOGS/s3.log
   for attempt in 1 2 3; do
     port=$(free_port)
     "$PYTHON" -m moto.server -H 127.0.0.1 -p "$port" >"$log_file" 2>&1 &
@@ -263,9 +280,14 @@ start_s3() {
   die "the S3 server would not start"
 }
 
-setup_client_env() {
+make_run_dir() {
   BERTH_TEST_TMPDIR=$(mktemp -d /tmp/berth-test.XXXXXX)
   export BERTH_TEST_TMPDIR
+  RUN_LOGS=$BERTH_TEST_TMPDIR/logs
+  mkdir -p "$RUN_LOGS"
+}
+
+setup_client_env() {
   local c=$BERTH_TEST_TMPDIR/containers
   mkdir -p "$c/tmp"
   # Run-wide defaults so nothing lands in /var/lib/containers/storage or
@@ -319,6 +341,7 @@ print_env() {
     "oras (python) $("$PYTHON" -c 'import oras.version as v; print(v.__version__)' 2>&1)"
 }
 
+make_run_dir
 phase "1. install prerequisites"
 install_apt
 ensure_containers_policy
@@ -355,27 +378,17 @@ FAILED=()
 phase "4a. cargo fmt --all -- --check"
 if run_child cargo fmt --all -- --check; then log "fmt: ok"; else FAILED+=(fmt); fi
 
-phase "4b. cargo clippy --all-targets -- -D warnings"
-if run_child cargo clippy --all-targets --locked -- -D warnings; then log "clippy: ok"; else FAILED+=(clippy); fi
+phase "4b. cargo clippy --workspace --all-targets -- -D warnings"
+if run_child cargo clippy --workspace --all-targets --locked -- -D warnings; then log "clippy: ok"; else FAILED+=(clippy); fi
 
 THREADS=${BERTH_TEST_THREADS:-$(nproc)}
 TEST_TIMEOUT=${BERTH_TEST_TIMEOUT:-3000}
-if [[ $NEXTEST -eq 1 ]]; then
-  phase "4c. cargo nextest run --no-fail-fast --test-threads $THREADS"
-  if run_child timeout --kill-after=60 "$TEST_TIMEOUT" \
-    cargo nextest run --locked --no-fail-fast --test-threads "$THREADS" --no-tests=warn; then
-    log "tests: ok"
-  else
-    FAILED+=(tests)
-  fi
+phase "4c. cargo nextest run --workspace --no-fail-fast --test-threads $THREADS"
+if run_child timeout --kill-after=60 "$TEST_TIMEOUT" \
+  cargo nextest run --workspace --locked --no-fail-fast --test-threads "$THREADS" --no-tests=warn; then
+  log "tests: ok"
 else
-  phase "4c. cargo test --no-fail-fast (-- --test-threads $THREADS)"
-  if run_child timeout --kill-after=60 "$TEST_TIMEOUT" \
-    cargo test --locked --no-fail-fast -- --test-threads "$THREADS"; then
-    log "tests: ok"
-  else
-    FAILED+=(tests)
-  fi
+  FAILED+=(tests)
 fi
 
 # The registry's integration and real-client tests again, with blobs in S3 (moto). Left
@@ -391,14 +404,12 @@ S3_FILTER='(binary(client_cli) | binary(client_oci_client) | binary(spec_blobs) 
   & not test(=chunk_that_overlaps_is_416_and_leaves_the_session_unchanged)
   & not test(=concurrent_patches_to_one_session_cannot_corrupt_the_blob)
   & not test(=post_opens_a_session_with_location_and_upload_uuid)'
-if [[ $NEXTEST -eq 1 ]]; then
-  phase "4d. the same with the S3 blob store (BERTH_TEST_BACKEND=s3)"
-  if run_child timeout --kill-after=60 "$TEST_TIMEOUT" env BERTH_TEST_BACKEND=s3 \
-    cargo nextest run --locked --no-fail-fast --test-threads "$THREADS" -E "$S3_FILTER"; then
-    log "tests on S3: ok"
-  else
-    FAILED+=(tests-s3)
-  fi
+phase "4d. the same with the S3 blob store (BERTH_TEST_BACKEND=s3)"
+if run_child timeout --kill-after=60 "$TEST_TIMEOUT" env BERTH_TEST_BACKEND=s3 \
+  cargo nextest run --workspace --locked --no-fail-fast --test-threads "$THREADS" -E "$S3_FILTER"; then
+  log "tests on S3: ok"
+else
+  FAILED+=(tests-s3)
 fi
 
 if [[ ${#FAILED[@]} -gt 0 ]]; then

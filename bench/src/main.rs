@@ -3,7 +3,7 @@
 //! server's PID) its peak RSS. See docs/performance.md.
 //!
 //! ```text
-//! cargo run --release --bin berth-bench -- http://127.0.0.1:5000 --pid 1234 --json out.json
+//! cargo run --release -p berth-bench -- http://127.0.0.1:5000 --pid 1234 --json out.json
 //! berth-bench --list                      # scenario names
 //! berth-bench URL --scenario manifest     # every scenario whose name starts with "manifest"
 //! ```
