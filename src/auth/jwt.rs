@@ -81,6 +81,9 @@ impl Claims {
                 "registry" if e.name == "catalog" => {
                     grants.catalog |= e.actions.iter().any(|a| a == "*");
                 }
+                "project" if e.actions.iter().any(|a| a == "pull") => {
+                    grants.listed_projects.insert(e.name);
+                }
                 _ => {}
             }
         }

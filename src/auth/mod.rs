@@ -13,6 +13,7 @@
 //! the one suite in `tests/access_suite.rs`.
 
 pub mod jwt;
+pub mod secrets;
 pub mod token;
 
 use std::collections::HashMap;
@@ -140,12 +141,14 @@ pub enum Principal {
     },
 }
 
-/// What a bearer token grants: actions per repository, and whether it may list the whole
-/// catalog (`registry:catalog:*`).
+/// What a bearer token grants: actions per repository, whether it may list the whole
+/// catalog (`registry:catalog:*`), and the projects whose repositories the catalog shows
+/// it (entries of type `project` with action `pull`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TokenGrants {
     pub repositories: HashMap<String, Vec<Action>>,
     pub catalog: bool,
+    pub listed_projects: std::collections::HashSet<String>,
     /// Seconds since the epoch.
     pub expires_at: u64,
 }
@@ -156,6 +159,18 @@ impl TokenGrants {
             .get(repository)
             .is_some_and(|actions| actions.contains(&action))
     }
+
+    /// Whether the catalog shows `repository` to the holder.
+    pub fn lists(&self, repository: &str) -> bool {
+        self.catalog
+            || self.allows(repository, Action::Pull)
+            || self.listed_projects.contains(project_of(repository))
+    }
+}
+
+/// The project a repository belongs to: its first path segment.
+pub fn project_of(repository: &str) -> &str {
+    repository.split('/').next().unwrap_or(repository)
 }
 
 /// Why a request was not let through.
@@ -202,8 +217,14 @@ pub trait AccessController: Send + Sync + 'static {
     }
 
     /// The challenge (`WWW-Authenticate`) a refused `/v2` client gets for `wanted`; `None`
-    /// when this backend has no way in to offer.
-    fn challenge(&self, wanted: &[Access<'_>], refusal: &Refusal) -> Option<Challenge>;
+    /// when this backend has no way in to offer. `host` is the request's `Host`, for a
+    /// backend that sends clients back to itself.
+    fn challenge(
+        &self,
+        wanted: &[Access<'_>],
+        refusal: &Refusal,
+        host: Option<&str>,
+    ) -> Option<Challenge>;
 }
 
 /// A request that was let through: who it is, and what else it may do (a mount's source,
@@ -249,7 +270,11 @@ pub async fn check(
     let denied = |refusal: Refusal| {
         let scope = scope(wanted);
         Denied {
-            challenge: controller.challenge(wanted, &refusal),
+            challenge: controller.challenge(
+                wanted,
+                &refusal,
+                headers.get(header::HOST).and_then(|h| h.to_str().ok()),
+            ),
             message: controller.explain(&refusal, &scope),
             scope,
             refusal,
@@ -294,7 +319,12 @@ impl AccessController for OpenAccess {
         true
     }
 
-    fn challenge(&self, _wanted: &[Access<'_>], _refusal: &Refusal) -> Option<Challenge> {
+    fn challenge(
+        &self,
+        _wanted: &[Access<'_>],
+        _refusal: &Refusal,
+        _host: Option<&str>,
+    ) -> Option<Challenge> {
         None
     }
 }

@@ -175,9 +175,7 @@ impl AccessController for TokenAccess {
 
     fn lists(&self, principal: &Principal, repository: &str) -> bool {
         match principal {
-            Principal::Token { grants, .. } => {
-                grants.catalog || grants.allows(repository, Action::Pull)
-            }
+            Principal::Token { grants, .. } => grants.lists(repository),
             _ => false,
         }
     }
@@ -195,7 +193,12 @@ impl AccessController for TokenAccess {
         }
     }
 
-    fn challenge(&self, wanted: &[Access<'_>], refusal: &Refusal) -> Option<Challenge> {
+    fn challenge(
+        &self,
+        wanted: &[Access<'_>],
+        refusal: &Refusal,
+        _host: Option<&str>,
+    ) -> Option<Challenge> {
         let mut value = format!(
             "Bearer realm=\"{}\",service=\"{}\"",
             quote(&self.realm),
