@@ -1,7 +1,8 @@
 //! The metadata seam, one trait per domain: [`RepositoryStore`] (repositories, blob links,
-//! manifests, tags, referrers) and [`UploadStore`] (upload sessions and their claims).
+//! manifests, tags, referrers), [`UploadStore`] (upload sessions and their claims) and
+//! [`IdentityStore`] (projects, users, groups, members, robot accounts, signing keys).
 //! [`MetadataStore`] is all of them at once, the one name the server holds
-//! (`Arc<dyn MetadataStore>`); a new domain (identity, policy, audit) is one more trait in
+//! (`Arc<dyn MetadataStore>`); a new domain (policy, audit) is one more trait in
 //! a file of its own, one more supertrait here and one more file under `sql/`.
 //!
 //! Callers holding `dyn MetadataStore` (or a generic bound by it) call every domain's
@@ -13,6 +14,7 @@
 //! `tests/metadata_suite.rs`, grouped by the same domains.
 
 pub mod cache;
+pub mod identity;
 mod readers;
 pub mod repositories;
 pub mod sql;
@@ -22,13 +24,17 @@ use async_trait::async_trait;
 
 use crate::oci::Digest;
 
+pub use identity::{
+    Group, IdentityStore, Member, MemberEntity, NewProject, NewRobot, NewUser, Page, Project,
+    ProjectQuery, ProjectRoles, Robot, RobotLevel, RobotPermission, RobotUpdate, SigningKey, User,
+};
 pub use repositories::{ManifestRecord, NewManifest, Referrer, RepositoryStore};
 pub use sql::SqlMetadataStore;
 pub use uploads::{UploadSession, UploadStore};
 
 /// The domain traits, for calling their methods on a concrete store.
 pub mod prelude {
-    pub use super::{MetadataStore, RepositoryStore, UploadStore};
+    pub use super::{IdentityStore, MetadataStore, RepositoryStore, UploadStore};
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +45,16 @@ pub enum MetaError {
         "upload session changed underneath this request (another request moved it on); retry from the offset the status endpoint reports"
     )]
     UploadConflict,
+    /// A name (or membership) that must be unique is taken; the message names it.
+    #[error("{0}")]
+    Conflict(String),
+    /// Something the operation refers to does not exist; the message names it.
+    #[error("{0}")]
+    NotFound(String),
+    #[error(
+        "project {project} still holds {repositories} repositories: delete them first, or delete the project with them"
+    )]
+    ProjectNotEmpty { project: String, repositories: u64 },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -48,7 +64,7 @@ pub enum MetaError {
 }
 
 #[async_trait]
-pub trait MetadataStore: RepositoryStore + UploadStore {
+pub trait MetadataStore: RepositoryStore + UploadStore + IdentityStore {
     /// Closes every connection, once the server has stopped serving: PostgreSQL sees its
     /// sessions end instead of sockets reset, and the last SQLite connection checkpoints
     /// the write-ahead log into the database file and removes it.

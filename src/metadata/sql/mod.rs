@@ -4,8 +4,9 @@
 //!
 //! This file holds the connections, the dialects, the migrations, the ownership of the
 //! SQLite file and the row helpers; each domain's queries are in a file of their own
-//! (`repositories.rs`, `uploads.rs`), implementing that domain's trait.
+//! (`repositories.rs`, `uploads.rs`, `identity.rs`), implementing that domain's trait.
 
+mod identity;
 mod repositories;
 mod uploads;
 
