@@ -12,6 +12,7 @@
 //! tokens from an external issuer) is decided once, in `state.rs`. Every backend passes
 //! the one suite in `tests/access_suite.rs`.
 
+pub mod roles;
 pub mod token;
 
 use std::collections::HashMap;
