@@ -13,6 +13,7 @@
 //! the one suite in `tests/access_suite.rs`.
 
 pub mod jwt;
+pub mod roles;
 pub mod secrets;
 pub mod token;
 
