@@ -39,8 +39,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 
 BERTH_TARGETS=(
-  "berth-sqlite|"
-  "berth-postgres|BERTH_DATABASE__URL=@PG_URL@"
+  "berth-sqlite|BERTH_AUTH__MODE=none"
+  "berth-postgres|BERTH_AUTH__MODE=none BERTH_DATABASE__URL=@PG_URL@"
   # berth-sqlite with token auth on: the client holds a bearer token (RS256, signed here
   # with openssl) and sends it with every request. Runs the manifest scenarios only: the
   # cost of auth per request, against berth-sqlite.
@@ -48,7 +48,7 @@ BERTH_TARGETS=(
   # Blobs in S3: moto (PyPI, as the tests use) on loopback, a fresh bucket. Only run when
   # named in --targets (moto keeps objects in a Python process: it measures Berth's S3
   # path against a local, unoptimised object store, not S3 itself).
-  "berth-s3|BERTH_STORAGE__BACKEND=s3 BERTH_STORAGE__S3__ENDPOINT=@S3_ENDPOINT@ BERTH_STORAGE__S3__BUCKET=@S3_BUCKET@ BERTH_STORAGE__S3__FORCE_PATH_STYLE=true BERTH_STORAGE__S3__REGION=us-east-1 BERTH_STORAGE__S3__ACCESS_KEY_ID=bench BERTH_STORAGE__S3__SECRET_ACCESS_KEY=bench"
+  "berth-s3|BERTH_AUTH__MODE=none BERTH_STORAGE__BACKEND=s3 BERTH_STORAGE__S3__ENDPOINT=@S3_ENDPOINT@ BERTH_STORAGE__S3__BUCKET=@S3_BUCKET@ BERTH_STORAGE__S3__FORCE_PATH_STYLE=true BERTH_STORAGE__S3__REGION=us-east-1 BERTH_STORAGE__S3__ACCESS_KEY_ID=bench BERTH_STORAGE__S3__SECRET_ACCESS_KEY=bench"
   # (values are split on spaces)
 )
 # Targets that run only when --targets names them.
@@ -454,7 +454,7 @@ run_berth() { # NAME ENV
     # it, and the two take turns (ABBA, manifest scenarios only); each side reports the
     # better of its two passes per scenario, as the report merges NAME@N results.
     local off=$name-notoken
-    start_berth "$off" "$WORK/$off"
+    start_berth "$off" "$WORK/$off" BERTH_AUTH__MODE=none
     local off_addr=$SRV_ADDR off_pid=$SRV_PID
     bench "$off@1" "http://$off_addr" "$off_pid" --scenario manifest
     bench "$name@1" "http://$addr" "$pid" --token "$TOKEN" --scenario manifest

@@ -1,4 +1,5 @@
-//! The router: the `/v2` API and the tower layers around it.
+//! The router: the `/v2` API, the token endpoint of the built-in token service, and the
+//! tower layers around them.
 
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -15,11 +16,19 @@ use tracing::Span;
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut app = Router::new()
         .route("/v2", any(crate::registry::dispatch))
         .route("/v2/", any(crate::registry::dispatch))
         .route("/v2/{*rest}", any(crate::registry::dispatch))
-        .with_state(state)
+        .with_state(state.clone());
+    if let Some(tokens) = state.tokens {
+        app = app.merge(
+            Router::new()
+                .route("/service/token", get(crate::auth::endpoint::token))
+                .with_state(tokens),
+        );
+    }
+    app
         // Blob bodies are streamed and manifests have their own limit.
         .layer(DefaultBodyLimit::disable())
         // Inside the header layer, so that a 500 from a panic carries the version header too.

@@ -71,9 +71,16 @@ choice! {
 }
 
 choice! {
-    /// Who may do what: everyone everything (`none`), or the holders of bearer tokens of the
-    /// Docker token authentication spec signed by a configured issuer (`token`).
-    AuthMode at "auth.mode" { None = "none", Token = "token" }
+    /// Who may do what: Berth's own users, robots and projects with its built-in token
+    /// service (`builtin`), everyone everything (`none`), or the holders of bearer tokens of
+    /// the Docker token authentication spec signed by an external issuer (`token`).
+    AuthMode at "auth.mode" { Builtin = "builtin", None = "none", Token = "token" }
+}
+
+choice! {
+    /// Who may create projects: system administrators only, or any signed-in user (who
+    /// becomes its project admin). Harbor's `project_creation_restriction`.
+    ProjectCreation at "auth.project_creation" { AdminOnly = "adminonly", Everyone = "everyone" }
 }
 
 choice! {
@@ -89,19 +96,54 @@ pub struct ManifestsConfig {
     pub sparse_indexes: bool,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     pub mode: AuthMode,
+    /// The password of the system administrator `admin`, set when the first server starts
+    /// on an empty database; empty: one is generated and printed once in the log.
+    pub admin_password: String,
+    /// Who may create projects (`builtin` mode).
+    pub project_creation: ProjectCreation,
+    /// What robot account names start with (Harbor's `robot$`).
+    pub robot_prefix: String,
+    /// The built-in token service (`builtin` mode).
+    pub service: crate::auth::builtin::ServiceConfig,
+    /// Tokens from an external issuer (`token` mode).
     pub token: crate::auth::token::TokenConfig,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            mode: AuthMode::None,
+            mode: AuthMode::Builtin,
+            admin_password: String::new(),
+            project_creation: ProjectCreation::AdminOnly,
+            robot_prefix: "robot$".into(),
+            service: Default::default(),
             token: Default::default(),
         }
+    }
+}
+
+/// The admin password stays out of any debug output.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("mode", &self.mode)
+            .field(
+                "admin_password",
+                &if self.admin_password.is_empty() {
+                    ""
+                } else {
+                    "***"
+                },
+            )
+            .field("project_creation", &self.project_creation)
+            .field("robot_prefix", &self.robot_prefix)
+            .field("service", &self.service)
+            .field("token", &self.token)
+            .finish()
     }
 }
 
@@ -439,7 +481,7 @@ mod tests {
             (
                 "BERTH_AUTH__MODE",
                 "ldap",
-                "auth.mode = \"ldap\" is not supported; use one of: none, token",
+                "auth.mode = \"ldap\" is not supported; use one of: builtin, none, token",
             ),
             (
                 "BERTH_LOG__FORMAT",
@@ -463,7 +505,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.storage.backend, StorageBackend::Fs);
-        assert_eq!(c.auth.mode, AuthMode::None);
+        assert_eq!(c.auth.mode, AuthMode::Builtin, "secure by default");
+        assert_eq!(c.auth.robot_prefix, "robot$");
         assert!(c.manifests.sparse_indexes);
     }
 

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::builtin::BuiltinAccess;
 use crate::auth::token::TokenAccess;
-use crate::auth::{AccessController, OpenAccess};
+use crate::auth::{AccessController, OpenAccess, secrets};
 use crate::config::{AuthMode, Config, StorageBackend};
 use crate::content::{Content, ContentRules};
-use crate::metadata::SqlMetadataStore;
+use crate::metadata::identity::{NewProject, NewUser};
+use crate::metadata::{MetaError, MetadataStore, SqlMetadataStore};
 use crate::storage::BlobStore;
 use crate::storage::fs::{FsBlobStore, UploadIo};
 use crate::storage::s3::S3BlobStore;
@@ -17,6 +19,8 @@ use crate::storage::s3::S3BlobStore;
 pub struct AppState {
     pub content: Arc<Content>,
     pub access: Arc<dyn AccessController>,
+    /// The built-in token service, when `auth.mode = "builtin"`.
+    pub tokens: Option<Arc<BuiltinAccess>>,
 }
 
 impl AppState {
@@ -55,18 +59,88 @@ impl AppState {
                 .await?,
             ),
         };
+        let meta: Arc<dyn MetadataStore> = Arc::new(meta);
+        let mut tokens = None;
         let access: Arc<dyn AccessController> = match config.auth.mode {
             AuthMode::Token => Arc::new(TokenAccess::new(&config.auth.token)?),
             AuthMode::None => Arc::new(OpenAccess),
+            AuthMode::Builtin => {
+                if server {
+                    bootstrap(meta.as_ref(), &config.auth.admin_password).await?;
+                }
+                let builtin = Arc::new(
+                    BuiltinAccess::open(
+                        meta.clone(),
+                        &config.auth.service,
+                        &config.auth.robot_prefix,
+                        config.tls_enabled(),
+                    )
+                    .await?,
+                );
+                tokens = Some(builtin.clone());
+                builtin
+            }
         };
         let rules = ContentRules {
             max_manifest_bytes: config.limits.max_manifest_bytes,
             sparse_indexes: config.manifests.sparse_indexes,
+            projects_required: config.auth.mode == AuthMode::Builtin,
         };
         Ok(AppState {
-            content: Arc::new(Content::new(blobs, Arc::new(meta), rules)),
+            content: Arc::new(Content::new(blobs, meta, rules)),
             access,
+            tokens,
         })
+    }
+}
+
+/// On the first start of a registry with built-in accounts (no user `admin` yet): the
+/// system administrator `admin`, with the configured password or a generated one printed
+/// once, and the public project `library`.
+async fn bootstrap(meta: &dyn MetadataStore, admin_password: &str) -> anyhow::Result<()> {
+    let generated = admin_password.is_empty();
+    let password = if generated {
+        secrets::generate_secret()?
+    } else {
+        admin_password.to_string()
+    };
+    let hash = {
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || secrets::hash_password(&password)).await??
+    };
+    let (admin, created) = meta
+        .create_user_unless_exists(&NewUser {
+            username: "admin".into(),
+            realname: "system administrator".into(),
+            password_hash: Some(hash),
+            sysadmin: true,
+            ..Default::default()
+        })
+        .await?;
+    if !created {
+        return Ok(());
+    }
+    if generated {
+        // Printed once, on the start that created the account; never logged again.
+        tracing::warn!(
+            "created the system administrator `admin` with the generated password {password} \
+             (shown only now); change it with `berth user password admin`, or start with \
+             auth.admin_password (BERTH_AUTH__ADMIN_PASSWORD) set on a new database"
+        );
+    } else {
+        tracing::info!("created the system administrator `admin` with auth.admin_password");
+    }
+    match meta
+        .create_project(&NewProject {
+            name: "library".into(),
+            public: true,
+            owner_id: Some(admin.id),
+            owner_role: None,
+        })
+        .await
+    {
+        Ok(_) | Err(MetaError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

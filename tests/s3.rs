@@ -137,6 +137,7 @@ async fn berth_gc_aborts_the_multipart_uploads_of_abandoned_sessions() {
         let out = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["gc", "--older-than", older_than])
             .env("BERTH_DATA_DIR", dir.path())
+            .env("BERTH_AUTH__MODE", "none")
             .env("BERTH_STORAGE__BACKEND", "s3")
             .env(
                 "BERTH_STORAGE__S3__BUCKET",
@@ -225,6 +226,7 @@ fn a_missing_bucket_stops_the_server_with_a_clear_message() {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(tempfile::tempdir().unwrap().path())
+        .env("BERTH_AUTH__MODE", "none")
         .env("BERTH_STORAGE__BACKEND", "s3")
         .env("BERTH_STORAGE__S3__BUCKET", "no-such-bucket-here")
         .env(

@@ -12,6 +12,8 @@
 //! tokens from an external issuer) is decided once, in `state.rs`. Every backend passes
 //! the one suite in `tests/access_suite.rs`.
 
+pub mod builtin;
+pub mod endpoint;
 pub mod jwt;
 pub mod roles;
 pub mod secrets;
@@ -125,15 +127,28 @@ impl<'a> Credentials<'a> {
     }
 }
 
+/// What a signed-in user or robot may do, resolved when its credentials were checked (its
+/// roles and permissions, the public projects), so that asking needs no database.
+pub trait Authority: Send + Sync + std::fmt::Debug {
+    fn allows(&self, repository: &str, action: Action) -> bool;
+
+    /// Whether the catalog shows `repository`.
+    fn lists(&self, repository: &str) -> bool {
+        self.allows(repository, Action::Pull)
+    }
+}
+
 /// Who is calling, once authenticated.
 #[derive(Clone, Debug)]
 pub enum Principal {
     Anonymous,
     User {
         name: String,
+        authority: Arc<dyn Authority>,
     },
     Robot {
         name: String,
+        authority: Arc<dyn Authority>,
     },
     /// The holder of a bearer token: it may do what the token grants.
     Token {

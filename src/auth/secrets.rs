@@ -23,7 +23,9 @@ pub enum SecretError {
 
 /// Fills `buf` from the system's cryptographic random number generator.
 pub fn random_bytes(buf: &mut [u8]) -> Result<(), SecretError> {
-    SystemRandom::new().fill(buf).map_err(|_| SecretError::Random)
+    SystemRandom::new()
+        .fill(buf)
+        .map_err(|_| SecretError::Random)
 }
 
 /// A new random secret (robot secrets, generated passwords).
@@ -43,7 +45,10 @@ pub fn generate_secret() -> Result<String, SecretError> {
 
 /// The stored form of a generated secret.
 pub fn secret_digest(secret: &str) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(secret.as_bytes())))
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+    )
 }
 
 /// Whether `secret` is the one `digest` was made from (in constant time).

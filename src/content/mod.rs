@@ -31,6 +31,9 @@ pub struct ContentRules {
     pub max_manifest_bytes: usize,
     /// Accept image indexes whose child manifests are not all in the repository.
     pub sparse_indexes: bool,
+    /// A repository's first path segment must name an existing project before anything is
+    /// pushed into it (registries with built-in accounts).
+    pub projects_required: bool,
 }
 
 impl Default for ContentRules {
@@ -38,6 +41,7 @@ impl Default for ContentRules {
         ContentRules {
             max_manifest_bytes: 4 * 1024 * 1024,
             sparse_indexes: false,
+            projects_required: false,
         }
     }
 }
@@ -157,6 +161,10 @@ pub enum ContentError {
     Storage(#[from] StorageError),
     #[error("{0}")]
     Corrupt(String),
+    #[error(
+        "project {0} does not exist: an administrator creates it first (berth project create {0}, or the API)"
+    )]
+    ProjectUnknown(String),
 }
 
 pub type Result<T> = std::result::Result<T, ContentError>;
@@ -184,11 +192,22 @@ impl Content {
         &self.blobs
     }
 
-    /// Runs before every change: the place where policies (tag immutability, quotas,
-    /// retention holds) will refuse one. Today no policy is configured and every change
-    /// may go ahead.
+    /// Runs before every change: the place where policies refuse one. Today: content goes
+    /// only into existing projects (when projects are required); tag immutability, quotas
+    /// and retention holds come here next.
     async fn before(&self, change: &Change) -> Result<()> {
-        let _ = change;
+        let into = match change {
+            Change::BlobPushed { repository, .. }
+            | Change::BlobMounted { repository, .. }
+            | Change::ManifestPushed { repository, .. } => Some(repository),
+            _ => None,
+        };
+        if let (true, Some(repository)) = (self.rules.projects_required, into) {
+            let project = crate::auth::project_of(repository.as_str());
+            if self.meta.get_project(project).await?.is_none() {
+                return Err(ContentError::ProjectUnknown(project.to_string()));
+            }
+        }
         Ok(())
     }
 

@@ -155,6 +155,7 @@ impl From<ContentError> for RegistryError {
             ContentError::Metadata(e) => e.into(),
             ContentError::Storage(e) => e.into(),
             ContentError::Corrupt(what) => RegistryError::internal(what),
+            ContentError::ProjectUnknown(_) => RegistryError::new(ErrorCode::NameUnknown, message),
         }
     }
 }

@@ -216,6 +216,9 @@ impl Berth {
             options.s3 = true;
             options.s3_bucket = Some(bucket);
         }
+        // The protocol tests speak to an open registry unless they ask for another mode
+        // (`auth.mode` in `options.env`, which is applied after this).
+        cmd.env("BERTH_AUTH__MODE", "none");
         for (k, v) in &options.env {
             cmd.env(k, v);
         }
