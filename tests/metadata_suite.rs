@@ -1,7 +1,7 @@
 //! The one `MetadataStore` suite: every rule below runs against every backend.
 //!
 //! Each rule is a plain async function over a store, in a module per metadata domain, as
-//! the traits in `src/metadata/` are split (`repositories`, `uploads`). `rules!` turns one
+//! the traits in `src/metadata/` are split (`repositories`, `uploads`, `identity`). `rules!` turns one
 //! domain's list into `#[tokio::test]`s for one backend and `metadata_suite!` does so for
 //! every domain, so a new backend is one more `metadata_suite!(name, opener)` line and a
 //! new domain one more module and one more `rules!` in the macro. SQLite runs twice: as
@@ -137,6 +137,36 @@ macro_rules! metadata_suite {
                 upload_claims_admit_one_writer_until_released_or_expired,
                 concurrent_claims_have_exactly_one_winner,
                 stale_uploads_are_listed_by_last_write_and_live_claims_are_spared,
+            ]);
+
+            rules!($open, identity => [
+                projects_are_created_and_found_by_name_and_id,
+                duplicate_project_names_are_refused_and_nothing_changes,
+                project_public_flag_is_set,
+                projects_list_in_byte_order_with_filters_and_pagination_totals,
+                project_has_repositories_matches_its_first_path_segment_only,
+                delete_project_is_refused_while_repositories_exist,
+                delete_project_cascade_removes_its_repositories_and_only_them,
+                create_project_with_owner_role_makes_the_owner_a_member,
+                users_are_created_and_found_by_name_and_id,
+                duplicate_user_names_and_emails_are_refused_and_nothing_changes,
+                create_user_unless_exists_creates_once_under_concurrency,
+                users_list_in_byte_order_with_pagination_totals,
+                user_password_and_sysadmin_are_set,
+                delete_user_removes_memberships_groups_and_ownership,
+                groups_are_created_once_and_a_users_groups_replaced_per_type,
+                members_are_added_listed_changed_and_removed,
+                memberships_through_groups_give_roles,
+                removing_a_membership_removes_the_role,
+                a_users_projects_list_with_their_roles,
+                visible_projects_are_the_public_ones_and_the_users_own,
+                robot_permissions_round_trip,
+                duplicate_robot_names_are_refused_and_nothing_changes,
+                robots_list_all_or_by_project_with_pagination_totals,
+                robot_update_replaces_permissions_and_secret_refresh_replaces_the_hash,
+                robot_delete_removes_it_and_its_permissions,
+                signing_key_insert_is_race_safe,
+                signing_keys_rotate_retire_and_drop,
             ]);
         }
     };
@@ -1304,5 +1334,1468 @@ mod uploads {
         assert_eq!(got.repository, r);
         assert_eq!(got.store_state, b"{}");
         assert!(m.stale_uploads(t - 60_000, 1).await.unwrap().len() <= 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Identity: projects, users, groups, project members, robot accounts, signing keys
+
+mod identity {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use berth::metadata::identity::{GROUP_TYPE_HTTP, GROUP_TYPE_LDAP, GROUP_TYPE_OIDC};
+    use berth::metadata::{
+        MemberEntity, MetaError, NewManifest, NewProject, NewRobot, NewUser, Project, ProjectQuery,
+        RobotLevel, RobotPermission, RobotUpdate, SigningKey, UploadSession,
+    };
+    use berth::oci::{Algorithm, Digest, Hasher, Reference, RepoName};
+
+    use crate::{Store, digest_of, repo};
+
+    // Harbor's role ids, as the store keeps them (their meaning is not the store's).
+    const ADMIN: i64 = 1;
+    const DEVELOPER: i64 = 2;
+    const GUEST: i64 = 3;
+    const MAINTAINER: i64 = 4;
+
+    fn new_project(name: &str, public: bool) -> NewProject {
+        NewProject {
+            name: name.to_string(),
+            public,
+            ..NewProject::default()
+        }
+    }
+
+    async fn project(m: &Store, name: &str, public: bool) -> Project {
+        m.create_project(&new_project(name, public))
+            .await
+            .expect("create_project")
+    }
+
+    fn new_user(name: &str) -> NewUser {
+        NewUser {
+            username: name.to_string(),
+            email: Some(format!("{name}@example.test")),
+            realname: format!("{name} real"),
+            comment: "c".into(),
+            password_hash: Some(format!("$argon2id$v=19$m=19456,t=2,p=1$salt${name}")),
+            ..NewUser::default()
+        }
+    }
+
+    async fn user(m: &Store, name: &str) -> i64 {
+        m.create_user(&new_user(name))
+            .await
+            .expect("create_user")
+            .id
+    }
+
+    fn perm(namespace: &str, resource: &str, action: &str) -> RobotPermission {
+        RobotPermission {
+            kind: "project".into(),
+            namespace: namespace.into(),
+            resource: resource.into(),
+            action: action.into(),
+        }
+    }
+
+    fn new_robot(
+        name: &str,
+        project_id: Option<i64>,
+        permissions: Vec<RobotPermission>,
+    ) -> NewRobot {
+        NewRobot {
+            name: name.to_string(),
+            description: format!("{name} robot"),
+            level: if project_id.is_some() {
+                RobotLevel::Project
+            } else {
+                RobotLevel::System
+            },
+            project_id,
+            secret_hash: format!("sha256:{name}"),
+            duration_days: 30,
+            expires_at: 1_800_000_000_000,
+            disabled: false,
+            permissions,
+        }
+    }
+
+    fn key(kid: &str) -> SigningKey {
+        SigningKey {
+            kid: kid.to_string(),
+            algorithm: "ES256".into(),
+            private_key: format!("-----BEGIN PRIVATE KEY-----\n{kid}\n-----END PRIVATE KEY-----\n"),
+            created_at: 1_700_000_000_000,
+            retired_at: None,
+        }
+    }
+
+    fn conflict_naming(r: Result<impl std::fmt::Debug, MetaError>, name: &str) {
+        match r {
+            Err(MetaError::Conflict(msg)) => {
+                assert!(msg.contains(name), "{msg:?} should name {name:?}")
+            }
+            other => panic!("expected a conflict naming {name:?}, got {other:?}"),
+        }
+    }
+
+    fn names(projects: &[Project]) -> Vec<&str> {
+        projects.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// Every project, by a listing with no filter.
+    async fn all_projects(m: &Store) -> Vec<Project> {
+        m.list_projects(&ProjectQuery::default(), 1, 1000)
+            .await
+            .unwrap()
+            .items
+    }
+
+    pub(crate) async fn projects_are_created_and_found_by_name_and_id(m: &Store) {
+        assert!(m.get_project("library").await.unwrap().is_none());
+        let p = project(m, "library", true).await;
+        assert_eq!(
+            (p.name.as_str(), p.public, p.owner_id),
+            ("library", true, None)
+        );
+        assert_eq!(m.get_project("library").await.unwrap().as_ref(), Some(&p));
+        assert_eq!(m.get_project_by_id(p.id).await.unwrap().as_ref(), Some(&p));
+        assert!(m.get_project("librar").await.unwrap().is_none());
+        assert!(m.get_project_by_id(p.id + 1000).await.unwrap().is_none());
+        let q = project(m, "payments", false).await;
+        assert_ne!(p.id, q.id);
+        assert!(!m.get_project("payments").await.unwrap().unwrap().public);
+    }
+
+    pub(crate) async fn duplicate_project_names_are_refused_and_nothing_changes(m: &Store) {
+        let p = project(m, "dup", false).await;
+        conflict_naming(m.create_project(&new_project("dup", true)).await, "dup");
+        assert_eq!(m.get_project("dup").await.unwrap(), Some(p), "unchanged");
+        assert_eq!(all_projects(m).await.len(), 1);
+    }
+
+    pub(crate) async fn project_public_flag_is_set(m: &Store) {
+        let p = project(m, "flags", false).await;
+        assert!(m.set_project_public(p.id, true).await.unwrap());
+        let got = m.get_project("flags").await.unwrap().unwrap();
+        assert!(got.public);
+        assert!(got.updated_at >= p.updated_at);
+        assert!(m.set_project_public(p.id, false).await.unwrap());
+        assert!(!m.get_project("flags").await.unwrap().unwrap().public);
+        assert!(!m.set_project_public(p.id + 1000, true).await.unwrap());
+    }
+
+    pub(crate) async fn projects_list_in_byte_order_with_filters_and_pagination_totals(m: &Store) {
+        let all = ["b", "a_b", "a0", "ab", "a.b", "a-b", "axb", "c"];
+        for (i, n) in all.iter().enumerate() {
+            project(m, n, i % 2 == 0).await;
+        }
+        let mut expected: Vec<&str> = all.to_vec();
+        expected.sort_by(|x, y| x.as_bytes().cmp(y.as_bytes()));
+        let everything = m
+            .list_projects(&ProjectQuery::default(), 1, 100)
+            .await
+            .unwrap();
+        assert_eq!(names(&everything.items), expected);
+        assert_eq!(everything.total, 8);
+
+        // Pages of 3: the total counts every page; past the end is empty with the total.
+        let mut paged = Vec::new();
+        for page in 1..=3 {
+            let got = m
+                .list_projects(&ProjectQuery::default(), page, 3)
+                .await
+                .unwrap();
+            assert_eq!(got.total, 8, "page {page}");
+            paged.extend(got.items.into_iter().map(|p| p.name));
+        }
+        assert_eq!(paged, expected);
+        let past = m
+            .list_projects(&ProjectQuery::default(), 4, 3)
+            .await
+            .unwrap();
+        assert!(past.items.is_empty());
+        assert_eq!(past.total, 8);
+        // Page 0 is taken as page 1.
+        let zero = m
+            .list_projects(&ProjectQuery::default(), 0, 2)
+            .await
+            .unwrap();
+        assert_eq!(names(&zero.items), ["a-b", "a.b"]);
+
+        // A substring filter takes '_' and '%' literally, and ignores ASCII case.
+        let q = |s: &str| ProjectQuery {
+            name_contains: Some(s.to_string()),
+            ..ProjectQuery::default()
+        };
+        let got = m.list_projects(&q("_"), 1, 100).await.unwrap();
+        assert_eq!((names(&got.items), got.total), (vec!["a_b"], 1));
+        assert_eq!(m.list_projects(&q("%"), 1, 100).await.unwrap().total, 0);
+        let got = m.list_projects(&q("B"), 1, 2).await.unwrap();
+        assert_eq!(names(&got.items), ["a-b", "a.b"]);
+        assert_eq!(got.total, 6, "a-b a.b a_b ab axb b");
+
+        // Public only, private only.
+        let public = m
+            .list_projects(
+                &ProjectQuery {
+                    public: Some(true),
+                    ..ProjectQuery::default()
+                },
+                1,
+                100,
+            )
+            .await
+            .unwrap();
+        let private = m
+            .list_projects(
+                &ProjectQuery {
+                    public: Some(false),
+                    ..ProjectQuery::default()
+                },
+                1,
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(public.total + private.total, 8);
+        assert!(public.items.iter().all(|p| p.public));
+        assert!(private.items.iter().all(|p| !p.public));
+        assert_eq!(
+            m.list_projects(
+                &ProjectQuery {
+                    public: Some(true),
+                    ..q("a")
+                },
+                1,
+                100
+            )
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+            expected
+                .iter()
+                .copied()
+                .filter(|n| n.contains('a') && all.iter().position(|x| x == n).unwrap() % 2 == 0)
+                .collect::<Vec<_>>()
+        );
+    }
+
+    /// A repository with a tagged manifest referencing one blob, and an upload in progress.
+    async fn fill(m: &Store, name: &str) -> (RepoName, Digest) {
+        let r = repo(name);
+        let blob = digest_of(&format!("{name}-layer"));
+        m.link_blob(&r, &blob, 7).await.unwrap();
+        let content = format!("{{\"repo\":\"{name}\"}}").into_bytes();
+        let digest = Digest::sha256(&content);
+        m.put_manifest(&NewManifest {
+            repository: r.clone(),
+            digest: digest.clone(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            content,
+            artifact_type: None,
+            subject: None,
+            annotations: None,
+            blobs: vec![blob],
+            manifests: vec![],
+            tags: vec!["latest".into()],
+        })
+        .await
+        .unwrap();
+        m.create_upload(&UploadSession {
+            id: format!("upload-{name}"),
+            repository: r.clone(),
+            committed: 0,
+            hash_state: Hasher::new(Algorithm::Sha256).save(),
+            store_state: vec![],
+            started_at: 1,
+        })
+        .await
+        .unwrap();
+        (r, digest)
+    }
+
+    async fn holds(m: &Store, r: &RepoName, d: &Digest) -> bool {
+        m.repository_exists(r).await.unwrap()
+            || m.get_manifest(r, &Reference::Tag("latest".into()))
+                .await
+                .unwrap()
+                .is_some()
+            || m.get_manifest(r, &Reference::Digest(d.clone()))
+                .await
+                .unwrap()
+                .is_some()
+            || !m.list_tags(r, None, 10).await.unwrap().is_empty()
+            || m.get_upload(r, &format!("upload-{}", r.as_str()))
+                .await
+                .unwrap()
+                .is_some()
+    }
+
+    pub(crate) async fn project_has_repositories_matches_its_first_path_segment_only(m: &Store) {
+        project(m, "lib", false).await;
+        assert!(!m.project_has_repositories("lib").await.unwrap());
+        for other in [
+            "library/x",
+            "lib-x/y",
+            "lib.x",
+            "lib_x/y",
+            "libx",
+            "li",
+            "a/lib",
+        ] {
+            m.link_blob(&repo(other), &digest_of(other), 1)
+                .await
+                .unwrap();
+        }
+        assert!(!m.project_has_repositories("lib").await.unwrap());
+        m.link_blob(&repo("lib/a/b"), &digest_of("x"), 1)
+            .await
+            .unwrap();
+        assert!(m.project_has_repositories("lib").await.unwrap());
+        assert!(m.project_has_repositories("library").await.unwrap());
+        // A repository named exactly like the project belongs to it.
+        m.link_blob(&repo("solo"), &digest_of("solo"), 1)
+            .await
+            .unwrap();
+        assert!(m.project_has_repositories("solo").await.unwrap());
+        assert!(!m.project_has_repositories("sol").await.unwrap());
+    }
+
+    pub(crate) async fn delete_project_is_refused_while_repositories_exist(m: &Store) {
+        let p = project(m, "busy", false).await;
+        let u = user(m, "busy-admin").await;
+        m.add_member(p.id, MemberEntity::User(u), ADMIN)
+            .await
+            .unwrap();
+        let (r, d) = fill(m, "busy/app").await;
+        match m.delete_project(p.id, false).await {
+            Err(MetaError::ProjectNotEmpty {
+                project,
+                repositories,
+            }) => {
+                assert_eq!((project.as_str(), repositories), ("busy", 1));
+            }
+            other => panic!("expected ProjectNotEmpty, got {other:?}"),
+        }
+        assert_eq!(
+            m.get_project("busy").await.unwrap(),
+            m.get_project_by_id(p.id).await.unwrap()
+        );
+        assert!(
+            m.get_project("busy").await.unwrap().is_some(),
+            "nothing changed"
+        );
+        assert!(holds(m, &r, &d).await);
+        assert_eq!(m.list_members(p.id, None).await.unwrap().len(), 1);
+        assert_eq!(m.user_project_roles(u, p.id).await.unwrap(), [ADMIN]);
+
+        // An empty project goes at once, and a second delete finds nothing.
+        let empty = project(m, "empty", false).await;
+        assert_eq!(
+            m.delete_project(empty.id, false).await.unwrap(),
+            Some(vec![])
+        );
+        assert!(m.get_project("empty").await.unwrap().is_none());
+        assert_eq!(m.delete_project(empty.id, false).await.unwrap(), None);
+        assert_eq!(m.delete_project(empty.id, true).await.unwrap(), None);
+    }
+
+    pub(crate) async fn delete_project_cascade_removes_its_repositories_and_only_them(m: &Store) {
+        let lib = project(m, "lib", false).await;
+        let library = project(m, "library", true).await;
+        let mine = ["lib", "lib/a", "lib/a/b"];
+        let theirs = ["library/x", "lib-x/y", "lib.x", "lib_x/y", "libx", "a/lib"];
+        let mut filled = Vec::new();
+        for n in mine.iter().chain(theirs.iter()) {
+            filled.push((n, fill(m, n).await));
+        }
+        // An upload into the project that never linked anything (no repository row).
+        m.create_upload(&UploadSession {
+            id: "upload-lib/fresh".into(),
+            repository: repo("lib/fresh"),
+            committed: 0,
+            hash_state: Hasher::new(Algorithm::Sha256).save(),
+            store_state: vec![],
+            started_at: 1,
+        })
+        .await
+        .unwrap();
+        // Members, a project robot and a system robot spanning both projects.
+        let u = user(m, "dev").await;
+        m.add_member(lib.id, MemberEntity::User(u), DEVELOPER)
+            .await
+            .unwrap();
+        m.add_member(library.id, MemberEntity::User(u), GUEST)
+            .await
+            .unwrap();
+        let pr = m
+            .create_robot(&new_robot(
+                "lib+ci",
+                Some(lib.id),
+                vec![perm("lib", "repository", "push")],
+            ))
+            .await
+            .unwrap();
+        let sr = m
+            .create_robot(&new_robot(
+                "span",
+                None,
+                vec![
+                    perm("lib", "repository", "pull"),
+                    perm("library", "repository", "pull"),
+                ],
+            ))
+            .await
+            .unwrap();
+
+        let deleted = m.delete_project(lib.id, true).await.unwrap();
+        assert_eq!(
+            deleted,
+            Some(vec!["lib".to_string(), "lib/a".into(), "lib/a/b".into()])
+        );
+        for (n, (r, d)) in &filled {
+            let kept = holds(m, r, d).await;
+            if mine.contains(n) {
+                assert!(!kept, "{n} goes with project lib");
+                assert!(
+                    m.linked_blob(r, &digest_of(&format!("{n}-layer")))
+                        .await
+                        .unwrap()
+                        .is_none()
+                );
+            } else {
+                assert!(kept, "{n} is not in project lib and stays");
+                assert!(m.repository_exists(r).await.unwrap());
+                assert_eq!(m.list_tags(r, None, 10).await.unwrap(), ["latest"]);
+                assert!(
+                    m.get_manifest(r, &Reference::Digest(d.clone()))
+                        .await
+                        .unwrap()
+                        .is_some()
+                );
+            }
+        }
+        assert!(
+            m.get_upload(&repo("lib/fresh"), "upload-lib/fresh")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            m.list_repositories(None, 100).await.unwrap(),
+            ["a/lib", "lib-x/y", "lib.x", "lib_x/y", "library/x", "libx"]
+        );
+        assert!(m.get_project("lib").await.unwrap().is_none());
+        assert!(m.get_project("library").await.unwrap().is_some());
+        // Its memberships and robots went; other projects' stayed.
+        assert!(m.user_project_roles(u, lib.id).await.unwrap().is_empty());
+        assert_eq!(m.user_project_roles(u, library.id).await.unwrap(), [GUEST]);
+        assert!(m.get_robot_by_id(pr.id).await.unwrap().is_none());
+        assert_eq!(
+            m.get_robot("span").await.unwrap().unwrap().permissions,
+            [perm("library", "repository", "pull")],
+            "a project created later under the name lib inherits nothing"
+        );
+        // The name is free again, with nobody in it.
+        let again = project(m, "lib", false).await;
+        assert_ne!(again.id, lib.id);
+        assert!(m.list_members(again.id, None).await.unwrap().is_empty());
+        assert!(!m.project_has_repositories("lib").await.unwrap());
+        assert_eq!(
+            m.get_robot_by_id(sr.id).await.unwrap().unwrap().name,
+            "span"
+        );
+    }
+
+    pub(crate) async fn create_project_with_owner_role_makes_the_owner_a_member(m: &Store) {
+        let u = user(m, "founder").await;
+        let p = m
+            .create_project(&NewProject {
+                name: "founded".into(),
+                public: false,
+                owner_id: Some(u),
+                owner_role: Some(ADMIN),
+            })
+            .await
+            .unwrap();
+        assert_eq!(p.owner_id, Some(u));
+        let members = m.list_members(p.id, None).await.unwrap();
+        assert_eq!(members.len(), 1);
+        assert_eq!(
+            (
+                members[0].entity,
+                members[0].entity_name.as_str(),
+                members[0].role
+            ),
+            (MemberEntity::User(u), "founder", ADMIN)
+        );
+        // Owner only, no membership.
+        let q = m
+            .create_project(&NewProject {
+                owner_id: Some(u),
+                ..new_project("owned", true)
+            })
+            .await
+            .unwrap();
+        assert!(m.list_members(q.id, None).await.unwrap().is_empty());
+        // An owner that does not exist: nothing created.
+        assert!(matches!(
+            m.create_project(&NewProject {
+                owner_id: Some(u + 1000),
+                owner_role: Some(ADMIN),
+                ..new_project("orphan", true)
+            })
+            .await,
+            Err(MetaError::NotFound(_))
+        ));
+        assert!(m.get_project("orphan").await.unwrap().is_none());
+    }
+
+    pub(crate) async fn users_are_created_and_found_by_name_and_id(m: &Store) {
+        assert_eq!(m.count_users().await.unwrap(), 0);
+        let created = m.create_user(&new_user("alice")).await.unwrap();
+        assert_eq!(m.get_user("alice").await.unwrap().as_ref(), Some(&created));
+        assert_eq!(
+            m.get_user_by_id(created.id).await.unwrap().as_ref(),
+            Some(&created)
+        );
+        assert_eq!(created.email.as_deref(), Some("alice@example.test"));
+        assert!(
+            created
+                .password_hash
+                .as_deref()
+                .unwrap()
+                .starts_with("$argon2id$")
+        );
+        assert!(!created.sysadmin);
+        assert!(
+            m.get_user("Alice").await.unwrap().is_none(),
+            "names are exact"
+        );
+        // No email, an empty email (stored as none), OIDC identities.
+        let no_mail = NewUser {
+            email: None,
+            ..new_user("bob")
+        };
+        let empty_mail = NewUser {
+            email: Some(String::new()),
+            ..new_user("carol")
+        };
+        assert_eq!(m.create_user(&no_mail).await.unwrap().email, None);
+        assert_eq!(m.create_user(&empty_mail).await.unwrap().email, None);
+        let oidc = NewUser {
+            password_hash: None,
+            oidc_issuer: Some("https://idp.test".into()),
+            oidc_subject: Some("sub-1".into()),
+            ..new_user("dave")
+        };
+        let d = m.create_user(&oidc).await.unwrap();
+        assert_eq!(m.get_user("dave").await.unwrap(), Some(d));
+        assert_eq!(m.count_users().await.unwrap(), 4);
+    }
+
+    pub(crate) async fn duplicate_user_names_and_emails_are_refused_and_nothing_changes(m: &Store) {
+        let alice = m.create_user(&new_user("alice")).await.unwrap();
+        conflict_naming(
+            m.create_user(&NewUser {
+                email: None,
+                ..new_user("alice")
+            })
+            .await,
+            "alice",
+        );
+        conflict_naming(
+            m.create_user(&NewUser {
+                email: Some("alice@example.test".into()),
+                ..new_user("alicia")
+            })
+            .await,
+            "alice@example.test",
+        );
+        let first = NewUser {
+            oidc_issuer: Some("https://idp.test".into()),
+            oidc_subject: Some("same".into()),
+            ..new_user("o1")
+        };
+        m.create_user(&first).await.unwrap();
+        assert!(matches!(
+            m.create_user(&NewUser {
+                username: "o2".into(),
+                email: None,
+                ..first.clone()
+            })
+            .await,
+            Err(MetaError::Conflict(_))
+        ));
+        assert_eq!(m.get_user("alice").await.unwrap(), Some(alice));
+        assert!(m.get_user("alicia").await.unwrap().is_none());
+        assert!(m.get_user("o2").await.unwrap().is_none());
+        assert_eq!(m.count_users().await.unwrap(), 2);
+    }
+
+    pub(crate) async fn create_user_unless_exists_creates_once_under_concurrency(m: &Store) {
+        for round in 0..5 {
+            let name = format!("admin{round}");
+            let barrier = Arc::new(tokio::sync::Barrier::new(4));
+            let tasks: Vec<_> = (0..4)
+                .map(|i| {
+                    let (m, barrier, name) = (m.clone(), barrier.clone(), name.clone());
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        let u = NewUser {
+                            sysadmin: true,
+                            password_hash: Some(format!("hash-{i}")),
+                            ..new_user(&name)
+                        };
+                        m.create_user_unless_exists(&u)
+                            .await
+                            .expect("create unless exists")
+                    })
+                })
+                .collect();
+            let mut created = Vec::new();
+            let mut ids = BTreeSet::new();
+            for t in tasks {
+                let (u, was_created) = t.await.expect("task");
+                ids.insert(u.id);
+                if was_created {
+                    created.push(u);
+                }
+            }
+            assert_eq!(created.len(), 1, "round {round}: one creates");
+            assert_eq!(ids.len(), 1, "round {round}: all see the same user");
+            assert_eq!(m.get_user(&name).await.unwrap(), created.pop());
+        }
+        // An existing admin is left as it is.
+        m.set_password_hash(
+            m.get_user("admin0").await.unwrap().unwrap().id,
+            Some("changed"),
+        )
+        .await
+        .unwrap();
+        let (u, was_created) = m
+            .create_user_unless_exists(&new_user("admin0"))
+            .await
+            .unwrap();
+        assert!(!was_created);
+        assert_eq!(u.password_hash.as_deref(), Some("changed"));
+        assert_eq!(m.count_users().await.unwrap(), 5);
+    }
+
+    pub(crate) async fn users_list_in_byte_order_with_pagination_totals(m: &Store) {
+        let all = ["zed", "Bob", "amy", "a_my", "a.x", "al"];
+        for n in all {
+            m.create_user(&NewUser {
+                email: None,
+                ..new_user(n)
+            })
+            .await
+            .unwrap();
+        }
+        let mut expected = all.to_vec();
+        expected.sort_by(|x, y| x.as_bytes().cmp(y.as_bytes()));
+        let mut paged = Vec::new();
+        for page in 1..=3 {
+            let got = m.list_users(None, page, 2).await.unwrap();
+            assert_eq!(got.total, 6);
+            paged.extend(got.items.into_iter().map(|u| u.username));
+        }
+        assert_eq!(paged, expected);
+        let got = m.list_users(Some("B"), 1, 10).await.unwrap();
+        assert_eq!(
+            (
+                got.items
+                    .iter()
+                    .map(|u| u.username.as_str())
+                    .collect::<Vec<_>>(),
+                got.total
+            ),
+            (vec!["Bob"], 1)
+        );
+        let got = m.list_users(Some("_"), 1, 10).await.unwrap();
+        assert_eq!(
+            got.items
+                .iter()
+                .map(|u| u.username.as_str())
+                .collect::<Vec<_>>(),
+            ["a_my"]
+        );
+        let got = m.list_users(Some("a"), 1, 1).await.unwrap();
+        assert_eq!((got.items.len(), got.total), (1, 4));
+        assert!(m.list_users(None, 1, 0).await.unwrap().items.is_empty());
+    }
+
+    pub(crate) async fn user_password_and_sysadmin_are_set(m: &Store) {
+        let id = user(m, "pat").await;
+        assert!(
+            m.set_password_hash(id, Some("$argon2id$new"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            m.get_user_by_id(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash
+                .as_deref(),
+            Some("$argon2id$new")
+        );
+        assert!(m.set_password_hash(id, None).await.unwrap());
+        assert_eq!(
+            m.get_user_by_id(id).await.unwrap().unwrap().password_hash,
+            None
+        );
+        assert!(m.set_sysadmin(id, true).await.unwrap());
+        assert!(m.get_user("pat").await.unwrap().unwrap().sysadmin);
+        assert!(m.set_sysadmin(id, false).await.unwrap());
+        assert!(!m.get_user("pat").await.unwrap().unwrap().sysadmin);
+        assert!(!m.set_sysadmin(id + 1000, true).await.unwrap());
+        assert!(!m.set_password_hash(id + 1000, None).await.unwrap());
+    }
+
+    pub(crate) async fn delete_user_removes_memberships_groups_and_ownership(m: &Store) {
+        let u = user(m, "leaver").await;
+        let stay = user(m, "stayer").await;
+        let p = m
+            .create_project(&NewProject {
+                owner_id: Some(u),
+                owner_role: Some(ADMIN),
+                ..new_project("left", false)
+            })
+            .await
+            .unwrap();
+        m.add_member(p.id, MemberEntity::User(stay), GUEST)
+            .await
+            .unwrap();
+        m.set_user_groups(u, GROUP_TYPE_OIDC, &["devs".into()])
+            .await
+            .unwrap();
+        m.set_user_groups(stay, GROUP_TYPE_OIDC, &["devs".into()])
+            .await
+            .unwrap();
+
+        assert!(m.delete_user(u).await.unwrap());
+        assert!(m.get_user("leaver").await.unwrap().is_none());
+        assert!(m.user_groups(u).await.unwrap().is_empty());
+        assert!(m.user_project_roles(u, p.id).await.unwrap().is_empty());
+        let members = m.list_members(p.id, None).await.unwrap();
+        assert_eq!(
+            members
+                .iter()
+                .map(|x| x.entity_name.as_str())
+                .collect::<Vec<_>>(),
+            ["stayer"]
+        );
+        assert_eq!(
+            m.get_project_by_id(p.id).await.unwrap().unwrap().owner_id,
+            None
+        );
+        assert_eq!(m.user_groups(stay).await.unwrap().len(), 1);
+        assert!(
+            !m.delete_user(u).await.unwrap(),
+            "a second delete finds nothing"
+        );
+        // Adding a deleted user is refused, and the name is free again.
+        assert!(matches!(
+            m.add_member(p.id, MemberEntity::User(u), GUEST).await,
+            Err(MetaError::NotFound(_))
+        ));
+        assert_ne!(user(m, "leaver").await, u);
+    }
+
+    pub(crate) async fn groups_are_created_once_and_a_users_groups_replaced_per_type(m: &Store) {
+        let g = m.ensure_group("devs", GROUP_TYPE_OIDC).await.unwrap();
+        assert_eq!(m.ensure_group("devs", GROUP_TYPE_OIDC).await.unwrap(), g);
+        let ldap = m.ensure_group("devs", GROUP_TYPE_LDAP).await.unwrap();
+        assert_ne!(
+            ldap.id, g.id,
+            "the same name in another type is another group"
+        );
+        assert_eq!(m.get_group(g.id).await.unwrap(), Some(g.clone()));
+        assert!(m.get_group(g.id + 1000).await.unwrap().is_none());
+
+        let u = user(m, "grouped").await;
+        let set = m
+            .set_user_groups(
+                u,
+                GROUP_TYPE_OIDC,
+                &["ops".into(), "devs".into(), "devs".into()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            set.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(),
+            ["devs", "ops"]
+        );
+        assert_eq!(set[0], g, "an existing group is reused");
+        m.set_user_groups(u, GROUP_TYPE_HTTP, &["web".into()])
+            .await
+            .unwrap();
+        let kinds = |gs: Vec<berth::metadata::Group>| {
+            gs.into_iter()
+                .map(|g| (g.name, g.group_type))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kinds(m.user_groups(u).await.unwrap()),
+            [
+                ("devs".into(), GROUP_TYPE_OIDC),
+                ("ops".into(), GROUP_TYPE_OIDC),
+                ("web".into(), GROUP_TYPE_HTTP)
+            ]
+        );
+        // Replacing the OIDC groups leaves the HTTP ones.
+        m.set_user_groups(u, GROUP_TYPE_OIDC, &["qa".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            kinds(m.user_groups(u).await.unwrap()),
+            [
+                ("qa".into(), GROUP_TYPE_OIDC),
+                ("web".into(), GROUP_TYPE_HTTP)
+            ]
+        );
+        m.set_user_groups(u, GROUP_TYPE_OIDC, &[]).await.unwrap();
+        assert_eq!(
+            kinds(m.user_groups(u).await.unwrap()),
+            [("web".into(), GROUP_TYPE_HTTP)]
+        );
+        assert!(matches!(
+            m.set_user_groups(u + 1000, GROUP_TYPE_OIDC, &["x".into()])
+                .await,
+            Err(MetaError::NotFound(_))
+        ));
+        assert!(m.user_groups(u + 1000).await.unwrap().is_empty());
+    }
+
+    pub(crate) async fn members_are_added_listed_changed_and_removed(m: &Store) {
+        let p = project(m, "team", false).await;
+        let other = project(m, "other", false).await;
+        let (zoe, bob) = (user(m, "zoe").await, user(m, "bob").await);
+        let devs = m.ensure_group("bob", GROUP_TYPE_OIDC).await.unwrap();
+
+        let mz = m
+            .add_member(p.id, MemberEntity::User(zoe), DEVELOPER)
+            .await
+            .unwrap();
+        assert_eq!(
+            (mz.entity_name.as_str(), mz.role, mz.project_id),
+            ("zoe", DEVELOPER, p.id)
+        );
+        let mg = m
+            .add_member(p.id, MemberEntity::Group(devs.id), GUEST)
+            .await
+            .unwrap();
+        let mb = m
+            .add_member(p.id, MemberEntity::User(bob), MAINTAINER)
+            .await
+            .unwrap();
+        assert_eq!(m.get_member(p.id, mz.id).await.unwrap(), Some(mz.clone()));
+        assert!(
+            m.get_member(other.id, mz.id).await.unwrap().is_none(),
+            "members are per project"
+        );
+
+        // Byte order of entity name; a user before a group of the same name.
+        let listed = m.list_members(p.id, None).await.unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|x| (x.entity_name.as_str(), x.entity))
+                .collect::<Vec<_>>(),
+            [
+                ("bob", MemberEntity::User(bob)),
+                ("bob", MemberEntity::Group(devs.id)),
+                ("zoe", MemberEntity::User(zoe))
+            ]
+        );
+        assert_eq!(listed[2], mz);
+        let filtered = m.list_members(p.id, Some("O")).await.unwrap();
+        assert_eq!(filtered.len(), 3);
+        let filtered = m.list_members(p.id, Some("zo")).await.unwrap();
+        assert_eq!(filtered, std::slice::from_ref(&mz));
+
+        // Duplicates are refused and change nothing; missing entities are refused.
+        conflict_naming(
+            m.add_member(p.id, MemberEntity::User(zoe), ADMIN).await,
+            "zoe",
+        );
+        conflict_naming(
+            m.add_member(p.id, MemberEntity::Group(devs.id), ADMIN)
+                .await,
+            "bob",
+        );
+        assert_eq!(
+            m.get_member(p.id, mz.id).await.unwrap().unwrap().role,
+            DEVELOPER
+        );
+        for (project_id, entity) in [
+            (p.id + 1000, MemberEntity::User(zoe)),
+            (p.id, MemberEntity::User(zoe + 1000)),
+            (p.id, MemberEntity::Group(devs.id + 1000)),
+        ] {
+            assert!(matches!(
+                m.add_member(project_id, entity, GUEST).await,
+                Err(MetaError::NotFound(_))
+            ));
+        }
+        assert_eq!(m.list_members(p.id, None).await.unwrap().len(), 3);
+        // The same user may be a member of another project.
+        m.add_member(other.id, MemberEntity::User(zoe), GUEST)
+            .await
+            .unwrap();
+
+        assert!(m.set_member_role(p.id, mz.id, ADMIN).await.unwrap());
+        assert_eq!(
+            m.get_member(p.id, mz.id).await.unwrap().unwrap().role,
+            ADMIN
+        );
+        assert!(
+            !m.set_member_role(other.id, mz.id, GUEST).await.unwrap(),
+            "wrong project"
+        );
+        assert!(m.remove_member(p.id, mb.id).await.unwrap());
+        assert!(!m.remove_member(p.id, mb.id).await.unwrap());
+        assert!(
+            !m.remove_member(other.id, mg.id).await.unwrap(),
+            "wrong project"
+        );
+        assert_eq!(m.list_members(p.id, None).await.unwrap().len(), 2);
+    }
+
+    pub(crate) async fn memberships_through_groups_give_roles(m: &Store) {
+        let p = project(m, "grp", false).await;
+        let q = project(m, "grp2", false).await;
+        let u = user(m, "member").await;
+        let outsider = user(m, "outsider").await;
+        assert!(m.user_project_roles(u, p.id).await.unwrap().is_empty());
+        let devs = m.ensure_group("devs", GROUP_TYPE_OIDC).await.unwrap();
+        let ops = m.ensure_group("ops", GROUP_TYPE_LDAP).await.unwrap();
+        m.add_member(p.id, MemberEntity::Group(devs.id), DEVELOPER)
+            .await
+            .unwrap();
+        m.add_member(p.id, MemberEntity::Group(ops.id), MAINTAINER)
+            .await
+            .unwrap();
+        m.add_member(q.id, MemberEntity::Group(ops.id), GUEST)
+            .await
+            .unwrap();
+        assert!(
+            m.user_project_roles(u, p.id).await.unwrap().is_empty(),
+            "not in the groups yet"
+        );
+
+        m.set_user_groups(u, GROUP_TYPE_OIDC, &["devs".into()])
+            .await
+            .unwrap();
+        assert_eq!(m.user_project_roles(u, p.id).await.unwrap(), [DEVELOPER]);
+        m.set_user_groups(u, GROUP_TYPE_LDAP, &["ops".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            m.user_project_roles(u, p.id).await.unwrap(),
+            [DEVELOPER, MAINTAINER]
+        );
+        assert_eq!(m.user_project_roles(u, q.id).await.unwrap(), [GUEST]);
+        // A direct membership adds to the groups' roles; the same role twice is listed once.
+        m.add_member(p.id, MemberEntity::User(u), DEVELOPER)
+            .await
+            .unwrap();
+        assert_eq!(
+            m.user_project_roles(u, p.id).await.unwrap(),
+            [DEVELOPER, MAINTAINER]
+        );
+        assert!(
+            m.user_project_roles(outsider, p.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Leaving a group takes its role away.
+        m.set_user_groups(u, GROUP_TYPE_LDAP, &[]).await.unwrap();
+        assert_eq!(m.user_project_roles(u, p.id).await.unwrap(), [DEVELOPER]);
+        assert!(m.user_project_roles(u, q.id).await.unwrap().is_empty());
+    }
+
+    pub(crate) async fn removing_a_membership_removes_the_role(m: &Store) {
+        let p = project(m, "rm", false).await;
+        let u = user(m, "removed").await;
+        let g = m.ensure_group("crew", GROUP_TYPE_HTTP).await.unwrap();
+        m.set_user_groups(u, GROUP_TYPE_HTTP, &["crew".into()])
+            .await
+            .unwrap();
+        let direct = m
+            .add_member(p.id, MemberEntity::User(u), ADMIN)
+            .await
+            .unwrap();
+        let via = m
+            .add_member(p.id, MemberEntity::Group(g.id), GUEST)
+            .await
+            .unwrap();
+        assert_eq!(m.user_project_roles(u, p.id).await.unwrap(), [ADMIN, GUEST]);
+        assert!(m.remove_member(p.id, direct.id).await.unwrap());
+        assert_eq!(m.user_project_roles(u, p.id).await.unwrap(), [GUEST]);
+        assert!(m.set_member_role(p.id, via.id, DEVELOPER).await.unwrap());
+        assert_eq!(m.user_project_roles(u, p.id).await.unwrap(), [DEVELOPER]);
+        assert!(m.remove_member(p.id, via.id).await.unwrap());
+        assert!(m.user_project_roles(u, p.id).await.unwrap().is_empty());
+        assert!(m.user_projects(u).await.unwrap().is_empty());
+    }
+
+    pub(crate) async fn a_users_projects_list_with_their_roles(m: &Store) {
+        let u = user(m, "busy").await;
+        let g = m.ensure_group("g", GROUP_TYPE_OIDC).await.unwrap();
+        m.set_user_groups(u, GROUP_TYPE_OIDC, &["g".into()])
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for n in ["b", "a_b", "a-b", "none"] {
+            ids.push(project(m, n, false).await.id);
+        }
+        m.add_member(ids[0], MemberEntity::User(u), GUEST)
+            .await
+            .unwrap();
+        m.add_member(ids[0], MemberEntity::Group(g.id), ADMIN)
+            .await
+            .unwrap();
+        m.add_member(ids[1], MemberEntity::Group(g.id), DEVELOPER)
+            .await
+            .unwrap();
+        m.add_member(ids[2], MemberEntity::User(u), MAINTAINER)
+            .await
+            .unwrap();
+        let got = m.user_projects(u).await.unwrap();
+        assert_eq!(
+            got.iter()
+                .map(|p| (p.project.name.as_str(), p.roles.clone()))
+                .collect::<Vec<_>>(),
+            [
+                ("a-b", vec![MAINTAINER]),
+                ("a_b", vec![DEVELOPER]),
+                ("b", vec![ADMIN, GUEST])
+            ]
+        );
+        assert_eq!(got[2].project, m.get_project("b").await.unwrap().unwrap());
+        assert!(m.user_projects(u + 1000).await.unwrap().is_empty());
+    }
+
+    pub(crate) async fn visible_projects_are_the_public_ones_and_the_users_own(m: &Store) {
+        let u = user(m, "viewer").await;
+        let g = m.ensure_group("viewers", GROUP_TYPE_OIDC).await.unwrap();
+        m.set_user_groups(u, GROUP_TYPE_OIDC, &["viewers".into()])
+            .await
+            .unwrap();
+        let mut ids = std::collections::BTreeMap::new();
+        for (n, public) in [
+            ("pub", true),
+            ("mine", false),
+            ("ours", false),
+            ("theirs", false),
+        ] {
+            ids.insert(n, project(m, n, public).await.id);
+        }
+        m.add_member(ids["mine"], MemberEntity::User(u), GUEST)
+            .await
+            .unwrap();
+        m.add_member(ids["ours"], MemberEntity::Group(g.id), GUEST)
+            .await
+            .unwrap();
+        let q = ProjectQuery {
+            visible_to: Some(u),
+            ..ProjectQuery::default()
+        };
+        let got = m.list_projects(&q, 1, 100).await.unwrap();
+        assert_eq!(
+            (names(&got.items), got.total),
+            (vec!["mine", "ours", "pub"], 3)
+        );
+        let got = m.list_projects(&q, 2, 2).await.unwrap();
+        assert_eq!((names(&got.items), got.total), (vec!["pub"], 3));
+        let private = ProjectQuery {
+            public: Some(false),
+            ..q.clone()
+        };
+        assert_eq!(
+            names(&m.list_projects(&private, 1, 100).await.unwrap().items),
+            ["mine", "ours"]
+        );
+        let stranger = ProjectQuery {
+            visible_to: Some(u + 1000),
+            ..ProjectQuery::default()
+        };
+        assert_eq!(
+            names(&m.list_projects(&stranger, 1, 100).await.unwrap().items),
+            ["pub"]
+        );
+    }
+
+    pub(crate) async fn robot_permissions_round_trip(m: &Store) {
+        let p = project(m, "bots", false).await;
+        let perms = vec![
+            perm("bots", "repository", "push"),
+            perm("bots", "repository", "pull"),
+            perm("bots", "artifact", "delete"),
+            perm("bots", "tag", "delete"),
+            perm("bots", "repository", "pull"),
+        ];
+        let created = m
+            .create_robot(&new_robot("bots+ci", Some(p.id), perms.clone()))
+            .await
+            .unwrap();
+        let want: Vec<RobotPermission> = perms
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(created.permissions, want, "sorted, without repeats");
+        assert_eq!(created.level, RobotLevel::Project);
+        let got = m.get_robot("bots+ci").await.unwrap().unwrap();
+        assert_eq!(got, created);
+        assert_eq!(
+            m.get_robot_by_id(created.id).await.unwrap(),
+            Some(created.clone())
+        );
+        assert_eq!(
+            (
+                got.description.as_str(),
+                got.secret_hash.as_str(),
+                got.duration_days,
+                got.expires_at,
+                got.disabled
+            ),
+            (
+                "bots+ci robot",
+                "sha256:bots+ci",
+                30,
+                1_800_000_000_000,
+                false
+            )
+        );
+        // A system robot over every project and a named one; one that never expires.
+        let sys = m
+            .create_robot(&NewRobot {
+                duration_days: -1,
+                expires_at: -1,
+                ..new_robot(
+                    "ops",
+                    None,
+                    vec![
+                        perm("*", "repository", "pull"),
+                        perm("bots", "repository", "push"),
+                    ],
+                )
+            })
+            .await
+            .unwrap();
+        let got = m.get_robot("ops").await.unwrap().unwrap();
+        assert_eq!(got, sys);
+        assert_eq!(
+            (got.level, got.project_id, got.expires_at),
+            (RobotLevel::System, None, -1)
+        );
+        assert_eq!(got.permissions[0], perm("*", "repository", "pull"));
+        // No permissions at all round-trips too.
+        let bare = m
+            .create_robot(&new_robot("bare", None, vec![]))
+            .await
+            .unwrap();
+        assert!(
+            m.get_robot("bare")
+                .await
+                .unwrap()
+                .unwrap()
+                .permissions
+                .is_empty()
+        );
+        assert!(m.get_robot("nobody").await.unwrap().is_none());
+        assert!(m.get_robot_by_id(bare.id + 1000).await.unwrap().is_none());
+    }
+
+    pub(crate) async fn duplicate_robot_names_are_refused_and_nothing_changes(m: &Store) {
+        let p = project(m, "dupbots", false).await;
+        let first = m
+            .create_robot(&new_robot(
+                "dupbots+ci",
+                Some(p.id),
+                vec![perm("dupbots", "repository", "pull")],
+            ))
+            .await
+            .unwrap();
+        conflict_naming(
+            m.create_robot(&new_robot(
+                "dupbots+ci",
+                Some(p.id),
+                vec![perm("dupbots", "repository", "push")],
+            ))
+            .await,
+            "dupbots+ci",
+        );
+        assert_eq!(m.get_robot("dupbots+ci").await.unwrap(), Some(first));
+        assert_eq!(m.list_robots(None, 1, 100).await.unwrap().total, 1);
+        // A project robot of a project that does not exist: nothing created.
+        assert!(matches!(
+            m.create_robot(&new_robot(
+                "ghost+ci",
+                Some(p.id + 1000),
+                vec![perm("ghost", "repository", "pull")]
+            ))
+            .await,
+            Err(MetaError::NotFound(_))
+        ));
+        assert!(m.get_robot("ghost+ci").await.unwrap().is_none());
+    }
+
+    pub(crate) async fn robots_list_all_or_by_project_with_pagination_totals(m: &Store) {
+        let a = project(m, "a", false).await;
+        let b = project(m, "b", false).await;
+        for (name, project_id) in [
+            ("b+x", Some(b.id)),
+            ("a+z", Some(a.id)),
+            ("sys", None),
+            ("a+y", Some(a.id)),
+            ("a-sys", None),
+        ] {
+            let ns = name.split('+').next().unwrap();
+            m.create_robot(&new_robot(
+                name,
+                project_id,
+                vec![perm(ns, "repository", "pull")],
+            ))
+            .await
+            .unwrap();
+        }
+        let all = m.list_robots(None, 1, 100).await.unwrap();
+        assert_eq!(
+            (
+                all.items
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>(),
+                all.total
+            ),
+            (vec!["a+y", "a+z", "a-sys", "b+x", "sys"], 5)
+        );
+        assert!(
+            all.items.iter().all(|r| r.permissions.len() == 1),
+            "with their permissions"
+        );
+        let page = m.list_robots(None, 2, 2).await.unwrap();
+        assert_eq!(
+            (
+                page.items
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>(),
+                page.total
+            ),
+            (vec!["a-sys", "b+x"], 5)
+        );
+        assert_eq!(page.items[1].permissions, [perm("b", "repository", "pull")]);
+        let of_a = m.list_robots(Some(a.id), 1, 1).await.unwrap();
+        assert_eq!(
+            (
+                of_a.items
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>(),
+                of_a.total
+            ),
+            (vec!["a+y"], 2)
+        );
+        assert_eq!(
+            m.list_robots(Some(b.id + 1000), 1, 10).await.unwrap().total,
+            0
+        );
+    }
+
+    pub(crate) async fn robot_update_replaces_permissions_and_secret_refresh_replaces_the_hash(
+        m: &Store,
+    ) {
+        let p = project(m, "upd", false).await;
+        let r = m
+            .create_robot(&new_robot(
+                "upd+ci",
+                Some(p.id),
+                vec![perm("upd", "repository", "pull")],
+            ))
+            .await
+            .unwrap();
+        let update = RobotUpdate {
+            description: "now pushes".into(),
+            disabled: true,
+            duration_days: -1,
+            expires_at: -1,
+            permissions: vec![
+                perm("upd", "repository", "push"),
+                perm("upd", "tag", "delete"),
+            ],
+        };
+        assert!(m.update_robot(r.id, &update).await.unwrap());
+        let got = m.get_robot_by_id(r.id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                got.description.as_str(),
+                got.disabled,
+                got.duration_days,
+                got.expires_at
+            ),
+            ("now pushes", true, -1, -1)
+        );
+        assert_eq!(
+            got.permissions,
+            [
+                perm("upd", "repository", "push"),
+                perm("upd", "tag", "delete")
+            ]
+        );
+        assert_eq!(
+            (got.name.as_str(), got.secret_hash.as_str()),
+            ("upd+ci", "sha256:upd+ci")
+        );
+        assert!(!m.update_robot(r.id + 1000, &update).await.unwrap());
+
+        assert!(m.set_robot_secret(r.id, "sha256:refreshed").await.unwrap());
+        assert_eq!(
+            m.get_robot("upd+ci").await.unwrap().unwrap().secret_hash,
+            "sha256:refreshed"
+        );
+        assert!(!m.set_robot_secret(r.id + 1000, "x").await.unwrap());
+    }
+
+    pub(crate) async fn robot_delete_removes_it_and_its_permissions(m: &Store) {
+        let p = project(m, "del", false).await;
+        let r = m
+            .create_robot(&new_robot(
+                "del+ci",
+                Some(p.id),
+                vec![perm("del", "repository", "pull")],
+            ))
+            .await
+            .unwrap();
+        let keep = m
+            .create_robot(&new_robot(
+                "del+keep",
+                Some(p.id),
+                vec![perm("del", "repository", "pull")],
+            ))
+            .await
+            .unwrap();
+        assert!(m.delete_robot(r.id).await.unwrap());
+        assert!(m.get_robot("del+ci").await.unwrap().is_none());
+        assert!(!m.delete_robot(r.id).await.unwrap());
+        assert_eq!(m.get_robot("del+keep").await.unwrap(), Some(keep));
+        // The name can be taken again, and starts with only its own permissions.
+        let again = m
+            .create_robot(&new_robot("del+ci", Some(p.id), vec![]))
+            .await
+            .unwrap();
+        assert!(
+            m.get_robot_by_id(again.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .permissions
+                .is_empty()
+        );
+    }
+
+    pub(crate) async fn signing_key_insert_is_race_safe(m: &Store) {
+        assert!(m.signing_key_in_force().await.unwrap().is_none());
+        let barrier = Arc::new(tokio::sync::Barrier::new(4));
+        let tasks: Vec<_> = (0..4)
+            .map(|i| {
+                let (m, barrier) = (m.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    m.insert_signing_key_if_none(&key(&format!("replica-{i}")))
+                        .await
+                        .expect("insert")
+                })
+            })
+            .collect();
+        let mut in_force = BTreeSet::new();
+        for t in tasks {
+            in_force.insert(t.await.expect("task").kid);
+        }
+        assert_eq!(
+            in_force.len(),
+            1,
+            "every replica ends with the same key: {in_force:?}"
+        );
+        let kid = in_force.pop_first().unwrap();
+        let stored = m.signing_key_in_force().await.unwrap().unwrap();
+        assert_eq!(stored.kid, kid);
+        assert_eq!(stored, key(&kid), "stored as given");
+        // Later starts keep it.
+        assert_eq!(
+            m.insert_signing_key_if_none(&key("late"))
+                .await
+                .unwrap()
+                .kid,
+            kid
+        );
+        assert!(m.retired_signing_keys().await.unwrap().is_empty());
+    }
+
+    pub(crate) async fn signing_keys_rotate_retire_and_drop(m: &Store) {
+        m.insert_signing_key_if_none(&key("k1")).await.unwrap();
+        m.rotate_signing_key(&key("k2")).await.unwrap();
+        assert_eq!(m.signing_key_in_force().await.unwrap().unwrap().kid, "k2");
+        let retired = m.retired_signing_keys().await.unwrap();
+        assert_eq!(
+            retired.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+            ["k1"]
+        );
+        assert!(retired[0].retired_at.is_some());
+        // A kid that exists cannot be put in force again, and nothing changes.
+        assert!(matches!(
+            m.rotate_signing_key(&key("k1")).await,
+            Err(MetaError::Conflict(_))
+        ));
+        assert_eq!(m.signing_key_in_force().await.unwrap().unwrap().kid, "k2");
+
+        assert!(m.retire_signing_key("k2").await.unwrap());
+        assert!(
+            !m.retire_signing_key("k2").await.unwrap(),
+            "already retired"
+        );
+        assert!(!m.retire_signing_key("nope").await.unwrap());
+        assert!(m.signing_key_in_force().await.unwrap().is_none());
+        let retired = m.retired_signing_keys().await.unwrap();
+        assert_eq!(retired.len(), 2);
+        assert!(
+            retired[0].retired_at >= retired[1].retired_at,
+            "most recently retired first"
+        );
+        // With none in force, a start puts a new one in force.
+        assert_eq!(
+            m.insert_signing_key_if_none(&key("k3")).await.unwrap().kid,
+            "k3"
+        );
+
+        assert!(
+            !m.drop_signing_key("k3").await.unwrap(),
+            "a key in force is not dropped"
+        );
+        assert!(m.drop_signing_key("k1").await.unwrap());
+        assert!(!m.drop_signing_key("k1").await.unwrap());
+        assert_eq!(
+            m.retired_signing_keys()
+                .await
+                .unwrap()
+                .iter()
+                .map(|k| k.kid.as_str())
+                .collect::<Vec<_>>(),
+            ["k2"]
+        );
+        assert_eq!(m.signing_key_in_force().await.unwrap().unwrap().kid, "k3");
     }
 }

@@ -189,7 +189,7 @@ pub struct Robot {
     /// Unix ms; -1: never.
     pub expires_at: i64,
     pub disabled: bool,
-    /// In byte order of namespace, then resource, action and kind; no duplicates.
+    /// Sorted by kind, namespace, resource and action (byte order); no duplicates.
     pub permissions: Vec<RobotPermission>,
     pub created_at: i64,
     pub updated_at: i64,
