@@ -6,6 +6,7 @@
 //! helpers every front end shares), `state` (the stores and access controller a server
 //! holds), `app` (the router), `config`, `server`.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;

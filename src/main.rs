@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use berth::admin;
 use berth::config::{Config, LogFormat};
 use berth::metadata::SqlMetadataStore;
 
@@ -36,6 +37,113 @@ enum Command {
         /// Age in seconds after which an untouched upload session is abandoned.
         #[arg(long)]
         older_than: Option<u64>,
+    },
+    /// Local users (built-in accounts); works on the database directly, server up or down.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Projects: the first path segment of repository names.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Robot accounts, named <prefix><project>+<name> (project) or <prefix><name> (system).
+    #[command(subcommand)]
+    Robot(RobotCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; prints a generated password unless --password is given.
+    Create {
+        name: String,
+        #[arg(long, env = "BERTH_NEW_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// Make the user a system administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Set (or, without --password, generate and print) a user's password.
+    Password {
+        name: String,
+        #[arg(long, env = "BERTH_NEW_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Make a user a system administrator (or, with --revoke, no longer one).
+    Admin {
+        name: String,
+        #[arg(long)]
+        revoke: bool,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    Create {
+        name: String,
+        /// Anyone may pull from it.
+        #[arg(long)]
+        public: bool,
+    },
+    List,
+    /// Make a project public or private.
+    Visibility {
+        name: String,
+        #[arg(value_parser = ["public", "private"])]
+        visibility: String,
+    },
+    /// Make a user a member with a role: projectAdmin, maintainer, developer, guest or
+    /// limitedGuest.
+    Member {
+        project: String,
+        user: String,
+        role: String,
+    },
+    /// Delete a project; refused while it holds repositories unless --with-repositories.
+    Delete {
+        name: String,
+        #[arg(long)]
+        with_repositories: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RobotCommand {
+    /// Create a robot account and print its name and secret (shown only now).
+    Create {
+        name: String,
+        /// A project robot of this project (else a system robot).
+        #[arg(long)]
+        project: Option<String>,
+        /// For a system robot: a project its access applies to, or * for every project
+        /// (repeatable).
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
+        /// What it may do, as <resource>:<action>, e.g. repository:pull (repeatable).
+        #[arg(long, required = true)]
+        access: Vec<String>,
+        /// Days until it expires; -1: never.
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        days: i64,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    List,
+    /// Give a robot a new secret (the old one stops working) and print it.
+    Refresh {
+        name: String,
+    },
+    Disable {
+        name: String,
+    },
+    Enable {
+        name: String,
+    },
+    Delete {
+        name: String,
     },
 }
 
@@ -96,6 +204,9 @@ fn main() -> anyhow::Result<()> {
                 );
                 Ok(())
             }
+            Command::User(c) => admin_user(&config, c).await,
+            Command::Project(c) => admin_project(&config, c).await,
+            Command::Robot(c) => admin_robot(&config, c).await,
             Command::Migrate => {
                 let url = config.database_url();
                 let store = SqlMetadataStore::connect(&url, 1)
@@ -108,6 +219,116 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+async fn admin_user(config: &Config, c: UserCommand) -> anyhow::Result<()> {
+    let state = berth::state::AppState::from_config(config).await?;
+    let meta = state.content.metadata().as_ref();
+    match c {
+        UserCommand::Create {
+            name,
+            password,
+            email,
+            admin: sysadmin,
+        } => {
+            let generated = admin::user_create(meta, &name, password, email, sysadmin).await?;
+            println!("created user {name}");
+            if let Some(p) = generated {
+                println!("password: {p}");
+            }
+        }
+        UserCommand::Password { name, password } => {
+            if let Some(p) = admin::user_password(meta, &name, password).await? {
+                println!("password: {p}");
+            } else {
+                println!("password of {name} set");
+            }
+        }
+        UserCommand::Admin { name, revoke } => admin::user_set_admin(meta, &name, !revoke).await?,
+        UserCommand::List => admin::user_list(meta)
+            .await?
+            .iter()
+            .for_each(|l| println!("{l}")),
+        UserCommand::Delete { name } => admin::user_delete(meta, &name).await?,
+    }
+    Ok(())
+}
+
+async fn admin_project(config: &Config, c: ProjectCommand) -> anyhow::Result<()> {
+    let state = berth::state::AppState::from_config(config).await?;
+    let meta = state.content.metadata().as_ref();
+    match c {
+        ProjectCommand::Create { name, public } => {
+            admin::project_create(meta, &name, public).await?;
+            println!("created project {name}");
+        }
+        ProjectCommand::List => admin::project_list(meta)
+            .await?
+            .iter()
+            .for_each(|l| println!("{l}")),
+        ProjectCommand::Visibility { name, visibility } => {
+            admin::project_public(meta, &name, visibility == "public").await?
+        }
+        ProjectCommand::Member {
+            project,
+            user,
+            role,
+        } => admin::member_add(meta, &project, &user, &role).await?,
+        ProjectCommand::Delete {
+            name,
+            with_repositories,
+        } => {
+            for r in admin::project_delete(meta, &name, with_repositories).await? {
+                println!("deleted repository {r}");
+            }
+            println!("deleted project {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn admin_robot(config: &Config, c: RobotCommand) -> anyhow::Result<()> {
+    let state = berth::state::AppState::from_config(config).await?;
+    let meta = state.content.metadata().as_ref();
+    let prefix = &config.auth.robot_prefix;
+    match c {
+        RobotCommand::Create {
+            name,
+            project,
+            namespaces,
+            access,
+            days,
+            description,
+        } => {
+            let (full, secret) = admin::robot_create(
+                meta,
+                prefix,
+                &name,
+                project.as_deref(),
+                &namespaces,
+                &access,
+                days,
+                &description,
+            )
+            .await?;
+            println!("name: {full}");
+            println!("secret: {secret}");
+        }
+        RobotCommand::List => admin::robot_list(meta, prefix)
+            .await?
+            .iter()
+            .for_each(|l| println!("{l}")),
+        RobotCommand::Refresh { name } => {
+            println!(
+                "secret: {}",
+                admin::robot_refresh(meta, prefix, &name).await?
+            );
+        }
+        RobotCommand::Disable { name } => admin::robot_disable(meta, prefix, &name, true).await?,
+        RobotCommand::Enable { name } => admin::robot_disable(meta, prefix, &name, false).await?,
+        RobotCommand::Delete { name } => admin::robot_delete(meta, prefix, &name).await?,
+    }
+    Ok(())
 }
 
 fn init_logging(config: &Config) {

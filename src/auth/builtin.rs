@@ -250,11 +250,14 @@ impl BuiltinAccess {
     }
 
     /// Checks Basic credentials: a user's password, or (for a name with the robot prefix)
-    /// a robot's secret; what they may do, from the cache when it was checked lately.
+    /// a robot's secret; what they may do. `/v2` takes the answer from the cache when it was
+    /// checked lately (`remembered`); the token endpoint always checks afresh, so that a
+    /// disabled robot, a refreshed secret or a removed membership stops working at once.
     pub async fn sign_in(
         &self,
         username: &str,
         password: &str,
+        remembered: bool,
     ) -> Result<Arc<Resolved>, CredentialError> {
         let key: [u8; 32] = {
             let mut h = sha2::Sha256::new();
@@ -264,12 +267,10 @@ impl BuiltinAccess {
             h.finalize().into()
         };
         let ttl = Duration::from_secs(self.config.credential_cache_seconds);
-        if let Some((resolved, at)) = self
-            .credentials
-            .read()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-        {
+        let hit = remembered
+            .then(|| self.credentials.read().ok()?.get(&key).cloned())
+            .flatten();
+        if let Some((resolved, at)) = hit {
             if at.elapsed() < ttl {
                 return Ok(resolved);
             }
@@ -637,7 +638,7 @@ impl AccessController for BuiltinAccess {
                 Ok(Principal::Token { subject, grants })
             }
             Credentials::Basic { username, password } => {
-                match self.sign_in(username, password).await {
+                match self.sign_in(username, password, true).await {
                     Ok(resolved) => {
                         let name = resolved.subject.clone();
                         Ok(if resolved.robot.is_some() {

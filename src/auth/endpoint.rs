@@ -49,7 +49,7 @@ pub async fn token(
     }
     let who = match Credentials::from_headers(&headers) {
         Credentials::Basic { username, password } => {
-            match service.sign_in(&username, &password).await {
+            match service.sign_in(&username, &password, false).await {
                 Ok(who) => who,
                 Err(CredentialError::Wrong) => {
                     return error(

@@ -1,0 +1,399 @@
+//! What the admin CLI does (`berth user ...`, `berth project ...`, `berth robot ...`): it
+//! talks to the metadata database directly, so it works while no server runs — the way
+//! back in when nobody can log in. Every function returns what to print; errors say what
+//! is wrong in words a person can act on.
+
+use anyhow::{Context, bail};
+
+use crate::auth::roles::{self, ProjectRole, RobotAccess, RobotPermission};
+use crate::auth::secrets;
+use crate::metadata::identity::{
+    self, MemberEntity, NewProject, NewRobot, NewUser, ProjectQuery, RobotLevel, User,
+};
+use crate::metadata::{MetaError, MetadataStore, now_millis};
+
+/// Longest robot name (without its prefix).
+const MAX_ROBOT_NAME: usize = 255;
+
+async fn user(meta: &dyn MetadataStore, name: &str) -> anyhow::Result<User> {
+    meta.get_user(name)
+        .await?
+        .with_context(|| format!("there is no user {name:?}"))
+}
+
+async fn hash(password: String) -> anyhow::Result<String> {
+    Ok(tokio::task::spawn_blocking(move || secrets::hash_password(&password)).await??)
+}
+
+/// The password to set: the one given, or a generated one (returned so it can be shown).
+fn password_or_generated(password: Option<String>) -> anyhow::Result<(String, bool)> {
+    match password {
+        Some(p) if p.len() < 8 => bail!("a password needs at least 8 characters"),
+        Some(p) => Ok((p, false)),
+        None => Ok((secrets::generate_secret()?, true)),
+    }
+}
+
+/// Creates a local user; returns the password when it was generated.
+pub async fn user_create(
+    meta: &dyn MetadataStore,
+    name: &str,
+    password: Option<String>,
+    email: Option<String>,
+    sysadmin: bool,
+) -> anyhow::Result<Option<String>> {
+    if name.is_empty() || name.len() > 255 || name.contains([':', '/', ' ']) {
+        bail!("user name {name:?} is invalid: 1-255 characters, no ':', '/' or spaces");
+    }
+    let (password, generated) = password_or_generated(password)?;
+    meta.create_user(&NewUser {
+        username: name.into(),
+        email,
+        password_hash: Some(hash(password.clone()).await?),
+        sysadmin,
+        ..Default::default()
+    })
+    .await?;
+    Ok(generated.then_some(password))
+}
+
+/// Sets a user's password; returns it when it was generated.
+pub async fn user_password(
+    meta: &dyn MetadataStore,
+    name: &str,
+    password: Option<String>,
+) -> anyhow::Result<Option<String>> {
+    let u = user(meta, name).await?;
+    let (password, generated) = password_or_generated(password)?;
+    meta.set_password_hash(u.id, Some(&hash(password.clone()).await?))
+        .await?;
+    Ok(generated.then_some(password))
+}
+
+pub async fn user_set_admin(
+    meta: &dyn MetadataStore,
+    name: &str,
+    sysadmin: bool,
+) -> anyhow::Result<()> {
+    let u = user(meta, name).await?;
+    meta.set_sysadmin(u.id, sysadmin).await?;
+    Ok(())
+}
+
+pub async fn user_list(meta: &dyn MetadataStore) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut page = 1;
+    loop {
+        let p = meta.list_users(None, page, 500).await?;
+        let n = p.items.len();
+        out.extend(p.items.into_iter().map(|u| {
+            format!(
+                "{}{}",
+                u.username,
+                if u.sysadmin { " (system admin)" } else { "" }
+            )
+        }));
+        if n < 500 {
+            return Ok(out);
+        }
+        page += 1;
+    }
+}
+
+pub async fn user_delete(meta: &dyn MetadataStore, name: &str) -> anyhow::Result<()> {
+    let u = user(meta, name).await?;
+    meta.delete_user(u.id).await?;
+    Ok(())
+}
+
+fn check_project_name(name: &str) -> anyhow::Result<()> {
+    if !roles::is_valid_project_name(name) {
+        bail!(
+            "project name {name:?} is invalid: lowercase letters and digits, separated by '.', \
+             '_', '__' or dashes (one component of a repository name)"
+        );
+    }
+    Ok(())
+}
+
+pub async fn project_create(
+    meta: &dyn MetadataStore,
+    name: &str,
+    public: bool,
+) -> anyhow::Result<()> {
+    check_project_name(name)?;
+    meta.create_project(&NewProject {
+        name: name.into(),
+        public,
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn project_list(meta: &dyn MetadataStore) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut page = 1;
+    loop {
+        let p = meta
+            .list_projects(&ProjectQuery::default(), page, 500)
+            .await?;
+        let n = p.items.len();
+        out.extend(p.items.into_iter().map(|p| {
+            format!(
+                "{} ({})",
+                p.name,
+                if p.public { "public" } else { "private" }
+            )
+        }));
+        if n < 500 {
+            return Ok(out);
+        }
+        page += 1;
+    }
+}
+
+/// Deletes a project; with `with_repositories` also its repositories (their metadata:
+/// blob bytes wait for garbage collection). Returns the repositories deleted.
+pub async fn project_delete(
+    meta: &dyn MetadataStore,
+    name: &str,
+    with_repositories: bool,
+) -> anyhow::Result<Vec<String>> {
+    let p = meta
+        .get_project(name)
+        .await?
+        .with_context(|| format!("there is no project {name:?}"))?;
+    match meta.delete_project(p.id, with_repositories).await {
+        Ok(Some(deleted)) => Ok(deleted),
+        Ok(None) => bail!("there is no project {name:?}"),
+        Err(MetaError::ProjectNotEmpty { repositories, .. }) => bail!(
+            "project {name} still holds {repositories} repositories; delete them first, or \
+             pass --with-repositories to delete them with it"
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn project_public(
+    meta: &dyn MetadataStore,
+    name: &str,
+    public: bool,
+) -> anyhow::Result<()> {
+    let p = meta
+        .get_project(name)
+        .await?
+        .with_context(|| format!("there is no project {name:?}"))?;
+    meta.set_project_public(p.id, public).await?;
+    Ok(())
+}
+
+/// Makes a user a member of a project with `role` (Harbor's names: projectAdmin,
+/// maintainer, developer, guest, limitedGuest).
+pub async fn member_add(
+    meta: &dyn MetadataStore,
+    project: &str,
+    username: &str,
+    role: &str,
+) -> anyhow::Result<()> {
+    let role: ProjectRole = role.parse()?;
+    let p = meta
+        .get_project(project)
+        .await?
+        .with_context(|| format!("there is no project {project:?}"))?;
+    let u = user(meta, username).await?;
+    meta.add_member(p.id, MemberEntity::User(u.id), role.id())
+        .await?;
+    Ok(())
+}
+
+/// A robot account's full name as clients log in with it.
+pub fn robot_full_name(prefix: &str, stored: &str) -> String {
+    format!("{prefix}{stored}")
+}
+
+/// Creates a robot account: a project robot (`project` set: named `<project>+<name>`, its
+/// `access` entries apply to that project) or a system robot (`namespaces`: the projects,
+/// or `*`, its `access` entries apply to). `access` entries are `resource:action`.
+/// Returns the robot's full name and its secret (shown only now).
+#[allow(clippy::too_many_arguments)]
+pub async fn robot_create(
+    meta: &dyn MetadataStore,
+    prefix: &str,
+    name: &str,
+    project: Option<&str>,
+    namespaces: &[String],
+    access: &[String],
+    days: i64,
+    description: &str,
+) -> anyhow::Result<(String, String)> {
+    let name_ok = !name.is_empty()
+        && name.len() <= MAX_ROBOT_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if !name_ok {
+        bail!(
+            "robot name {name:?} is invalid: lowercase letters, digits, '.', '_' and '-', at \
+             most {MAX_ROBOT_NAME} characters"
+        );
+    }
+    let entries = access
+        .iter()
+        .map(|a| {
+            let (resource, action) = a.split_once(':').with_context(|| {
+                format!(
+                    "access {a:?} is not of the form <resource>:<action> (e.g. repository:pull)"
+                )
+            })?;
+            Ok(RobotAccess {
+                resource: resource.into(),
+                action: action.into(),
+                effect: None,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (stored, level, project_id, perms) = match project {
+        Some(project) => {
+            let p = meta
+                .get_project(project)
+                .await?
+                .with_context(|| format!("there is no project {project:?}"))?;
+            (
+                format!("{project}+{name}"),
+                RobotLevel::Project,
+                Some(p.id),
+                vec![RobotPermission::project(project, entries)],
+            )
+        }
+        None => {
+            if namespaces.is_empty() {
+                bail!("a system robot needs --namespace (a project, or * for every project)");
+            }
+            let perms = namespaces
+                .iter()
+                .map(|ns| RobotPermission::project(ns, entries.clone()))
+                .collect();
+            (name.to_string(), RobotLevel::System, None, perms)
+        }
+    };
+    roles::validate_permissions(&perms)?;
+    let secret = secrets::generate_secret()?;
+    let expires_at = if days < 0 {
+        -1
+    } else {
+        now_millis() + days * 86_400_000
+    };
+    meta.create_robot(&NewRobot {
+        name: stored.clone(),
+        description: description.into(),
+        level,
+        project_id,
+        secret_hash: secrets::secret_digest(&secret),
+        duration_days: days,
+        expires_at,
+        disabled: false,
+        permissions: flatten(&perms),
+    })
+    .await?;
+    Ok((robot_full_name(prefix, &stored), secret))
+}
+
+/// Harbor-shaped permissions as the rows the store keeps.
+pub fn flatten(perms: &[RobotPermission]) -> Vec<identity::RobotPermission> {
+    perms
+        .iter()
+        .flat_map(|p| {
+            p.access.iter().map(|a| identity::RobotPermission {
+                kind: p.kind.clone(),
+                namespace: p.namespace.clone(),
+                resource: a.resource.clone(),
+                action: a.action.clone(),
+            })
+        })
+        .collect()
+}
+
+async fn robot(
+    meta: &dyn MetadataStore,
+    prefix: &str,
+    full: &str,
+) -> anyhow::Result<identity::Robot> {
+    let stored = full.strip_prefix(prefix).unwrap_or(full);
+    meta.get_robot(stored)
+        .await?
+        .with_context(|| format!("there is no robot {}", robot_full_name(prefix, stored)))
+}
+
+/// Gives a robot a new secret; the old one stops working at once (and on servers within
+/// their credential cache's lifetime). Returns the new secret.
+pub async fn robot_refresh(
+    meta: &dyn MetadataStore,
+    prefix: &str,
+    full: &str,
+) -> anyhow::Result<String> {
+    let r = robot(meta, prefix, full).await?;
+    let secret = secrets::generate_secret()?;
+    meta.set_robot_secret(r.id, &secrets::secret_digest(&secret))
+        .await?;
+    Ok(secret)
+}
+
+pub async fn robot_delete(
+    meta: &dyn MetadataStore,
+    prefix: &str,
+    full: &str,
+) -> anyhow::Result<()> {
+    let r = robot(meta, prefix, full).await?;
+    meta.delete_robot(r.id).await?;
+    Ok(())
+}
+
+/// Disables or enables a robot.
+pub async fn robot_disable(
+    meta: &dyn MetadataStore,
+    prefix: &str,
+    full: &str,
+    disabled: bool,
+) -> anyhow::Result<()> {
+    let r = robot(meta, prefix, full).await?;
+    meta.update_robot(
+        r.id,
+        &identity::RobotUpdate {
+            description: r.description,
+            disabled,
+            duration_days: r.duration_days,
+            expires_at: r.expires_at,
+            permissions: r.permissions,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn robot_list(meta: &dyn MetadataStore, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut page = 1;
+    loop {
+        let p = meta.list_robots(None, page, 500).await?;
+        let n = p.items.len();
+        out.extend(p.items.into_iter().map(|r| {
+            let perms: Vec<String> = r
+                .permissions
+                .iter()
+                .map(|p| format!("{}:{}:{}", p.namespace, p.resource, p.action))
+                .collect();
+            format!(
+                "{} ({}{}) {}",
+                robot_full_name(prefix, &r.name),
+                r.level.as_str(),
+                if r.disabled { ", disabled" } else { "" },
+                perms.join(" ")
+            )
+        }));
+        if n < 500 {
+            return Ok(out);
+        }
+        page += 1;
+    }
+}
