@@ -159,6 +159,48 @@ impl Authority for Resolved {
     }
 }
 
+/// Failed logins an account may have within [`FAILURE_WINDOW`] before its credentials are
+/// no longer checked until the window is over (guessing passwords gets slow).
+const FAILURE_LIMIT: u32 = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Accounts whose failures are tracked at most; the oldest windows are dropped first.
+const FAILURE_ENTRIES: usize = 10_000;
+
+/// Recent failed logins per account name (known or not: an unknown name is throttled the
+/// same, so the answer says nothing about which names exist).
+#[derive(Default)]
+struct Failures(Mutex<HashMap<String, (u32, Instant)>>);
+
+impl Failures {
+    /// Seconds to wait when `account` may not try now.
+    fn throttled(&self, account: &str) -> Option<u64> {
+        let map = self.0.lock().ok()?;
+        let &(count, since) = map.get(account)?;
+        let left = FAILURE_WINDOW.checked_sub(since.elapsed())?;
+        (count >= FAILURE_LIMIT).then(|| left.as_secs().max(1))
+    }
+
+    fn failed(&self, account: &str) {
+        let Ok(mut map) = self.0.lock() else { return };
+        if map.len() >= FAILURE_ENTRIES {
+            map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = map
+            .entry(account.to_string())
+            .or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    fn succeeded(&self, account: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(account);
+        }
+    }
+}
+
 /// A verified credential: what it may do, and when it was checked.
 type Remembered = (Arc<Resolved>, Instant);
 
@@ -175,6 +217,9 @@ struct Keys {
 pub enum CredentialError {
     #[error("unknown user or wrong password")]
     Wrong,
+    /// Too many failed logins for this account lately; not checked until the wait is over.
+    #[error("too many failed logins for this account; retry in {0} s")]
+    Throttled(u64),
     #[error(transparent)]
     Store(#[from] MetaError),
 }
@@ -189,6 +234,7 @@ pub struct BuiltinAccess {
     verified: VerifiedCache,
     validation: Validation,
     credentials: RwLock<HashMap<[u8; 32], Remembered>>,
+    failures: Failures,
     public: RwLock<Option<(Arc<HashSet<String>>, Instant)>>,
 }
 
@@ -241,6 +287,7 @@ impl BuiltinAccess {
             verified: VerifiedCache::default(),
             validation,
             credentials: RwLock::new(HashMap::new()),
+            failures: Failures::default(),
             public: RwLock::new(None),
         })
     }
@@ -275,7 +322,18 @@ impl BuiltinAccess {
                 return Ok(resolved);
             }
         }
-        let resolved = Arc::new(self.resolve(username, password).await?);
+        if let Some(wait) = self.failures.throttled(username) {
+            return Err(CredentialError::Throttled(wait));
+        }
+        let resolved = match self.resolve(username, password).await {
+            Ok(r) => Arc::new(r),
+            Err(CredentialError::Wrong) => {
+                self.failures.failed(username);
+                return Err(CredentialError::Wrong);
+            }
+            Err(e) => return Err(e),
+        };
+        self.failures.succeeded(username);
         if !ttl.is_zero() {
             if let Ok(mut c) = self.credentials.write() {
                 if c.len() >= CREDENTIAL_ENTRIES {
@@ -653,8 +711,8 @@ impl AccessController for BuiltinAccess {
                             }
                         })
                     }
-                    Err(CredentialError::Wrong) => {
-                        Err(Refusal::Invalid("unknown user or wrong password".into()))
+                    Err(e @ (CredentialError::Wrong | CredentialError::Throttled(_))) => {
+                        Err(Refusal::Invalid(e.to_string()))
                     }
                     Err(CredentialError::Store(e)) => {
                         tracing::error!(error = %e, "checking credentials failed");

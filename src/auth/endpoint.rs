@@ -58,6 +58,17 @@ pub async fn token(
                         "unknown user or wrong password",
                     );
                 }
+                Err(e @ CredentialError::Throttled(wait)) => {
+                    let mut r = error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TOOMANYREQUESTS",
+                        &e.to_string(),
+                    );
+                    if let Ok(v) = header::HeaderValue::from_str(&wait.to_string()) {
+                        r.headers_mut().insert(header::RETRY_AFTER, v);
+                    }
+                    return r;
+                }
                 Err(CredentialError::Store(e)) => {
                     tracing::error!(error = %e, "checking credentials failed");
                     return unavailable();
