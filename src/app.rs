@@ -21,12 +21,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/", any(crate::registry::dispatch))
         .route("/v2/{*rest}", any(crate::registry::dispatch))
         .with_state(state.clone());
-    if let Some(tokens) = state.tokens {
-        app = app.merge(
-            Router::new()
-                .route("/service/token", get(crate::auth::endpoint::token))
-                .with_state(tokens),
-        );
+    if let Some(tokens) = state.tokens.clone() {
+        app = app
+            .merge(
+                Router::new()
+                    .route("/service/token", get(crate::auth::endpoint::token))
+                    .with_state(tokens.clone()),
+            )
+            .merge(crate::api::router(crate::api::Api {
+                project_creation: state.project_creation,
+                state,
+                tokens,
+            }));
     }
     app
         // Blob bodies are streamed and manifests have their own limit.

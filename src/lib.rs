@@ -7,6 +7,7 @@
 //! holds), `app` (the router), `config`, `server`.
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use berth::admin;
 use berth::config::{Config, LogFormat};
 use berth::metadata::SqlMetadataStore;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 #[derive(Parser)]
 #[command(name = "berth", version, about = "An OCI distribution registry server")]
@@ -182,7 +183,11 @@ fn main() -> anyhow::Result<()> {
             config.data_dir = d.clone();
         }
     }
-    init_logging(&config);
+    let admin_command = matches!(
+        cli.command,
+        Command::User(_) | Command::Project(_) | Command::Robot(_)
+    );
+    init_logging(&config, admin_command);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -331,12 +336,25 @@ async fn admin_robot(config: &Config, c: RobotCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(config: &Config) {
+fn init_logging(config: &Config, to_stderr: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    // The admin commands print their answers on stdout, so their log goes to stderr; the
+    // server's log stays on stdout.
+    let writer = if to_stderr {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(std::io::stdout)
+    };
+    let ansi = if to_stderr {
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+    } else {
+        std::io::IsTerminal::is_terminal(&std::io::stdout())
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+        .with_writer(writer)
+        .with_ansi(ansi);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

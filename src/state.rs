@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::auth::builtin::BuiltinAccess;
 use crate::auth::token::TokenAccess;
 use crate::auth::{AccessController, OpenAccess, secrets};
-use crate::config::{AuthMode, Config, StorageBackend};
+use crate::config::{AuthMode, Config, ProjectCreation, StorageBackend};
 use crate::content::{Content, ContentRules};
 use crate::metadata::identity::{NewProject, NewUser};
 use crate::metadata::{MetaError, MetadataStore, SqlMetadataStore};
@@ -21,6 +21,8 @@ pub struct AppState {
     pub access: Arc<dyn AccessController>,
     /// The built-in token service, when `auth.mode = "builtin"`.
     pub tokens: Option<Arc<BuiltinAccess>>,
+    /// Who may create projects (`auth.project_creation`).
+    pub project_creation: ProjectCreation,
 }
 
 impl AppState {
@@ -90,6 +92,7 @@ impl AppState {
             content: Arc::new(Content::new(blobs, meta, rules)),
             access,
             tokens,
+            project_creation: config.auth.project_creation,
         })
     }
 }

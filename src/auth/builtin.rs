@@ -82,6 +82,8 @@ const LEEWAY_SECONDS: u64 = 5;
 pub struct Resolved {
     /// The name tokens carry as `sub` (a robot's with its prefix).
     pub subject: String,
+    /// The user's id; `None` for a robot or an anonymous caller.
+    pub user_id: Option<i64>,
     sysadmin: bool,
     /// A user's roles per project name (directly and through groups).
     roles: HashMap<String, Vec<ProjectRole>>,
@@ -94,11 +96,50 @@ impl Resolved {
     fn anonymous(public: Arc<HashSet<String>>) -> Resolved {
         Resolved {
             subject: String::new(),
+            user_id: None,
             sysadmin: false,
             roles: HashMap::new(),
             robot: None,
             public,
         }
+    }
+
+    pub fn is_sysadmin(&self) -> bool {
+        self.sysadmin
+    }
+
+    /// Whether `project` is public (as of when the credentials were checked).
+    pub fn is_public(&self, project: &str) -> bool {
+        self.public.contains(project)
+    }
+
+    /// May this principal do `action` on `resource` of `project` (Harbor's terms)? System
+    /// admins may do everything; a user by its roles there; a robot by its permissions.
+    pub fn may_in_project(
+        &self,
+        project: &str,
+        resource: roles::Resource,
+        action: roles::Action,
+    ) -> bool {
+        self.sysadmin
+            || match &self.robot {
+                Some(perms) => roles::robot_allows(perms, project, resource, action),
+                None => self.roles.get(project).is_some_and(|held| {
+                    held.iter()
+                        .any(|&r| roles::role_allows(r, resource, action))
+                }),
+            }
+    }
+
+    /// The roles a user holds in `project` (Harbor's ids), highest first.
+    pub fn role_ids(&self, project: &str) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .roles
+            .get(project)
+            .map(|r| r.iter().map(|r| r.id()).collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
     }
 
     /// Whether this principal may do a registry operation in `project`.
@@ -359,6 +400,7 @@ impl BuiltinAccess {
             }
             return Ok(Resolved {
                 subject: username.to_string(),
+                user_id: None,
                 sysadmin: false,
                 roles: HashMap::new(),
                 robot: Some(robot_permissions(&robot)),
@@ -391,6 +433,7 @@ impl BuiltinAccess {
         }
         Ok(Resolved {
             subject: user.username,
+            user_id: Some(user.id),
             sysadmin: user.sysadmin,
             roles,
             robot: None,
@@ -653,7 +696,7 @@ fn robot_permissions(robot: &identity::Robot) -> Vec<roles::RobotPermission> {
 }
 
 /// Seconds since the epoch as an RFC 3339 UTC timestamp.
-fn rfc3339(secs: u64) -> String {
+pub fn rfc3339(secs: u64) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

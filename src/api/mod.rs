@@ -1,0 +1,212 @@
+//! The REST API under `/api/v2.0`, in Harbor's shapes (paths, JSON, error bodies) for what
+//! it covers, so that automation written for Harbor works against Berth unchanged. So far:
+//! system info, the current user, and projects. Callers authenticate with Basic
+//! credentials (a user's password or a robot's secret), checked by the built-in access
+//! backend with its credential cache.
+
+mod projects;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::auth::Credentials;
+use crate::auth::builtin::{BuiltinAccess, CredentialError, Resolved};
+use crate::config::ProjectCreation;
+use crate::metadata::MetaError;
+use crate::state::AppState;
+
+/// What every API handler holds.
+#[derive(Clone)]
+pub struct Api {
+    pub state: AppState,
+    pub tokens: Arc<BuiltinAccess>,
+    pub project_creation: ProjectCreation,
+}
+
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/api/v2.0/systeminfo", get(systeminfo))
+        .route("/api/v2.0/users/current", get(current_user))
+        .route(
+            "/api/v2.0/projects",
+            get(projects::list)
+                .head(projects::exists)
+                .post(projects::create),
+        )
+        .route(
+            "/api/v2.0/projects/{project}",
+            get(projects::get)
+                .put(projects::update)
+                .delete(projects::delete),
+        )
+        .with_state(api)
+}
+
+/// An error in Harbor's shape: `{"errors":[{"code","message"}]}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "authentication required: send Basic credentials (a user's password or a robot's secret)",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "API request failed");
+        }
+        let body =
+            serde_json::json!({ "errors": [{ "code": self.code, "message": self.message }] });
+        let mut resp = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"berth\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<MetaError> for ApiError {
+    fn from(e: MetaError) -> ApiError {
+        match e {
+            MetaError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "CONFLICT", m),
+            MetaError::NotFound(m) => ApiError::not_found(m),
+            e @ MetaError::ProjectNotEmpty { .. } => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "PRECONDITION",
+                e.to_string(),
+            ),
+            e => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_SERVER_ERROR",
+                format!("internal error: {e}"),
+            ),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Who calls: `None` for a request without credentials; wrong credentials are an error.
+pub async fn caller(api: &Api, headers: &HeaderMap) -> ApiResult<Option<Arc<Resolved>>> {
+    match Credentials::from_headers(headers) {
+        Credentials::None => Ok(None),
+        Credentials::Basic { username, password } => {
+            match api.tokens.sign_in(&username, &password, true).await {
+                Ok(r) => Ok(Some(r)),
+                Err(e @ CredentialError::Wrong) => Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    e.to_string(),
+                )),
+                Err(e @ CredentialError::Throttled(_)) => Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOO_MANY_REQUESTS",
+                    e.to_string(),
+                )),
+                Err(CredentialError::Store(e)) => Err(e.into()),
+            }
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "the API takes Basic credentials",
+        )),
+    }
+}
+
+/// The caller, who must have sent credentials.
+pub async fn signed_in(api: &Api, headers: &HeaderMap) -> ApiResult<Arc<Resolved>> {
+    caller(api, headers)
+        .await?
+        .ok_or_else(ApiError::unauthorized)
+}
+
+/// Milliseconds since the epoch as Harbor's timestamps (RFC 3339, UTC).
+pub fn timestamp(ms: i64) -> String {
+    crate::auth::builtin::rfc3339((ms.max(0) / 1000) as u64)
+}
+
+async fn systeminfo(State(api): State<Api>) -> Response {
+    axum::Json(serde_json::json!({
+        "auth_mode": "db_auth",
+        "primary_auth_mode": false,
+        "project_creation_restriction": api.project_creation.as_str(),
+        "self_registration": false,
+        "has_ca_root": false,
+        "harbor_version": concat!("berth-", env!("CARGO_PKG_VERSION")),
+        "registry_storage_provider_name": "berth",
+        "read_only": false,
+        "with_chartmuseum": false,
+        "notification_enable": false,
+    }))
+    .into_response()
+}
+
+async fn current_user(State(api): State<Api>, headers: HeaderMap) -> ApiResult<Response> {
+    let who = signed_in(&api, &headers).await?;
+    let Some(id) = who.user_id else {
+        return Err(ApiError::not_found("robot accounts are not users"));
+    };
+    let user = api
+        .state
+        .content
+        .metadata()
+        .get_user_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("the user no longer exists"))?;
+    Ok(axum::Json(serde_json::json!({
+        "user_id": user.id,
+        "username": user.username,
+        "email": user.email.unwrap_or_default(),
+        "realname": user.realname,
+        "comment": user.comment,
+        "sysadmin_flag": user.sysadmin,
+        "admin_role_in_auth": false,
+        "creation_time": timestamp(user.created_at),
+        "update_time": timestamp(user.updated_at),
+    }))
+    .into_response())
+}

@@ -1,0 +1,387 @@
+//! `/api/v2.0`: system info, the current user and projects, in Harbor's shapes, against a
+//! real server with built-in accounts.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::{Value, json};
+
+const ADMIN_PW: &str = "admin-pass-123";
+
+fn start() -> Berth {
+    Berth::start_with(Options {
+        env: vec![
+            ("BERTH_AUTH__MODE".into(), "builtin".into()),
+            ("BERTH_AUTH__ADMIN_PASSWORD".into(), ADMIN_PW.into()),
+        ],
+        ..Default::default()
+    })
+}
+
+/// Runs the admin CLI on the server's database.
+fn cli(b: &Berth, args: &[&str]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.args(args)
+        .env_remove("BERTH_CONFIG")
+        .env("BERTH_DATA_DIR", &b.data_dir)
+        .env("BERTH_AUTH__MODE", "builtin");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("BERTH_TEST_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd.output().expect("run berth");
+    assert!(
+        out.status.success(),
+        "berth {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn send(
+    b: &Berth,
+    method: reqwest::Method,
+    path: &str,
+    who: Option<(&str, &str)>,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut r = client().request(method, b.url(path));
+    if let Some((u, p)) = who {
+        r = r.basic_auth(u, Some(p));
+    }
+    if let Some(body) = body {
+        r = r.json(&body);
+    }
+    r.send().await.expect("request")
+}
+
+async fn harbor_error(r: reqwest::Response, status: u16, code: &str) -> String {
+    assert_eq!(r.status().as_u16(), status);
+    let v: Value = r.json().await.expect("json error body");
+    assert_eq!(v["errors"][0]["code"], code, "{v}");
+    v["errors"][0]["message"]
+        .as_str()
+        .expect("message")
+        .to_string()
+}
+
+const ADMIN: Option<(&str, &str)> = Some(("admin", ADMIN_PW));
+
+#[tokio::test]
+async fn systeminfo_and_the_current_user_answer_in_harbors_shape() {
+    let b = start();
+    let r = send(&b, reqwest::Method::GET, "/api/v2.0/systeminfo", None, None).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["auth_mode"], "db_auth");
+    assert_eq!(v["project_creation_restriction"], "adminonly");
+
+    let r = send(
+        &b,
+        reqwest::Method::GET,
+        "/api/v2.0/users/current",
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["username"], "admin");
+    assert_eq!(v["sysadmin_flag"], true);
+    assert!(v["user_id"].as_i64().is_some());
+    assert!(v["creation_time"].as_str().unwrap().ends_with('Z'));
+
+    let r = send(
+        &b,
+        reqwest::Method::GET,
+        "/api/v2.0/users/current",
+        None,
+        None,
+    )
+    .await;
+    harbor_error(r, 401, "UNAUTHORIZED").await;
+    let r = send(
+        &b,
+        reqwest::Method::GET,
+        "/api/v2.0/users/current",
+        Some(("admin", "wrong-password")),
+        None,
+    )
+    .await;
+    let msg = harbor_error(r, 401, "UNAUTHORIZED").await;
+    assert_eq!(msg, "unknown user or wrong password");
+}
+
+#[tokio::test]
+async fn projects_are_created_by_admins_with_valid_unique_names() {
+    let b = start();
+    cli(
+        &b,
+        &["user", "create", "alice", "--password", "alice-pass-1"],
+    );
+    let post = |who, body| {
+        send(
+            &b,
+            reqwest::Method::POST,
+            "/api/v2.0/projects",
+            who,
+            Some(body),
+        )
+    };
+
+    let r = post(
+        ADMIN,
+        json!({"project_name": "team", "metadata": {"public": "false"}}),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let location = header_str(&r, "location");
+    assert!(location.starts_with("/api/v2.0/projects/"), "{location}");
+    let r = send(&b, reqwest::Method::GET, &location, ADMIN, None).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["name"], "team");
+    assert_eq!(v["metadata"]["public"], "false");
+
+    // Refused, and nothing created: a taken name, invalid names, no name, non-admins.
+    let msg = harbor_error(
+        post(ADMIN, json!({"project_name": "team"})).await,
+        409,
+        "CONFLICT",
+    )
+    .await;
+    assert!(msg.contains("team"), "{msg}");
+    for bad in ["Team", "a/b", "-x", "", "x..y"] {
+        let msg = harbor_error(
+            post(ADMIN, json!({"project_name": bad})).await,
+            400,
+            "BAD_REQUEST",
+        )
+        .await;
+        assert!(msg.contains("project name"), "{bad}: {msg}");
+    }
+    harbor_error(
+        post(ADMIN, json!({"public": true})).await,
+        400,
+        "BAD_REQUEST",
+    )
+    .await;
+    let r = send(&b, reqwest::Method::POST, "/api/v2.0/projects", ADMIN, None).await;
+    harbor_error(r, 400, "BAD_REQUEST").await;
+    harbor_error(
+        post(
+            Some(("alice", "alice-pass-1")),
+            json!({"project_name": "mine"}),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+    harbor_error(
+        post(None, json!({"project_name": "anon"})).await,
+        401,
+        "UNAUTHORIZED",
+    )
+    .await;
+    let listed = cli(&b, &["project", "list"]);
+    assert_eq!(listed, "library (public)\nteam (private)\n");
+
+    // HEAD ?project_name= says whether a project exists.
+    let head = |name: &str| {
+        client()
+            .head(b.url(&format!("/api/v2.0/projects?project_name={name}")))
+            .send()
+    };
+    assert_eq!(head("team").await.unwrap().status(), 200);
+    assert_eq!(head("nope").await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn listings_show_what_the_caller_may_see_with_totals_and_pages() {
+    let b = start();
+    for (name, public) in [
+        ("alpha", true),
+        ("beta", false),
+        ("gamma", true),
+        ("delta", false),
+    ] {
+        let mut args = vec!["project", "create", name];
+        if public {
+            args.push("--public");
+        }
+        cli(&b, &args);
+    }
+    cli(&b, &["user", "create", "bob", "--password", "bob-pass-12"]);
+    cli(&b, &["project", "member", "beta", "bob", "guest"]);
+
+    let names = |v: Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let list = |who, query: &'static str| {
+        let b = &b;
+        async move {
+            let r = send(
+                b,
+                reqwest::Method::GET,
+                &format!("/api/v2.0/projects{query}"),
+                who,
+                None,
+            )
+            .await;
+            assert_eq!(r.status(), 200, "{query}");
+            let total = header_str(&r, "x-total-count");
+            let link = r
+                .headers()
+                .get("link")
+                .map(|l| l.to_str().unwrap().to_string());
+            (names(r.json().await.unwrap()), total, link)
+        }
+    };
+    let (all, total, _) = list(ADMIN, "?page_size=100").await;
+    assert_eq!(all, ["alpha", "beta", "delta", "gamma", "library"]);
+    assert_eq!(total, "5");
+    let (public, total, _) = list(None, "").await;
+    assert_eq!(
+        public,
+        ["alpha", "gamma", "library"],
+        "anonymous callers see public projects"
+    );
+    assert_eq!(total, "3");
+    let (bobs, _, _) = list(Some(("bob", "bob-pass-12")), "").await;
+    assert_eq!(
+        bobs,
+        ["alpha", "beta", "gamma", "library"],
+        "members see their private projects"
+    );
+    let (page, total, link) = list(ADMIN, "?page=2&page_size=2").await;
+    assert_eq!(page, ["delta", "gamma"]);
+    assert_eq!(total, "5");
+    assert_eq!(
+        link.as_deref(),
+        Some("</api/v2.0/projects?page=3&page_size=2>; rel=\"next\"")
+    );
+    let (last, _, link) = list(ADMIN, "?page=3&page_size=2").await;
+    assert_eq!((last, link), (vec!["library".to_string()], None));
+    let (fuzzy, _, _) = list(ADMIN, "?q=name%3D~lt").await;
+    assert_eq!(fuzzy, ["delta"]);
+    let (private, _, _) = list(ADMIN, "?public=false").await;
+    assert_eq!(private, ["beta", "delta"]);
+    for bad in [
+        "?page=0",
+        "?page_size=101",
+        "?page=x",
+        "?public=maybe",
+        "?q=owner%3Dx",
+    ] {
+        let r = send(
+            &b,
+            reqwest::Method::GET,
+            &format!("/api/v2.0/projects{bad}"),
+            ADMIN,
+            None,
+        )
+        .await;
+        harbor_error(r, 400, "BAD_REQUEST").await;
+    }
+}
+
+#[tokio::test]
+async fn private_projects_are_hidden_and_only_their_admins_change_or_delete_them() {
+    let b = start();
+    cli(&b, &["project", "create", "secret"]);
+    cli(
+        &b,
+        &["user", "create", "carol", "--password", "carol-pass-1"],
+    );
+    cli(
+        &b,
+        &["user", "create", "dave", "--password", "dave-pass-12"],
+    );
+    cli(
+        &b,
+        &["project", "member", "secret", "carol", "projectAdmin"],
+    );
+    cli(&b, &["project", "member", "secret", "dave", "developer"]);
+    let carol = Some(("carol", "carol-pass-1"));
+    let dave = Some(("dave", "dave-pass-12"));
+    let get = |who| {
+        send(
+            &b,
+            reqwest::Method::GET,
+            "/api/v2.0/projects/secret",
+            who,
+            None,
+        )
+    };
+
+    harbor_error(get(None).await, 401, "UNAUTHORIZED").await;
+    let r = get(carol).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["current_user_role_id"], 1);
+    assert_eq!(v["current_user_role_ids"], json!([1]));
+    let id = v["project_id"].as_i64().unwrap();
+    // By id as well, and by name when the header says the reference is one.
+    let r = send(
+        &b,
+        reqwest::Method::GET,
+        &format!("/api/v2.0/projects/{id}"),
+        carol,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+
+    // A developer may not make it public; its project admin may.
+    let public = json!({"metadata": {"public": "true"}});
+    let put = |who| {
+        send(
+            &b,
+            reqwest::Method::PUT,
+            "/api/v2.0/projects/secret",
+            who,
+            Some(public.clone()),
+        )
+    };
+    harbor_error(put(dave).await, 403, "FORBIDDEN").await;
+    harbor_error(get(None).await, 401, "UNAUTHORIZED").await;
+    assert_eq!(put(carol).await.status(), 200);
+    assert_eq!(get(None).await.status(), 200, "public now");
+
+    // Deleting: refused while it holds a repository (412), allowed once it is empty.
+    let pusher = client();
+    let r = pusher
+        .post(b.url("/v2/secret/app/blobs/uploads/"))
+        .basic_auth("dave", Some("dave-pass-12"))
+        .query(&[("digest", sha256(b"hello").as_str())])
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "a developer pushes with Basic credentials");
+    let delete = |who| {
+        send(
+            &b,
+            reqwest::Method::DELETE,
+            "/api/v2.0/projects/secret",
+            who,
+            None,
+        )
+    };
+    harbor_error(delete(dave).await, 403, "FORBIDDEN").await;
+    let msg = harbor_error(delete(carol).await, 412, "PRECONDITION").await;
+    assert!(msg.contains("secret"), "{msg}");
+    cli(&b, &["project", "delete", "secret", "--with-repositories"]);
+    harbor_error(get(ADMIN).await, 404, "NOT_FOUND").await;
+    cli(&b, &["project", "create", "secret"]);
+    let r = delete(ADMIN).await;
+    assert_eq!(r.status(), 200);
+    harbor_error(delete(ADMIN).await, 404, "NOT_FOUND").await;
+}
