@@ -1686,7 +1686,20 @@ async fn oras_pushes_and_pulls_with_credentials() {
         .env("HOME", home.path())
         .env("DOCKER_CONFIG", home.path().join(".docker"))
         .env("TMPDIR", home.path());
-    let out = must(&b, &mut cmd);
+    let (ok, out, err) = run(&mut cmd);
+    // oras-py 0.2 keeps its first token (pull, from the first HEAD) and asks for a new one
+    // only after a 403; Berth refuses the upload that needs push with 401
+    // insufficient_scope, so oras-py never asks for push (docs/testing-clients.md, recipe c).
+    assert!(
+        ok,
+        "oras push with credentials failed{}\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
+        if out.contains("Issue retrieving session url") {
+            ": BUG (client compatibility): the upload was refused with 401 insufficient_scope \
+             and oras-py, which refreshes its pull token only on a 403, gave up"
+        } else {
+            ""
+        }
+    );
     let last = out.lines().last().unwrap_or_default();
     let result: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(result["result"], "pass", "{out}");
@@ -1839,7 +1852,12 @@ async fn containerd_pulls_with_robot_credentials_like_a_pull_secret() {
         !ok,
         "containerd pulled from a private project without credentials"
     );
-    assert!(err.contains("401") || err.contains("nauthorized"), "{err}");
+    // containerd gets an anonymous token (it grants nothing on a private project), and the
+    // retry with it is refused for insufficient scope.
+    assert!(
+        err.contains("pull access denied") && err.contains("insufficient_scope"),
+        "{err}"
+    );
 
     let user = format!("{name}:{secret}");
     must(
