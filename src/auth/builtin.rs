@@ -84,6 +84,8 @@ pub struct Resolved {
     pub subject: String,
     /// The user's id; `None` for a robot or an anonymous caller.
     pub user_id: Option<i64>,
+    /// When a robot's account expires (Unix ms); a remembered credential is not used past it.
+    expires_at: Option<i64>,
     sysadmin: bool,
     /// A user's roles per project name (directly and through groups).
     roles: HashMap<String, Vec<ProjectRole>>,
@@ -97,6 +99,7 @@ impl Resolved {
         Resolved {
             subject: String::new(),
             user_id: None,
+            expires_at: None,
             sysadmin: false,
             roles: HashMap::new(),
             robot: None,
@@ -359,7 +362,8 @@ impl BuiltinAccess {
             .then(|| self.credentials.read().ok()?.get(&key).cloned())
             .flatten();
         if let Some((resolved, at)) = hit {
-            if at.elapsed() < ttl {
+            let lapsed = resolved.expires_at.is_some_and(|e| e <= now_millis());
+            if at.elapsed() < ttl && !lapsed {
                 return Ok(resolved);
             }
         }
@@ -401,6 +405,7 @@ impl BuiltinAccess {
             return Ok(Resolved {
                 subject: username.to_string(),
                 user_id: None,
+                expires_at: (robot.expires_at >= 0).then_some(robot.expires_at),
                 sysadmin: false,
                 roles: HashMap::new(),
                 robot: Some(robot_permissions(&robot)),
@@ -434,6 +439,7 @@ impl BuiltinAccess {
         Ok(Resolved {
             subject: user.username,
             user_id: Some(user.id),
+            expires_at: None,
             sysadmin: user.sysadmin,
             roles,
             robot: None,
