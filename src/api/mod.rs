@@ -9,7 +9,7 @@ mod projects;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -45,7 +45,12 @@ pub fn router(api: Api) -> Router {
                 .delete(projects::delete),
         )
         .with_state(api)
+        // The API's bodies are small JSON documents.
+        .layer(DefaultBodyLimit::max(MAX_BODY))
 }
+
+/// The largest request body the API reads.
+const MAX_BODY: usize = 64 * 1024;
 
 /// An error in Harbor's shape: `{"errors":[{"code","message"}]}`.
 #[derive(Debug)]
