@@ -5,6 +5,7 @@
 
 use anyhow::{Context, bail};
 
+use crate::auth::builtin::flatten;
 use crate::auth::roles::{self, ProjectRole, RobotAccess, RobotPermission};
 use crate::auth::secrets;
 use crate::metadata::identity::{
@@ -212,10 +213,110 @@ pub fn robot_full_name(prefix: &str, stored: &str) -> String {
     format!("{prefix}{stored}")
 }
 
-/// Creates a robot account: a project robot (`project` set: named `<project>+<name>`, its
-/// `access` entries apply to that project) or a system robot (`namespaces`: the projects,
-/// or `*`, its `access` entries apply to). `access` entries are `resource:action`.
-/// Returns the robot's full name and its secret (shown only now).
+/// Why an account request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The request itself is wrong (a name, a permission); nothing was changed.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] MetaError),
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
+}
+
+/// A robot account to create, in Harbor's terms.
+pub struct RobotSpec {
+    /// Its own name: lowercase letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    pub description: String,
+    pub level: RobotLevel,
+    /// A project robot has exactly one `project` permission, on its project; a system
+    /// robot any `project` permissions (a project or `*` each) and `system` ones.
+    pub permissions: Vec<RobotPermission>,
+    /// Days until it expires; -1: never.
+    pub duration_days: i64,
+    pub disabled: bool,
+}
+
+/// Creates a robot account: `<project>+<name>` for a project robot, `<name>` for a system
+/// one. Returns it, its full name (with `prefix`) and its secret (shown only now).
+pub async fn create_robot(
+    meta: &dyn MetadataStore,
+    prefix: &str,
+    spec: RobotSpec,
+) -> Result<(identity::Robot, String, String), AccountError> {
+    let name = &spec.name;
+    let name_ok = !name.is_empty()
+        && name.len() <= MAX_ROBOT_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if !name_ok {
+        return Err(AccountError::Invalid(format!(
+            "robot name {name:?} is invalid: lowercase letters, digits, '.', '_' and '-', at \
+             most {MAX_ROBOT_NAME} characters"
+        )));
+    }
+    roles::validate_permissions(&spec.permissions)
+        .map_err(|e| AccountError::Invalid(e.to_string()))?;
+    if spec.duration_days < -1 {
+        return Err(AccountError::Invalid(format!(
+            "duration {} is invalid: a number of days, or -1 for never",
+            spec.duration_days
+        )));
+    }
+    let (stored, project_id) = match spec.level {
+        RobotLevel::Project => {
+            let [perm] = spec.permissions.as_slice() else {
+                return Err(AccountError::Invalid(
+                    "a project robot has exactly one permission, on its project".into(),
+                ));
+            };
+            if perm.kind != roles::KIND_PROJECT || perm.namespace == roles::ALL_PROJECTS {
+                return Err(AccountError::Invalid(
+                    "a project robot's permission is of kind project and names its project".into(),
+                ));
+            }
+            let p = meta.get_project(&perm.namespace).await?.ok_or_else(|| {
+                MetaError::NotFound(format!("project {} not found", perm.namespace))
+            })?;
+            (format!("{}+{name}", perm.namespace), Some(p.id))
+        }
+        RobotLevel::System => {
+            if spec.permissions.is_empty() {
+                return Err(AccountError::Invalid(
+                    "a system robot needs at least one permission".into(),
+                ));
+            }
+            (name.clone(), None)
+        }
+    };
+    let secret = secrets::generate_secret()?;
+    let expires_at = if spec.duration_days < 0 {
+        -1
+    } else {
+        now_millis() + spec.duration_days * 86_400_000
+    };
+    let robot = meta
+        .create_robot(&NewRobot {
+            name: stored.clone(),
+            description: spec.description,
+            level: spec.level,
+            project_id,
+            secret_hash: secrets::secret_digest(&secret),
+            duration_days: spec.duration_days,
+            expires_at,
+            disabled: spec.disabled,
+            permissions: flatten(&spec.permissions),
+        })
+        .await?;
+    Ok((robot, robot_full_name(prefix, &stored), secret))
+}
+
+/// The CLI's robot creation: a project robot (`project` set: its `access` entries apply to
+/// that project) or a system robot (`namespaces`: the projects, or `*`, its `access`
+/// entries apply to). `access` entries are `resource:action`.
 #[allow(clippy::too_many_arguments)]
 pub async fn robot_create(
     meta: &dyn MetadataStore,
@@ -227,17 +328,6 @@ pub async fn robot_create(
     days: i64,
     description: &str,
 ) -> anyhow::Result<(String, String)> {
-    let name_ok = !name.is_empty()
-        && name.len() <= MAX_ROBOT_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-    if !name_ok {
-        bail!(
-            "robot name {name:?} is invalid: lowercase letters, digits, '.', '_' and '-', at \
-             most {MAX_ROBOT_NAME} characters"
-        );
-    }
     let entries = access
         .iter()
         .map(|a| {
@@ -253,19 +343,11 @@ pub async fn robot_create(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (stored, level, project_id, perms) = match project {
-        Some(project) => {
-            let p = meta
-                .get_project(project)
-                .await?
-                .with_context(|| format!("there is no project {project:?}"))?;
-            (
-                format!("{project}+{name}"),
-                RobotLevel::Project,
-                Some(p.id),
-                vec![RobotPermission::project(project, entries)],
-            )
-        }
+    let (level, permissions) = match project {
+        Some(project) => (
+            RobotLevel::Project,
+            vec![RobotPermission::project(project, entries)],
+        ),
         None => {
             if namespaces.is_empty() {
                 bail!("a system robot needs --namespace (a project, or * for every project)");
@@ -274,44 +356,23 @@ pub async fn robot_create(
                 .iter()
                 .map(|ns| RobotPermission::project(ns, entries.clone()))
                 .collect();
-            (name.to_string(), RobotLevel::System, None, perms)
+            (RobotLevel::System, perms)
         }
     };
-    roles::validate_permissions(&perms)?;
-    let secret = secrets::generate_secret()?;
-    let expires_at = if days < 0 {
-        -1
-    } else {
-        now_millis() + days * 86_400_000
-    };
-    meta.create_robot(&NewRobot {
-        name: stored.clone(),
-        description: description.into(),
-        level,
-        project_id,
-        secret_hash: secrets::secret_digest(&secret),
-        duration_days: days,
-        expires_at,
-        disabled: false,
-        permissions: flatten(&perms),
-    })
+    let (_, full, secret) = create_robot(
+        meta,
+        prefix,
+        RobotSpec {
+            name: name.into(),
+            description: description.into(),
+            level,
+            permissions,
+            duration_days: days,
+            disabled: false,
+        },
+    )
     .await?;
-    Ok((robot_full_name(prefix, &stored), secret))
-}
-
-/// Harbor-shaped permissions as the rows the store keeps.
-pub fn flatten(perms: &[RobotPermission]) -> Vec<identity::RobotPermission> {
-    perms
-        .iter()
-        .flat_map(|p| {
-            p.access.iter().map(|a| identity::RobotPermission {
-                kind: p.kind.clone(),
-                namespace: p.namespace.clone(),
-                resource: a.resource.clone(),
-                action: a.action.clone(),
-            })
-        })
-        .collect()
+    Ok((full, secret))
 }
 
 async fn robot(

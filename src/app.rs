@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
             )
             .merge(crate::api::router(crate::api::Api {
                 project_creation: state.project_creation,
+                robot_prefix: state.robot_prefix.clone(),
                 state,
                 tokens,
             }));

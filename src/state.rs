@@ -23,6 +23,8 @@ pub struct AppState {
     pub tokens: Option<Arc<BuiltinAccess>>,
     /// Who may create projects (`auth.project_creation`).
     pub project_creation: ProjectCreation,
+    /// What robot account names start with (`auth.robot_prefix`).
+    pub robot_prefix: String,
 }
 
 impl AppState {
@@ -93,6 +95,7 @@ impl AppState {
             access,
             tokens,
             project_creation: config.auth.project_creation,
+            robot_prefix: config.auth.robot_prefix.clone(),
         })
     }
 }

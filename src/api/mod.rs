@@ -1,10 +1,11 @@
 //! The REST API under `/api/v2.0`, in Harbor's shapes (paths, JSON, error bodies) for what
 //! it covers, so that automation written for Harbor works against Berth unchanged. So far:
-//! system info, the current user, and projects. Callers authenticate with Basic
+//! system info, the current user, projects and robot accounts. Callers authenticate with Basic
 //! credentials (a user's password or a robot's secret), checked by the built-in access
 //! backend with its credential cache.
 
 mod projects;
+mod robots;
 
 use std::sync::Arc;
 
@@ -26,6 +27,8 @@ pub struct Api {
     pub state: AppState,
     pub tokens: Arc<BuiltinAccess>,
     pub project_creation: ProjectCreation,
+    /// What robot account names start with (`auth.robot_prefix`).
+    pub robot_prefix: String,
 }
 
 pub fn router(api: Api) -> Router {
@@ -43,6 +46,14 @@ pub fn router(api: Api) -> Router {
             get(projects::get)
                 .put(projects::update)
                 .delete(projects::delete),
+        )
+        .route("/api/v2.0/robots", get(robots::list).post(robots::create))
+        .route(
+            "/api/v2.0/robots/{robot_id}",
+            get(robots::get)
+                .put(robots::update)
+                .patch(robots::refresh)
+                .delete(robots::delete),
         )
         .with_state(api)
         // The API's bodies are small JSON documents.

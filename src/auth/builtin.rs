@@ -111,6 +111,11 @@ impl Resolved {
         self.sysadmin
     }
 
+    /// A robot's permissions; `None` for a user.
+    pub fn robot_permissions(&self) -> Option<&[roles::RobotPermission]> {
+        self.robot.as_deref()
+    }
+
     /// Whether `project` is public (as of when the credentials were checked).
     pub fn is_public(&self, project: &str) -> bool {
         self.public.contains(project)
@@ -673,8 +678,20 @@ async fn load_keys(
 
 /// A stored robot's permissions in Harbor's shape.
 fn robot_permissions(robot: &identity::Robot) -> Vec<roles::RobotPermission> {
+    let mut out = grouped(&robot.permissions);
+    // A project robot acts in its own project only, whatever its rows say.
+    if robot.level == RobotLevel::Project {
+        if let Some((project, _)) = robot.name.split_once('+') {
+            out.retain(|p| p.namespace == project);
+        }
+    }
+    out
+}
+
+/// Harbor-shaped permissions from the rows the store keeps (one per namespace and kind).
+pub fn grouped(rows: &[identity::RobotPermission]) -> Vec<roles::RobotPermission> {
     let mut out: Vec<roles::RobotPermission> = Vec::new();
-    for p in &robot.permissions {
+    for p in rows {
         let access = roles::RobotAccess {
             resource: p.resource.clone(),
             action: p.action.clone(),
@@ -692,13 +709,22 @@ fn robot_permissions(robot: &identity::Robot) -> Vec<roles::RobotPermission> {
             }),
         }
     }
-    // A project robot acts in its own project only, whatever its rows say.
-    if robot.level == RobotLevel::Project {
-        if let Some((project, _)) = robot.name.split_once('+') {
-            out.retain(|p| p.namespace == project);
-        }
-    }
     out
+}
+
+/// Harbor-shaped permissions as the rows the store keeps.
+pub fn flatten(perms: &[roles::RobotPermission]) -> Vec<identity::RobotPermission> {
+    perms
+        .iter()
+        .flat_map(|p| {
+            p.access.iter().map(|a| identity::RobotPermission {
+                kind: p.kind.clone(),
+                namespace: p.namespace.clone(),
+                resource: a.resource.clone(),
+                action: a.action.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Seconds since the epoch as an RFC 3339 UTC timestamp.
