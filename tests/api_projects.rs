@@ -385,3 +385,146 @@ async fn private_projects_are_hidden_and_only_their_admins_change_or_delete_them
     assert_eq!(r.status(), 200);
     harbor_error(delete(ADMIN).await, 404, "NOT_FOUND").await;
 }
+
+#[tokio::test]
+async fn members_are_listed_added_changed_and_removed_by_project_admins() {
+    let b = start();
+    cli(&b, &["project", "create", "team"]);
+    for (u, p) in [
+        ("erin", "erin-pass-12"),
+        ("finn", "finn-pass-12"),
+        ("gus", "gus-pass-123"),
+    ] {
+        cli(&b, &["user", "create", u, "--password", p]);
+    }
+    cli(&b, &["project", "member", "team", "erin", "projectAdmin"]);
+    let erin = Some(("erin", "erin-pass-12"));
+    let finn = Some(("finn", "finn-pass-12"));
+    let members = "/api/v2.0/projects/team/members";
+    let pushes = |who: (&'static str, &'static str)| {
+        let b = &b;
+        async move {
+            let body = format!("blob of {}", who.0);
+            client()
+                .post(b.url("/v2/team/app/blobs/uploads/"))
+                .basic_auth(who.0, Some(who.1))
+                .query(&[("digest", sha256(body.as_bytes()).as_str())])
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        pushes(("finn", "finn-pass-12")).await,
+        401,
+        "not a member yet"
+    );
+
+    // The project admin adds finn as a developer, by name.
+    let add = json!({"role_id": 2, "member_user": {"username": "finn"}});
+    let r = send(&b, reqwest::Method::POST, members, erin, Some(add.clone())).await;
+    assert_eq!(r.status(), 201);
+    let location = header_str(&r, "location");
+    assert!(location.contains("/members/"), "{location}");
+    let r = send(&b, reqwest::Method::POST, members, erin, Some(add)).await;
+    harbor_error(r, 409, "CONFLICT").await;
+    let r = send(&b, reqwest::Method::GET, members, finn, None).await;
+    assert_eq!(r.status(), 200, "a developer may see the members");
+    let listed: Value = r.json().await.unwrap();
+    let finn_row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["entity_name"] == "finn")
+        .cloned()
+        .expect("finn listed");
+    assert_eq!(finn_row["role_id"], 2);
+    assert_eq!(finn_row["role_name"], "developer");
+    assert_eq!(finn_row["entity_type"], "u");
+    // Roles take effect at the next credential check (the cache holds one for 30 s by
+    // default; the token endpoint checks afresh).
+    let token_actions = |who: (&'static str, &'static str)| {
+        let b = &b;
+        async move {
+            let r = client()
+                .get(b.url("/service/token"))
+                .basic_auth(who.0, Some(who.1))
+                .query(&[("scope", "repository:team/app:pull,push,delete")])
+                .send()
+                .await
+                .unwrap();
+            let v: Value = r.json().await.unwrap();
+            use base64::Engine as _;
+            let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(v["token"].as_str().unwrap().split('.').nth(1).unwrap())
+                .unwrap();
+            let claims: Value = serde_json::from_slice(&payload).unwrap();
+            claims["access"][0]["actions"].clone()
+        }
+    };
+    assert_eq!(
+        token_actions(("finn", "finn-pass-12")).await,
+        json!(["pull", "push"])
+    );
+
+    // A developer may not manage members; the admin promotes finn, then removes him.
+    let gus = json!({"role_id": 3, "member_user": {"username": "gus"}});
+    let r = send(&b, reqwest::Method::POST, members, finn, Some(gus)).await;
+    harbor_error(r, 403, "FORBIDDEN").await;
+    let r = send(
+        &b,
+        reqwest::Method::PUT,
+        &location,
+        erin,
+        Some(json!({"role_id": 4})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        token_actions(("finn", "finn-pass-12")).await,
+        json!(["pull", "push", "delete"]),
+        "a maintainer may delete"
+    );
+    for bad in [json!({"role_id": 9}), json!({"nope": 1})] {
+        let r = send(&b, reqwest::Method::PUT, &location, erin, Some(bad)).await;
+        harbor_error(r, 400, "BAD_REQUEST").await;
+    }
+    let r = send(&b, reqwest::Method::DELETE, &location, erin, None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(token_actions(("finn", "finn-pass-12")).await, Value::Null);
+    harbor_error(
+        send(&b, reqwest::Method::GET, &location, erin, None).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+
+    // Groups: a membership for a group by name (created when missing).
+    let group = json!({"role_id": 3, "member_group": {"group_name": "qa", "group_type": 3}});
+    let r = send(&b, reqwest::Method::POST, members, erin, Some(group)).await;
+    assert_eq!(r.status(), 201);
+    let r = send(&b, reqwest::Method::GET, members, erin, None).await;
+    let listed: Value = r.json().await.unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["entity_name"] == "qa" && m["entity_type"] == "g"),
+        "{listed}"
+    );
+    // Bad requests change nothing.
+    for bad in [
+        json!({"role_id": 2}),
+        json!({"role_id": 2, "member_user": {"username": "nobody"}}),
+        json!({"role_id": 0, "member_user": {"username": "gus"}}),
+    ] {
+        let r = send(&b, reqwest::Method::POST, members, erin, Some(bad.clone())).await;
+        assert!(matches!(r.status().as_u16(), 400 | 404), "{bad}");
+    }
+    let r = send(&b, reqwest::Method::GET, members, None, None).await;
+    harbor_error(r, 401, "UNAUTHORIZED").await;
+}

@@ -1,9 +1,10 @@
 //! The REST API under `/api/v2.0`, in Harbor's shapes (paths, JSON, error bodies) for what
 //! it covers, so that automation written for Harbor works against Berth unchanged. So far:
-//! system info, the current user, projects and robot accounts. Callers authenticate with Basic
-//! credentials (a user's password or a robot's secret), checked by the built-in access
-//! backend with its credential cache.
+//! system info, the current user, projects, their members and robot accounts. Callers authenticate with Basic
+//! credentials (a user's password or a robot's secret), checked afresh by the built-in
+//! access backend.
 
+mod members;
 mod projects;
 mod robots;
 
@@ -46,6 +47,16 @@ pub fn router(api: Api) -> Router {
             get(projects::get)
                 .put(projects::update)
                 .delete(projects::delete),
+        )
+        .route(
+            "/api/v2.0/projects/{project}/members",
+            get(members::list).post(members::add),
+        )
+        .route(
+            "/api/v2.0/projects/{project}/members/{mid}",
+            get(members::get)
+                .put(members::update)
+                .delete(members::remove),
         )
         .route("/api/v2.0/robots", get(robots::list).post(robots::create))
         .route(
@@ -150,7 +161,8 @@ pub async fn caller(api: &Api, headers: &HeaderMap) -> ApiResult<Option<Arc<Reso
     match Credentials::from_headers(headers) {
         Credentials::None => Ok(None),
         Credentials::Basic { username, password } => {
-            match api.tokens.sign_in(&username, &password, true).await {
+            // Checked afresh: a role given or taken away applies to the next API call.
+            match api.tokens.sign_in(&username, &password, false).await {
                 Ok(r) => Ok(Some(r)),
                 Err(e @ CredentialError::Wrong) => Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,

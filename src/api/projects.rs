@@ -47,7 +47,7 @@ fn visible(p: &Project, who: Option<&Resolved>) -> bool {
 
 /// A project by name, or by id when the reference is a number and the request does not
 /// say `X-Is-Resource-Name: true` (Harbor's rule).
-async fn lookup(api: &Api, headers: &HeaderMap, reference: &str) -> ApiResult<Project> {
+pub async fn lookup(api: &Api, headers: &HeaderMap, reference: &str) -> ApiResult<Project> {
     let by_name = headers
         .get("x-is-resource-name")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));

@@ -1,0 +1,224 @@
+//! `/api/v2.0/projects/{project}/members`: who holds which of Harbor's roles in a project
+//! (users and groups), as Harbor's API answers it.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::projects::lookup;
+use super::{Api, ApiError, ApiResult, signed_in};
+use crate::auth::builtin::Resolved;
+use crate::auth::roles::{self, ProjectRole};
+use crate::http::header_value;
+use crate::metadata::identity::{GROUP_TYPE_OIDC, Member, MemberEntity, Project};
+
+fn member_json(m: &Member) -> serde_json::Value {
+    serde_json::json!({
+        "id": m.id,
+        "project_id": m.project_id,
+        "entity_id": m.entity.id(),
+        "entity_type": m.entity.type_code(),
+        "entity_name": m.entity_name,
+        "role_id": m.role,
+        "role_name": ProjectRole::from_id(m.role).map(|r| r.name()).unwrap_or("unknown"),
+    })
+}
+
+fn require(who: &Resolved, p: &Project, action: roles::Action) -> ApiResult<()> {
+    if who.may_in_project(&p.name, roles::Resource::Member, action) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "not allowed to {} the members of project {}",
+        action.as_str(),
+        p.name
+    )))
+}
+
+fn role(id: i64) -> ApiResult<i64> {
+    ProjectRole::from_id(id).map(ProjectRole::id).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "role_id {id} is not a role: 1 projectAdmin, 2 developer, 3 guest, 4 maintainer, 5 limitedGuest"
+        ))
+    })
+}
+
+fn member_id(s: &str) -> ApiResult<i64> {
+    s.parse()
+        .map_err(|_| ApiError::bad_request(format!("member id {s:?} is not a number")))
+}
+
+/// `GET .../members`: a guest or more of the project may see them.
+pub async fn list(
+    State(api): State<Api>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let who = signed_in(&api, &headers).await?;
+    let p = lookup(&api, &headers, &project).await?;
+    require(&who, &p, roles::Action::List)?;
+    let members = api
+        .state
+        .content
+        .metadata()
+        .list_members(p.id, None)
+        .await?;
+    let json: Vec<_> = members.iter().map(member_json).collect();
+    let mut resp = Json(json).into_response();
+    resp.headers_mut()
+        .insert("x-total-count", header::HeaderValue::from(members.len()));
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+pub struct MemberUser {
+    user_id: Option<i64>,
+    username: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct MemberGroup {
+    id: Option<i64>,
+    group_name: Option<String>,
+    group_type: Option<i64>,
+}
+
+/// Harbor's `ProjectMember`.
+#[derive(Deserialize)]
+pub struct MemberReq {
+    role_id: i64,
+    member_user: Option<MemberUser>,
+    member_group: Option<MemberGroup>,
+}
+
+/// `POST .../members`: a user (by id or name) or a group (by id, or by name and type,
+/// created when missing) gets a role.
+pub async fn add(
+    State(api): State<Api>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let who = signed_in(&api, &headers).await?;
+    let p = lookup(&api, &headers, &project).await?;
+    require(&who, &p, roles::Action::Create)?;
+    let req: MemberReq = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not a member: {e}")))?;
+    let role = role(req.role_id)?;
+    let meta = api.state.content.metadata();
+    let entity = match (req.member_user, req.member_group) {
+        (Some(u), None) => {
+            let user = match (u.user_id, u.username) {
+                (Some(id), _) => meta.get_user_by_id(id).await?,
+                (None, Some(name)) => meta.get_user(&name).await?,
+                (None, None) => {
+                    return Err(ApiError::bad_request(
+                        "member_user needs user_id or username",
+                    ));
+                }
+            };
+            MemberEntity::User(
+                user.ok_or_else(|| ApiError::not_found("the member_user does not exist"))?
+                    .id,
+            )
+        }
+        (None, Some(g)) => match (g.id, g.group_name) {
+            (Some(id), _) => MemberEntity::Group(
+                meta.get_group(id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found(format!("group {id} not found")))?
+                    .id,
+            ),
+            (None, Some(name)) if !name.is_empty() => MemberEntity::Group(
+                meta.ensure_group(&name, g.group_type.unwrap_or(GROUP_TYPE_OIDC))
+                    .await?
+                    .id,
+            ),
+            _ => return Err(ApiError::bad_request("member_group needs id or group_name")),
+        },
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of member_user and member_group",
+            ));
+        }
+    };
+    let m = meta.add_member(p.id, entity, role).await?;
+    let mut resp = StatusCode::CREATED.into_response();
+    resp.headers_mut().insert(
+        header::LOCATION,
+        header_value(format!("/api/v2.0/projects/{}/members/{}", p.id, m.id)),
+    );
+    Ok(resp)
+}
+
+/// `GET .../members/{mid}`.
+pub async fn get(
+    State(api): State<Api>,
+    Path((project, mid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let who = signed_in(&api, &headers).await?;
+    let p = lookup(&api, &headers, &project).await?;
+    require(&who, &p, roles::Action::Read)?;
+    let m = api
+        .state
+        .content
+        .metadata()
+        .get_member(p.id, member_id(&mid)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("member {mid} not found")))?;
+    Ok(Json(member_json(&m)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct RoleReq {
+    role_id: i64,
+}
+
+/// `PUT .../members/{mid}` with `{"role_id": N}`.
+pub async fn update(
+    State(api): State<Api>,
+    Path((project, mid)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let who = signed_in(&api, &headers).await?;
+    let p = lookup(&api, &headers, &project).await?;
+    require(&who, &p, roles::Action::Update)?;
+    let req: RoleReq = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not a role: {e}")))?;
+    let role = role(req.role_id)?;
+    if !api
+        .state
+        .content
+        .metadata()
+        .set_member_role(p.id, member_id(&mid)?, role)
+        .await?
+    {
+        return Err(ApiError::not_found(format!("member {mid} not found")));
+    }
+    Ok(StatusCode::OK)
+}
+
+/// `DELETE .../members/{mid}`.
+pub async fn remove(
+    State(api): State<Api>,
+    Path((project, mid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let who = signed_in(&api, &headers).await?;
+    let p = lookup(&api, &headers, &project).await?;
+    require(&who, &p, roles::Action::Delete)?;
+    if !api
+        .state
+        .content
+        .metadata()
+        .remove_member(p.id, member_id(&mid)?)
+        .await?
+    {
+        return Err(ApiError::not_found(format!("member {mid} not found")));
+    }
+    Ok(StatusCode::OK)
+}
