@@ -528,3 +528,209 @@ async fn members_are_listed_added_changed_and_removed_by_project_admins() {
     let r = send(&b, reqwest::Method::GET, members, None, None).await;
     harbor_error(r, 401, "UNAUTHORIZED").await;
 }
+
+#[tokio::test]
+async fn admins_manage_users_and_users_change_their_own_password() {
+    let b = start();
+    let users = "/api/v2.0/users";
+    let new = json!({"username": "hana", "email": "hana@example.test", "realname": "Hana",
+        "password": "Hana-pass-1", "comment": "made by a test"});
+    let r = send(&b, reqwest::Method::POST, users, ADMIN, Some(new.clone())).await;
+    assert_eq!(r.status(), 201);
+    let location = header_str(&r, "location");
+    let hana = Some(("hana", "Hana-pass-1"));
+    harbor_error(
+        send(&b, reqwest::Method::POST, users, ADMIN, Some(new)).await,
+        409,
+        "CONFLICT",
+    )
+    .await;
+    for (what, body) in [
+        (
+            "weak password",
+            json!({"username": "ivan", "password": "weakpass"}),
+        ),
+        (
+            "bad name",
+            json!({"username": "a b", "password": "Ivan-pass-1"}),
+        ),
+        (
+            "robot prefix",
+            json!({"username": "robot$x", "password": "Ivan-pass-1"}),
+        ),
+        ("no password", json!({"username": "ivan"})),
+    ] {
+        let r = send(&b, reqwest::Method::POST, users, ADMIN, Some(body)).await;
+        assert_eq!(r.status(), 400, "{what}");
+    }
+    harbor_error(
+        send(
+            &b,
+            reqwest::Method::POST,
+            users,
+            hana,
+            Some(json!({"username": "x", "password": "Xx-pass-12"})),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+
+    // Listing and reading: admins everyone, a user themself.
+    let r = send(
+        &b,
+        reqwest::Method::GET,
+        &format!("{users}?q=username%3D~an"),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let listed: Value = r.json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["username"], "hana");
+    assert_eq!(listed[0]["email"], "hana@example.test");
+    assert!(listed[0].get("password").is_none());
+    harbor_error(
+        send(&b, reqwest::Method::GET, users, hana, None).await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+    assert_eq!(
+        send(&b, reqwest::Method::GET, &location, hana, None)
+            .await
+            .status(),
+        200
+    );
+
+    // A user changes their password with the old one; an admin without it.
+    let pw = format!("{location}/password");
+    let r = send(
+        &b,
+        reqwest::Method::PUT,
+        &pw,
+        hana,
+        Some(json!({"old_password": "wrong", "new_password": "Hana-pass-2"})),
+    )
+    .await;
+    harbor_error(r, 403, "FORBIDDEN").await;
+    let r = send(
+        &b,
+        reqwest::Method::PUT,
+        &pw,
+        hana,
+        Some(json!({"old_password": "Hana-pass-1", "new_password": "Hana-pass-2"})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let hana2 = Some(("hana", "Hana-pass-2"));
+    harbor_error(
+        send(&b, reqwest::Method::GET, &location, hana, None).await,
+        401,
+        "UNAUTHORIZED",
+    )
+    .await;
+    let r = send(
+        &b,
+        reqwest::Method::PUT,
+        &pw,
+        ADMIN,
+        Some(json!({"new_password": "Hana-pass-3"})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    harbor_error(
+        send(&b, reqwest::Method::GET, &location, hana2, None).await,
+        401,
+        "UNAUTHORIZED",
+    )
+    .await;
+    let hana3 = Some(("hana", "Hana-pass-3"));
+
+    // Promotion to system admin, and deletion.
+    let admin_flag = format!("{location}/sysadmin");
+    harbor_error(
+        send(
+            &b,
+            reqwest::Method::PUT,
+            &admin_flag,
+            hana3,
+            Some(json!({"sysadmin_flag": true})),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+    let r = send(
+        &b,
+        reqwest::Method::PUT,
+        &admin_flag,
+        ADMIN,
+        Some(json!({"sysadmin_flag": true})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = send(
+        &b,
+        reqwest::Method::GET,
+        "/api/v2.0/users/current",
+        hana3,
+        None,
+    )
+    .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["sysadmin_flag"], true);
+    assert_eq!(
+        send(&b, reqwest::Method::GET, users, hana3, None)
+            .await
+            .status(),
+        200
+    );
+    let me = send(
+        &b,
+        reqwest::Method::GET,
+        "/api/v2.0/users/current",
+        ADMIN,
+        None,
+    )
+    .await;
+    let admin_id = me.json::<Value>().await.unwrap()["user_id"]
+        .as_i64()
+        .unwrap();
+    let r = send(
+        &b,
+        reqwest::Method::DELETE,
+        &format!("{users}/{admin_id}"),
+        ADMIN,
+        None,
+    )
+    .await;
+    harbor_error(r, 403, "FORBIDDEN").await;
+    assert_eq!(
+        send(&b, reqwest::Method::DELETE, &location, ADMIN, None)
+            .await
+            .status(),
+        200
+    );
+    harbor_error(
+        send(&b, reqwest::Method::GET, &location, ADMIN, None).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    harbor_error(
+        send(
+            &b,
+            reqwest::Method::GET,
+            "/api/v2.0/users/current",
+            hana3,
+            None,
+        )
+        .await,
+        401,
+        "UNAUTHORIZED",
+    )
+    .await;
+}

@@ -1,12 +1,13 @@
 //! The REST API under `/api/v2.0`, in Harbor's shapes (paths, JSON, error bodies) for what
 //! it covers, so that automation written for Harbor works against Berth unchanged. So far:
-//! system info, the current user, projects, their members and robot accounts. Callers authenticate with Basic
+//! system info, users, projects, their members and robot accounts. Callers authenticate with Basic
 //! credentials (a user's password or a robot's secret), checked afresh by the built-in
 //! access backend.
 
 mod members;
 mod projects;
 mod robots;
+mod users;
 
 use std::sync::Arc;
 
@@ -36,6 +37,19 @@ pub fn router(api: Api) -> Router {
     Router::new()
         .route("/api/v2.0/systeminfo", get(systeminfo))
         .route("/api/v2.0/users/current", get(current_user))
+        .route("/api/v2.0/users", get(users::list).post(users::create))
+        .route(
+            "/api/v2.0/users/{user_id}",
+            get(users::get).delete(users::delete),
+        )
+        .route(
+            "/api/v2.0/users/{user_id}/password",
+            axum::routing::put(users::password),
+        )
+        .route(
+            "/api/v2.0/users/{user_id}/sysadmin",
+            axum::routing::put(users::sysadmin),
+        )
         .route(
             "/api/v2.0/projects",
             get(projects::list)
@@ -225,16 +239,5 @@ async fn current_user(State(api): State<Api>, headers: HeaderMap) -> ApiResult<R
         .get_user_by_id(id)
         .await?
         .ok_or_else(|| ApiError::not_found("the user no longer exists"))?;
-    Ok(axum::Json(serde_json::json!({
-        "user_id": user.id,
-        "username": user.username,
-        "email": user.email.unwrap_or_default(),
-        "realname": user.realname,
-        "comment": user.comment,
-        "sysadmin_flag": user.sysadmin,
-        "admin_role_in_auth": false,
-        "creation_time": timestamp(user.created_at),
-        "update_time": timestamp(user.updated_at),
-    }))
-    .into_response())
+    Ok(axum::Json(users::user_json(&user)).into_response())
 }

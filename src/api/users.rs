@@ -1,0 +1,280 @@
+//! `/api/v2.0/users`: local users, as Harbor's API manages them — system admins list,
+//! create, delete and promote users and set passwords; a user changes their own password
+//! with the old one.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{Api, ApiError, ApiResult, signed_in, timestamp};
+use crate::auth::builtin::Resolved;
+use crate::auth::secrets;
+use crate::http::{Query, header_value};
+use crate::metadata::identity::{NewUser, User};
+
+/// A user as Harbor's API shows it (never a password or its hash).
+pub fn user_json(u: &User) -> serde_json::Value {
+    serde_json::json!({
+        "user_id": u.id,
+        "username": u.username,
+        "email": u.email.clone().unwrap_or_default(),
+        "realname": u.realname,
+        "comment": u.comment,
+        "sysadmin_flag": u.sysadmin,
+        "admin_role_in_auth": false,
+        "creation_time": timestamp(u.created_at),
+        "update_time": timestamp(u.updated_at),
+    })
+}
+
+/// Harbor's password rule: 8 to 128 characters with an upper-case and a lower-case letter
+/// and a digit.
+fn check_password(p: &str) -> ApiResult<()> {
+    let ok = (8..=128).contains(&p.chars().count())
+        && p.chars().any(|c| c.is_ascii_uppercase())
+        && p.chars().any(|c| c.is_ascii_lowercase())
+        && p.chars().any(|c| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "a password needs 8 to 128 characters with an upper-case letter, a lower-case letter and a digit",
+        ))
+    }
+}
+
+fn require_admin(who: &Resolved) -> ApiResult<()> {
+    if who.is_sysadmin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "only system administrators may do this",
+        ))
+    }
+}
+
+async fn hash(password: String) -> ApiResult<String> {
+    tokio::task::spawn_blocking(move || secrets::hash_password(&password))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_SERVER_ERROR",
+                e.to_string(),
+            )
+        })?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_SERVER_ERROR",
+                e.to_string(),
+            )
+        })
+}
+
+async fn user_by_id(api: &Api, id: &str) -> ApiResult<User> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("user id {id:?} is not a number")))?;
+    api.state
+        .content
+        .metadata()
+        .get_user_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("user {id} not found")))
+}
+
+/// `GET /api/v2.0/users?page=&page_size=&q=username=~x`: system admins only.
+pub async fn list(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> ApiResult<Response> {
+    let who = signed_in(&api, &headers).await?;
+    require_admin(&who)?;
+    let q = Query(uri.query().unwrap_or(""));
+    let page = q
+        .one("page")
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let size = q
+        .one("page_size")
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(10)
+        .clamp(1, 100);
+    let contains = q.one("q").and_then(|t| {
+        t.strip_prefix("username=")
+            .map(|v| v.trim_start_matches('~').to_string())
+    });
+    let result = api
+        .state
+        .content
+        .metadata()
+        .list_users(contains.as_deref(), page, size)
+        .await?;
+    let json: Vec<_> = result.items.iter().map(user_json).collect();
+    let mut resp = Json(json).into_response();
+    resp.headers_mut()
+        .insert("x-total-count", HeaderValue::from(result.total));
+    Ok(resp)
+}
+
+/// Harbor's `UserCreationReq`.
+#[derive(Deserialize)]
+pub struct UserReq {
+    username: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    realname: String,
+    password: String,
+    #[serde(default)]
+    comment: String,
+}
+
+/// `POST /api/v2.0/users`: system admins only.
+pub async fn create(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let who = signed_in(&api, &headers).await?;
+    require_admin(&who)?;
+    let req: UserReq = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not a user: {e}")))?;
+    let name = &req.username;
+    if name.is_empty()
+        || name.len() > 255
+        || name.contains([':', '/', ' '])
+        || name.starts_with(api.robot_prefix.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "username {name:?} is invalid: 1-255 characters, no ':', '/' or spaces, and not \
+             starting with the robot prefix"
+        )));
+    }
+    check_password(&req.password)?;
+    let user = api
+        .state
+        .content
+        .metadata()
+        .create_user(&NewUser {
+            username: req.username,
+            email: req.email.filter(|e| !e.is_empty()),
+            realname: req.realname,
+            comment: req.comment,
+            password_hash: Some(hash(req.password).await?),
+            ..Default::default()
+        })
+        .await?;
+    let mut resp = StatusCode::CREATED.into_response();
+    resp.headers_mut().insert(
+        header::LOCATION,
+        header_value(format!("/api/v2.0/users/{}", user.id)),
+    );
+    Ok(resp)
+}
+
+/// `GET /api/v2.0/users/{id}`: system admins, or the user themself.
+pub async fn get(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let who = signed_in(&api, &headers).await?;
+    let user = user_by_id(&api, &id).await?;
+    if !who.is_sysadmin() && who.user_id != Some(user.id) {
+        return Err(ApiError::forbidden(
+            "only system administrators see other users",
+        ));
+    }
+    Ok(Json(user_json(&user)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct PasswordReq {
+    #[serde(default)]
+    old_password: String,
+    new_password: String,
+}
+
+/// `PUT /api/v2.0/users/{id}/password`: a user with their old password; a system admin
+/// for anyone else without it.
+pub async fn password(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let who = signed_in(&api, &headers).await?;
+    let user = user_by_id(&api, &id).await?;
+    let req: PasswordReq = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("the request body is not a password change: {e}"))
+    })?;
+    let own = who.user_id == Some(user.id);
+    if own {
+        let old_ok = user
+            .password_hash
+            .as_deref()
+            .is_some_and(|h| secrets::password_matches(&req.old_password, h));
+        if !old_ok {
+            return Err(ApiError::forbidden("the old password is wrong"));
+        }
+    } else {
+        require_admin(&who)?;
+    }
+    check_password(&req.new_password)?;
+    api.state
+        .content
+        .metadata()
+        .set_password_hash(user.id, Some(&hash(req.new_password).await?))
+        .await?;
+    Ok(StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct SysadminReq {
+    sysadmin_flag: bool,
+}
+
+/// `PUT /api/v2.0/users/{id}/sysadmin`: system admins only, not on themselves.
+pub async fn sysadmin(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let who = signed_in(&api, &headers).await?;
+    require_admin(&who)?;
+    let user = user_by_id(&api, &id).await?;
+    if who.user_id == Some(user.id) {
+        return Err(ApiError::forbidden(
+            "an administrator cannot change their own admin flag",
+        ));
+    }
+    let req: SysadminReq = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not a flag: {e}")))?;
+    api.state
+        .content
+        .metadata()
+        .set_sysadmin(user.id, req.sysadmin_flag)
+        .await?;
+    Ok(StatusCode::OK)
+}
+
+/// `DELETE /api/v2.0/users/{id}`: system admins only, not themselves.
+pub async fn delete(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let who = signed_in(&api, &headers).await?;
+    require_admin(&who)?;
+    let user = user_by_id(&api, &id).await?;
+    if who.user_id == Some(user.id) {
+        return Err(ApiError::forbidden(
+            "an administrator cannot delete themself",
+        ));
+    }
+    api.state.content.metadata().delete_user(user.id).await?;
+    Ok(StatusCode::OK)
+}
