@@ -128,6 +128,8 @@ macro_rules! metadata_suite {
                 tags_list_in_byte_order_with_pagination,
                 reads_given_up_half_way_leave_nothing_for_the_next_read,
                 referrers_by_subject_with_and_without_artifact_type,
+                project_repositories_are_those_under_the_project_with_counts_and_pages,
+                artifacts_list_newest_first_with_sizes_and_tags,
             ]);
 
             rules!($open, uploads => [
@@ -860,6 +862,89 @@ mod repositories {
             assert!(!m.repository_exists(&repo("abandon/none")).await.unwrap());
         }
         assert_eq!(all_tags(m, &long).await, names);
+    }
+
+    pub(crate) async fn project_repositories_are_those_under_the_project_with_counts_and_pages(
+        m: &Store,
+    ) {
+        for (r, content) in [
+            ("proj/b", &b"b1"[..]),
+            ("proj/a", b"a1"),
+            ("proj/a", b"a2"),
+            ("proj/deep/c", b"c1"),
+            ("projx/a", b"x1"),
+            ("proj-x/a", b"y1"),
+            ("pro/a", b"z1"),
+        ] {
+            put(m, &manifest(&repo(r), content)).await;
+        }
+        m.link_blob(&repo("proj/empty"), &digest_of("e"), 1)
+            .await
+            .unwrap();
+        let page = m.project_repositories("proj", None, 1, 10).await.unwrap();
+        let listed: Vec<(String, u64)> = page
+            .items
+            .iter()
+            .map(|r| (r.name.clone(), r.artifacts))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("proj/a".to_string(), 2),
+                ("proj/b".to_string(), 1),
+                ("proj/deep/c".to_string(), 1),
+                ("proj/empty".to_string(), 0)
+            ],
+            "other projects sharing a prefix are not listed"
+        );
+        assert_eq!(page.total, 4);
+        let second = m.project_repositories("proj", None, 2, 3).await.unwrap();
+        assert_eq!(second.items.len(), 1);
+        assert_eq!(second.items[0].name, "proj/empty");
+        assert_eq!(second.total, 4);
+        let filtered = m
+            .project_repositories("proj", Some("DEEP"), 1, 10)
+            .await
+            .unwrap();
+        assert_eq!(filtered.total, 1);
+        assert!(
+            m.project_repositories("nothing", None, 1, 10)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+    }
+
+    pub(crate) async fn artifacts_list_newest_first_with_sizes_and_tags(m: &Store) {
+        let r = repo("arts/app");
+        let (config, layer) = (digest_of("arts-config"), digest_of("arts-layer"));
+        m.link_blob(&r, &config, 10).await.unwrap();
+        m.link_blob(&r, &layer, 100).await.unwrap();
+        let mut first = tagged(manifest(&r, b"first manifest"), &["v1", "stable"]);
+        first.blobs = vec![config.clone(), layer.clone()];
+        put(m, &first).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        put(m, &tagged(manifest(&r, b"second"), &["v2"])).await;
+        let page = m.artifacts(&r, 1, 10).await.unwrap();
+        assert_eq!(page.total, 2);
+        assert_eq!(
+            page.items[0].digest,
+            Digest::sha256(b"second"),
+            "newest first"
+        );
+        let a = &page.items[1];
+        assert_eq!(a.size, b"first manifest".len() as u64 + 10 + 100);
+        let tags: Vec<&str> = a.tags.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(tags, ["stable", "v1"]);
+        assert!(a.pushed_at > 0);
+        let p2 = m.artifacts(&r, 2, 1).await.unwrap();
+        assert_eq!(p2.items.len(), 1);
+        assert_eq!(p2.items[0].digest, Digest::sha256(b"first manifest"));
+        assert_eq!(
+            m.artifacts(&repo("arts/none"), 1, 10).await.unwrap().total,
+            0
+        );
     }
 
     pub(crate) async fn referrers_by_subject_with_and_without_artifact_type(m: &Store) {

@@ -1,11 +1,13 @@
 //! The REST API under `/api/v2.0`, in Harbor's shapes (paths, JSON, error bodies) for what
 //! it covers, so that automation written for Harbor works against Berth unchanged. So far:
-//! system info, users, projects, their members and robot accounts. Callers authenticate with Basic
+//! system info, users, projects, their members, repositories and artifacts, and robot
+//! accounts. Callers authenticate with Basic
 //! credentials (a user's password or a robot's secret), checked afresh by the built-in
 //! access backend.
 
 mod members;
 mod projects;
+mod repositories;
 mod robots;
 mod users;
 
@@ -71,6 +73,22 @@ pub fn router(api: Api) -> Router {
             get(members::get)
                 .put(members::update)
                 .delete(members::remove),
+        )
+        .route(
+            "/api/v2.0/projects/{project}/repositories",
+            get(repositories::list),
+        )
+        .route(
+            "/api/v2.0/projects/{project}/repositories/{repository}/artifacts",
+            get(repositories::artifacts),
+        )
+        .route(
+            "/api/v2.0/projects/{project}/repositories/{repository}/artifacts/{reference}",
+            axum::routing::delete(repositories::delete_artifact),
+        )
+        .route(
+            "/api/v2.0/projects/{project}/repositories/{repository}/artifacts/{reference}/tags/{tag}",
+            axum::routing::delete(repositories::delete_tag),
         )
         .route("/api/v2.0/robots", get(robots::list).post(robots::create))
         .route(

@@ -28,7 +28,9 @@ pub use identity::{
     Group, IdentityStore, Member, MemberEntity, NewProject, NewRobot, NewUser, Page, Project,
     ProjectQuery, ProjectRoles, Robot, RobotLevel, RobotPermission, RobotUpdate, SigningKey, User,
 };
-pub use repositories::{ManifestRecord, NewManifest, Referrer, RepositoryStore};
+pub use repositories::{
+    ArtifactSummary, ManifestRecord, NewManifest, Referrer, RepositoryStore, RepositorySummary,
+};
 pub use sql::SqlMetadataStore;
 pub use uploads::{UploadSession, UploadStore};
 

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use super::MetaError;
+use super::identity::Page;
 use crate::oci::{Digest, Reference, RepoName};
 
 /// A stored manifest, exactly as pushed.
@@ -43,6 +44,28 @@ pub struct Referrer {
     pub annotations: Option<String>,
 }
 
+/// A repository as listings show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepositorySummary {
+    pub name: String,
+    pub created_at: i64,
+    /// How many manifests it holds.
+    pub artifacts: u64,
+}
+
+/// A manifest as listings show it: with the bytes it and its blobs take, and its tags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactSummary {
+    pub digest: Digest,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    /// The manifest's own size plus its config's and layers'.
+    pub size: u64,
+    pub pushed_at: i64,
+    /// Its tags with when each last moved, in byte order.
+    pub tags: Vec<(String, i64)>,
+}
+
 #[async_trait]
 pub trait RepositoryStore: Send + Sync + 'static {
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool, MetaError>;
@@ -73,6 +96,25 @@ pub trait RepositoryStore: Send + Sync + 'static {
         last: Option<&str>,
         n: i64,
     ) -> Result<Vec<String>, MetaError>;
+
+    /// The repositories of a project (`<project>/...`), optionally only those whose name
+    /// contains `name_contains`, in byte order: page `page` (from 1), and the total.
+    async fn project_repositories(
+        &self,
+        project: &str,
+        name_contains: Option<&str>,
+        page: u64,
+        page_size: u64,
+    ) -> Result<Page<RepositorySummary>, MetaError>;
+
+    /// The manifests of a repository, most recently pushed first: page `page` (from 1),
+    /// and the total.
+    async fn artifacts(
+        &self,
+        repo: &RepoName,
+        page: u64,
+        page_size: u64,
+    ) -> Result<Page<ArtifactSummary>, MetaError>;
 
     /// Removes a blob's link from `repo`; `false` when there was none.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;

@@ -7,9 +7,10 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{SqlMetadataStore, digest_col, placeholders};
+use crate::metadata::identity::Page;
 use crate::metadata::{
-    ManifestRecord, MetaError, NewManifest, Referrer, RepositoryStore, cache::ManifestCache,
-    now_millis,
+    ArtifactSummary, ManifestRecord, MetaError, NewManifest, Referrer, RepositoryStore,
+    RepositorySummary, cache::ManifestCache, now_millis,
 };
 use crate::oci::{Digest, Reference, RepoName};
 
@@ -153,6 +154,116 @@ impl RepositoryStore for SqlMetadataStore {
                     .map_err(MetaError::from)
             })
             .collect()
+    }
+
+    async fn project_repositories(
+        &self,
+        project: &str,
+        name_contains: Option<&str>,
+        page: u64,
+        page_size: u64,
+    ) -> Result<Page<RepositorySummary>, MetaError> {
+        // `<project>/` up to (not including) `<project>0`: '0' follows '/' in byte order,
+        // which both dialects use for repository names.
+        let (from, to) = (format!("{project}/"), format!("{project}0"));
+        let filter = name_contains.map(|n| n.to_ascii_lowercase());
+        let rows = self
+            .read
+            .fetch_all(
+                sqlx::query(
+                    "SELECT r.name, r.created_at, \
+                     (SELECT COUNT(*) FROM manifests m WHERE m.repository = r.name) AS artifacts \
+                     FROM repositories r WHERE r.name > $1 AND r.name < $2 ORDER BY r.name",
+                )
+                .bind(from)
+                .bind(to),
+            )
+            .await?;
+        let mut all = Vec::new();
+        for r in &rows {
+            let name: String = r.try_get("name")?;
+            if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+                continue;
+            }
+            all.push(RepositorySummary {
+                name,
+                created_at: r.try_get("created_at")?,
+                artifacts: r.try_get::<i64, _>("artifacts")? as u64,
+            });
+        }
+        let total = all.len() as u64;
+        let skip = (page.max(1) - 1).saturating_mul(page_size) as usize;
+        Ok(Page {
+            items: all
+                .into_iter()
+                .skip(skip)
+                .take(page_size as usize)
+                .collect(),
+            total,
+        })
+    }
+
+    async fn artifacts(
+        &self,
+        repo: &RepoName,
+        page: u64,
+        page_size: u64,
+    ) -> Result<Page<ArtifactSummary>, MetaError> {
+        let total: i64 = self
+            .read
+            .fetch_one(
+                sqlx::query("SELECT COUNT(*) AS n FROM manifests WHERE repository = $1")
+                    .bind(repo.as_str()),
+            )
+            .await?
+            .try_get("n")?;
+        let offset = (page.max(1) - 1).saturating_mul(page_size) as i64;
+        let rows = self
+            .read
+            .fetch_all(
+                sqlx::query(
+                    "SELECT m.digest, m.media_type, m.artifact_type, m.created_at, CAST(m.size + \
+                     COALESCE((SELECT SUM(b.size) FROM manifest_references r JOIN blobs b ON b.digest = r.child \
+                     WHERE r.repository = m.repository AND r.manifest = m.digest AND r.is_manifest = 0), 0) AS BIGINT) AS total_size \
+                     FROM manifests m WHERE m.repository = $1 \
+                     ORDER BY m.created_at DESC, m.digest LIMIT $2 OFFSET $3",
+                )
+                .bind(repo.as_str())
+                .bind(page_size as i64)
+                .bind(offset),
+            )
+            .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for r in &rows {
+            items.push(ArtifactSummary {
+                digest: digest_col(r, "digest")?,
+                media_type: r.try_get("media_type")?,
+                artifact_type: r.try_get("artifact_type")?,
+                size: r.try_get::<i64, _>("total_size")? as u64,
+                pushed_at: r.try_get("created_at")?,
+                tags: Vec::new(),
+            });
+        }
+        if !items.is_empty() {
+            let sql = format!(
+                "SELECT name, digest, updated_at FROM tags WHERE repository = $1 AND digest IN ({}) ORDER BY name",
+                placeholders(2, items.len())
+            );
+            let mut q = sqlx::query(&sql).bind(repo.as_str());
+            for a in &items {
+                q = q.bind(a.digest.to_string());
+            }
+            for t in self.read.fetch_all(q).await? {
+                let digest = digest_col(&t, "digest")?;
+                if let Some(a) = items.iter_mut().find(|a| a.digest == digest) {
+                    a.tags.push((t.try_get("name")?, t.try_get("updated_at")?));
+                }
+            }
+        }
+        Ok(Page {
+            items,
+            total: total as u64,
+        })
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
