@@ -77,7 +77,9 @@ APT_PACKAGES=(skopeo podman buildah containerd docker-registry openssl ca-certif
 # moto: the S3-compatible server for the S3 blob store tests (see docs/s3.md for why).
 # 5.2.5 exactly: 5.2.1 answers CompleteMultipartUpload with a root element the AWS SDK
 # refuses.
-PIP_PACKAGES=("oras>=0.2.43,<0.3" "moto[server]==5.2.5")
+# harbor-api-client: a client generated from Harbor's own OpenAPI document, for the API
+# compatibility test (tests/clients/harbor_api.py).
+PIP_PACKAGES=("oras>=0.2.43,<0.3" "moto[server]==5.2.5" "harbor-api-client==2.12.2")
 
 pkg_installed() {
   [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true) == installed ]]
@@ -130,7 +132,7 @@ PYTHON=""
 install_pip() {
   PYTHON=$(command -v python3 || true)
   [[ -n $PYTHON ]] || die "python3 not found"
-  if "$PYTHON" -c 'import oras, moto, flask, sys; sys.exit(moto.__version__ != "5.2.5")' >/dev/null 2>&1; then
+  if "$PYTHON" -c 'import oras, moto, flask, harbor_client, sys; sys.exit(moto.__version__ != "5.2.5")' >/dev/null 2>&1; then
     log "pip: oras and moto present ($("$PYTHON" -c 'import oras.version as v, moto; print(v.__version__, moto.__version__)' 2>/dev/null || echo '?'))"
   else
     [[ ${BERTH_SKIP_INSTALL:-0} == 1 ]] && die "python package oras missing and BERTH_SKIP_INSTALL=1"
@@ -144,7 +146,7 @@ install_pip() {
     if ! "${pip[@]}" "${PIP_PACKAGES[@]}" </dev/null; then
       "${pip[@]}" --break-system-packages "${PIP_PACKAGES[@]}" </dev/null || die "pip install oras failed"
     fi
-    "$PYTHON" -c 'import oras, moto.server' || die "oras or moto still not importable by $PYTHON"
+    "$PYTHON" -c 'import oras, moto.server, harbor_client' || die "oras or moto still not importable by $PYTHON"
   fi
   PYTHON=$("$PYTHON" -c 'import sys; print(sys.executable)')
 }

@@ -1879,3 +1879,124 @@ async fn containerd_pulls_with_robot_credentials_like_a_pull_secret() {
     ]));
     assert!(!ok, "containerd pulled with a wrong secret");
 }
+
+/// Harbor automation, with a client nobody here wrote (PyPI `harbor-api-client`, generated
+/// from Harbor's own OpenAPI document): it creates a private project and a robot with push
+/// permission; podman pushes with the robot's secret; the client lists the repository and
+/// the artifact it now holds.
+#[tokio::test]
+async fn harbor_api_client_creates_a_project_and_a_robot_that_podman_pushes_with() {
+    let b = builtin(&[]);
+    let c = Containers::new();
+    let id = unique();
+    let python = std::env::var("BERTH_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/harbor_api.py");
+    let url = format!("http://{}", b.host());
+    let project = format!("auto{}", id.replace('-', ""));
+    let out = must(
+        &b,
+        Command::new(&python).arg(&script).args([
+            url.as_str(),
+            ADMIN_PASSWORD,
+            "setup",
+            project.as_str(),
+            "deployer",
+        ]),
+    );
+    let setup: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {out}"));
+    let robot_name = setup["robot"].as_str().expect("robot name").to_string();
+    let secret = setup["secret"].as_str().expect("robot secret").to_string();
+    assert_eq!(robot_name, format!("robot${project}+deployer"));
+
+    // podman pushes an image with the robot's secret (pulled in from a layout first).
+    let layout = c.path("layout");
+    write_layout(&layout, "v1", 2, &id);
+    let image = format!("{}/{project}/app:1.0", b.host());
+    must(
+        &b,
+        c.cmd("skopeo").args([
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &format!("{robot_name}:{secret}"),
+            &format!("oci:{}:v1", layout.display()),
+            &format!("docker://{image}"),
+        ]),
+    );
+    let auth = c.p("auth.json");
+    must(
+        &b,
+        c.cmd("podman").args([
+            "login",
+            "--tls-verify=false",
+            "--authfile",
+            &auth,
+            "-u",
+            &robot_name,
+            "-p",
+            &secret,
+            &b.host(),
+        ]),
+    );
+    must(
+        &b,
+        c.cmd("podman").args([
+            "pull",
+            "-q",
+            "--tls-verify=false",
+            "--authfile",
+            &auth,
+            &image,
+        ]),
+    );
+    let retagged = format!("{}/{project}/app:2.0", b.host());
+    must(&b, c.cmd("podman").args(["tag", &image, &retagged]));
+    must(
+        &b,
+        c.cmd("podman").args([
+            "push",
+            "-q",
+            "--tls-verify=false",
+            "--authfile",
+            &auth,
+            &retagged,
+        ]),
+    );
+
+    let out = must(
+        &b,
+        Command::new(&python).arg(&script).args([
+            url.as_str(),
+            ADMIN_PASSWORD,
+            "inspect",
+            project.as_str(),
+            "app",
+        ]),
+    );
+    let seen: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        seen["repositories"],
+        serde_json::json!([format!("{project}/app")])
+    );
+    let artifacts = seen["artifacts"].as_array().expect("artifacts");
+    let tags: Vec<&str> = artifacts
+        .iter()
+        .flat_map(|a| {
+            a["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap())
+        })
+        .collect();
+    assert!(tags.contains(&"1.0") && tags.contains(&"2.0"), "{seen}");
+    assert!(
+        artifacts
+            .iter()
+            .all(|a| a["size"].as_u64().unwrap_or(0) > 0),
+        "{seen}"
+    );
+}
