@@ -143,3 +143,87 @@ async fn oci_client_over_https_with_configured_certificate() {
         .expect("pull over https");
     assert_eq!(pulled.layers[0].data, b"tls layer");
 }
+
+/// Through the token flow: oci-client logs in with a robot's secret (Basic credentials at
+/// the token endpoint), pushes into a private project and pulls back; anonymously it can
+/// neither push nor pull there.
+#[tokio::test]
+async fn oci_client_pushes_and_pulls_with_a_robot_through_the_token_flow() {
+    let b = Berth::start_with(Options {
+        env: vec![
+            ("BERTH_AUTH__MODE".into(), "builtin".into()),
+            (
+                "BERTH_AUTH__ADMIN_PASSWORD".into(),
+                "oci-admin-pass-1".into(),
+            ),
+        ],
+        ..Default::default()
+    });
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.args(args)
+            .env_remove("BERTH_CONFIG")
+            .env("BERTH_DATA_DIR", &b.data_dir)
+            .env("BERTH_AUTH__MODE", "builtin");
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("BERTH_TEST_") {
+                cmd.env_remove(key);
+            }
+        }
+        let out = cmd.output().expect("berth");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["project", "create", "secret"]);
+    let printed = run(&[
+        "robot",
+        "create",
+        "rusty",
+        "--project",
+        "secret",
+        "--access",
+        "repository:pull",
+        "--access",
+        "repository:push",
+    ]);
+    let field = |key: &str| {
+        printed
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .expect("robot field")
+            .trim()
+            .to_string()
+    };
+    let auth = RegistryAuth::Basic(field("name:"), field("secret:"));
+    let reference: Reference = format!("{}/secret/app:1.0", b.host()).parse().unwrap();
+    let config = Config::oci_v1(br#"{"architecture":"amd64","os":"linux"}"#.to_vec(), None);
+    let layer = vec![ImageLayer::oci_v1(b"robot layer".to_vec(), None)];
+    let anon = oci(ClientProtocol::Http, true)
+        .push(
+            &reference,
+            &layer,
+            config.clone(),
+            &RegistryAuth::Anonymous,
+            None,
+        )
+        .await;
+    assert!(anon.is_err(), "an anonymous push into a private project");
+    oci(ClientProtocol::Http, false)
+        .push(&reference, &layer, config, &auth, None)
+        .await
+        .expect("push with the robot");
+    let media = vec![oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE];
+    let pulled = oci(ClientProtocol::Http, false)
+        .pull(&reference, &auth, media.clone())
+        .await
+        .expect("pull with the robot");
+    assert_eq!(pulled.layers[0].data.as_slice(), b"robot layer");
+    let anon = oci(ClientProtocol::Http, false)
+        .pull(&reference, &RegistryAuth::Anonymous, media)
+        .await;
+    assert!(anon.is_err(), "an anonymous pull from a private project");
+}
