@@ -213,6 +213,21 @@ pub fn robot_full_name(prefix: &str, stored: &str) -> String {
     format!("{prefix}{stored}")
 }
 
+/// Puts a new signing key in force for the built-in token service; the old one is retired
+/// but keeps verifying the tokens it signed. Returns the new key's id.
+pub async fn rotate_signing_key(meta: &dyn MetadataStore) -> anyhow::Result<String> {
+    let key = crate::auth::jwt::SigningKey::generate()?;
+    meta.rotate_signing_key(&identity::SigningKey {
+        kid: key.kid.clone(),
+        algorithm: "ES256".into(),
+        private_key: key.to_pem(),
+        created_at: now_millis(),
+        retired_at: None,
+    })
+    .await?;
+    Ok(key.kid)
+}
+
 /// Why an account request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {

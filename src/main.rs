@@ -48,6 +48,16 @@ enum Command {
     /// Robot accounts, named <prefix><project>+<name> (project) or <prefix><name> (system).
     #[command(subcommand)]
     Robot(RobotCommand),
+    /// The built-in token service's signing key.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Put a new signing key in force; servers sign with it within
+    /// auth.service.key_refresh_seconds, and tokens signed with the old one stay valid.
+    RotateKey,
 }
 
 #[derive(Subcommand)]
@@ -185,7 +195,7 @@ fn main() -> anyhow::Result<()> {
     }
     let admin_command = matches!(
         cli.command,
-        Command::User(_) | Command::Project(_) | Command::Robot(_)
+        Command::User(_) | Command::Project(_) | Command::Robot(_) | Command::Token(_)
     );
     init_logging(&config, admin_command);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -212,6 +222,12 @@ fn main() -> anyhow::Result<()> {
             Command::User(c) => admin_user(&config, c).await,
             Command::Project(c) => admin_project(&config, c).await,
             Command::Robot(c) => admin_robot(&config, c).await,
+            Command::Token(TokenCommand::RotateKey) => {
+                let state = berth::state::AppState::from_config(&config).await?;
+                let kid = admin::rotate_signing_key(state.content.metadata().as_ref()).await?;
+                println!("signing key {kid} in force");
+                Ok(())
+            }
             Command::Migrate => {
                 let url = config.database_url();
                 let store = SqlMetadataStore::connect(&url, 1)

@@ -43,6 +43,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Duration::from_secs(config.uploads.purge_interval_seconds),
         );
     }
+    if let Some(tokens) = &state.tokens {
+        crate::state::spawn_key_refresher(tokens.clone());
+    }
     spawn_memory_trimmer();
     let content = state.content.clone();
     let app = router(state);

@@ -150,6 +150,21 @@ async fn bootstrap(meta: &dyn MetadataStore, admin_password: &str) -> anyhow::Re
     }
 }
 
+/// Re-reads the token service's keys every `auth.service.key_refresh_seconds`, so that a
+/// key put in force elsewhere (another replica's first start, `berth token rotate-key`)
+/// signs here too.
+pub fn spawn_key_refresher(tokens: Arc<BuiltinAccess>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(tokens.key_refresh());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            tokens.refresh_keys().await;
+        }
+    });
+}
+
 /// Runs the purge of abandoned uploads every `every` until the process ends.
 pub fn spawn_upload_purger(state: AppState, max_age: Duration, every: Duration) {
     tokio::spawn(async move {

@@ -2000,3 +2000,53 @@ async fn harbor_api_client_creates_a_project_and_a_robot_that_podman_pushes_with
         "{seen}"
     );
 }
+
+/// `berth token rotate-key` puts a new key in force: servers sign with it after their next
+/// key refresh, and tokens the old key signed stay valid.
+#[tokio::test]
+async fn a_rotated_key_signs_new_tokens_and_old_tokens_stay_valid() {
+    let b = builtin(&[("BERTH_AUTH__SERVICE__KEY_REFRESH_SECONDS", "1")]);
+    let admin_creds = Some(("admin", ADMIN_PASSWORD));
+    let scope = ["repository:library/rotated:pull,push"];
+    let (old, _) = token(&b, admin_creds, &scope).await;
+    let old_kid = jwt_header(&old)["kid"].as_str().unwrap().to_string();
+    let printed = cli_ok(&b, &["token", "rotate-key"]);
+    let new_kid = printed
+        .trim()
+        .strip_prefix("signing key ")
+        .and_then(|r| r.strip_suffix(" in force"))
+        .unwrap_or_else(|| panic!("unexpected output: {printed}"))
+        .to_string();
+    assert_ne!(new_kid, old_kid);
+    // Within the refresh period (1 s here) the server signs with the new key.
+    let mut kid = old_kid.clone();
+    for _ in 0..40 {
+        let (t, _) = token(&b, admin_creds, &scope).await;
+        kid = jwt_header(&t)["kid"].as_str().unwrap().to_string();
+        if kid == new_kid {
+            let r = bearer(&t)
+                .get(b.url("/v2/library/rotated/tags/list"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                404,
+                "a new token is accepted (the repository is empty)"
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(kid, new_kid, "the rotated key signs");
+    let r = bearer(&old)
+        .get(b.url("/v2/library/rotated/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "a token the retired key signed is still accepted"
+    );
+}

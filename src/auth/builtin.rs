@@ -52,6 +52,9 @@ pub struct ServiceConfig {
     pub signing_key: std::path::PathBuf,
     /// How long a verified password or robot secret is remembered, in seconds.
     pub credential_cache_seconds: u64,
+    /// How often a server re-reads the signing keys from the database (a rotated key signs
+    /// from then on), in seconds.
+    pub key_refresh_seconds: u64,
 }
 
 impl Default for ServiceConfig {
@@ -63,6 +66,7 @@ impl Default for ServiceConfig {
             token_seconds: 900,
             signing_key: Default::default(),
             credential_cache_seconds: 30,
+            key_refresh_seconds: 30,
         }
     }
 }
@@ -279,6 +283,8 @@ pub struct BuiltinAccess {
     robot_prefix: String,
     tls: bool,
     keys: RwLock<Keys>,
+    /// `auth.service.signing_key`, which signs whatever the database holds.
+    configured: Option<SigningKey>,
     last_reload: Mutex<Option<Instant>>,
     verified: VerifiedCache,
     validation: Validation,
@@ -332,6 +338,7 @@ impl BuiltinAccess {
             robot_prefix: robot_prefix.to_string(),
             tls,
             keys: RwLock::new(keys),
+            configured,
             last_reload: Mutex::new(None),
             verified: VerifiedCache::default(),
             validation,
@@ -595,7 +602,8 @@ impl BuiltinAccess {
         }
     }
 
-    /// Re-reads the keys from the database, at most once per [`KEY_RELOAD_EVERY`].
+    /// Re-reads the keys from the database, at most once per [`KEY_RELOAD_EVERY`] (a token
+    /// signed with a key this process does not know asked for it).
     async fn reload_keys(&self) -> bool {
         {
             let Ok(mut last) = self.last_reload.lock() else {
@@ -606,14 +614,15 @@ impl BuiltinAccess {
             }
             *last = Some(Instant::now());
         }
-        let signing = self.keys.read().ok().map(|k| k.signing.clone());
-        match load_keys(self.meta.as_ref(), None).await {
-            Ok(mut fresh) => {
-                // A configured key stays this process's signing key.
-                if let Some(s) = signing {
-                    fresh.verifying.insert(s.kid.clone(), s.decoding_key());
-                    fresh.signing = s;
-                }
+        self.refresh_keys().await
+    }
+
+    /// Re-reads the keys from the database: a key another replica or `berth token
+    /// rotate-key` put in force signs from now on (unless a key is configured), and retired
+    /// keys keep verifying the tokens they signed.
+    pub async fn refresh_keys(&self) -> bool {
+        match load_keys(self.meta.as_ref(), self.configured.as_ref()).await {
+            Ok(fresh) => {
                 if let Ok(mut k) = self.keys.write() {
                     *k = fresh;
                 }
@@ -624,6 +633,11 @@ impl BuiltinAccess {
                 false
             }
         }
+    }
+
+    /// How often a server re-reads the keys.
+    pub fn key_refresh(&self) -> Duration {
+        Duration::from_secs(self.config.key_refresh_seconds.max(1))
     }
 
     fn realm(&self, host: Option<&str>) -> String {
