@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::{Value, json};
 
@@ -22,23 +20,7 @@ fn start() -> Berth {
 
 /// Runs the admin CLI on the server's database.
 fn cli(b: &Berth, args: &[&str]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-    cmd.args(args)
-        .env_remove("BERTH_CONFIG")
-        .env("BERTH_DATA_DIR", &b.data_dir)
-        .env("BERTH_AUTH__MODE", "builtin");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("BERTH_TEST_") {
-            cmd.env_remove(key);
-        }
-    }
-    let out = cmd.output().expect("run berth");
-    assert!(
-        out.status.success(),
-        "berth {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    b.cli_ok(args)
 }
 
 async fn send(

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::{Value, json};
 
@@ -27,23 +25,8 @@ fn start() -> Berth {
     })
 }
 
-fn cli(b: &Berth, args: &[&str]) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-    cmd.args(args)
-        .env_remove("BERTH_CONFIG")
-        .env("BERTH_DATA_DIR", &b.data_dir)
-        .env("BERTH_AUTH__MODE", "builtin");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("BERTH_TEST_") {
-            cmd.env_remove(key);
-        }
-    }
-    let out = cmd.output().expect("run berth");
-    assert!(
-        out.status.success(),
-        "berth {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn cli(b: &Berth, args: &[&str]) -> String {
+    b.cli_ok(args)
 }
 
 async fn send(

@@ -42,37 +42,13 @@ fn builtin(extra: &[(&str, &str)]) -> Berth {
 
 /// `berth ARGS` on the server's database (its data dir, or its PostgreSQL URL).
 fn cli(b: &Berth, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-    cmd.args(args)
-        .env_remove("BERTH_CONFIG")
-        .env("BERTH_DATA_DIR", &b.data_dir)
-        .env("BERTH_AUTH__MODE", "builtin")
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null());
-    // The test command's own settings are not configuration; the CLI refuses unknown keys.
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("BERTH_TEST_") {
-            cmd.env_remove(key);
-        }
-    }
-    if let Some(url) = &b.options.database_url {
-        cmd.env("BERTH_DATABASE__URL", url);
-    }
-    cmd.output().expect("run the berth CLI")
+    b.cli(args)
 }
 
 /// `berth ARGS`, which must succeed; returns its stdout.
 #[track_caller]
 fn cli_ok(b: &Berth, args: &[&str]) -> String {
-    let out = cli(b, args);
-    assert!(
-        out.status.success(),
-        "berth {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    b.cli_ok(args)
 }
 
 /// The value of the `key: value` line `berth robot create|refresh` prints.

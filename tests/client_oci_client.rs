@@ -159,25 +159,7 @@ async fn oci_client_pushes_and_pulls_with_a_robot_through_the_token_flow() {
         ],
         ..Default::default()
     });
-    let run = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.args(args)
-            .env_remove("BERTH_CONFIG")
-            .env("BERTH_DATA_DIR", &b.data_dir)
-            .env("BERTH_AUTH__MODE", "builtin");
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("BERTH_TEST_") {
-                cmd.env_remove(key);
-            }
-        }
-        let out = cmd.output().expect("berth");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let run = |args: &[&str]| b.cli_ok(args);
     run(&["project", "create", "secret"]);
     let printed = run(&[
         "robot",

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::projects::lookup;
-use super::{Api, ApiError, ApiResult, signed_in};
+use super::{Api, ApiError, ApiResult, json_body, signed_in};
 use crate::auth::builtin::Resolved;
 use crate::auth::roles::{self, ProjectRole};
 use crate::http::header_value;
@@ -104,8 +104,7 @@ pub async fn add(
     let who = signed_in(&api, &headers).await?;
     let p = lookup(&api, &headers, &project).await?;
     require(&who, &p, roles::Action::Create)?;
-    let req: MemberReq = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not a member: {e}")))?;
+    let req: MemberReq = json_body(&body, "a member")?;
     let role = role(req.role_id)?;
     let meta = api.state.content.metadata();
     let entity = match (req.member_user, req.member_group) {
@@ -187,8 +186,7 @@ pub async fn update(
     let who = signed_in(&api, &headers).await?;
     let p = lookup(&api, &headers, &project).await?;
     require(&who, &p, roles::Action::Update)?;
-    let req: RoleReq = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not a role: {e}")))?;
+    let req: RoleReq = json_body(&body, "a role")?;
     let role = role(req.role_id)?;
     if !api
         .state

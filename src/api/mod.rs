@@ -224,6 +224,27 @@ pub async fn signed_in(api: &Api, headers: &HeaderMap) -> ApiResult<Arc<Resolved
         .ok_or_else(ApiError::unauthorized)
 }
 
+/// A JSON request body; `what` it should have been goes into the error.
+pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> ApiResult<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not {what}: {e}")))
+}
+
+/// Harbor's `page` (from 1) and `page_size` (10 unless asked, at most 100).
+pub fn paging(q: &crate::http::Query<'_>) -> (u64, u64) {
+    let page = q
+        .one("page")
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let size = q
+        .one("page_size")
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(10)
+        .clamp(1, 100);
+    (page, size)
+}
+
 /// Milliseconds since the epoch as Harbor's timestamps (RFC 3339, UTC).
 pub fn timestamp(ms: i64) -> String {
     crate::auth::builtin::rfc3339((ms.max(0) / 1000) as u64)

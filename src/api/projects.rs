@@ -234,8 +234,7 @@ impl ProjectReq {
 }
 
 fn parse_body(body: &[u8]) -> ApiResult<ProjectReq> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not a project: {e}")))
+    super::json_body(body, "a project")
 }
 
 /// `POST /api/v2.0/projects`: by a system admin, or by any signed-in user when

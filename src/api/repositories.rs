@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::projects::lookup;
-use super::{Api, ApiError, ApiResult, caller, signed_in, timestamp};
+use super::{Api, ApiError, ApiResult, caller, paging, signed_in, timestamp};
 use crate::auth::builtin::Resolved;
 use crate::auth::roles;
 use crate::content::ContentError;
@@ -48,20 +48,6 @@ fn refuse(who: Option<&Resolved>, p: &Project) -> ApiError {
         None => super::ApiError::unauthorized(),
         Some(_) => ApiError::forbidden(format!("not allowed in project {}", p.name)),
     }
-}
-
-fn paging(q: &Query<'_>) -> (u64, u64) {
-    let page = q
-        .one("page")
-        .and_then(|p| p.parse::<u64>().ok())
-        .unwrap_or(1)
-        .max(1);
-    let size = q
-        .one("page_size")
-        .and_then(|p| p.parse::<u64>().ok())
-        .unwrap_or(10)
-        .clamp(1, 100);
-    (page, size)
 }
 
 /// The repository a path names: `{project}` and `{repository}` (without the project, its

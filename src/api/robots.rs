@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{Api, ApiError, ApiResult, signed_in, timestamp};
+use super::{Api, ApiError, ApiResult, json_body, signed_in, timestamp};
 use crate::admin::{self, AccountError, RobotSpec};
 use crate::auth::builtin::{Resolved, flatten, grouped};
 use crate::auth::roles::{self, RobotPermission};
@@ -105,8 +105,7 @@ pub async fn create(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let who = signed_in(&api, &headers).await?;
-    let req: RobotReq = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not a robot: {e}")))?;
+    let req: RobotReq = json_body(&body, "a robot")?;
     let level = match req.level.as_deref() {
         Some(l) => RobotLevel::parse(l).ok_or_else(|| {
             ApiError::bad_request(format!("level {l:?} is invalid; valid: system, project"))
@@ -183,16 +182,7 @@ pub async fn list(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> ApiRe
             }
         }
     }
-    let page = q
-        .one("page")
-        .and_then(|p| p.parse::<u64>().ok())
-        .unwrap_or(1)
-        .max(1);
-    let size = q
-        .one("page_size")
-        .and_then(|p| p.parse::<u64>().ok())
-        .unwrap_or(10)
-        .clamp(1, 100);
+    let (page, size) = super::paging(&q);
     let meta = api.state.content.metadata();
     let mut visible = Vec::new();
     let mut p = 1;
@@ -241,8 +231,7 @@ pub async fn update(
 ) -> ApiResult<StatusCode> {
     let who = signed_in(&api, &headers).await?;
     let r = managed(&api, &who, &id).await?;
-    let req: RobotReq = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not a robot: {e}")))?;
+    let req: RobotReq = json_body(&body, "a robot")?;
     let permissions = if req.permissions.is_empty() {
         grouped(&r.permissions)
     } else {
@@ -312,8 +301,7 @@ pub async fn refresh(
     let req: SecretReq = if body.is_empty() {
         SecretReq::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not a secret: {e}")))?
+        json_body(&body, "a secret")?
     };
     let secret = if req.secret.is_empty() {
         secrets::generate_secret().map_err(AccountError::from)?

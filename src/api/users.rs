@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{Api, ApiError, ApiResult, signed_in, timestamp};
+use super::{Api, ApiError, ApiResult, json_body, signed_in, timestamp};
 use crate::auth::builtin::Resolved;
 use crate::auth::secrets;
 use crate::http::{Query, header_value};
@@ -91,16 +91,7 @@ pub async fn list(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> ApiRe
     let who = signed_in(&api, &headers).await?;
     require_admin(&who)?;
     let q = Query(uri.query().unwrap_or(""));
-    let page = q
-        .one("page")
-        .and_then(|p| p.parse::<u64>().ok())
-        .unwrap_or(1)
-        .max(1);
-    let size = q
-        .one("page_size")
-        .and_then(|p| p.parse::<u64>().ok())
-        .unwrap_or(10)
-        .clamp(1, 100);
+    let (page, size) = super::paging(&q);
     let contains = q.one("q").and_then(|t| {
         t.strip_prefix("username=")
             .map(|v| v.trim_start_matches('~').to_string())
@@ -139,8 +130,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let who = signed_in(&api, &headers).await?;
     require_admin(&who)?;
-    let req: UserReq = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not a user: {e}")))?;
+    let req: UserReq = json_body(&body, "a user")?;
     let name = &req.username;
     if name.is_empty()
         || name.len() > 255
@@ -207,9 +197,7 @@ pub async fn password(
 ) -> ApiResult<StatusCode> {
     let who = signed_in(&api, &headers).await?;
     let user = user_by_id(&api, &id).await?;
-    let req: PasswordReq = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!("the request body is not a password change: {e}"))
-    })?;
+    let req: PasswordReq = json_body(&body, "a password change")?;
     let own = who.user_id == Some(user.id);
     if own {
         let old_ok = user
@@ -251,8 +239,7 @@ pub async fn sysadmin(
             "an administrator cannot change their own admin flag",
         ));
     }
-    let req: SysadminReq = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not a flag: {e}")))?;
+    let req: SysadminReq = json_body(&body, "a flag")?;
     api.state
         .content
         .metadata()

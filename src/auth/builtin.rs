@@ -28,7 +28,7 @@ use super::roles::{self, ProjectRole, RegistryOp};
 use super::secrets::{password_matches, secret_matches};
 use super::{
     Access, AccessController, Action, Authority, Challenge, Credentials, Principal, Refusal,
-    project_of, scope,
+    project_of,
 };
 use crate::metadata::identity::{self, ProjectQuery, RobotLevel};
 use crate::metadata::{MetaError, MetadataStore, now_millis};
@@ -763,11 +763,6 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
-/// Escapes a challenge parameter's value (a quoted-string).
-fn quote(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
 #[async_trait]
 impl AccessController for BuiltinAccess {
     async fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, Refusal> {
@@ -856,21 +851,12 @@ impl AccessController for BuiltinAccess {
         refusal: &Refusal,
         host: Option<&str>,
     ) -> Option<Challenge> {
-        let mut value = format!(
-            "Bearer realm=\"{}\",service=\"{}\"",
-            quote(&self.realm(host)),
-            quote(&self.config.service)
-        );
-        let scope = scope(wanted);
-        if !scope.is_empty() {
-            value.push_str(&format!(",scope=\"{scope}\""));
-        }
-        match refusal {
-            Refusal::Missing => {}
-            Refusal::Invalid(_) => value.push_str(",error=\"invalid_token\""),
-            Refusal::Insufficient => value.push_str(",error=\"insufficient_scope\""),
-        }
-        Some(Challenge(value))
+        Some(Challenge::bearer(
+            &self.realm(host),
+            &self.config.service,
+            wanted,
+            refusal,
+        ))
     }
 }
 

@@ -204,6 +204,34 @@ pub enum Refusal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Challenge(pub String);
 
+impl Challenge {
+    /// The Docker token spec's challenge: where to get a token (`realm`), for which
+    /// `service`, the `scope` wanted and, after a refused token, why (`error`).
+    pub fn bearer(
+        realm: &str,
+        service: &str,
+        wanted: &[Access<'_>],
+        refusal: &Refusal,
+    ) -> Challenge {
+        let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut value = format!(
+            "Bearer realm=\"{}\",service=\"{}\"",
+            quote(realm),
+            quote(service)
+        );
+        let scope = scope(wanted);
+        if !scope.is_empty() {
+            value.push_str(&format!(",scope=\"{scope}\""));
+        }
+        match refusal {
+            Refusal::Missing => {}
+            Refusal::Invalid(_) => value.push_str(",error=\"invalid_token\""),
+            Refusal::Insufficient => value.push_str(",error=\"insufficient_scope\""),
+        }
+        Challenge(value)
+    }
+}
+
 #[async_trait]
 pub trait AccessController: Send + Sync + 'static {
     /// Credentials to a principal: `Anonymous` when the request carries none this backend

@@ -25,7 +25,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::jwt::{Claims, Verified, VerifiedCache, describe};
-use super::{Access, AccessController, Action, Challenge, Credentials, Principal, Refusal, scope};
+use super::{Access, AccessController, Action, Challenge, Credentials, Principal, Refusal};
 
 /// `[auth.token]`: where clients get tokens, and how to check them.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -144,11 +144,6 @@ impl TokenAccess {
     }
 }
 
-/// Escapes a challenge parameter's value (a quoted-string).
-fn quote(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
 #[async_trait]
 impl AccessController for TokenAccess {
     async fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, Refusal> {
@@ -199,20 +194,11 @@ impl AccessController for TokenAccess {
         refusal: &Refusal,
         _host: Option<&str>,
     ) -> Option<Challenge> {
-        let mut value = format!(
-            "Bearer realm=\"{}\",service=\"{}\"",
-            quote(&self.realm),
-            quote(&self.service)
-        );
-        let scope = scope(wanted);
-        if !scope.is_empty() {
-            value.push_str(&format!(",scope=\"{scope}\""));
-        }
-        match refusal {
-            Refusal::Missing => {}
-            Refusal::Invalid(_) => value.push_str(",error=\"invalid_token\""),
-            Refusal::Insufficient => value.push_str(",error=\"insufficient_scope\""),
-        }
-        Some(Challenge(value))
+        Some(Challenge::bearer(
+            &self.realm,
+            &self.service,
+            wanted,
+            refusal,
+        ))
     }
 }

@@ -367,6 +367,41 @@ impl Berth {
             .collect()
     }
 
+    /// `berth ARGS` (the admin CLI) on this server's database, with built-in accounts.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.args(args)
+            .env_remove("BERTH_CONFIG")
+            .env("BERTH_DATA_DIR", &self.data_dir)
+            .env("BERTH_AUTH__MODE", "builtin")
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null());
+        // The test command's own settings are not configuration; the CLI refuses them.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("BERTH_TEST_") {
+                cmd.env_remove(key);
+            }
+        }
+        if let Some(url) = &self.options.database_url {
+            cmd.env("BERTH_DATABASE__URL", url);
+        }
+        cmd.output().expect("run the berth CLI")
+    }
+
+    /// `berth ARGS`, which must succeed; returns its stdout.
+    #[track_caller]
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
