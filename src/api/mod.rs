@@ -101,6 +101,31 @@ pub fn router(api: Api) -> Router {
         .with_state(api)
         // The API's bodies are small JSON documents.
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(harbor_shaped))
+}
+
+/// Refusals axum answers itself (a body over the limit, an unknown method) in Harbor's
+/// error shape too.
+async fn harbor_shaped(resp: Response) -> Response {
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    match resp.status() {
+        StatusCode::PAYLOAD_TOO_LARGE if !json => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("the request body is over the API's limit of {MAX_BODY} bytes"),
+        )
+        .into_response(),
+        StatusCode::METHOD_NOT_ALLOWED if !json => ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "this method is not supported here",
+        )
+        .into_response(),
+        _ => resp,
+    }
 }
 
 /// The largest request body the API reads.
