@@ -907,6 +907,22 @@ mod repositories {
             .await
             .unwrap();
         assert_eq!(filtered.total, 1);
+        // `_` and `%` in a filter are themselves, not wildcards.
+        put(m, &manifest(&repo("proj/x_y"), b"xy1")).await;
+        put(m, &manifest(&repo("proj/xzy"), b"xy2")).await;
+        let underscore = m
+            .project_repositories("proj", Some("x_y"), 1, 10)
+            .await
+            .unwrap();
+        let names: Vec<&str> = underscore.items.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["proj/x_y"]);
+        assert_eq!(
+            m.project_repositories("proj", Some("%"), 1, 10)
+                .await
+                .unwrap()
+                .total,
+            0
+        );
         assert!(
             m.project_repositories("nothing", None, 1, 10)
                 .await

@@ -166,40 +166,58 @@ impl RepositoryStore for SqlMetadataStore {
         // `<project>/` up to (not including) `<project>0`: '0' follows '/' in byte order,
         // which both dialects use for repository names.
         let (from, to) = (format!("{project}/"), format!("{project}0"));
-        let filter = name_contains.map(|n| n.to_ascii_lowercase());
+        // Repository names are lower-case; `\`, `%` and `_` are escaped for LIKE.
+        let pattern = match name_contains {
+            Some(n) => format!(
+                "%{}%",
+                n.to_ascii_lowercase()
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            ),
+            None => "%".to_string(),
+        };
+        const WHERE: &str = "r.name > $1 AND r.name < $2 AND r.name LIKE $3 ESCAPE '\\'";
+        let total: i64 = self
+            .read
+            .fetch_one(
+                sqlx::query(&format!(
+                    "SELECT COUNT(*) AS n FROM repositories r WHERE {WHERE}"
+                ))
+                .bind(&from)
+                .bind(&to)
+                .bind(&pattern),
+            )
+            .await?
+            .try_get("n")?;
         let rows = self
             .read
             .fetch_all(
-                sqlx::query(
+                sqlx::query(&format!(
                     "SELECT r.name, r.created_at, \
                      (SELECT COUNT(*) FROM manifests m WHERE m.repository = r.name) AS artifacts \
-                     FROM repositories r WHERE r.name > $1 AND r.name < $2 ORDER BY r.name",
-                )
-                .bind(from)
-                .bind(to),
+                     FROM repositories r WHERE {WHERE} ORDER BY r.name LIMIT $4 OFFSET $5"
+                ))
+                .bind(&from)
+                .bind(&to)
+                .bind(&pattern)
+                .bind(page_size as i64)
+                .bind((page.max(1) - 1).saturating_mul(page_size) as i64),
             )
             .await?;
-        let mut all = Vec::new();
-        for r in &rows {
-            let name: String = r.try_get("name")?;
-            if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-                continue;
-            }
-            all.push(RepositorySummary {
-                name,
-                created_at: r.try_get("created_at")?,
-                artifacts: r.try_get::<i64, _>("artifacts")? as u64,
-            });
-        }
-        let total = all.len() as u64;
-        let skip = (page.max(1) - 1).saturating_mul(page_size) as usize;
+        let items = rows
+            .iter()
+            .map(|r| {
+                Ok(RepositorySummary {
+                    name: r.try_get("name")?,
+                    created_at: r.try_get("created_at")?,
+                    artifacts: r.try_get::<i64, _>("artifacts")? as u64,
+                })
+            })
+            .collect::<Result<Vec<_>, MetaError>>()?;
         Ok(Page {
-            items: all
-                .into_iter()
-                .skip(skip)
-                .take(page_size as usize)
-                .collect(),
-            total,
+            items,
+            total: total as u64,
         })
     }
 
