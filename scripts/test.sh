@@ -80,6 +80,10 @@ APT_PACKAGES=(skopeo podman buildah containerd docker-registry openssl ca-certif
 # harbor-api-client: a client generated from Harbor's own OpenAPI document, for the API
 # compatibility test (tests/clients/harbor_api.py).
 PIP_PACKAGES=("oras>=0.2.43,<0.3" "moto[server]==5.2.5" "harbor-api-client==2.12.2")
+# helm-sdkpy: Helm 4's own library for the Helm test (tests/clients/helm_chart.py); Debian
+# has no helm. It asks for Python 3.12 and works on 3.11, hence its own pip call with
+# --ignore-requires-python (kept apart so the packages above install as they always did).
+PIP_IGNORE_PYTHON_PACKAGES=("helm-sdkpy==0.1.32")
 
 pkg_installed() {
   [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true) == installed ]]
@@ -132,11 +136,11 @@ PYTHON=""
 install_pip() {
   PYTHON=$(command -v python3 || true)
   [[ -n $PYTHON ]] || die "python3 not found"
-  if "$PYTHON" -c 'import oras, moto, flask, harbor_client, sys; sys.exit(moto.__version__ != "5.2.5")' >/dev/null 2>&1; then
+  if "$PYTHON" -c 'import oras, moto, flask, harbor_client, helm_sdkpy, sys; sys.exit(moto.__version__ != "5.2.5")' >/dev/null 2>&1; then
     log "pip: oras and moto present ($("$PYTHON" -c 'import oras.version as v, moto; print(v.__version__, moto.__version__)' 2>/dev/null || echo '?'))"
   else
     [[ ${BERTH_SKIP_INSTALL:-0} == 1 ]] && die "python package oras missing and BERTH_SKIP_INSTALL=1"
-    log "pip: installing ${PIP_PACKAGES[*]} for $PYTHON"
+    log "pip: installing ${PIP_PACKAGES[*]} ${PIP_IGNORE_PYTHON_PACKAGES[*]} for $PYTHON"
     if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
       # Debian's own python3 has no pip until python3-pip is installed.
       env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip </dev/null >/dev/null
@@ -146,7 +150,11 @@ install_pip() {
     if ! "${pip[@]}" "${PIP_PACKAGES[@]}" </dev/null; then
       "${pip[@]}" --break-system-packages "${PIP_PACKAGES[@]}" </dev/null || die "pip install oras failed"
     fi
-    "$PYTHON" -c 'import oras, moto.server, harbor_client' || die "oras or moto still not importable by $PYTHON"
+    pip+=(--ignore-requires-python)
+    if ! "${pip[@]}" "${PIP_IGNORE_PYTHON_PACKAGES[@]}" </dev/null; then
+      "${pip[@]}" --break-system-packages "${PIP_IGNORE_PYTHON_PACKAGES[@]}" </dev/null || die "pip install helm-sdkpy failed"
+    fi
+    "$PYTHON" -c 'import oras, moto.server, harbor_client, helm_sdkpy' || die "oras, moto, harbor-api-client or helm-sdkpy still not importable by $PYTHON"
   fi
   PYTHON=$("$PYTHON" -c 'import sys; print(sys.executable)')
 }
