@@ -126,6 +126,7 @@ async fn projects_are_created_by_admins_with_valid_unique_names() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["name"], "team");
     assert_eq!(v["metadata"]["public"], "false");
+    assert_eq!(v["repo_count"], 0);
 
     // Refused, and nothing created: a taken name, invalid names, no name, non-admins.
     let msg = harbor_error(
@@ -348,6 +349,8 @@ async fn private_projects_are_hidden_and_only_their_admins_change_or_delete_them
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "a developer pushes with Basic credentials");
+    let r = get(carol).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["repo_count"], 1);
     let delete = |who| {
         send(
             &b,

@@ -36,11 +36,6 @@ fn helm_script(home: &Path, ca: &Path, args: &[&str]) -> Output {
         .env("HELM_REGISTRY_CONFIG", home.join("helm/registry.json"))
         .env("KUBECONFIG", home.join("kubeconfig"))
         .env("SSL_CERT_FILE", ca)
-        // HTTP/1.1 for Helm: over HTTP/2 a request carries no Host header (the authority
-        // is in its URI), and the builtin challenge then names the realm
-        // https://localhost/service/token, where Helm cannot get a token. Until the
-        // challenge reads the URI's authority too, Helm stays on HTTP/1.1 here.
-        .env("GODEBUG", "http2client=0")
         .env("TMPDIR", home)
         .stdin(Stdio::null())
         .output()

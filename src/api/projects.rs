@@ -18,8 +18,19 @@ use crate::metadata::identity::{NewProject, Project, ProjectQuery};
 const DEFAULT_PAGE_SIZE: u64 = 10;
 const MAX_PAGE_SIZE: u64 = 100;
 
+/// How many repositories a project holds.
+async fn repo_count(api: &Api, p: &Project) -> ApiResult<u64> {
+    Ok(api
+        .state
+        .content
+        .metadata()
+        .project_repositories(&p.name, None, 1, 1)
+        .await?
+        .total)
+}
+
 /// A project as Harbor's API shows it.
-fn project_json(p: &Project, who: Option<&Resolved>) -> serde_json::Value {
+fn project_json(p: &Project, who: Option<&Resolved>, repos: u64) -> serde_json::Value {
     let roles = who.map(|w| w.role_ids(&p.name)).unwrap_or_default();
     let mut v = serde_json::json!({
         "project_id": p.id,
@@ -30,6 +41,7 @@ fn project_json(p: &Project, who: Option<&Resolved>) -> serde_json::Value {
         "deleted": false,
         "metadata": { "public": if p.public { "true" } else { "false" } },
         "current_user_role_ids": roles,
+        "repo_count": repos,
     });
     if let Some(first) = roles.first() {
         v["current_user_role_id"] = (*first).into();
@@ -156,11 +168,10 @@ pub async fn list(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> ApiRe
         let r = meta.list_projects(&query, page, size).await?;
         (r.items, r.total)
     };
-    let json = result
-        .0
-        .iter()
-        .map(|p| project_json(p, who.as_deref()))
-        .collect();
+    let mut json = Vec::with_capacity(result.0.len());
+    for p in &result.0 {
+        json.push(project_json(p, who.as_deref(), repo_count(&api, p).await?));
+    }
     Ok(listing(json, result.1, page, size, &q))
 }
 
@@ -298,7 +309,8 @@ pub async fn get(
             Some(_) => ApiError::not_found(format!("project {reference} not found")),
         });
     }
-    Ok(Json(project_json(&p, who.as_deref())).into_response())
+    let repos = repo_count(&api, &p).await?;
+    Ok(Json(project_json(&p, who.as_deref(), repos)).into_response())
 }
 
 /// `PUT /api/v2.0/projects/{project_name_or_id}`: makes it public or private.

@@ -214,7 +214,21 @@ async fn handle(
     })?;
     let name = route.name().map(RepoName::parse).transpose()?;
     let op = Operation::of(&route, method).map_err(|allowed| unsupported(method, allowed))?;
-    let grant = auth::check(&state.access, headers, &op.access(name.as_ref())).await?;
+    // HTTP/2 carries the host in the URI, not in a `Host` header; a challenge that sends
+    // the client back to this registry needs it.
+    let with_host;
+    let auth_headers = match (headers.contains_key(header::HOST), uri.authority()) {
+        (false, Some(authority)) => {
+            let mut h = headers.clone();
+            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                h.insert(header::HOST, v);
+            }
+            with_host = h;
+            &with_host
+        }
+        _ => headers,
+    };
+    let grant = auth::check(&state.access, auth_headers, &op.access(name.as_ref())).await?;
     let req = Req {
         state,
         headers,
