@@ -719,3 +719,216 @@ async fn admins_manage_users_and_users_change_their_own_password() {
     )
     .await;
 }
+
+/// Every `/api/v2.0` action on a private project, for every kind of caller: allowed or
+/// refused as Harbor's roles say. Allowed actions answer their own status (some on purpose
+/// on a target that does not exist or already exists, so that nothing changes); refused
+/// ones 401 (anonymous) or 403/404 (signed in).
+#[tokio::test]
+async fn the_api_authorization_matrix_follows_harbors_roles() {
+    let b = start();
+    cli(&b, &["project", "create", "team"]);
+    let admin_client = reqwest::Client::new();
+    let r = admin_client
+        .post(b.url("/v2/team/app/blobs/uploads/"))
+        .basic_auth("admin", Some(ADMIN_PW))
+        .query(&[("digest", sha256(b"matrix").as_str())])
+        .body("matrix")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let roles = [
+        ("pa", "projectAdmin"),
+        ("ma", "maintainer"),
+        ("de", "developer"),
+        ("gu", "guest"),
+        ("lg", "limitedGuest"),
+    ];
+    for (user, role) in roles {
+        cli(&b, &["user", "create", user, "--password", "Matrix-pass-1"]);
+        cli(&b, &["project", "member", "team", user, role]);
+    }
+    cli(
+        &b,
+        &["user", "create", "out", "--password", "Matrix-pass-1"],
+    );
+    cli(
+        &b,
+        &[
+            "robot",
+            "create",
+            "dup",
+            "--project",
+            "team",
+            "--access",
+            "repository:pull",
+        ],
+    );
+    let robot = b.cli_ok(&[
+        "robot",
+        "create",
+        "rb",
+        "--project",
+        "team",
+        "--access",
+        "repository:pull",
+        "--access",
+        "repository:push",
+    ]);
+    let robot_secret = robot
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .unwrap()
+        .to_string();
+
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let member = json!({"role_id": 3, "member_user": {"username": "de"}});
+    let dup_robot = json!({"name": "dup", "level": "project", "duration": -1,
+        "permissions": [{"kind": "project", "namespace": "team",
+            "access": [{"resource": "repository", "action": "pull"}]}]});
+    // (action, method, path, body, status when allowed, who may: admin pa ma de gu lg out anon robot)
+    type Row<'a> = (
+        &'a str,
+        reqwest::Method,
+        String,
+        Option<Value>,
+        u16,
+        [bool; 9],
+    );
+    use reqwest::Method as M;
+    let p = "/api/v2.0/projects/team";
+    let rows: Vec<Row> = vec![
+        (
+            "read project",
+            M::GET,
+            p.into(),
+            None,
+            200,
+            [true, true, true, true, true, true, false, false, false],
+        ),
+        (
+            "update project",
+            M::PUT,
+            p.into(),
+            Some(json!({})),
+            200,
+            [true, true, false, false, false, false, false, false, false],
+        ),
+        (
+            "delete non-empty project",
+            M::DELETE,
+            p.into(),
+            None,
+            412,
+            [true, true, false, false, false, false, false, false, false],
+        ),
+        (
+            "list members",
+            M::GET,
+            format!("{p}/members"),
+            None,
+            200,
+            [true, true, true, true, true, false, false, false, false],
+        ),
+        (
+            "add member",
+            M::POST,
+            format!("{p}/members"),
+            Some(member),
+            409,
+            [true, true, false, false, false, false, false, false, false],
+        ),
+        (
+            "list repositories",
+            M::GET,
+            format!("{p}/repositories"),
+            None,
+            200,
+            [true, true, true, true, true, true, false, false, false],
+        ),
+        (
+            "list artifacts",
+            M::GET,
+            format!("{p}/repositories/app/artifacts"),
+            None,
+            200,
+            [true, true, true, true, true, true, false, false, false],
+        ),
+        (
+            "delete artifact",
+            M::DELETE,
+            format!("{p}/repositories/app/artifacts/{missing}"),
+            None,
+            404,
+            [true, true, true, false, false, false, false, false, false],
+        ),
+        (
+            "delete tag",
+            M::DELETE,
+            format!("{p}/repositories/app/artifacts/{missing}/tags/nope"),
+            None,
+            404,
+            [true, true, true, false, false, false, false, false, false],
+        ),
+        (
+            "create project robot",
+            M::POST,
+            "/api/v2.0/robots".into(),
+            Some(dup_robot),
+            409,
+            [true, true, false, false, false, false, false, false, false],
+        ),
+        (
+            "list users",
+            M::GET,
+            "/api/v2.0/users".into(),
+            None,
+            200,
+            [true, false, false, false, false, false, false, false, false],
+        ),
+        (
+            "create project",
+            M::POST,
+            "/api/v2.0/projects".into(),
+            Some(json!({"project_name": "team"})),
+            409,
+            [true, false, false, false, false, false, false, false, false],
+        ),
+    ];
+    let callers: [(&str, Option<(&str, &str)>); 9] = [
+        ("admin", ADMIN),
+        ("projectAdmin", Some(("pa", "Matrix-pass-1"))),
+        ("maintainer", Some(("ma", "Matrix-pass-1"))),
+        ("developer", Some(("de", "Matrix-pass-1"))),
+        ("guest", Some(("gu", "Matrix-pass-1"))),
+        ("limitedGuest", Some(("lg", "Matrix-pass-1"))),
+        ("non-member", Some(("out", "Matrix-pass-1"))),
+        ("anonymous", None),
+        (
+            "project robot",
+            Some(("robot$team+rb", robot_secret.as_str())),
+        ),
+    ];
+    for (action, method, path, body, ok, allowed) in rows {
+        for ((who, creds), may) in callers.iter().zip(allowed) {
+            let status = send(&b, method.clone(), &path, *creds, body.clone())
+                .await
+                .status()
+                .as_u16();
+            if may {
+                assert_eq!(status, ok, "{who} may {action}");
+            } else if creds.is_none() {
+                assert_eq!(status, 401, "{who} may not {action}");
+            } else {
+                assert!(
+                    matches!(status, 403 | 404),
+                    "{who} may not {action}: {status}"
+                );
+            }
+        }
+    }
+    // Nothing the refusals touched changed.
+    let listed = cli(&b, &["project", "list"]);
+    assert_eq!(listed, "library (public)\nteam (private)\n");
+}
