@@ -6,16 +6,10 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-const ADMIN_PW: &str = "admin-pass-123";
+const ADMIN_PW: &str = API_ADMIN_PW;
 
 fn start() -> Berth {
-    Berth::start_with(Options {
-        env: vec![
-            ("BERTH_AUTH__MODE".into(), "builtin".into()),
-            ("BERTH_AUTH__ADMIN_PASSWORD".into(), ADMIN_PW.into()),
-        ],
-        ..Default::default()
-    })
+    Berth::builtin(&[])
 }
 
 /// Runs the admin CLI on the server's database.
@@ -23,45 +17,18 @@ fn cli(b: &Berth, args: &[&str]) -> String {
     b.cli_ok(args)
 }
 
-async fn send(
-    b: &Berth,
-    method: reqwest::Method,
-    path: &str,
-    who: Option<(&str, &str)>,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut r = client().request(method, b.url(path));
-    if let Some((u, p)) = who {
-        r = r.basic_auth(u, Some(p));
-    }
-    if let Some(body) = body {
-        r = r.json(&body);
-    }
-    r.send().await.expect("request")
-}
-
-async fn harbor_error(r: reqwest::Response, status: u16, code: &str) -> String {
-    assert_eq!(r.status().as_u16(), status);
-    let v: Value = r.json().await.expect("json error body");
-    assert_eq!(v["errors"][0]["code"], code, "{v}");
-    v["errors"][0]["message"]
-        .as_str()
-        .expect("message")
-        .to_string()
-}
-
 const ADMIN: Option<(&str, &str)> = Some(("admin", ADMIN_PW));
 
 #[tokio::test]
 async fn systeminfo_and_the_current_user_answer_in_harbors_shape() {
     let b = start();
-    let r = send(&b, reqwest::Method::GET, "/api/v2.0/systeminfo", None, None).await;
+    let r = api_send(&b, reqwest::Method::GET, "/api/v2.0/systeminfo", None, None).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["auth_mode"], "db_auth");
     assert_eq!(v["project_creation_restriction"], "adminonly");
 
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::GET,
         "/api/v2.0/users/current",
@@ -76,7 +43,7 @@ async fn systeminfo_and_the_current_user_answer_in_harbors_shape() {
     assert!(v["user_id"].as_i64().is_some());
     assert!(v["creation_time"].as_str().unwrap().ends_with('Z'));
 
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::GET,
         "/api/v2.0/users/current",
@@ -85,7 +52,7 @@ async fn systeminfo_and_the_current_user_answer_in_harbors_shape() {
     )
     .await;
     harbor_error(r, 401, "UNAUTHORIZED").await;
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::GET,
         "/api/v2.0/users/current",
@@ -105,7 +72,7 @@ async fn projects_are_created_by_admins_with_valid_unique_names() {
         &["user", "create", "alice", "--password", "alice-pass-1"],
     );
     let post = |who, body| {
-        send(
+        api_send(
             &b,
             reqwest::Method::POST,
             "/api/v2.0/projects",
@@ -122,7 +89,7 @@ async fn projects_are_created_by_admins_with_valid_unique_names() {
     assert_eq!(r.status(), 201);
     let location = header_str(&r, "location");
     assert!(location.starts_with("/api/v2.0/projects/"), "{location}");
-    let r = send(&b, reqwest::Method::GET, &location, ADMIN, None).await;
+    let r = api_send(&b, reqwest::Method::GET, &location, ADMIN, None).await;
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["name"], "team");
     assert_eq!(v["metadata"]["public"], "false");
@@ -151,7 +118,7 @@ async fn projects_are_created_by_admins_with_valid_unique_names() {
         "BAD_REQUEST",
     )
     .await;
-    let r = send(&b, reqwest::Method::POST, "/api/v2.0/projects", ADMIN, None).await;
+    let r = api_send(&b, reqwest::Method::POST, "/api/v2.0/projects", ADMIN, None).await;
     harbor_error(r, 400, "BAD_REQUEST").await;
     harbor_error(
         post(
@@ -210,7 +177,7 @@ async fn listings_show_what_the_caller_may_see_with_totals_and_pages() {
     let list = |who, query: &'static str| {
         let b = &b;
         async move {
-            let r = send(
+            let r = api_send(
                 b,
                 reqwest::Method::GET,
                 &format!("/api/v2.0/projects{query}"),
@@ -263,7 +230,7 @@ async fn listings_show_what_the_caller_may_see_with_totals_and_pages() {
         "?public=maybe",
         "?q=owner%3Dx",
     ] {
-        let r = send(
+        let r = api_send(
             &b,
             reqwest::Method::GET,
             &format!("/api/v2.0/projects{bad}"),
@@ -295,7 +262,7 @@ async fn private_projects_are_hidden_and_only_their_admins_change_or_delete_them
     let carol = Some(("carol", "carol-pass-1"));
     let dave = Some(("dave", "dave-pass-12"));
     let get = |who| {
-        send(
+        api_send(
             &b,
             reqwest::Method::GET,
             "/api/v2.0/projects/secret",
@@ -312,7 +279,7 @@ async fn private_projects_are_hidden_and_only_their_admins_change_or_delete_them
     assert_eq!(v["current_user_role_ids"], json!([1]));
     let id = v["project_id"].as_i64().unwrap();
     // By id as well, and by name when the header says the reference is one.
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::GET,
         &format!("/api/v2.0/projects/{id}"),
@@ -325,7 +292,7 @@ async fn private_projects_are_hidden_and_only_their_admins_change_or_delete_them
     // A developer may not make it public; its project admin may.
     let public = json!({"metadata": {"public": "true"}});
     let put = |who| {
-        send(
+        api_send(
             &b,
             reqwest::Method::PUT,
             "/api/v2.0/projects/secret",
@@ -352,7 +319,7 @@ async fn private_projects_are_hidden_and_only_their_admins_change_or_delete_them
     let r = get(carol).await;
     assert_eq!(r.json::<Value>().await.unwrap()["repo_count"], 1);
     let delete = |who| {
-        send(
+        api_send(
             &b,
             reqwest::Method::DELETE,
             "/api/v2.0/projects/secret",
@@ -410,13 +377,13 @@ async fn members_are_listed_added_changed_and_removed_by_project_admins() {
 
     // The project admin adds finn as a developer, by name.
     let add = json!({"role_id": 2, "member_user": {"username": "finn"}});
-    let r = send(&b, reqwest::Method::POST, members, erin, Some(add.clone())).await;
+    let r = api_send(&b, reqwest::Method::POST, members, erin, Some(add.clone())).await;
     assert_eq!(r.status(), 201);
     let location = header_str(&r, "location");
     assert!(location.contains("/members/"), "{location}");
-    let r = send(&b, reqwest::Method::POST, members, erin, Some(add)).await;
+    let r = api_send(&b, reqwest::Method::POST, members, erin, Some(add)).await;
     harbor_error(r, 409, "CONFLICT").await;
-    let r = send(&b, reqwest::Method::GET, members, finn, None).await;
+    let r = api_send(&b, reqwest::Method::GET, members, finn, None).await;
     assert_eq!(r.status(), 200, "a developer may see the members");
     let listed: Value = r.json().await.unwrap();
     let finn_row = listed
@@ -457,9 +424,9 @@ async fn members_are_listed_added_changed_and_removed_by_project_admins() {
 
     // A developer may not manage members; the admin promotes finn, then removes him.
     let gus = json!({"role_id": 3, "member_user": {"username": "gus"}});
-    let r = send(&b, reqwest::Method::POST, members, finn, Some(gus)).await;
+    let r = api_send(&b, reqwest::Method::POST, members, finn, Some(gus)).await;
     harbor_error(r, 403, "FORBIDDEN").await;
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::PUT,
         &location,
@@ -474,14 +441,14 @@ async fn members_are_listed_added_changed_and_removed_by_project_admins() {
         "a maintainer may delete"
     );
     for bad in [json!({"role_id": 9}), json!({"nope": 1})] {
-        let r = send(&b, reqwest::Method::PUT, &location, erin, Some(bad)).await;
+        let r = api_send(&b, reqwest::Method::PUT, &location, erin, Some(bad)).await;
         harbor_error(r, 400, "BAD_REQUEST").await;
     }
-    let r = send(&b, reqwest::Method::DELETE, &location, erin, None).await;
+    let r = api_send(&b, reqwest::Method::DELETE, &location, erin, None).await;
     assert_eq!(r.status(), 200);
     assert_eq!(token_actions(("finn", "finn-pass-12")).await, Value::Null);
     harbor_error(
-        send(&b, reqwest::Method::GET, &location, erin, None).await,
+        api_send(&b, reqwest::Method::GET, &location, erin, None).await,
         404,
         "NOT_FOUND",
     )
@@ -489,9 +456,9 @@ async fn members_are_listed_added_changed_and_removed_by_project_admins() {
 
     // Groups: a membership for a group by name (created when missing).
     let group = json!({"role_id": 3, "member_group": {"group_name": "qa", "group_type": 3}});
-    let r = send(&b, reqwest::Method::POST, members, erin, Some(group)).await;
+    let r = api_send(&b, reqwest::Method::POST, members, erin, Some(group)).await;
     assert_eq!(r.status(), 201);
-    let r = send(&b, reqwest::Method::GET, members, erin, None).await;
+    let r = api_send(&b, reqwest::Method::GET, members, erin, None).await;
     let listed: Value = r.json().await.unwrap();
     assert!(
         listed
@@ -507,10 +474,10 @@ async fn members_are_listed_added_changed_and_removed_by_project_admins() {
         json!({"role_id": 2, "member_user": {"username": "nobody"}}),
         json!({"role_id": 0, "member_user": {"username": "gus"}}),
     ] {
-        let r = send(&b, reqwest::Method::POST, members, erin, Some(bad.clone())).await;
+        let r = api_send(&b, reqwest::Method::POST, members, erin, Some(bad.clone())).await;
         assert!(matches!(r.status().as_u16(), 400 | 404), "{bad}");
     }
-    let r = send(&b, reqwest::Method::GET, members, None, None).await;
+    let r = api_send(&b, reqwest::Method::GET, members, None, None).await;
     harbor_error(r, 401, "UNAUTHORIZED").await;
 }
 
@@ -520,12 +487,12 @@ async fn admins_manage_users_and_users_change_their_own_password() {
     let users = "/api/v2.0/users";
     let new = json!({"username": "hana", "email": "hana@example.test", "realname": "Hana",
         "password": "Hana-pass-1", "comment": "made by a test"});
-    let r = send(&b, reqwest::Method::POST, users, ADMIN, Some(new.clone())).await;
+    let r = api_send(&b, reqwest::Method::POST, users, ADMIN, Some(new.clone())).await;
     assert_eq!(r.status(), 201);
     let location = header_str(&r, "location");
     let hana = Some(("hana", "Hana-pass-1"));
     harbor_error(
-        send(&b, reqwest::Method::POST, users, ADMIN, Some(new)).await,
+        api_send(&b, reqwest::Method::POST, users, ADMIN, Some(new)).await,
         409,
         "CONFLICT",
     )
@@ -545,11 +512,11 @@ async fn admins_manage_users_and_users_change_their_own_password() {
         ),
         ("no password", json!({"username": "ivan"})),
     ] {
-        let r = send(&b, reqwest::Method::POST, users, ADMIN, Some(body)).await;
+        let r = api_send(&b, reqwest::Method::POST, users, ADMIN, Some(body)).await;
         assert_eq!(r.status(), 400, "{what}");
     }
     harbor_error(
-        send(
+        api_send(
             &b,
             reqwest::Method::POST,
             users,
@@ -563,7 +530,7 @@ async fn admins_manage_users_and_users_change_their_own_password() {
     .await;
 
     // Listing and reading: admins everyone, a user themself.
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::GET,
         &format!("{users}?q=username%3D~an"),
@@ -578,13 +545,13 @@ async fn admins_manage_users_and_users_change_their_own_password() {
     assert_eq!(listed[0]["email"], "hana@example.test");
     assert!(listed[0].get("password").is_none());
     harbor_error(
-        send(&b, reqwest::Method::GET, users, hana, None).await,
+        api_send(&b, reqwest::Method::GET, users, hana, None).await,
         403,
         "FORBIDDEN",
     )
     .await;
     assert_eq!(
-        send(&b, reqwest::Method::GET, &location, hana, None)
+        api_send(&b, reqwest::Method::GET, &location, hana, None)
             .await
             .status(),
         200
@@ -592,7 +559,7 @@ async fn admins_manage_users_and_users_change_their_own_password() {
 
     // A user changes their password with the old one; an admin without it.
     let pw = format!("{location}/password");
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::PUT,
         &pw,
@@ -601,7 +568,7 @@ async fn admins_manage_users_and_users_change_their_own_password() {
     )
     .await;
     harbor_error(r, 403, "FORBIDDEN").await;
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::PUT,
         &pw,
@@ -612,12 +579,12 @@ async fn admins_manage_users_and_users_change_their_own_password() {
     assert_eq!(r.status(), 200);
     let hana2 = Some(("hana", "Hana-pass-2"));
     harbor_error(
-        send(&b, reqwest::Method::GET, &location, hana, None).await,
+        api_send(&b, reqwest::Method::GET, &location, hana, None).await,
         401,
         "UNAUTHORIZED",
     )
     .await;
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::PUT,
         &pw,
@@ -627,7 +594,7 @@ async fn admins_manage_users_and_users_change_their_own_password() {
     .await;
     assert_eq!(r.status(), 200);
     harbor_error(
-        send(&b, reqwest::Method::GET, &location, hana2, None).await,
+        api_send(&b, reqwest::Method::GET, &location, hana2, None).await,
         401,
         "UNAUTHORIZED",
     )
@@ -637,7 +604,7 @@ async fn admins_manage_users_and_users_change_their_own_password() {
     // Promotion to system admin, and deletion.
     let admin_flag = format!("{location}/sysadmin");
     harbor_error(
-        send(
+        api_send(
             &b,
             reqwest::Method::PUT,
             &admin_flag,
@@ -649,7 +616,7 @@ async fn admins_manage_users_and_users_change_their_own_password() {
         "FORBIDDEN",
     )
     .await;
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::PUT,
         &admin_flag,
@@ -658,7 +625,7 @@ async fn admins_manage_users_and_users_change_their_own_password() {
     )
     .await;
     assert_eq!(r.status(), 200);
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::GET,
         "/api/v2.0/users/current",
@@ -668,12 +635,12 @@ async fn admins_manage_users_and_users_change_their_own_password() {
     .await;
     assert_eq!(r.json::<Value>().await.unwrap()["sysadmin_flag"], true);
     assert_eq!(
-        send(&b, reqwest::Method::GET, users, hana3, None)
+        api_send(&b, reqwest::Method::GET, users, hana3, None)
             .await
             .status(),
         200
     );
-    let me = send(
+    let me = api_send(
         &b,
         reqwest::Method::GET,
         "/api/v2.0/users/current",
@@ -684,7 +651,7 @@ async fn admins_manage_users_and_users_change_their_own_password() {
     let admin_id = me.json::<Value>().await.unwrap()["user_id"]
         .as_i64()
         .unwrap();
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::DELETE,
         &format!("{users}/{admin_id}"),
@@ -694,19 +661,19 @@ async fn admins_manage_users_and_users_change_their_own_password() {
     .await;
     harbor_error(r, 403, "FORBIDDEN").await;
     assert_eq!(
-        send(&b, reqwest::Method::DELETE, &location, ADMIN, None)
+        api_send(&b, reqwest::Method::DELETE, &location, ADMIN, None)
             .await
             .status(),
         200
     );
     harbor_error(
-        send(&b, reqwest::Method::GET, &location, ADMIN, None).await,
+        api_send(&b, reqwest::Method::GET, &location, ADMIN, None).await,
         404,
         "NOT_FOUND",
     )
     .await;
     harbor_error(
-        send(
+        api_send(
             &b,
             reqwest::Method::GET,
             "/api/v2.0/users/current",
@@ -912,7 +879,7 @@ async fn the_api_authorization_matrix_follows_harbors_roles() {
     ];
     for (action, method, path, body, ok, allowed) in rows {
         for ((who, creds), may) in callers.iter().zip(allowed) {
-            let status = send(&b, method.clone(), &path, *creds, body.clone())
+            let status = api_send(&b, method.clone(), &path, *creds, body.clone())
                 .await
                 .status()
                 .as_u16();

@@ -7,16 +7,10 @@ use base64::Engine as _;
 use common::*;
 use serde_json::Value;
 
-const ADMIN_PW: &str = "admin-pass-123";
+const ADMIN_PW: &str = API_ADMIN_PW;
 
 fn start() -> Berth {
-    Berth::start_with(Options {
-        env: vec![
-            ("BERTH_AUTH__MODE".into(), "builtin".into()),
-            ("BERTH_AUTH__ADMIN_PASSWORD".into(), ADMIN_PW.into()),
-        ],
-        ..Default::default()
-    })
+    Berth::builtin(&[])
 }
 
 fn cli(b: &Berth, args: &[&str]) -> String {

@@ -7,53 +7,15 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-const ADMIN_PW: &str = "admin-pass-123";
-const ADMIN: Option<(&str, &str)> = Some(("admin", ADMIN_PW));
+const ADMIN_PW: &str = API_ADMIN_PW;
 
 fn start() -> Berth {
-    Berth::start_with(Options {
-        env: vec![
-            ("BERTH_AUTH__MODE".into(), "builtin".into()),
-            ("BERTH_AUTH__ADMIN_PASSWORD".into(), ADMIN_PW.into()),
-            // Refusals over /v2 Basic are seen at once.
-            (
-                "BERTH_AUTH__SERVICE__CREDENTIAL_CACHE_SECONDS".into(),
-                "0".into(),
-            ),
-        ],
-        ..Default::default()
-    })
+    Berth::builtin(&[("BERTH_AUTH__SERVICE__CREDENTIAL_CACHE_SECONDS", "0")])
 }
+const ADMIN: Option<(&str, &str)> = Some(("admin", ADMIN_PW));
 
 fn cli(b: &Berth, args: &[&str]) -> String {
     b.cli_ok(args)
-}
-
-async fn send(
-    b: &Berth,
-    method: reqwest::Method,
-    path: &str,
-    who: Option<(&str, &str)>,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut r = client().request(method, b.url(path));
-    if let Some((u, p)) = who {
-        r = r.basic_auth(u, Some(p));
-    }
-    if let Some(body) = body {
-        r = r.json(&body);
-    }
-    r.send().await.expect("request")
-}
-
-async fn harbor_error(r: reqwest::Response, status: u16, code: &str) -> String {
-    assert_eq!(r.status().as_u16(), status);
-    let v: Value = r.json().await.expect("json error body");
-    assert_eq!(v["errors"][0]["code"], code, "{v}");
-    v["errors"][0]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// The actions the token endpoint grants `who` on `repository`.
@@ -109,7 +71,7 @@ async fn a_project_robot_made_over_the_api_pushes_in_its_project_only() {
         "team",
         &[("repository", "pull"), ("repository", "push")],
     );
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::POST,
         "/api/v2.0/robots",
@@ -134,7 +96,7 @@ async fn a_project_robot_made_over_the_api_pushes_in_its_project_only() {
     assert_eq!(granted(&b, robot, "other/app").await, Ok(vec![]));
 
     // The listing and the robot itself, in Harbor's shape and without the secret.
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::GET,
         "/api/v2.0/robots?q=Level=project",
@@ -156,7 +118,7 @@ async fn a_project_robot_made_over_the_api_pushes_in_its_project_only() {
         2
     );
     assert!(listed[0].get("secret").is_none());
-    let r = send(&b, reqwest::Method::GET, &location, ADMIN, None).await;
+    let r = api_send(&b, reqwest::Method::GET, &location, ADMIN, None).await;
     let one: Value = r.json().await.unwrap();
     assert_eq!(one["description"], "made by a test");
     assert_eq!(one["disable"], false);
@@ -167,7 +129,7 @@ async fn refreshed_disabled_and_deleted_robots_stop_at_the_token_endpoint() {
     let b = start();
     cli(&b, &["project", "create", "team"]);
     let body = project_robot("ci", "team", &[("repository", "pull")]);
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::POST,
         "/api/v2.0/robots",
@@ -182,7 +144,7 @@ async fn refreshed_disabled_and_deleted_robots_stop_at_the_token_endpoint() {
     );
     let path = format!("/api/v2.0/robots/{id}");
 
-    let r = send(&b, reqwest::Method::PATCH, &path, ADMIN, Some(json!({}))).await;
+    let r = api_send(&b, reqwest::Method::PATCH, &path, ADMIN, Some(json!({}))).await;
     assert_eq!(r.status(), 200);
     let new = r.json::<Value>().await.unwrap()["secret"]
         .as_str()
@@ -198,7 +160,7 @@ async fn refreshed_disabled_and_deleted_robots_stop_at_the_token_endpoint() {
         Ok(vec!["pull".into()])
     );
     // A chosen secret must be strong.
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::PATCH,
         &path,
@@ -207,7 +169,7 @@ async fn refreshed_disabled_and_deleted_robots_stop_at_the_token_endpoint() {
     )
     .await;
     harbor_error(r, 400, "BAD_REQUEST").await;
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::PATCH,
         &path,
@@ -223,7 +185,7 @@ async fn refreshed_disabled_and_deleted_robots_stop_at_the_token_endpoint() {
 
     let disable = json!({"description": "off", "disable": true, "duration": -1});
     assert_eq!(
-        send(&b, reqwest::Method::PUT, &path, ADMIN, Some(disable))
+        api_send(&b, reqwest::Method::PUT, &path, ADMIN, Some(disable))
             .await
             .status(),
         200
@@ -236,7 +198,7 @@ async fn refreshed_disabled_and_deleted_robots_stop_at_the_token_endpoint() {
         "permissions": [{"kind": "project", "namespace": "team",
             "access": [{"resource": "repository", "action": "pull"}, {"resource": "repository", "action": "push"}]}]});
     assert_eq!(
-        send(&b, reqwest::Method::PUT, &path, ADMIN, Some(enable))
+        api_send(&b, reqwest::Method::PUT, &path, ADMIN, Some(enable))
             .await
             .status(),
         200
@@ -248,7 +210,7 @@ async fn refreshed_disabled_and_deleted_robots_stop_at_the_token_endpoint() {
     );
 
     assert_eq!(
-        send(&b, reqwest::Method::DELETE, &path, ADMIN, None)
+        api_send(&b, reqwest::Method::DELETE, &path, ADMIN, None)
             .await
             .status(),
         200
@@ -258,7 +220,7 @@ async fn refreshed_disabled_and_deleted_robots_stop_at_the_token_endpoint() {
         Err(401)
     );
     harbor_error(
-        send(&b, reqwest::Method::GET, &path, ADMIN, None).await,
+        api_send(&b, reqwest::Method::GET, &path, ADMIN, None).await,
         404,
         "NOT_FOUND",
     )
@@ -278,7 +240,7 @@ async fn only_those_allowed_create_robots_and_never_wider_than_themselves() {
     cli(&b, &["project", "member", "team", "dev", "developer"]);
     cli(&b, &["project", "member", "team", "boss", "projectAdmin"]);
     let post = |who, body| {
-        send(
+        api_send(
             &b,
             reqwest::Method::POST,
             "/api/v2.0/robots",
@@ -343,7 +305,7 @@ async fn only_those_allowed_create_robots_and_never_wider_than_themselves() {
     assert_eq!(r.json::<Value>().await.unwrap()["name"], "robot$sys");
 
     // The project admin sees its project's robots, not the system robot.
-    let r = send(
+    let r = api_send(
         &b,
         reqwest::Method::GET,
         "/api/v2.0/robots",
@@ -370,7 +332,7 @@ async fn bad_robot_requests_are_refused_and_create_nothing() {
     let pull = [("repository", "pull")];
     let ok = project_robot("ci", "team", &pull);
     assert_eq!(
-        send(
+        api_send(
             &b,
             reqwest::Method::POST,
             "/api/v2.0/robots",
@@ -435,7 +397,7 @@ async fn bad_robot_requests_are_refused_and_create_nothing() {
         ("not JSON", json!("robot please"), 400, "BAD_REQUEST"),
     ];
     for (what, body, status, code) in cases {
-        let r = send(
+        let r = api_send(
             &b,
             reqwest::Method::POST,
             "/api/v2.0/robots",
@@ -447,14 +409,14 @@ async fn bad_robot_requests_are_refused_and_create_nothing() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["errors"][0]["code"], code, "{what}: {v}");
     }
-    let r = send(&b, reqwest::Method::GET, "/api/v2.0/robots", ADMIN, None).await;
+    let r = api_send(&b, reqwest::Method::GET, "/api/v2.0/robots", ADMIN, None).await;
     assert_eq!(
         header_str(&r, "x-total-count"),
         "1",
         "only the first robot exists"
     );
     harbor_error(
-        send(
+        api_send(
             &b,
             reqwest::Method::GET,
             "/api/v2.0/robots/abc",
@@ -467,7 +429,7 @@ async fn bad_robot_requests_are_refused_and_create_nothing() {
     )
     .await;
     harbor_error(
-        send(
+        api_send(
             &b,
             reqwest::Method::GET,
             "/api/v2.0/robots/999",

@@ -1111,3 +1111,53 @@ pub async fn refuse_all(c: &reqwest::Client, b: &Berth, cases: Vec<Refusal>) {
         );
     }
 }
+
+/// The admin password `Berth::builtin` servers start with.
+pub const API_ADMIN_PW: &str = "admin-pass-123";
+
+impl Berth {
+    /// A server with built-in accounts (`admin` / [`API_ADMIN_PW`]) and `extra` settings.
+    pub fn builtin(extra: &[(&str, &str)]) -> Berth {
+        let mut env = vec![
+            ("BERTH_AUTH__MODE".to_string(), "builtin".to_string()),
+            (
+                "BERTH_AUTH__ADMIN_PASSWORD".to_string(),
+                API_ADMIN_PW.to_string(),
+            ),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Berth::start_with(Options {
+            env,
+            ..Default::default()
+        })
+    }
+}
+
+/// A request to the REST API, with Basic credentials when `who` is given.
+pub async fn api_send(
+    b: &Berth,
+    method: reqwest::Method,
+    path: &str,
+    who: Option<(&str, &str)>,
+    body: Option<serde_json::Value>,
+) -> reqwest::Response {
+    let mut r = client().request(method, b.url(path));
+    if let Some((u, p)) = who {
+        r = r.basic_auth(u, Some(p));
+    }
+    if let Some(body) = body {
+        r = r.json(&body);
+    }
+    r.send().await.expect("request")
+}
+
+/// Asserts a Harbor-shaped error (`{"errors":[{"code","message"}]}`); returns its message.
+pub async fn harbor_error(r: reqwest::Response, status: u16, code: &str) -> String {
+    assert_eq!(r.status().as_u16(), status);
+    let v: serde_json::Value = r.json().await.expect("json error body");
+    assert_eq!(v["errors"][0]["code"], code, "{v}");
+    v["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
