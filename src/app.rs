@@ -16,6 +16,7 @@ use tracing::Span;
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
+    let proxies = state.trusted_proxies.clone();
     let mut app = Router::new()
         .route("/v2", any(crate::registry::dispatch))
         .route("/v2/", any(crate::registry::dispatch))
@@ -42,6 +43,10 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(
             crate::http::close_after_refused_body,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            proxies,
+            crate::http::client::with_client_address,
         ))
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("docker-distribution-api-version"),

@@ -216,6 +216,45 @@ pub struct ServerConfig {
     /// Send blob bytes straight from their files with `sendfile(2)` on plain-HTTP/1
     /// connections to the filesystem store (no copies through Berth's memory).
     pub sendfile: bool,
+    /// Proxies in front of Berth whose `X-Forwarded-For` names the client (addresses or
+    /// networks: `["10.0.0.0/8", "127.0.0.1"]`, or one comma-separated string from the
+    /// environment). Failed logins are throttled per client address.
+    pub trusted_proxies: ProxyList,
+}
+
+/// Addresses and networks, from a list or a comma-separated string; a bare address is a
+/// network of one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyList(pub Vec<ipnet::IpNet>);
+
+impl<'de> Deserialize<'de> for ProxyList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            List(Vec<String>),
+            Text(String),
+        }
+        let items = match Form::deserialize(d)? {
+            Form::List(items) => items,
+            Form::Text(text) => text.split(',').map(str::to_string).collect(),
+        };
+        items
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        serde::de::Error::custom(format!(
+                            "{s:?} is not an IP address or network (like 10.0.0.0/8)"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map(ProxyList)
+    }
 }
 
 impl Default for Config {
@@ -278,6 +317,7 @@ impl Default for ServerConfig {
         ServerConfig {
             shutdown_grace_seconds: 30,
             sendfile: true,
+            trusted_proxies: ProxyList::default(),
         }
     }
 }
@@ -443,6 +483,29 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:6000");
         assert_eq!(c.database_url(), "postgres://x@y/z");
         assert_eq!(c.limits.max_manifest_bytes, 1024);
+    }
+
+    #[test]
+    fn trusted_proxies_from_a_list_or_a_comma_separated_string() {
+        let env = vec![(
+            "BERTH_SERVER__TRUSTED_PROXIES".to_string(),
+            "10.0.0.0/8, 127.0.0.1,::1".to_string(),
+        )];
+        let c = Config::load(None, env).unwrap();
+        let want: Vec<ipnet::IpNet> = ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(c.server.trusted_proxies.0, want);
+        let env = vec![(
+            "BERTH_SERVER__TRUSTED_PROXIES".to_string(),
+            "10.0.0.0/8,proxy.local".to_string(),
+        )];
+        let err = format!("{:#}", Config::load(None, env).unwrap_err());
+        assert!(
+            err.contains("\"proxy.local\" is not an IP address"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         storage = %config.storage_description(),
         "listening"
     );
-    let service = app.into_make_service();
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if config.tls_enabled() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let tls = RustlsConfig::from_pem_file(&config.tls.cert, &config.tls.key)

@@ -9,6 +9,7 @@ use crate::auth::token::TokenAccess;
 use crate::auth::{AccessController, OpenAccess, secrets};
 use crate::config::{AuthMode, Config, ProjectCreation, StorageBackend};
 use crate::content::{Content, ContentRules};
+use crate::http::client::TrustedProxies;
 use crate::metadata::identity::{NewProject, NewUser};
 use crate::metadata::{MetaError, MetadataStore, SqlMetadataStore};
 use crate::storage::BlobStore;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub project_creation: ProjectCreation,
     /// What robot account names start with (`auth.robot_prefix`).
     pub robot_prefix: String,
+    /// Proxies whose `X-Forwarded-For` names the client (`server.trusted_proxies`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl AppState {
@@ -96,6 +99,7 @@ impl AppState {
             tokens,
             project_creation: config.auth.project_creation,
             robot_prefix: config.auth.robot_prefix.clone(),
+            trusted_proxies: TrustedProxies(config.server.trusted_proxies.0.clone().into()),
         })
     }
 }

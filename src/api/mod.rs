@@ -137,6 +137,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds to wait before retrying (`Retry-After`), for a throttled caller.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -145,6 +147,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -182,6 +185,10 @@ impl IntoResponse for ApiError {
             body.to_string(),
         )
             .into_response();
+        if let Some(wait) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -226,11 +233,14 @@ pub async fn caller(api: &Api, headers: &HeaderMap) -> ApiResult<Option<Arc<Reso
                     "UNAUTHORIZED",
                     e.to_string(),
                 )),
-                Err(e @ CredentialError::Throttled(_)) => Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "TOO_MANY_REQUESTS",
-                    e.to_string(),
-                )),
+                Err(e @ CredentialError::Throttled(wait)) => Err(ApiError {
+                    retry_after: Some(wait),
+                    ..ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TOO_MANY_REQUESTS",
+                        e.to_string(),
+                    )
+                }),
                 Err(CredentialError::Store(e)) => Err(e.into()),
             }
         }

@@ -15,6 +15,7 @@
 //!   projects only.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -214,42 +215,56 @@ impl Authority for Resolved {
 
 /// Failed logins an account may have within [`FAILURE_WINDOW`] before its credentials are
 /// no longer checked until the window is over (guessing passwords gets slow).
-const FAILURE_LIMIT: u32 = 10;
+const ACCOUNT_FAILURE_LIMIT: u32 = 10;
+/// Failed logins one client address may have within [`FAILURE_WINDOW`], over every
+/// account it tries (guessing many accounts' passwords gets slow too). Higher than the
+/// per-account limit: many people may share an address behind NAT.
+const SOURCE_FAILURE_LIMIT: u32 = 50;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Accounts whose failures are tracked at most; the oldest windows are dropped first.
+/// Keys whose failures are tracked at most; the oldest windows are dropped first.
 const FAILURE_ENTRIES: usize = 10_000;
 
-/// Recent failed logins per account name (known or not: an unknown name is throttled the
-/// same, so the answer says nothing about which names exist).
-#[derive(Default)]
-struct Failures(Mutex<HashMap<String, (u32, Instant)>>);
+/// Recent failed logins per key: an account name (known or not: an unknown name is
+/// throttled the same, so the answer says nothing about which names exist) or a client
+/// address.
+struct Failures<K> {
+    limit: u32,
+    recent: Mutex<HashMap<K, (u32, Instant)>>,
+}
 
-impl Failures {
-    /// Seconds to wait when `account` may not try now.
-    fn throttled(&self, account: &str) -> Option<u64> {
-        let map = self.0.lock().ok()?;
-        let &(count, since) = map.get(account)?;
-        let left = FAILURE_WINDOW.checked_sub(since.elapsed())?;
-        (count >= FAILURE_LIMIT).then(|| left.as_secs().max(1))
+impl<K: std::hash::Hash + Eq> Failures<K> {
+    fn new(limit: u32) -> Self {
+        Failures {
+            limit,
+            recent: Mutex::new(HashMap::new()),
+        }
     }
 
-    fn failed(&self, account: &str) {
-        let Ok(mut map) = self.0.lock() else { return };
+    /// Seconds to wait when `key` may not try now.
+    fn throttled(&self, key: &K) -> Option<u64> {
+        let map = self.recent.lock().ok()?;
+        let &(count, since) = map.get(key)?;
+        let left = FAILURE_WINDOW.checked_sub(since.elapsed())?;
+        (count >= self.limit).then(|| left.as_secs().max(1))
+    }
+
+    fn failed(&self, key: K) {
+        let Ok(mut map) = self.recent.lock() else {
+            return;
+        };
         if map.len() >= FAILURE_ENTRIES {
             map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
         }
-        let entry = map
-            .entry(account.to_string())
-            .or_insert((0, Instant::now()));
+        let entry = map.entry(key).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= FAILURE_WINDOW {
             *entry = (0, Instant::now());
         }
         entry.0 += 1;
     }
 
-    fn succeeded(&self, account: &str) {
-        if let Ok(mut map) = self.0.lock() {
-            map.remove(account);
+    fn forget(&self, key: &K) {
+        if let Ok(mut map) = self.recent.lock() {
+            map.remove(key);
         }
     }
 }
@@ -271,7 +286,7 @@ pub enum CredentialError {
     #[error("unknown user or wrong password")]
     Wrong,
     /// Too many failed logins for this account lately; not checked until the wait is over.
-    #[error("too many failed logins for this account; retry in {0} s")]
+    #[error("{}", super::throttled(*.0))]
     Throttled(u64),
     #[error(transparent)]
     Store(#[from] MetaError),
@@ -289,7 +304,9 @@ pub struct BuiltinAccess {
     verified: VerifiedCache,
     validation: Validation,
     credentials: RwLock<HashMap<[u8; 32], Remembered>>,
-    failures: Failures,
+    /// Failed logins per account name and per client address.
+    account_failures: Failures<String>,
+    source_failures: Failures<IpAddr>,
     public: RwLock<Option<(Arc<HashSet<String>>, Instant)>>,
 }
 
@@ -343,7 +360,8 @@ impl BuiltinAccess {
             verified: VerifiedCache::default(),
             validation,
             credentials: RwLock::new(HashMap::new()),
-            failures: Failures::default(),
+            account_failures: Failures::new(ACCOUNT_FAILURE_LIMIT),
+            source_failures: Failures::new(SOURCE_FAILURE_LIMIT),
             public: RwLock::new(None),
         })
     }
@@ -379,18 +397,30 @@ impl BuiltinAccess {
                 return Ok(resolved);
             }
         }
-        if let Some(wait) = self.failures.throttled(username) {
+        let source = crate::http::client::client_address();
+        let account = username.to_string();
+        let wait = self.account_failures.throttled(&account).max(
+            source
+                .as_ref()
+                .and_then(|s| self.source_failures.throttled(s)),
+        );
+        if let Some(wait) = wait {
             return Err(CredentialError::Throttled(wait));
         }
         let resolved = match self.resolve(username, password).await {
             Ok(r) => Arc::new(r),
             Err(CredentialError::Wrong) => {
-                self.failures.failed(username);
+                self.account_failures.failed(account);
+                if let Some(source) = source {
+                    self.source_failures.failed(source);
+                }
                 return Err(CredentialError::Wrong);
             }
             Err(e) => return Err(e),
         };
-        self.failures.succeeded(username);
+        // The account's count starts again; the address's does not (an attacker's own
+        // good logins must not buy more guesses at others' passwords).
+        self.account_failures.forget(&account);
         if !ttl.is_zero() {
             if let Ok(mut c) = self.credentials.write() {
                 if c.len() >= CREDENTIAL_ENTRIES {
@@ -795,9 +825,8 @@ impl AccessController for BuiltinAccess {
                             }
                         })
                     }
-                    Err(e @ (CredentialError::Wrong | CredentialError::Throttled(_))) => {
-                        Err(Refusal::Invalid(e.to_string()))
-                    }
+                    Err(e @ CredentialError::Wrong) => Err(Refusal::Invalid(e.to_string())),
+                    Err(CredentialError::Throttled(wait)) => Err(Refusal::Throttled(wait)),
                     Err(CredentialError::Store(e)) => {
                         tracing::error!(error = %e, "checking credentials failed");
                         Err(Refusal::Invalid(
@@ -842,6 +871,7 @@ impl AccessController for BuiltinAccess {
             Refusal::Invalid(why) => format!("invalid credentials: {why}"),
             Refusal::Insufficient if scope.is_empty() => "not allowed to use this registry".into(),
             Refusal::Insufficient => format!("not allowed: {scope}"),
+            Refusal::Throttled(wait) => super::throttled(*wait),
         }
     }
 

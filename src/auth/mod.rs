@@ -198,6 +198,14 @@ pub enum Refusal {
     Invalid(String),
     /// A known principal that may not do what the request needs.
     Insufficient,
+    /// Too many failed logins lately (for the account or from the address): credentials
+    /// are not checked for this many more seconds.
+    Throttled(u64),
+}
+
+/// What a client throttled for `wait` seconds is told.
+pub fn throttled(wait: u64) -> String {
+    format!("too many failed logins for this account or from this address; retry in {wait} s")
 }
 
 /// How a refused client is told to authenticate: the value of `WWW-Authenticate`.
@@ -227,6 +235,7 @@ impl Challenge {
             Refusal::Missing => {}
             Refusal::Invalid(_) => value.push_str(",error=\"invalid_token\""),
             Refusal::Insufficient => value.push_str(",error=\"insufficient_scope\""),
+            Refusal::Throttled(_) => {}
         }
         Challenge(value)
     }
@@ -257,6 +266,7 @@ pub trait AccessController: Send + Sync + 'static {
             Refusal::Invalid(why) => format!("invalid credentials: {why}"),
             Refusal::Insufficient if scope.is_empty() => "not allowed to use this registry".into(),
             Refusal::Insufficient => format!("not allowed: {scope}"),
+            Refusal::Throttled(wait) => throttled(*wait),
         }
     }
 

@@ -185,6 +185,7 @@ impl AccessController for TokenAccess {
                 "the token does not let its holder use this registry".into()
             }
             Refusal::Insufficient => format!("the token does not grant {scope}"),
+            Refusal::Throttled(wait) => super::throttled(*wait),
         }
     }
 

@@ -2,6 +2,7 @@
 //! for paginated listings, the connection rule after a refused body, and zero-copy blob
 //! responses (`sendfile`).
 
+pub mod client;
 pub mod sendfile;
 
 use axum::body::Body;

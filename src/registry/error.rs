@@ -4,7 +4,7 @@
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 
 use super::DOCKER_UPLOAD_UUID;
-use crate::auth::Denied;
+use crate::auth::{Denied, Refusal};
 use crate::content::ContentError;
 use crate::http::header_value;
 use crate::metadata::MetaError;
@@ -72,6 +72,10 @@ impl From<ReferenceError> for RegistryError {
 /// A refused request: 401 with the backend's challenge.
 impl From<Denied> for RegistryError {
     fn from(d: Denied) -> RegistryError {
+        if let Refusal::Throttled(wait) = d.refusal {
+            return RegistryError::new(ErrorCode::TooManyRequests, d.message)
+                .with_header(header::RETRY_AFTER, HeaderValue::from(wait));
+        }
         let mut err = RegistryError::new(ErrorCode::Unauthorized, d.message)
             .with_status(StatusCode::UNAUTHORIZED);
         if let Some(v) = d.challenge.and_then(|c| HeaderValue::from_str(&c.0).ok()) {
