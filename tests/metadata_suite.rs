@@ -170,6 +170,16 @@ macro_rules! metadata_suite {
                 signing_key_insert_is_race_safe,
                 signing_keys_rotate_retire_and_drop,
             ]);
+
+            rules!($open, signin => [
+                sessions_are_found_until_they_expire_or_end,
+                a_pending_login_is_taken_once,
+                a_new_cli_secret_replaces_the_old_one_at_once,
+                personal_tokens_are_named_once_per_user_and_revoked_by_their_owner,
+                oidc_sessions_due_for_refresh_are_those_lapsing_without_failure,
+                users_are_linked_to_one_oidc_identity_each,
+                delete_user_removes_sessions_and_secrets,
+            ]);
         }
     };
 }
@@ -2898,5 +2908,297 @@ mod identity {
             ["k2"]
         );
         assert_eq!(m.signing_key_in_force().await.unwrap().unwrap().kid, "k3");
+    }
+}
+
+mod signin {
+    use berth::metadata::signin::{
+        NewUserSecret, OidcSession, PendingLogin, SecretKind, WebSession,
+    };
+    use berth::metadata::{MetaError, NewUser};
+
+    use crate::Store;
+
+    async fn user(m: &Store, name: &str) -> i64 {
+        m.create_user(&NewUser {
+            username: name.to_string(),
+            email: Some(format!("{name}@example.test")),
+            ..NewUser::default()
+        })
+        .await
+        .expect("create_user")
+        .id
+    }
+
+    fn session(user_id: i64, expires_at: i64) -> WebSession {
+        WebSession {
+            user_id,
+            csrf: format!("csrf-{user_id}-{expires_at}"),
+            created_at: 1,
+            expires_at,
+        }
+    }
+
+    pub async fn sessions_are_found_until_they_expire_or_end(m: &Store) {
+        let alice = user(m, "alice").await;
+        m.create_session("d1", &session(alice, 1_000))
+            .await
+            .unwrap();
+        m.create_session("d2", &session(alice, 5_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            m.get_session("d1", 999).await.unwrap(),
+            Some(session(alice, 1_000))
+        );
+        assert_eq!(m.get_session("d1", 1_000).await.unwrap(), None, "expired");
+        assert_eq!(m.get_session("nope", 0).await.unwrap(), None);
+        assert!(m.delete_session("d2").await.unwrap());
+        assert!(!m.delete_session("d2").await.unwrap());
+        assert_eq!(m.get_session("d2", 0).await.unwrap(), None, "ended");
+        m.put_pending_login(&pending("old", 100)).await.unwrap();
+        m.put_pending_login(&pending("new", 2_000)).await.unwrap();
+        // d1 lapsed at 1000; "old" began at 100 and lapses after 500 ms.
+        assert_eq!(m.purge_sign_ins(1_500, 500).await.unwrap(), 2);
+        assert!(m.take_pending_login("old").await.unwrap().is_none());
+        assert!(m.take_pending_login("new").await.unwrap().is_some());
+    }
+
+    fn pending(state: &str, created_at: i64) -> PendingLogin {
+        PendingLogin {
+            state: state.into(),
+            nonce: format!("nonce-{state}"),
+            pkce_verifier: format!("verifier-{state}"),
+            return_to: "/projects".into(),
+            created_at,
+        }
+    }
+
+    pub async fn a_pending_login_is_taken_once(m: &Store) {
+        m.put_pending_login(&pending("s1", 10)).await.unwrap();
+        assert!(
+            m.put_pending_login(&pending("s1", 11)).await.is_err(),
+            "states are unique"
+        );
+        assert_eq!(
+            m.take_pending_login("s1").await.unwrap(),
+            Some(pending("s1", 10))
+        );
+        assert_eq!(m.take_pending_login("s1").await.unwrap(), None, "replayed");
+    }
+
+    pub async fn a_new_cli_secret_replaces_the_old_one_at_once(m: &Store) {
+        let alice = user(m, "alice").await;
+        let bob = user(m, "bob").await;
+        let first = m.replace_cli_secret(alice, "digest-1").await.unwrap();
+        assert_eq!(first.kind, SecretKind::Cli);
+        assert_eq!(first.expires_at, None);
+        m.replace_cli_secret(bob, "digest-b").await.unwrap();
+        assert_eq!(
+            m.find_user_secret(alice, "digest-1")
+                .await
+                .unwrap()
+                .map(|s| s.id),
+            Some(first.id)
+        );
+        // Another user's secret is not alice's.
+        assert!(
+            m.find_user_secret(alice, "digest-b")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let second = m.replace_cli_secret(alice, "digest-2").await.unwrap();
+        assert!(
+            m.find_user_secret(alice, "digest-1")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            m.find_user_secret(alice, "digest-2")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let listed = m.list_user_secrets(alice).await.unwrap();
+        assert_eq!(
+            listed.iter().map(|s| s.id).collect::<Vec<_>>(),
+            vec![second.id]
+        );
+        m.touch_user_secret(second.id, 77).await.unwrap();
+        let found = m
+            .find_user_secret(alice, "digest-2")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.last_used_at, Some(77));
+        assert!(matches!(
+            m.replace_cli_secret(999_999, "digest-x").await,
+            Err(MetaError::NotFound(_))
+        ));
+    }
+
+    pub async fn personal_tokens_are_named_once_per_user_and_revoked_by_their_owner(m: &Store) {
+        let alice = user(m, "alice").await;
+        let bob = user(m, "bob").await;
+        let ci = NewUserSecret {
+            user_id: alice,
+            name: "ci".into(),
+            digest: "d-ci".into(),
+            projects: Some(vec!["team".into(), "charts".into()]),
+            pull_only: true,
+            expires_at: Some(9_000),
+        };
+        let made = m.create_personal_token(&ci).await.unwrap();
+        assert_eq!(made.projects, ci.projects);
+        assert!(made.pull_only);
+        let again = NewUserSecret {
+            digest: "d-other".into(),
+            ..ci.clone()
+        };
+        assert!(matches!(
+            m.create_personal_token(&again).await,
+            Err(MetaError::Conflict(_))
+        ));
+        // The same name for another user is fine.
+        m.create_personal_token(&NewUserSecret {
+            user_id: bob,
+            digest: "d-bob".into(),
+            ..ci.clone()
+        })
+        .await
+        .unwrap();
+        m.replace_cli_secret(alice, "d-cli").await.unwrap();
+        let listed = m.list_user_secrets(alice).await.unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|s| (s.kind, s.name.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(SecretKind::Cli, "cli"), (SecretKind::Personal, "ci")]
+        );
+        let stored = &listed[1];
+        assert_eq!(stored.projects, ci.projects);
+        assert_eq!(stored.expires_at, Some(9_000));
+        assert!(stored.pull_only);
+        assert!(
+            !m.delete_user_secret(bob, made.id).await.unwrap(),
+            "not bob's"
+        );
+        assert!(m.delete_user_secret(alice, made.id).await.unwrap());
+        assert!(m.find_user_secret(alice, "d-ci").await.unwrap().is_none());
+        assert!(m.find_user_secret(bob, "d-bob").await.unwrap().is_some());
+    }
+
+    pub async fn oidc_sessions_due_for_refresh_are_those_lapsing_without_failure(m: &Store) {
+        let ids = [
+            user(m, "a").await,
+            user(m, "b").await,
+            user(m, "c").await,
+            user(m, "d").await,
+        ];
+        let s = |user_id, expires_at, token: Option<&str>, failure: Option<&str>| OidcSession {
+            user_id,
+            refresh_token: token.map(str::to_string),
+            expires_at,
+            refreshed_at: 1,
+            failure: failure.map(str::to_string),
+        };
+        m.put_oidc_session(&s(ids[0], 100, Some("r0"), None))
+            .await
+            .unwrap();
+        m.put_oidc_session(&s(ids[1], 100, None, None))
+            .await
+            .unwrap();
+        m.put_oidc_session(&s(ids[2], 100, Some("r2"), Some("revoked")))
+            .await
+            .unwrap();
+        m.put_oidc_session(&s(ids[3], 900, Some("r3"), None))
+            .await
+            .unwrap();
+        let due = m.oidc_sessions_due(500).await.unwrap();
+        assert_eq!(due, vec![s(ids[0], 100, Some("r0"), None)]);
+        // Put replaces.
+        m.put_oidc_session(&s(ids[0], 800, Some("r0b"), None))
+            .await
+            .unwrap();
+        assert_eq!(
+            m.get_oidc_session(ids[0]).await.unwrap(),
+            Some(s(ids[0], 800, Some("r0b"), None))
+        );
+        assert!(m.oidc_sessions_due(500).await.unwrap().is_empty());
+    }
+
+    pub async fn users_are_linked_to_one_oidc_identity_each(m: &Store) {
+        let alice = user(m, "alice").await;
+        let bob = user(m, "bob").await;
+        let iss = "http://idp.test";
+        assert!(m.set_user_oidc(alice, Some((iss, "sub-1"))).await.unwrap());
+        let found = m.get_user_by_oidc(iss, "sub-1").await.unwrap().unwrap();
+        assert_eq!(found.id, alice);
+        assert!(
+            m.get_user_by_oidc("http://other.test", "sub-1")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(matches!(
+            m.set_user_oidc(bob, Some((iss, "sub-1"))).await,
+            Err(MetaError::Conflict(_))
+        ));
+        assert!(
+            m.get_user_by_oidc(iss, "sub-1")
+                .await
+                .unwrap()
+                .is_some_and(|u| u.id == alice)
+        );
+        // Re-linking to a new subject replaces the old one.
+        assert!(m.set_user_oidc(alice, Some((iss, "sub-2"))).await.unwrap());
+        assert!(m.get_user_by_oidc(iss, "sub-1").await.unwrap().is_none());
+        assert!(
+            !m.set_user_oidc(999_999, Some((iss, "sub-9")))
+                .await
+                .unwrap()
+        );
+        let by_mail = m
+            .get_user_by_email("bob@example.test")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_mail.id, bob);
+        assert!(
+            m.get_user_by_email("nobody@example.test")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    pub async fn delete_user_removes_sessions_and_secrets(m: &Store) {
+        let alice = user(m, "alice").await;
+        m.create_session("s-alice", &session(alice, i64::MAX))
+            .await
+            .unwrap();
+        m.replace_cli_secret(alice, "cli-alice").await.unwrap();
+        m.put_oidc_session(&OidcSession {
+            user_id: alice,
+            refresh_token: Some("r".into()),
+            expires_at: 5,
+            refreshed_at: 1,
+            failure: None,
+        })
+        .await
+        .unwrap();
+        assert!(m.delete_user(alice).await.unwrap());
+        assert!(m.get_session("s-alice", 0).await.unwrap().is_none());
+        assert!(
+            m.find_user_secret(alice, "cli-alice")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(m.get_oidc_session(alice).await.unwrap().is_none());
+        assert!(m.oidc_sessions_due(i64::MAX).await.unwrap().is_empty());
     }
 }

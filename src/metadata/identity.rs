@@ -284,6 +284,25 @@ pub trait IdentityStore: Send + Sync + 'static {
 
     async fn get_user_by_id(&self, id: i64) -> Result<Option<User>, MetaError>;
 
+    /// The user an identity provider's (issuer, subject) belongs to.
+    async fn get_user_by_oidc(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<User>, MetaError>;
+
+    /// The user with this email address (emails are unique), if any.
+    async fn get_user_by_email(&self, email: &str) -> Result<Option<User>, MetaError>;
+
+    /// Links a user to an identity provider's (issuer, subject), replacing any previous
+    /// link (the provider was redeployed and knows the person under a new subject); `None`
+    /// unlinks. `Conflict` when another user has that identity; whether the user exists.
+    async fn set_user_oidc(
+        &self,
+        id: i64,
+        identity: Option<(&str, &str)>,
+    ) -> Result<bool, MetaError>;
+
     /// Users in byte order of username, optionally only those whose username contains
     /// `username_contains` (ASCII case-insensitively).
     async fn list_users(

@@ -1,6 +1,7 @@
 //! The metadata seam, one trait per domain: [`RepositoryStore`] (repositories, blob links,
 //! manifests, tags, referrers), [`UploadStore`] (upload sessions and their claims) and
-//! [`IdentityStore`] (projects, users, groups, members, robot accounts, signing keys).
+//! [`IdentityStore`] (projects, users, groups, members, robot accounts, signing keys) and
+//! [`SignInStore`] (web sessions, OpenID Connect sign-ins, CLI secrets, personal tokens).
 //! [`MetadataStore`] is all of them at once, the one name the server holds
 //! (`Arc<dyn MetadataStore>`); a new domain (policy, audit) is one more trait in
 //! a file of its own, one more supertrait here and one more file under `sql/`.
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod identity;
 mod readers;
 pub mod repositories;
+pub mod signin;
 pub mod sql;
 pub mod uploads;
 
@@ -31,12 +33,13 @@ pub use identity::{
 pub use repositories::{
     ArtifactSummary, ManifestRecord, NewManifest, Referrer, RepositoryStore, RepositorySummary,
 };
+pub use signin::SignInStore;
 pub use sql::SqlMetadataStore;
 pub use uploads::{UploadSession, UploadStore};
 
 /// The domain traits, for calling their methods on a concrete store.
 pub mod prelude {
-    pub use super::{IdentityStore, MetadataStore, RepositoryStore, UploadStore};
+    pub use super::{IdentityStore, MetadataStore, RepositoryStore, SignInStore, UploadStore};
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +69,7 @@ pub enum MetaError {
 }
 
 #[async_trait]
-pub trait MetadataStore: RepositoryStore + UploadStore + IdentityStore {
+pub trait MetadataStore: RepositoryStore + UploadStore + IdentityStore + SignInStore {
     /// Closes every connection, once the server has stopped serving: PostgreSQL sees its
     /// sessions end instead of sockets reset, and the last SQLite connection checkpoints
     /// the write-ahead log into the database file and removes it.

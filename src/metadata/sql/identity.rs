@@ -104,6 +104,26 @@ fn flag(b: bool) -> i64 {
     i64::from(b)
 }
 
+/// A unique constraint refused the write (both dialects' codes).
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            matches!(d.kind(), sqlx::error::ErrorKind::UniqueViolation)
+                || d.code()
+                    .is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
+        }
+        _ => false,
+    }
+}
+
+/// The error for an identity provider's identity that belongs to another user.
+fn taken(identity: Option<(&str, &str)>) -> MetaError {
+    let (issuer, subject) = identity.unwrap_or_default();
+    MetaError::Conflict(format!(
+        "another user is already linked to subject {subject:?} of {issuer}"
+    ))
+}
+
 fn count_col(row: &AnyRow) -> Result<u64, MetaError> {
     Ok(row.try_get::<i64, _>("n")?.max(0) as u64)
 }
@@ -698,6 +718,61 @@ impl IdentityStore for SqlMetadataStore {
         row.as_ref().map(user_row).transpose()
     }
 
+    async fn get_user_by_oidc(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<User>, MetaError> {
+        let sql =
+            format!("SELECT {USER_COLS} FROM users WHERE oidc_issuer = $1 AND oidc_subject = $2");
+        let row = self
+            .read
+            .fetch_optional(sqlx::query(&sql).bind(issuer).bind(subject))
+            .await?;
+        row.as_ref().map(user_row).transpose()
+    }
+
+    async fn get_user_by_email(&self, email: &str) -> Result<Option<User>, MetaError> {
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE email = $1");
+        let row = self
+            .read
+            .fetch_optional(sqlx::query(&sql).bind(email))
+            .await?;
+        row.as_ref().map(user_row).transpose()
+    }
+
+    async fn set_user_oidc(
+        &self,
+        id: i64,
+        identity: Option<(&str, &str)>,
+    ) -> Result<bool, MetaError> {
+        let (issuer, subject) = identity.unzip();
+        let done = sqlx::query(
+            "UPDATE users SET oidc_issuer = $1, oidc_subject = $2, updated_at = $3 WHERE id = $4 \
+             AND NOT EXISTS (SELECT 1 FROM users o WHERE o.oidc_issuer = $1 \
+             AND o.oidc_subject = $2 AND o.id <> $4)",
+        )
+        .bind(issuer)
+        .bind(subject)
+        .bind(now_millis())
+        .bind(id)
+        .execute(&self.write)
+        .await;
+        let done = match done {
+            Ok(d) => d,
+            Err(e) if is_unique_violation(&e) => return Err(taken(identity)),
+            Err(e) => return Err(e.into()),
+        };
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        // Nothing changed: no such user, or another user has the identity.
+        if self.get_user_by_id(id).await?.is_none() {
+            return Ok(false);
+        }
+        Err(taken(identity))
+    }
+
     async fn list_users(
         &self,
         username_contains: Option<&str>,
@@ -773,6 +848,9 @@ impl IdentityStore for SqlMetadataStore {
         for sql in [
             "DELETE FROM project_members WHERE entity_type = 'u' AND entity_id = $1",
             "DELETE FROM user_group_members WHERE user_id = $1",
+            "DELETE FROM user_secrets WHERE user_id = $1",
+            "DELETE FROM web_sessions WHERE user_id = $1",
+            "DELETE FROM oidc_sessions WHERE user_id = $1",
             "DELETE FROM users WHERE id = $1",
         ] {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;

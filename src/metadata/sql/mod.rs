@@ -4,10 +4,11 @@
 //!
 //! This file holds the connections, the dialects, the migrations, the ownership of the
 //! SQLite file and the row helpers; each domain's queries are in a file of their own
-//! (`repositories.rs`, `uploads.rs`, `identity.rs`), implementing that domain's trait.
+//! (`repositories.rs`, `uploads.rs`, `identity.rs`, `signin.rs`), implementing that domain's trait.
 
 mod identity;
 mod repositories;
+mod signin;
 mod uploads;
 
 use std::os::fd::AsRawFd;
