@@ -228,7 +228,7 @@ pub async fn caller(api: &Api, headers: &HeaderMap) -> ApiResult<Option<Arc<Reso
             // Checked afresh: a role given or taken away applies to the next API call.
             match api.tokens.sign_in(&username, &password, false).await {
                 Ok(r) => Ok(Some(r)),
-                Err(e @ CredentialError::Wrong) => Err(ApiError::new(
+                Err(e @ (CredentialError::Wrong | CredentialError::SignInLapsed)) => Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "UNAUTHORIZED",
                     e.to_string(),

@@ -26,12 +26,13 @@ use sha2::Digest as _;
 
 use super::jwt::{AccessEntry, Claims, SigningKey, Verified, VerifiedCache, describe};
 use super::roles::{self, ProjectRole, RegistryOp};
-use super::secrets::{password_matches, secret_matches};
+use super::secrets::{password_matches, secret_digest, secret_matches};
 use super::{
     Access, AccessController, Action, Authority, Challenge, Credentials, Principal, Refusal,
     project_of,
 };
 use crate::metadata::identity::{self, ProjectQuery, RobotLevel};
+use crate::metadata::signin::SecretKind;
 use crate::metadata::{MetaError, MetadataStore, now_millis};
 
 /// `[auth.service]`: the built-in token service.
@@ -72,6 +73,9 @@ impl Default for ServiceConfig {
     }
 }
 
+/// How often a secret's "last used" time is written at most (milliseconds).
+const LAST_USED_PRECISION_MS: i64 = 60_000;
+
 /// Remembered credentials at most; the cache starts over when it is full.
 const CREDENTIAL_ENTRIES: usize = 4096;
 /// How often an unknown key id may make the backend re-read the keys.
@@ -97,6 +101,28 @@ pub struct Resolved {
     /// A robot's permissions; `None` for a user.
     robot: Option<Vec<roles::RobotPermission>>,
     public: Arc<HashSet<String>>,
+    /// A personal access token's limits; `None`: whatever the user may do.
+    narrowed: Option<Narrowing>,
+}
+
+/// What a personal access token narrows its user to: some projects, pulls only. Public
+/// projects stay as readable as to anyone.
+#[derive(Clone, Debug, Default)]
+struct Narrowing {
+    /// `None`: every project.
+    projects: Option<HashSet<String>>,
+    pull_only: bool,
+}
+
+impl Narrowing {
+    fn admits(&self, project: &str, action: roles::Action) -> bool {
+        self.projects.as_ref().is_none_or(|p| p.contains(project))
+            && (!self.pull_only
+                || matches!(
+                    action,
+                    roles::Action::Pull | roles::Action::Read | roles::Action::List
+                ))
+    }
 }
 
 impl Resolved {
@@ -109,11 +135,20 @@ impl Resolved {
             roles: HashMap::new(),
             robot: None,
             public,
+            narrowed: None,
         }
     }
 
+    /// A system administrator (not through a narrowed personal access token).
     pub fn is_sysadmin(&self) -> bool {
-        self.sysadmin
+        self.sysadmin && self.narrowed.is_none()
+    }
+
+    /// Whether a narrowed token lets its holder do `action` in `project`.
+    fn narrowing_admits(&self, project: &str, action: roles::Action) -> bool {
+        self.narrowed
+            .as_ref()
+            .is_none_or(|n| n.admits(project, action))
     }
 
     /// A robot's permissions; `None` for a user.
@@ -134,14 +169,15 @@ impl Resolved {
         resource: roles::Resource,
         action: roles::Action,
     ) -> bool {
-        self.sysadmin
-            || match &self.robot {
-                Some(perms) => roles::robot_allows(perms, project, resource, action),
-                None => self.roles.get(project).is_some_and(|held| {
-                    held.iter()
-                        .any(|&r| roles::role_allows(r, resource, action))
-                }),
-            }
+        self.narrowing_admits(project, action)
+            && (self.sysadmin
+                || match &self.robot {
+                    Some(perms) => roles::robot_allows(perms, project, resource, action),
+                    None => self.roles.get(project).is_some_and(|held| {
+                        held.iter()
+                            .any(|&r| roles::role_allows(r, resource, action))
+                    }),
+                })
     }
 
     /// The roles a user holds in `project` (Harbor's ids), highest first.
@@ -157,20 +193,11 @@ impl Resolved {
 
     /// Whether this principal may do a registry operation in `project`.
     fn may(&self, project: &str, op: RegistryOp) -> bool {
-        if self.sysadmin {
-            return true;
-        }
         roles::registry_action(op)
             .iter()
             .all(|&(resource, action)| {
                 (self.public.contains(project) && roles::public_allows(resource, action))
-                    || match &self.robot {
-                        Some(perms) => roles::robot_allows(perms, project, resource, action),
-                        None => self.roles.get(project).is_some_and(|held| {
-                            held.iter()
-                                .any(|&r| roles::role_allows(r, resource, action))
-                        }),
-                    }
+                    || self.may_in_project(project, resource, action)
             })
     }
 
@@ -185,7 +212,18 @@ impl Resolved {
                     .map(|p| p.namespace.clone())
                     .filter(|p| self.may(p, RegistryOp::ListCatalog)),
             ),
-            None => listed.extend(self.roles.keys().cloned()),
+            None => {
+                let within = self.narrowed.as_ref().and_then(|n| n.projects.as_ref());
+                listed.extend(
+                    self.roles
+                        .keys()
+                        .filter(|p| within.is_none_or(|w| w.contains(*p)))
+                        .cloned(),
+                );
+                if self.sysadmin {
+                    listed.extend(within.into_iter().flatten().cloned());
+                }
+            }
         }
         listed
     }
@@ -193,7 +231,11 @@ impl Resolved {
     /// Whether the catalog shows every repository (a system admin, or a robot that may
     /// list every project).
     fn lists_everything(&self) -> bool {
-        self.sysadmin
+        (self.sysadmin
+            && self
+                .narrowed
+                .as_ref()
+                .is_none_or(|n| n.projects.is_none()))
             || self.robot.as_ref().is_some_and(|perms| {
                 perms
                     .iter()
@@ -285,6 +327,11 @@ struct Keys {
 pub enum CredentialError {
     #[error("unknown user or wrong password")]
     Wrong,
+    /// A CLI secret tied to an OpenID Connect sign-in whose refresh failed.
+    #[error(
+        "your sign-in with the identity provider has lapsed: sign in to the web UI again, then use your CLI secret"
+    )]
+    SignInLapsed,
     /// Too many failed logins for this account lately; not checked until the wait is over.
     #[error("{}", super::throttled(*.0))]
     Throttled(u64),
@@ -308,6 +355,9 @@ pub struct BuiltinAccess {
     account_failures: Failures<String>,
     source_failures: Failures<IpAddr>,
     public: RwLock<Option<(Arc<HashSet<String>>, Instant)>>,
+    /// CLI secrets stop working when the user's OpenID Connect sign-in could not be
+    /// refreshed (`auth.oidc.cli_secret_follows_sign_in`).
+    cli_secret_follows_sign_in: bool,
 }
 
 /// A token the service signed, as the token endpoint answers it.
@@ -363,7 +413,14 @@ impl BuiltinAccess {
             account_failures: Failures::new(ACCOUNT_FAILURE_LIMIT),
             source_failures: Failures::new(SOURCE_FAILURE_LIMIT),
             public: RwLock::new(None),
+            cli_secret_follows_sign_in: false,
         })
+    }
+
+    /// CLI secrets stop working once the user's OpenID Connect sign-in lapses.
+    pub fn tie_cli_secrets_to_sign_in(mut self, tied: bool) -> Self {
+        self.cli_secret_follows_sign_in = tied;
+        self
     }
 
     pub fn service(&self) -> &str {
@@ -452,6 +509,7 @@ impl BuiltinAccess {
                 roles: HashMap::new(),
                 robot: Some(robot_permissions(&robot)),
                 public,
+                narrowed: None,
             });
         }
         let user = self
@@ -459,14 +517,48 @@ impl BuiltinAccess {
             .get_user(username)
             .await?
             .ok_or(CredentialError::Wrong)?;
-        let hash = user.password_hash.clone().ok_or(CredentialError::Wrong)?;
-        let pw = password.to_string();
-        // argon2 takes tens of milliseconds of CPU: off the request threads.
-        let ok = tokio::task::spawn_blocking(move || password_matches(&pw, &hash))
-            .await
-            .unwrap_or(false);
-        if !ok {
-            return Err(CredentialError::Wrong);
+        // The user's CLI secret or one of their personal access tokens (high-entropy
+        // secrets kept as SHA-256 digests: one indexed lookup), else the password.
+        let mut narrowed = None;
+        let mut expires_at = None;
+        let secret = self
+            .meta
+            .find_user_secret(user.id, &secret_digest(password))
+            .await?;
+        if let Some(secret) = secret {
+            let now = now_millis();
+            if secret.expires_at.is_some_and(|e| e <= now) {
+                return Err(CredentialError::Wrong);
+            }
+            if secret.kind == SecretKind::Cli && self.cli_secret_follows_sign_in {
+                let lapsed = self.meta.get_oidc_session(user.id).await?;
+                if lapsed.is_some_and(|s| s.failure.is_some()) {
+                    return Err(CredentialError::SignInLapsed);
+                }
+            }
+            if secret
+                .last_used_at
+                .is_none_or(|at| now - at >= LAST_USED_PRECISION_MS)
+            {
+                self.meta.touch_user_secret(secret.id, now).await?;
+            }
+            if secret.kind == SecretKind::Personal {
+                narrowed = Some(Narrowing {
+                    projects: secret.projects.map(|p| p.into_iter().collect()),
+                    pull_only: secret.pull_only,
+                });
+            }
+            expires_at = secret.expires_at;
+        } else {
+            let hash = user.password_hash.clone().ok_or(CredentialError::Wrong)?;
+            let pw = password.to_string();
+            // argon2 takes tens of milliseconds of CPU: off the request threads.
+            let ok = tokio::task::spawn_blocking(move || password_matches(&pw, &hash))
+                .await
+                .unwrap_or(false);
+            if !ok {
+                return Err(CredentialError::Wrong);
+            }
         }
         let mut roles: HashMap<String, Vec<ProjectRole>> = HashMap::new();
         for pr in self.meta.user_projects(user.id).await? {
@@ -481,11 +573,12 @@ impl BuiltinAccess {
         Ok(Resolved {
             subject: user.username,
             user_id: Some(user.id),
-            expires_at: None,
+            expires_at,
             sysadmin: user.sysadmin,
             roles,
             robot: None,
             public,
+            narrowed,
         })
     }
 
@@ -825,7 +918,9 @@ impl AccessController for BuiltinAccess {
                             }
                         })
                     }
-                    Err(e @ CredentialError::Wrong) => Err(Refusal::Invalid(e.to_string())),
+                    Err(e @ (CredentialError::Wrong | CredentialError::SignInLapsed)) => {
+                        Err(Refusal::Invalid(e.to_string()))
+                    }
                     Err(CredentialError::Throttled(wait)) => Err(Refusal::Throttled(wait)),
                     Err(CredentialError::Store(e)) => {
                         tracing::error!(error = %e, "checking credentials failed");

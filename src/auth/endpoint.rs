@@ -58,6 +58,9 @@ pub async fn token(
                         "unknown user or wrong password",
                     );
                 }
+                Err(e @ CredentialError::SignInLapsed) => {
+                    return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &e.to_string());
+                }
                 Err(e @ CredentialError::Throttled(wait)) => {
                     let mut r = error(
                         StatusCode::TOO_MANY_REQUESTS,
