@@ -15,6 +15,7 @@
 pub mod builtin;
 pub mod endpoint;
 pub mod jwt;
+pub mod oidc;
 pub mod roles;
 pub mod secrets;
 pub mod token;
