@@ -45,6 +45,9 @@
 //
 // Admin routes (JSON in and out, loopback peers only, no auth) under ISSUER/__test:
 //   GET    /health                          {"ok":true}
+//   GET    /callback?...                    a redirect URI for tests without a relying party:
+//                                           an HTML page showing each query parameter as
+//                                           <dd id="NAME">VALUE</dd> (#code, #state, #iss, #error)
 //   GET    /users                           [user, ...]
 //   PUT    /users/NAME   {fields}           create or change a user; fields: password, sub, email,
 //                                           email_verified, name, preferred_username, groups
@@ -522,6 +525,10 @@ async function admin(req, res, path, query) {
   const m = req.method;
   let match;
   if (m === 'GET' && path === '/health') return sendJson(res, 200, { ok: true });
+  if (m === 'GET' && path === '/callback') {
+    const items = [...query].map(([k, v]) => `<dt>${esc(k)}</dt><dd id="${esc(k)}">${esc(v)}</dd>`).join('');
+    return send(res, 200, 'text/html; charset=utf-8', page('Callback', `<h1>Callback</h1><dl>${items}</dl>`));
+  }
   if (m === 'GET' && path === '/users') return sendJson(res, 200, [...users.values()]);
   if ((match = path.match(/^\/users\/([^/]+)$/))) {
     const username = decodeURIComponent(match[1]);
