@@ -31,6 +31,8 @@
 #   BERTH_TEST_OIDC_DIR       absolute path of tests/oidc (browser.mjs, the Chromium driver)
 #   BERTH_TEST_NODE           the node binary (>= 20) that runs those scripts
 #   BERTH_TEST_CHROMIUM       /usr/bin/chromium (Debian's), for playwright-core
+#   BERTH_TEST_ARTIFACTS      a directory kept after the run (screenshots for reviewers);
+#                             default target/test-artifacts, or the caller's value
 #   STORAGE_DRIVER=vfs, CONTAINERS_STORAGE_CONF, CONTAINERS_CONF,
 #   CONTAINERS_REGISTRIES_CONF   (podman/buildah/skopeo state kept inside BERTH_TEST_TMPDIR;
 #   REGISTRY_AUTH_FILE is deliberately not set: it breaks docker-registry)
@@ -53,7 +55,7 @@ case "${1:-}" in
     fi
     ;;
   -h | --help)
-    sed -n '2,36p' "$0"
+    sed -n '2,38p' "$0"
     exit 0
     ;;
   *)
@@ -425,6 +427,8 @@ EOF
   # with REGISTRY_AUTH_FILE set. Tests pass --creds, or --authfile / a
   # per-command REGISTRY_AUTH_FILE under their own temp dir.
   export BERTH_TEST_PYTHON=$PYTHON
+  export BERTH_TEST_ARTIFACTS=${BERTH_TEST_ARTIFACTS:-$PWD/target/test-artifacts}
+  mkdir -p "$BERTH_TEST_ARTIFACTS"
   export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 }
 
@@ -433,7 +437,7 @@ print_env() {
   local v
   for v in BERTH_TEST_POSTGRES_URL BERTH_TEST_POSTGRES_ADMIN_URL BERTH_TEST_S3_ENDPOINT BERTH_TEST_TMPDIR BERTH_TEST_PYTHON \
     BERTH_TEST_OIDC_ISSUER BERTH_TEST_OIDC_ADMIN BERTH_TEST_OIDC_CLIENT_ID BERTH_TEST_OIDC_CLIENT_SECRET \
-    BERTH_TEST_OIDC_DIR BERTH_TEST_NODE BERTH_TEST_CHROMIUM \
+    BERTH_TEST_OIDC_DIR BERTH_TEST_NODE BERTH_TEST_CHROMIUM BERTH_TEST_ARTIFACTS \
     STORAGE_DRIVER CONTAINERS_STORAGE_CONF CONTAINERS_CONF CONTAINERS_REGISTRIES_CONF; do
     printf '  export %s=%q\n' "$v" "${!v}"
   done

@@ -22,6 +22,12 @@ fn callback() -> String {
     "http://127.0.0.1:9/c/oidc/callback".to_string()
 }
 
+/// Where screenshots are kept after the run (`BERTH_TEST_ARTIFACTS`, set by scripts/test.sh).
+fn artifacts() -> String {
+    std::env::var("BERTH_TEST_ARTIFACTS")
+        .expect("BERTH_TEST_ARTIFACTS is not set: run the tests through scripts/test.sh")
+}
+
 fn random() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
@@ -412,14 +418,7 @@ async fn chromium_signs_in_through_the_browser_driver() {
         },
         &pkce,
     );
-    let shots = std::env::var("BERTH_TEST_TMPDIR")
-        .map(|t| format!("{t}/screenshots/oidc_provider"))
-        .unwrap_or_else(|_| {
-            std::env::temp_dir()
-                .join("berth-oidc-shots")
-                .display()
-                .to_string()
-        });
+    let shots = format!("{}/oidc_provider", artifacts());
     let mut b = Browser::start(json!({"timeout_ms": 15000, "failure_screenshot_dir": shots})).await;
     assert_eq!(b.step(json!({"op": "goto", "url": url})).await, 200);
     b.step(json!({"op": "fill", "selector": "#username", "value": user["username"]}))
@@ -485,9 +484,7 @@ async fn the_node_browser_smoke_passes() {
     let p = Provider::from_env();
     let node = std::env::var("BERTH_TEST_NODE").expect("BERTH_TEST_NODE (scripts/test.sh)");
     let dir = std::env::var("BERTH_TEST_OIDC_DIR").expect("BERTH_TEST_OIDC_DIR (scripts/test.sh)");
-    let shots = std::env::var("BERTH_TEST_TMPDIR")
-        .map(|t| format!("{t}/screenshots/browser-smoke"))
-        .expect("BERTH_TEST_TMPDIR (scripts/test.sh)");
+    let shots = format!("{}/oidc_provider/browser-smoke", artifacts());
     let run = tokio::process::Command::new(node)
         .arg(format!("{dir}/browser-smoke.mjs"))
         .arg(&shots)
