@@ -11,10 +11,11 @@
 #
 # Environment knobs: BERTH_TEST_THREADS (nextest --test-threads, default: nproc),
 # BERTH_TEST_TIMEOUT (seconds for the nextest phase, default 3000),
-# BERTH_SKIP_INSTALL=1 (never apt-get / pip / cargo install: fail if something is missing).
+# BERTH_SKIP_INSTALL=1 (never apt-get / pip / npm / cargo install: fail if something is missing).
 #
 # Needs root: it installs system packages and starts PostgreSQL as the `postgres` user. Its logs and scratch files live in one temp dir,
-# removed on exit (the tail of a failing step's log is printed first).
+# removed on exit (the tail of a failing step's log is printed first). Node packages go to
+# tests/oidc/node_modules (npm ci from tests/oidc/package-lock.json; git-ignored).
 #
 # Exported to the tests (see docs/testing-clients.md):
 #   BERTH_TEST_POSTGRES_URL   postgres://postgres@127.0.0.1:PORT/berth_test (trust auth)
@@ -22,6 +23,16 @@
 #   BERTH_TEST_PYTHON         python3 interpreter that has the `oras` package
 #   BERTH_TEST_S3_ENDPOINT    http://127.0.0.1:PORT, a moto S3 server (any key/secret; tests
 #                             create their own buckets)
+#   BERTH_TEST_OIDC_ISSUER    http://127.0.0.1:PORT, the test OpenID Connect provider
+#                             (tests/oidc/provider.mjs: users, login form, admin routes)
+#   BERTH_TEST_OIDC_ADMIN     $BERTH_TEST_OIDC_ISSUER/__test, its admin routes
+#   BERTH_TEST_OIDC_CLIENT_ID, BERTH_TEST_OIDC_CLIENT_SECRET   its default client (redirect URI
+#                             http://127.0.0.1:ANY_PORT/c/oidc/callback)
+#   BERTH_TEST_OIDC_DIR       absolute path of tests/oidc (browser.mjs, the Chromium driver)
+#   BERTH_TEST_NODE           the node binary (>= 20) that runs those scripts
+#   BERTH_TEST_CHROMIUM       /usr/bin/chromium (Debian's), for playwright-core
+#   BERTH_TEST_ARTIFACTS      a directory kept after the run (screenshots for reviewers);
+#                             default target/test-artifacts, or the caller's value
 #   STORAGE_DRIVER=vfs, CONTAINERS_STORAGE_CONF, CONTAINERS_CONF,
 #   CONTAINERS_REGISTRIES_CONF   (podman/buildah/skopeo state kept inside BERTH_TEST_TMPDIR;
 #   REGISTRY_AUTH_FILE is deliberately not set: it breaks docker-registry)
@@ -44,7 +55,7 @@ case "${1:-}" in
     fi
     ;;
   -h | --help)
-    sed -n '2,27p' "$0"
+    sed -n '2,38p' "$0"
     exit 0
     ;;
   *)
@@ -73,7 +84,8 @@ PGBIN=/usr/lib/postgresql/$PG_VERSION/bin
 # Depends (conmon, crun/runc, containers-common, uidmap come with them);
 # fuse-overlayfs, slirp4netns, catatonit are only for overlay, rootless or
 # `run --init`, which the tests do not use.
-APT_PACKAGES=(skopeo podman buildah containerd docker-registry openssl ca-certificates curl python3)
+# chromium: the browser the web UI tests drive through playwright-core (tests/oidc/browser.mjs).
+APT_PACKAGES=(skopeo podman buildah containerd docker-registry openssl ca-certificates curl python3 chromium)
 # moto: the S3-compatible server for the S3 blob store tests (see docs/s3.md for why).
 # 5.2.5 exactly: 5.2.1 answers CompleteMultipartUpload with a root element the AWS SDK
 # refuses.
@@ -159,6 +171,51 @@ install_pip() {
   PYTHON=$("$PYTHON" -c 'import sys; print(sys.executable)')
 }
 
+# Node.js runs the test OpenID Connect provider and the browser driver (tests/oidc). The
+# machines have Node 20 (oidc-provider 9 needs >= 20.19, and warns that it prefers 22); when
+# node is missing, Debian's nodejs + npm are installed, and the version check below says
+# whether that one is new enough. The npm packages are pinned by tests/oidc/package-lock.json
+# and installed with `npm ci` into tests/oidc/node_modules, again only when the lock file
+# changed since the last install (a stamp file in node_modules records its hash).
+OIDC_DIR=$PWD/tests/oidc
+NODE=""
+install_node() {
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    [[ ${BERTH_SKIP_INSTALL:-0} == 1 ]] && die "node or npm missing and BERTH_SKIP_INSTALL=1"
+    log "apt: installing nodejs npm"
+    env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      -o Dpkg::Lock::Timeout=300 nodejs npm </dev/null >>"$RUN_LOGS/apt.log" 2>&1 || die "apt-get install nodejs npm failed"
+  fi
+  NODE=$(command -v node)
+  local major
+  major=$("$NODE" -p 'process.versions.node.split(".")[0]')
+  [[ $major -ge 20 ]] || die "Node.js >= 20 is needed for tests/oidc (oidc-provider 9), found $("$NODE" --version)"
+  local want have=""
+  want=$(sha256sum "$OIDC_DIR/package-lock.json" | cut -d' ' -f1)
+  [[ -f $OIDC_DIR/node_modules/.berth-lock-sha256 ]] && have=$(cat "$OIDC_DIR/node_modules/.berth-lock-sha256")
+  if [[ $want == "$have" ]]; then
+    log "npm: tests/oidc/node_modules up to date (node $("$NODE" --version))"
+    return
+  fi
+  [[ ${BERTH_SKIP_INSTALL:-0} == 1 ]] && die "tests/oidc/node_modules missing or stale and BERTH_SKIP_INSTALL=1"
+  log "npm: npm ci in tests/oidc (oidc-provider, playwright-core)"
+  local npm_log=$RUN_LOGS/npm.log attempt rc=1
+  # Up to 3 tries, like apt: the package registry can fail transiently.
+  for attempt in 1 2 3; do
+    rc=0
+    run_child timeout 600 env -C "$OIDC_DIR" PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
+      npm ci --no-audit --no-fund --loglevel=error </dev/null >>"$npm_log" 2>&1 || rc=$?
+    [[ $rc -eq 0 ]] && break
+    log "npm: attempt $attempt failed (rc=$rc)"
+    sleep $((attempt * 5))
+  done
+  if [[ $rc -ne 0 ]]; then
+    tail -n 40 "$npm_log" || true
+    die "npm ci in tests/oidc failed; the last lines of its log are above"
+  fi
+  echo "$want" >"$OIDC_DIR/node_modules/.berth-lock-sha256"
+}
+
 ensure_containers_policy() {
   # containers/image refuses to copy without a policy. The containers-common
   # package ships /etc/containers/policy.json; recreate it if someone removed it.
@@ -204,6 +261,7 @@ RUN_LOGS=""
 # shellcheck source=scripts/lib/postgres.sh
 . scripts/lib/postgres.sh
 S3_PID=""
+OIDC_PID=""
 
 cleanup() {
   local rc=$?
@@ -213,6 +271,11 @@ cleanup() {
     log "stopping the S3 server"
     kill -TERM "$S3_PID" 2>/dev/null || true
     wait "$S3_PID" 2>/dev/null || true
+  fi
+  if [[ -n $OIDC_PID ]]; then
+    log "stopping the OpenID Connect provider"
+    kill -TERM "$OIDC_PID" 2>/dev/null || true
+    wait "$OIDC_PID" 2>/dev/null || true
   fi
   if [[ -n $BERTH_TEST_TMPDIR && -d $BERTH_TEST_TMPDIR ]]; then
     # vfs layers can be read-only directories: make them removable first.
@@ -290,6 +353,38 @@ start_s3() {
   die "the S3 server would not start"
 }
 
+# One field of the JSON line the provider printed.
+oidc_field() {
+  "$NODE" -e 'const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(j[process.argv[2]])' \
+    "$RUN_LOGS/oidc.json" "$1"
+}
+
+# The provider listens on a port of its own choosing (no race for a free port) and prints
+# {"issuer":...,"admin":...,"client_id":...,"client_secret":...} as its first stdout line.
+start_oidc() {
+  local log_file=$RUN_LOGS/oidc.log out=$RUN_LOGS/oidc.json _
+  "$NODE" "$OIDC_DIR/provider.mjs" --port 0 >"$out" 2>"$log_file" </dev/null &
+  OIDC_PID=$!
+  for _ in $(seq 1 300); do
+    grep -q '}' "$out" 2>/dev/null && break
+    kill -0 "$OIDC_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if ! grep -q '}' "$out" 2>/dev/null || ! BERTH_TEST_OIDC_ISSUER=$(oidc_field issuer); then
+    tail -n 20 "$log_file" || true
+    die "the OpenID Connect provider did not start within 30 s (its log is above)"
+  fi
+  export BERTH_TEST_OIDC_ISSUER BERTH_TEST_OIDC_ADMIN BERTH_TEST_OIDC_CLIENT_ID BERTH_TEST_OIDC_CLIENT_SECRET
+  BERTH_TEST_OIDC_ADMIN=$(oidc_field admin)
+  BERTH_TEST_OIDC_CLIENT_ID=$(oidc_field client_id)
+  BERTH_TEST_OIDC_CLIENT_SECRET=$(oidc_field client_secret)
+  curl -sf --max-time 5 -o /dev/null "$BERTH_TEST_OIDC_ISSUER/.well-known/openid-configuration" ||
+    die "the OpenID Connect provider at $BERTH_TEST_OIDC_ISSUER does not answer discovery"
+  export BERTH_TEST_OIDC_DIR=$OIDC_DIR BERTH_TEST_NODE=$NODE BERTH_TEST_CHROMIUM=/usr/bin/chromium
+  [[ -x $BERTH_TEST_CHROMIUM ]] || die "$BERTH_TEST_CHROMIUM not found (Debian package chromium)"
+  log "OpenID Connect provider at $BERTH_TEST_OIDC_ISSUER (pid $OIDC_PID, log $log_file)"
+}
+
 make_run_dir() {
   BERTH_TEST_TMPDIR=$(mktemp -d /tmp/berth-test.XXXXXX)
   export BERTH_TEST_TMPDIR
@@ -332,6 +427,8 @@ EOF
   # with REGISTRY_AUTH_FILE set. Tests pass --creds, or --authfile / a
   # per-command REGISTRY_AUTH_FILE under their own temp dir.
   export BERTH_TEST_PYTHON=$PYTHON
+  export BERTH_TEST_ARTIFACTS=${BERTH_TEST_ARTIFACTS:-$PWD/target/test-artifacts}
+  mkdir -p "$BERTH_TEST_ARTIFACTS"
   export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 }
 
@@ -339,6 +436,8 @@ print_env() {
   log "test environment:"
   local v
   for v in BERTH_TEST_POSTGRES_URL BERTH_TEST_POSTGRES_ADMIN_URL BERTH_TEST_S3_ENDPOINT BERTH_TEST_TMPDIR BERTH_TEST_PYTHON \
+    BERTH_TEST_OIDC_ISSUER BERTH_TEST_OIDC_ADMIN BERTH_TEST_OIDC_CLIENT_ID BERTH_TEST_OIDC_CLIENT_SECRET \
+    BERTH_TEST_OIDC_DIR BERTH_TEST_NODE BERTH_TEST_CHROMIUM BERTH_TEST_ARTIFACTS \
     STORAGE_DRIVER CONTAINERS_STORAGE_CONF CONTAINERS_CONF CONTAINERS_REGISTRIES_CONF; do
     printf '  export %s=%q\n' "$v" "${!v}"
   done
@@ -348,7 +447,9 @@ print_env() {
     "$(skopeo --version 2>&1 | head -n1)" \
     "$(containerd --version 2>&1 | head -n1)" \
     "$(docker-registry --version 2>&1 | head -n1)" \
-    "oras (python) $("$PYTHON" -c 'import oras.version as v; print(v.__version__)' 2>&1)"
+    "oras (python) $("$PYTHON" -c 'import oras.version as v; print(v.__version__)' 2>&1)" \
+    "node $("$NODE" --version 2>&1)" \
+    "$("$BERTH_TEST_CHROMIUM" --version 2>/dev/null | head -n1)"
 }
 
 make_run_dir
@@ -356,6 +457,7 @@ phase "1. install prerequisites"
 install_apt
 ensure_containers_policy
 install_pip
+install_node
 check_rust_tools
 
 phase "2. PostgreSQL $PG_VERSION"
@@ -363,6 +465,9 @@ start_postgres
 
 phase "2b. S3-compatible server (moto)"
 start_s3
+
+phase "2c. OpenID Connect provider (tests/oidc/provider.mjs)"
+start_oidc
 
 phase "3. client environment"
 setup_client_env

@@ -2,6 +2,9 @@
 //! directory (and, when asked, its own PostgreSQL database), and talks to it over HTTP.
 #![allow(dead_code)]
 
+/// The test OpenID Connect provider and the Chromium driver (tests/oidc).
+pub mod oidc;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
