@@ -2,6 +2,7 @@
 //! failing case prints its name), and how the store keeps one copy of content shared by
 //! repositories.
 
+#[macro_use]
 mod common;
 use common::*;
 
@@ -26,11 +27,10 @@ struct Read {
     code: Option<&'static str>,
 }
 
-#[tokio::test]
-async fn blob_reads_answer_by_method_and_range() {
+in_both_modes!(blob_reads_answer_by_method_and_range);
+async fn blob_reads_answer_by_method_and_range(auth: Auth) {
     use reqwest::Method;
-    let b = Berth::start();
-    let c = client();
+    let (b, c) = auth.start(&["app"]).await;
     let bytes = hundred();
     let digest = push_blob(&c, &b, "app", &bytes).await;
     let empty = push_blob(&c, &b, "app", b"").await;
@@ -197,10 +197,9 @@ async fn blob_reads_answer_by_method_and_range() {
     assert_eq!(b.blob_files(), files, "one file for each blob");
 }
 
-#[tokio::test]
-async fn sha512_blob_is_served_under_its_sha512_digest() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(sha512_blob_is_served_under_its_sha512_digest);
+async fn sha512_blob_is_served_under_its_sha512_digest(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let bytes = hundred();
     let digest = push_blob_sha512(&c, &b, "app", &bytes).await;
     let r = c
@@ -220,10 +219,9 @@ async fn sha512_blob_is_served_under_its_sha512_digest() {
     assert_eq!(blob_status(&c, &b, "app", &sha256(&bytes)).await, 404);
 }
 
-#[tokio::test]
-async fn same_content_pushed_to_two_repositories_is_one_file() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(same_content_pushed_to_two_repositories_is_one_file);
+async fn same_content_pushed_to_two_repositories_is_one_file(auth: Auth) {
+    let (b, c) = auth.start(&["repo-a", "repo-b"]).await;
     let bytes = hundred();
     let d1 = push_blob(&c, &b, "repo-a", &bytes).await;
     let d2 = push_blob(&c, &b, "repo-b", &bytes).await;
@@ -237,10 +235,9 @@ async fn same_content_pushed_to_two_repositories_is_one_file() {
     assert!(b.upload_files().is_empty());
 }
 
-#[tokio::test]
-async fn blob_is_served_only_by_repositories_it_was_pushed_to() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(blob_is_served_only_by_repositories_it_was_pushed_to);
+async fn blob_is_served_only_by_repositories_it_was_pushed_to(auth: Auth) {
+    let (b, c) = auth.start(&["repo-a", "repo-b"]).await;
     let digest = push_blob(&c, &b, "repo-a", &hundred()).await;
     push_blob(&c, &b, "repo-b", b"other").await;
     let r = c
@@ -251,10 +248,9 @@ async fn blob_is_served_only_by_repositories_it_was_pushed_to() {
     expect_error(r, 404, "BLOB_UNKNOWN").await;
 }
 
-#[tokio::test]
-async fn blob_delete_unlinks_it_from_that_repository_only() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(blob_delete_unlinks_it_from_that_repository_only);
+async fn blob_delete_unlinks_it_from_that_repository_only(auth: Auth) {
+    let (b, c) = auth.start(&["repo-a", "repo-b"]).await;
     let bytes = hundred();
     let digest = push_blob(&c, &b, "repo-a", &bytes).await;
     push_blob(&c, &b, "repo-b", &bytes).await;
@@ -298,10 +294,9 @@ async fn blob_delete_unlinks_it_from_that_repository_only() {
     expect_error(r, 404, "BLOB_UNKNOWN").await;
 }
 
-#[tokio::test]
-async fn deleted_blob_can_be_pushed_again() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(deleted_blob_can_be_pushed_again);
+async fn deleted_blob_can_be_pushed_again(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let bytes = hundred();
     let digest = push_blob(&c, &b, "app", &bytes).await;
     assert_eq!(
@@ -323,11 +318,10 @@ async fn deleted_blob_can_be_pushed_again() {
     assert_eq!(b.blob_files(), vec![b.blob_path(&digest)]);
 }
 
-#[tokio::test]
-async fn blob_get_of_a_layer_named_by_a_manifest() {
+in_both_modes!(blob_get_of_a_layer_named_by_a_manifest);
+async fn blob_get_of_a_layer_named_by_a_manifest(auth: Auth) {
     // Pulling an image: the manifest's descriptors lead to blobs the repository serves.
-    let b = Berth::start();
-    let c = client();
+    let (b, c) = auth.start(&["app"]).await;
     let layer = hundred();
     let (_, m) = push_image(&c, &b, "app", "v1", &layer).await;
     let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
@@ -345,10 +339,9 @@ async fn blob_get_of_a_layer_named_by_a_manifest() {
     }
 }
 
-#[tokio::test]
-async fn deleted_blob_can_no_longer_back_a_new_manifest() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(deleted_blob_can_no_longer_back_a_new_manifest);
+async fn deleted_blob_can_no_longer_back_a_new_manifest(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
     let cd = push_blob(&c, &b, "app", config).await;
     let ld = push_blob(&c, &b, "app", b"layer").await;

@@ -2,15 +2,15 @@
 //! in the JSON error format, and changes nothing in either store. Most tests are tables of
 //! [`Refusal`]s: a failing case prints its name.
 
+#[macro_use]
 mod common;
 use common::*;
 
 use serde_json::json;
 
-#[tokio::test]
-async fn api_version_check_answers_200_with_the_version_header() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(api_version_check_answers_200_with_the_version_header);
+async fn api_version_check_answers_200_with_the_version_header(auth: Auth) {
+    let (b, c) = auth.start(&[]).await;
     for url in [b.url("/v2/"), b.url("/v2")] {
         let r = c.get(&url).send().await.unwrap();
         assert_eq!(r.status(), 200, "{url}");
@@ -21,9 +21,9 @@ async fn api_version_check_answers_200_with_the_version_header() {
     assert_api_version(&r);
 }
 
-#[tokio::test]
-async fn every_response_carries_the_api_version_header() {
-    let (b, c, digest) = seeded().await;
+in_both_modes!(every_response_carries_the_api_version_header);
+async fn every_response_carries_the_api_version_header(auth: Auth) {
+    let (b, c, digest) = seeded(auth, &[]).await;
     let layer = sha256(b"layer");
     let upload = open_upload(&c, &b, "app").await;
     let responses = vec![
@@ -83,10 +83,10 @@ fn bytes_of(v: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap()
 }
 
-#[tokio::test]
-async fn invalid_names_digests_and_tags_are_refused() {
+in_both_modes!(invalid_names_digests_and_tags_are_refused);
+async fn invalid_names_digests_and_tags_are_refused(auth: Auth) {
     use reqwest::Method;
-    let (b, c, digest) = seeded().await;
+    let (b, c, digest) = seeded(auth, &[]).await;
     let (cd, ld) = config_and_layer();
     let mut cases = Vec::new();
 
@@ -232,9 +232,9 @@ async fn invalid_names_digests_and_tags_are_refused() {
     refuse_all(&c, &b, cases).await;
 }
 
-#[tokio::test]
-async fn refused_manifests_change_nothing() {
-    let (b, c, digest) = seeded().await;
+in_both_modes!(refused_manifests_change_nothing);
+async fn refused_manifests_change_nothing(auth: Auth) {
+    let (b, c, digest) = seeded(auth, &[]).await;
     let (cd, ld) = config_and_layer();
     let image = image_manifest((OCI_CONFIG, &cd, 37), &[(OCI_LAYER, &ld, 5)]);
     let invalid = |name: &str, reference: &str, content_type: &str, body: &[u8]| {
@@ -425,12 +425,12 @@ async fn refused_manifests_change_nothing() {
 }
 
 /// A registry that takes manifests of 1 KiB at most, holding the config of [`manifest_of_len`].
-async fn limited() -> (Berth, reqwest::Client) {
-    let b = Berth::start_with(Options {
+async fn limited(auth: Auth) -> (Berth, RegistryClient) {
+    let options = Options {
         env: vec![("BERTH_LIMITS__MAX_MANIFEST_BYTES".into(), "1024".into())],
         ..Default::default()
-    });
-    let c = client();
+    };
+    let (b, c) = auth.start_with(options, &["app"]).await;
     push_blob(&c, &b, "app", IMAGE_CONFIG).await;
     (b, c)
 }
@@ -451,9 +451,9 @@ fn manifest_of_len(len: usize) -> Vec<u8> {
     bytes
 }
 
-#[tokio::test]
-async fn manifests_over_the_size_limit_are_413_manifest_invalid() {
-    let (b, c) = limited().await;
+in_both_modes!(manifests_over_the_size_limit_are_413_manifest_invalid);
+async fn manifests_over_the_size_limit_are_413_manifest_invalid(auth: Auth) {
+    let (b, c) = limited(auth).await;
     let over = manifest_of_len(1025);
     let streamed = manifest_of_len(4000);
     // No Content-Length: the limit holds while reading.
@@ -499,9 +499,9 @@ async fn manifests_over_the_size_limit_are_413_manifest_invalid() {
     );
 }
 
-#[tokio::test]
-async fn chunk_whose_content_range_is_not_at_the_session_offset_is_416() {
-    let (b, c, _) = seeded().await;
+in_both_modes!(chunk_whose_content_range_is_not_at_the_session_offset_is_416);
+async fn chunk_whose_content_range_is_not_at_the_session_offset_is_416(auth: Auth) {
+    let (b, c, _) = seeded(auth, &[]).await;
     let before_seed = store_snapshot(&c, &b).await;
     let upload = open_upload(&c, &b, "app").await;
     let before = store_snapshot(&c, &b).await;
@@ -529,10 +529,10 @@ async fn chunk_whose_content_range_is_not_at_the_session_offset_is_416() {
     assert_eq!(store_snapshot(&c, &b).await, before_seed);
 }
 
-#[tokio::test]
-async fn refused_upload_requests_leave_the_session_as_it_was() {
+in_both_modes!(refused_upload_requests_leave_the_session_as_it_was);
+async fn refused_upload_requests_leave_the_session_as_it_was(auth: Auth) {
     use reqwest::Method;
-    let (b, c, _) = seeded().await;
+    let (b, c, _) = seeded(auth, &[]).await;
     let before = store_snapshot(&c, &b).await;
     let md5 = "md5:d41d8cd98f00b204e9800998ecf8427e";
     let bytes = b"monolithic bytes".to_vec();
@@ -622,10 +622,12 @@ async fn refused_upload_requests_leave_the_session_as_it_was() {
     }
 }
 
-#[tokio::test]
-async fn unknown_sessions_manifests_blobs_and_endpoints_are_404() {
+in_both_modes!(unknown_sessions_manifests_blobs_and_endpoints_are_404);
+async fn unknown_sessions_manifests_blobs_and_endpoints_are_404(auth: Auth) {
     use reqwest::Method;
-    let (b, c, _) = seeded().await;
+    // With auth on, the project `nowhere` exists and the caller may pull there: its
+    // repositories are unknown as they are without auth.
+    let (b, c, _) = seeded(auth, &["nowhere"]).await;
     let mut cases = Vec::new();
     for id in [
         "3f1e5d9c-0000-4000-8000-000000000000",
@@ -720,10 +722,10 @@ async fn unknown_sessions_manifests_blobs_and_endpoints_are_404() {
     refuse_all(&c, &b, cases).await;
 }
 
-#[tokio::test]
-async fn unsupported_methods_are_405_unsupported() {
+in_both_modes!(unsupported_methods_are_405_unsupported);
+async fn unsupported_methods_are_405_unsupported(auth: Auth) {
     use reqwest::Method;
-    let (b, c, digest) = seeded().await;
+    let (b, c, digest) = seeded(auth, &[]).await;
     let before = store_snapshot(&c, &b).await;
     let layer = sha256(b"layer");
     let upload = open_upload(&c, &b, "app").await;
@@ -756,10 +758,9 @@ async fn unsupported_methods_are_405_unsupported() {
     assert_eq!(store_snapshot(&c, &b).await, before);
 }
 
-#[tokio::test]
-async fn error_bodies_follow_the_spec_format() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(error_bodies_follow_the_spec_format);
+async fn error_bodies_follow_the_spec_format(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let r = c.get(b.url("/v2/app/manifests/v1")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let v: serde_json::Value = r.json().await.unwrap();

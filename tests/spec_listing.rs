@@ -1,13 +1,14 @@
 //! Listing: `GET /v2/<name>/tags/list` and `GET /v2/_catalog`, with `n`/`last` pagination
 //! and RFC 5988 `Link` headers.
 
+#[macro_use]
 mod common;
 use common::*;
 
 use serde_json::Value;
 
 /// Pushes one image to `repo` and tags it with each of `tags`.
-async fn tag_all(c: &reqwest::Client, b: &Berth, repo: &str, tags: &[&str]) {
+async fn tag_all(c: &impl Http, b: &Berth, repo: &str, tags: &[&str]) {
     let (digest, m) = push_image(c, b, repo, tags[0], b"layer").await;
     for t in &tags[1..] {
         let r = put_manifest_as(c, b, repo, t, OCI_MANIFEST, &m).await;
@@ -16,7 +17,7 @@ async fn tag_all(c: &reqwest::Client, b: &Berth, repo: &str, tags: &[&str]) {
     }
 }
 
-async fn get_json(c: &reqwest::Client, url: &str) -> (reqwest::header::HeaderMap, Value) {
+async fn get_json(c: &impl Http, url: &str) -> (reqwest::header::HeaderMap, Value) {
     let r = c.get(url).send().await.unwrap();
     assert_eq!(r.status(), 200, "GET {url}");
     assert_api_version(&r);
@@ -59,10 +60,9 @@ fn sorted_tags() -> Vec<String> {
     t
 }
 
-#[tokio::test]
-async fn tags_list_is_lexically_ordered() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(tags_list_is_lexically_ordered);
+async fn tags_list_is_lexically_ordered(auth: Auth) {
+    let (b, c) = auth.start(&["team"]).await;
     tag_all(&c, &b, "team/app", &TAGS).await;
     let (h, v) = get_json(&c, &b.url("/v2/team/app/tags/list")).await;
     assert_eq!(v["name"], "team/app");
@@ -74,10 +74,9 @@ async fn tags_list_is_lexically_ordered() {
     assert_eq!(link(&h), None, "a single page has no Link");
 }
 
-#[tokio::test]
-async fn tags_list_pages_with_n_and_a_link_to_the_next_page() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(tags_list_pages_with_n_and_a_link_to_the_next_page);
+async fn tags_list_pages_with_n_and_a_link_to_the_next_page(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     tag_all(&c, &b, "app", &TAGS).await;
     let (h, v) = get_json(&c, &b.url("/v2/app/tags/list?n=2")).await;
     assert_eq!(strings(&v["tags"]), ["1.0", "V1"]);
@@ -87,10 +86,9 @@ async fn tags_list_pages_with_n_and_a_link_to_the_next_page() {
     );
 }
 
-#[tokio::test]
-async fn tags_list_link_chain_walks_every_tag_once() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(tags_list_link_chain_walks_every_tag_once);
+async fn tags_list_link_chain_walks_every_tag_once(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     tag_all(&c, &b, "app", &TAGS).await;
     let mut url = b.url("/v2/app/tags/list?n=3");
     let mut seen = Vec::new();
@@ -116,10 +114,9 @@ async fn tags_list_link_chain_walks_every_tag_once() {
     assert_eq!(seen, sorted_tags());
 }
 
-#[tokio::test]
-async fn tags_list_last_page_has_no_link() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(tags_list_last_page_has_no_link);
+async fn tags_list_last_page_has_no_link(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     tag_all(&c, &b, "app", &["a", "b", "c", "d"]).await;
     let (h, v) = get_json(&c, &b.url("/v2/app/tags/list?n=2&last=b")).await;
     assert_eq!(strings(&v["tags"]), ["c", "d"]);
@@ -129,10 +126,9 @@ async fn tags_list_last_page_has_no_link() {
     assert_eq!(link(&h), None);
 }
 
-#[tokio::test]
-async fn tags_list_last_alone_starts_after_it() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(tags_list_last_alone_starts_after_it);
+async fn tags_list_last_alone_starts_after_it(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     tag_all(&c, &b, "app", &["a", "b", "c", "d"]).await;
     let (_, v) = get_json(&c, &b.url("/v2/app/tags/list?last=b")).await;
     assert_eq!(strings(&v["tags"]), ["c", "d"]);
@@ -144,40 +140,36 @@ async fn tags_list_last_alone_starts_after_it() {
     assert_eq!(link(&h), None);
 }
 
-#[tokio::test]
-async fn tags_list_with_n_zero_is_empty() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(tags_list_with_n_zero_is_empty);
+async fn tags_list_with_n_zero_is_empty(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     tag_all(&c, &b, "app", &["a", "b"]).await;
     let (_, v) = get_json(&c, &b.url("/v2/app/tags/list?n=0")).await;
     assert_eq!(v["name"], "app");
     assert_eq!(strings(&v["tags"]), Vec::<String>::new());
 }
 
-#[tokio::test]
-async fn tags_list_of_a_repository_without_tags_is_empty() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(tags_list_of_a_repository_without_tags_is_empty);
+async fn tags_list_of_a_repository_without_tags_is_empty(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     push_blob(&c, &b, "app", b"a blob, no manifest").await;
     let (_, v) = get_json(&c, &b.url("/v2/app/tags/list")).await;
     assert_eq!(v["name"], "app");
     assert_eq!(strings(&v["tags"]), Vec::<String>::new());
 }
 
-#[tokio::test]
-async fn tags_list_of_an_unknown_repository_is_name_unknown() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(tags_list_of_an_unknown_repository_is_name_unknown);
+async fn tags_list_of_an_unknown_repository_is_name_unknown(auth: Auth) {
+    let (b, c) = auth.start(&["app", "nope"]).await;
     tag_all(&c, &b, "app", &["a"]).await;
     let r = c.get(b.url("/v2/nope/tags/list")).send().await.unwrap();
     let message = expect_error(r, 404, "NAME_UNKNOWN").await;
     assert!(message.contains("nope"), "{message}");
 }
 
-#[tokio::test]
-async fn tags_list_with_a_bad_n_is_400() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(tags_list_with_a_bad_n_is_400);
+async fn tags_list_with_a_bad_n_is_400(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     tag_all(&c, &b, "app", &["a"]).await;
     for n in ["-1", "abc", "1.5", "99999999999999999999999"] {
         let r = c
@@ -190,10 +182,9 @@ async fn tags_list_with_a_bad_n_is_400() {
     }
 }
 
-#[tokio::test]
-async fn tags_list_link_leaves_unreserved_characters_unescaped() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(tags_list_link_leaves_unreserved_characters_unescaped);
+async fn tags_list_link_leaves_unreserved_characters_unescaped(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     tag_all(&c, &b, "app", &["1.0.0", "1.0.1", "1.1.0"]).await;
     let (h, _) = get_json(&c, &b.url("/v2/app/tags/list?n=1")).await;
     assert_eq!(
@@ -202,10 +193,21 @@ async fn tags_list_link_leaves_unreserved_characters_unescaped() {
     );
 }
 
-#[tokio::test]
-async fn catalog_lists_repositories_in_lexical_order() {
-    let b = Berth::start();
-    let c = client();
+/// With auth on, a repository in a project the client's user is no member of (private,
+/// pushed by the admin): the catalog lists only what the caller may pull, so never this.
+async fn hidden_repository(auth: Auth, b: &Berth) {
+    if auth == Auth::Builtin {
+        create_project(b, "hidden", None).await;
+        let admin = RegistryClient::signing_in("admin", API_ADMIN_PW);
+        push_blob(&admin, b, "hidden/app", b"hidden").await;
+        assert_eq!(catalog_of(&admin, b).await, ["hidden/app"]);
+    }
+}
+
+in_both_modes!(catalog_lists_repositories_in_lexical_order);
+async fn catalog_lists_repositories_in_lexical_order(auth: Auth) {
+    let (b, c) = auth.start(&["alpha", "alpha-b", "m0", "zeta"]).await;
+    hidden_repository(auth, &b).await;
     for repo in ["zeta", "alpha/two", "alpha", "alpha-b", "alpha/one", "m0"] {
         push_blob(&c, &b, repo, repo.as_bytes()).await;
     }
@@ -217,19 +219,18 @@ async fn catalog_lists_repositories_in_lexical_order() {
     assert_eq!(link(&h), None);
 }
 
-#[tokio::test]
-async fn catalog_of_an_empty_registry_is_empty() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(catalog_of_an_empty_registry_is_empty);
+async fn catalog_of_an_empty_registry_is_empty(auth: Auth) {
+    let (b, c) = auth.start(&[]).await;
+    hidden_repository(auth, &b).await;
     let (h, v) = get_json(&c, &b.url("/v2/_catalog")).await;
     assert_eq!(strings(&v["repositories"]), Vec::<String>::new());
     assert_eq!(link(&h), None);
 }
 
-#[tokio::test]
-async fn catalog_pages_with_n_last_and_link() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(catalog_pages_with_n_last_and_link);
+async fn catalog_pages_with_n_last_and_link(auth: Auth) {
+    let (b, c) = auth.start(&["a", "b", "c", "d"]).await;
     let repos = ["a", "b/x", "b/y", "c", "d"];
     for repo in repos {
         push_blob(&c, &b, repo, repo.as_bytes()).await;
@@ -255,10 +256,9 @@ async fn catalog_pages_with_n_last_and_link() {
     assert_eq!(link(&h), None);
 }
 
-#[tokio::test]
-async fn catalog_exact_final_page_has_no_link() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(catalog_exact_final_page_has_no_link);
+async fn catalog_exact_final_page_has_no_link(auth: Auth) {
+    let (b, c) = auth.start(&["a", "b", "c"]).await;
     for repo in ["a", "b", "c"] {
         push_blob(&c, &b, repo, repo.as_bytes()).await;
     }
@@ -272,19 +272,17 @@ async fn catalog_exact_final_page_has_no_link() {
     );
 }
 
-#[tokio::test]
-async fn catalog_with_n_zero_is_empty() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(catalog_with_n_zero_is_empty);
+async fn catalog_with_n_zero_is_empty(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     push_blob(&c, &b, "app", b"x").await;
     let (_, v) = get_json(&c, &b.url("/v2/_catalog?n=0")).await;
     assert_eq!(strings(&v["repositories"]), Vec::<String>::new());
 }
 
-#[tokio::test]
-async fn catalog_with_a_bad_n_is_400() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(catalog_with_a_bad_n_is_400);
+async fn catalog_with_a_bad_n_is_400(auth: Auth) {
+    let (b, c) = auth.start(&[]).await;
     for n in ["-5", "ten"] {
         let r = c
             .get(b.url(&format!("/v2/_catalog?n={n}")))
@@ -295,11 +293,17 @@ async fn catalog_with_a_bad_n_is_400() {
     }
 }
 
-#[tokio::test]
-async fn catalog_pages_across_more_repositories_than_one_batch() {
-    let b = Berth::start();
-    let c = client();
-    let mut repos: Vec<String> = (0..130).map(|i| format!("r{i:03}")).collect();
+in_both_modes!(catalog_pages_across_more_repositories_than_one_batch);
+async fn catalog_pages_across_more_repositories_than_one_batch(auth: Auth) {
+    // With auth on, in one project rather than 130 (each push needs its project).
+    let (b, c, prefix) = match auth {
+        Auth::None => (Berth::start(), RegistryClient::anonymous(), ""),
+        Auth::Builtin => {
+            let (b, c) = auth.start(&["batch"]).await;
+            (b, c, "batch/")
+        }
+    };
+    let mut repos: Vec<String> = (0..130).map(|i| format!("{prefix}r{i:03}")).collect();
     for repo in &repos {
         push_blob(&c, &b, repo, repo.as_bytes()).await;
     }
@@ -317,10 +321,9 @@ async fn catalog_pages_across_more_repositories_than_one_batch() {
     assert_eq!(seen, repos);
 }
 
-#[tokio::test]
-async fn a_refused_manifest_push_lists_no_repository_and_no_tag() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(a_refused_manifest_push_lists_no_repository_and_no_tag);
+async fn a_refused_manifest_push_lists_no_repository_and_no_tag(auth: Auth) {
+    let (b, c) = auth.start(&["ghost"]).await;
     let m = image_manifest((OCI_CONFIG, &sha256(b"c"), 1), &[]);
     let r = put_manifest_as(&c, &b, "ghost", "v1", OCI_MANIFEST, &m).await;
     expect_error(r, 400, "MANIFEST_BLOB_UNKNOWN").await;
@@ -328,10 +331,9 @@ async fn a_refused_manifest_push_lists_no_repository_and_no_tag() {
     assert_eq!(tags_of(&c, &b, "ghost").await, None);
 }
 
-#[tokio::test]
-async fn deleted_tag_leaves_the_tags_list() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(deleted_tag_leaves_the_tags_list);
+async fn deleted_tag_leaves_the_tags_list(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     tag_all(&c, &b, "app", &["a", "b", "c"]).await;
     assert_eq!(
         c.delete(b.url("/v2/app/manifests/b"))

@@ -2,6 +2,7 @@
 //! OCI distribution-spec v1.1. What a registry must accept, and what it must refuse for lack
 //! of what a manifest names, are tables: a failing case prints its name.
 
+#[macro_use]
 mod common;
 use common::*;
 
@@ -11,7 +12,7 @@ use serde_json::json;
 const CONFIG: &[u8] = IMAGE_CONFIG;
 
 /// Pushes a config and one layer to `repo`; returns an OCI image manifest over them.
-async fn image_over(c: &reqwest::Client, b: &Berth, repo: &str, layer: &[u8]) -> Vec<u8> {
+async fn image_over(c: &impl Http, b: &Berth, repo: &str, layer: &[u8]) -> Vec<u8> {
     let cd = push_blob(c, b, repo, CONFIG).await;
     let ld = push_blob(c, b, repo, layer).await;
     image_manifest(
@@ -20,12 +21,7 @@ async fn image_over(c: &reqwest::Client, b: &Berth, repo: &str, layer: &[u8]) ->
     )
 }
 
-async fn get_manifest(
-    c: &reqwest::Client,
-    b: &Berth,
-    repo: &str,
-    reference: &str,
-) -> reqwest::Response {
+async fn get_manifest(c: &impl Http, b: &Berth, repo: &str, reference: &str) -> reqwest::Response {
     c.get(b.url(&format!("/v2/{repo}/manifests/{reference}")))
         .header(
             "accept",
@@ -38,7 +34,7 @@ async fn get_manifest(
 
 /// Asserts a manifest GET answers 200 with exactly `bytes`, of `media_type`.
 async fn assert_manifest(
-    c: &reqwest::Client,
+    c: &impl Http,
     b: &Berth,
     repo: &str,
     reference: &str,
@@ -64,7 +60,7 @@ async fn assert_manifest(
 /// of `media_type`, and with exactly those bytes (HEAD: none). `case` names the case.
 #[allow(clippy::too_many_arguments)]
 async fn assert_served(
-    c: &reqwest::Client,
+    c: &impl Http,
     b: &Berth,
     case: &str,
     method: &reqwest::Method,
@@ -155,8 +151,8 @@ fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-#[tokio::test]
-async fn manifests_of_every_kind_are_accepted_and_served_byte_exact() {
+in_both_modes!(manifests_of_every_kind_are_accepted_and_served_byte_exact);
+async fn manifests_of_every_kind_are_accepted_and_served_byte_exact(auth: Auth) {
     let image = image_over_layer(b"layer");
     let docker_config = "application/vnd.docker.container.image.v1+json";
     let empty = b"{}";
@@ -454,8 +450,7 @@ async fn manifests_of_every_kind_are_accepted_and_served_byte_exact() {
         ));
     }
 
-    let b = Berth::start();
-    let c = client();
+    let (b, c) = auth.start(&projects_of(cases.iter().map(|c| c.repo))).await;
     let mut repos = Vec::new();
     for case in cases {
         let (name, repo) = (case.name, case.repo);
@@ -549,10 +544,9 @@ async fn manifests_of_every_kind_are_accepted_and_served_byte_exact() {
     assert_eq!(all, repos, "the catalog lists every repository pushed to");
 }
 
-#[tokio::test]
-async fn manifests_naming_what_the_repository_lacks_are_refused() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(manifests_naming_what_the_repository_lacks_are_refused);
+async fn manifests_naming_what_the_repository_lacks_are_refused(auth: Auth) {
+    let (b, c) = auth.start(&["app", "artifacts", "fresh", "other"]).await;
     // `app` holds the config only; `other` holds an image.
     push_blob(&c, &b, "app", CONFIG).await;
     let (d, m) = push_image(&c, &b, "other", "v1", b"layer").await;
@@ -620,10 +614,9 @@ async fn manifests_naming_what_the_repository_lacks_are_refused() {
     assert_eq!(tags_of(&c, &b, "app").await, Some(vec![]));
 }
 
-#[tokio::test]
-async fn blobs_of_another_repository_are_not_usable_without_a_mount() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(blobs_of_another_repository_are_not_usable_without_a_mount);
+async fn blobs_of_another_repository_are_not_usable_without_a_mount(auth: Auth) {
+    let (b, c) = auth.start(&["repo-a", "repo-b"]).await;
     let m = image_over(&c, &b, "repo-a", b"layer").await;
     let r = put_manifest_as(&c, &b, "repo-b", "v1", OCI_MANIFEST, &m).await;
     expect_error(r, 400, "MANIFEST_BLOB_UNKNOWN").await;
@@ -650,10 +643,9 @@ async fn blobs_of_another_repository_are_not_usable_without_a_mount() {
     );
 }
 
-#[tokio::test]
-async fn delete_by_digest_removes_the_manifest_and_its_tags() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(delete_by_digest_removes_the_manifest_and_its_tags);
+async fn delete_by_digest_removes_the_manifest_and_its_tags(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let m = image_over(&c, &b, "app", b"layer").await;
     let digest = sha256(&m);
     let r = put_manifest_as(
@@ -702,10 +694,9 @@ async fn delete_by_digest_removes_the_manifest_and_its_tags() {
     expect_error(r, 404, "MANIFEST_UNKNOWN").await;
 }
 
-#[tokio::test]
-async fn delete_of_a_tag_leaves_the_manifest_gettable_by_digest() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(delete_of_a_tag_leaves_the_manifest_gettable_by_digest);
+async fn delete_of_a_tag_leaves_the_manifest_gettable_by_digest(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let (digest, m) = push_image(&c, &b, "app", "v1", b"layer").await;
     let r = c
         .delete(b.url("/v2/app/manifests/v1"))
@@ -718,10 +709,9 @@ async fn delete_of_a_tag_leaves_the_manifest_gettable_by_digest() {
     assert_manifest(&c, &b, "app", &digest, OCI_MANIFEST, &m).await;
 }
 
-#[tokio::test]
-async fn overwriting_a_tag_moves_it() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(overwriting_a_tag_moves_it);
+async fn overwriting_a_tag_moves_it(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let (first, _) = push_image(&c, &b, "app", "latest", b"first").await;
     let (second, m2) = push_image(&c, &b, "app", "latest", b"second").await;
     assert_ne!(first, second);
@@ -734,10 +724,9 @@ async fn overwriting_a_tag_moves_it() {
     assert_eq!(manifest_status(&c, &b, "app", &first).await, 200);
 }
 
-#[tokio::test]
-async fn manifests_of_one_repository_are_not_visible_in_another() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(manifests_of_one_repository_are_not_visible_in_another);
+async fn manifests_of_one_repository_are_not_visible_in_another(auth: Auth) {
+    let (b, c) = auth.start(&["repo-a", "repo-b"]).await;
     let (digest, _) = push_image(&c, &b, "repo-a", "v1", b"layer").await;
     push_image(&c, &b, "repo-b", "v2", b"other").await;
     expect_error(
@@ -754,12 +743,11 @@ async fn manifests_of_one_repository_are_not_visible_in_another() {
     .await;
 }
 
+in_both_modes!(answers_follow_every_write_even_for_references_just_read);
 /// A server on SQLite keeps manifest lookups in memory; every answer must still follow the
 /// writes before it, also for references read (and so cached) just before the write.
-#[tokio::test]
-async fn answers_follow_every_write_even_for_references_just_read() {
-    let b = Berth::start();
-    let c = client();
+async fn answers_follow_every_write_even_for_references_just_read(auth: Auth) {
+    let (b, c) = auth.start(&["cache"]).await;
     let (first, m1) = push_image(&c, &b, "cache/app", "latest", b"first").await;
     for _ in 0..3 {
         assert_manifest(&c, &b, "cache/app", "latest", OCI_MANIFEST, &m1).await;

@@ -5,6 +5,7 @@
 //! `from`. One test per rule, over HTTP against the real server; after every refused
 //! push the test reads back what the registry holds.
 
+#[macro_use]
 mod common;
 use common::*;
 
@@ -18,7 +19,7 @@ use serde_json::{Value, json};
 /// A config and one layer of `layer_len` bytes pushed to `repo`: `(config, layer)` as
 /// `(digest, size)`.
 async fn push_parts(
-    c: &reqwest::Client,
+    c: &impl Http,
     b: &Berth,
     repo: &str,
     layer_len: usize,
@@ -77,7 +78,7 @@ fn absent_children(n: usize) -> Vec<(String, usize)> {
 
 /// `PUT /v2/<repo>/manifests/<reference>` with query parameters.
 async fn put_manifest_query(
-    c: &reqwest::Client,
+    c: &impl Http,
     b: &Berth,
     repo: &str,
     reference: &str,
@@ -96,7 +97,7 @@ async fn put_manifest_query(
 
 /// `GET` (or `HEAD`) of a manifest: status, `Docker-Content-Digest` and body.
 async fn fetch_manifest(
-    c: &reqwest::Client,
+    c: &impl Http,
     b: &Berth,
     repo: &str,
     reference: &str,
@@ -118,7 +119,7 @@ async fn fetch_manifest(
 }
 
 /// The digest a tag resolves to (`HEAD`), or `None` when it answers 404.
-async fn resolve(c: &reqwest::Client, b: &Berth, repo: &str, tag: &str) -> Option<String> {
+async fn resolve(c: &impl Http, b: &Berth, repo: &str, tag: &str) -> Option<String> {
     let (status, digest, _) = fetch_manifest(c, b, repo, tag, true).await;
     match status {
         200 => Some(digest),
@@ -153,7 +154,7 @@ fn assert_names(message: &str, what: &[&str]) {
 
 /// `POST /v2/<repo>/blobs/uploads/?mount=<digest>` without `from`.
 async fn mount_without_from(
-    c: &reqwest::Client,
+    c: &impl Http,
     b: &Berth,
     repo: &str,
     digest: &str,
@@ -166,7 +167,7 @@ async fn mount_without_from(
 }
 
 /// The status of `HEAD /v2/<repo>/blobs/<digest>`.
-async fn blob_head(c: &reqwest::Client, b: &Berth, repo: &str, digest: &str) -> u16 {
+async fn blob_head(c: &impl Http, b: &Berth, repo: &str, digest: &str) -> u16 {
     c.head(b.url(&format!("/v2/{repo}/blobs/{digest}")))
         .send()
         .await
@@ -189,10 +190,9 @@ const SPARSE: (&str, &str) = ("BERTH_MANIFESTS__SPARSE_INDEXES", "true");
 
 // ---- `tag` parameters on a push by digest ----
 
-#[tokio::test]
-async fn tag_parameters_on_a_push_by_digest_set_every_tag_and_answer_one_oci_tag_each() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(tag_parameters_on_a_push_by_digest_set_every_tag_and_answer_one_oci_tag_each);
+async fn tag_parameters_on_a_push_by_digest_set_every_tag_and_answer_one_oci_tag_each(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let (config, layer) = push_parts(&c, &b, "app", 100, 1).await;
     let m = manifest_of((&config.0, config.1), (&layer.0, layer.1));
     let digest = sha256(&m);
@@ -239,10 +239,9 @@ async fn tag_parameters_on_a_push_by_digest_set_every_tag_and_answer_one_oci_tag
     );
 }
 
-#[tokio::test]
-async fn an_invalid_tag_parameter_refuses_the_whole_push_and_stores_nothing() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(an_invalid_tag_parameter_refuses_the_whole_push_and_stores_nothing);
+async fn an_invalid_tag_parameter_refuses_the_whole_push_and_stores_nothing(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let (config, layer) = push_parts(&c, &b, "app", 100, 2).await;
     let m = manifest_of((&config.0, config.1), (&layer.0, layer.1));
     let digest = sha256(&m);
@@ -272,10 +271,9 @@ async fn an_invalid_tag_parameter_refuses_the_whole_push_and_stores_nothing() {
     );
 }
 
-#[tokio::test]
-async fn a_push_by_tag_or_without_tag_parameters_answers_no_oci_tag() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(a_push_by_tag_or_without_tag_parameters_answers_no_oci_tag);
+async fn a_push_by_tag_or_without_tag_parameters_answers_no_oci_tag(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let (config, layer) = push_parts(&c, &b, "app", 100, 3).await;
     let m = manifest_of((&config.0, config.1), (&layer.0, layer.1));
 
@@ -299,7 +297,7 @@ async fn a_push_by_tag_or_without_tag_parameters_answers_no_oci_tag() {
 
 /// Pushes `m` to `app:v1` with `?digest=<param>` and checks it is stored, tagged and
 /// served under sha512.
-async fn assert_pushed_as_sha512(c: &reqwest::Client, b: &Berth, m: &[u8], param: &str) {
+async fn assert_pushed_as_sha512(c: &impl Http, b: &Berth, m: &[u8], param: &str) {
     let digest = sha512(m);
     let r = put_manifest_query(c, b, "app", "v1", &[("digest", param)], OCI_MANIFEST, m).await;
     assert_eq!(r.status(), 201, "?digest={param}: {:?}", r.headers());
@@ -324,10 +322,9 @@ async fn assert_pushed_as_sha512(c: &reqwest::Client, b: &Berth, m: &[u8], param
     assert_eq!(body, m);
 }
 
-#[tokio::test]
-async fn a_push_by_tag_with_digest_sha512_is_stored_under_sha512() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(a_push_by_tag_with_digest_sha512_is_stored_under_sha512);
+async fn a_push_by_tag_with_digest_sha512_is_stored_under_sha512(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let (config, layer) = push_parts(&c, &b, "app", 100, 4).await;
     let m = manifest_of((&config.0, config.1), (&layer.0, layer.1));
     assert_pushed_as_sha512(&c, &b, &m, "sha512").await;
@@ -335,19 +332,17 @@ async fn a_push_by_tag_with_digest_sha512_is_stored_under_sha512() {
     assert_eq!(manifest_status(&c, &b, "app", &sha256(&m)).await, 404);
 }
 
-#[tokio::test]
-async fn a_push_by_tag_with_a_whole_sha512_digest_parameter_is_stored_under_it() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(a_push_by_tag_with_a_whole_sha512_digest_parameter_is_stored_under_it);
+async fn a_push_by_tag_with_a_whole_sha512_digest_parameter_is_stored_under_it(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let (config, layer) = push_parts(&c, &b, "app", 100, 5).await;
     let m = manifest_of((&config.0, config.1), (&layer.0, layer.1));
     assert_pushed_as_sha512(&c, &b, &m, &sha512(&m)).await;
 }
 
-#[tokio::test]
-async fn an_unsupported_digest_algorithm_parameter_is_digest_invalid() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(an_unsupported_digest_algorithm_parameter_is_digest_invalid);
+async fn an_unsupported_digest_algorithm_parameter_is_digest_invalid(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let (config, layer) = push_parts(&c, &b, "app", 100, 6).await;
     let m = manifest_of((&config.0, config.1), (&layer.0, layer.1));
 
@@ -359,10 +354,9 @@ async fn an_unsupported_digest_algorithm_parameter_is_digest_invalid() {
     assert_eq!(manifest_status(&c, &b, "app", &sha512(&m)).await, 404);
 }
 
-#[tokio::test]
-async fn a_digest_parameter_that_is_not_the_bodys_digest_is_refused_and_stores_nothing() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(a_digest_parameter_that_is_not_the_bodys_digest_is_refused_and_stores_nothing);
+async fn a_digest_parameter_that_is_not_the_bodys_digest_is_refused_and_stores_nothing(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let (config, layer) = push_parts(&c, &b, "app", 100, 7).await;
     let good = manifest_of((&config.0, config.1), (&layer.0, layer.1));
     let r = put_manifest_as(&c, &b, "app", "v1", OCI_MANIFEST, &good).await;
@@ -395,10 +389,9 @@ async fn a_digest_parameter_that_is_not_the_bodys_digest_is_refused_and_stores_n
     assert_eq!(tags_of(&c, &b, "app").await, Some(vec!["v1".into()]));
 }
 
-#[tokio::test]
-async fn a_push_by_tag_without_a_digest_parameter_is_sha256() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(a_push_by_tag_without_a_digest_parameter_is_sha256);
+async fn a_push_by_tag_without_a_digest_parameter_is_sha256(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let (config, layer) = push_parts(&c, &b, "app", 100, 9).await;
     let m = manifest_of((&config.0, config.1), (&layer.0, layer.1));
     let r = put_manifest_as(&c, &b, "app", "v1", OCI_MANIFEST, &m).await;
@@ -411,10 +404,9 @@ async fn a_push_by_tag_without_a_digest_parameter_is_sha256() {
 
 // ---- Sparse indexes ----
 
-#[tokio::test]
-async fn an_index_whose_children_are_missing_is_refused_by_default() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(an_index_whose_children_are_missing_is_refused_by_default);
+async fn an_index_whose_children_are_missing_is_refused_by_default(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let children = absent_children(1);
     let m = index_of(&children, None, None);
 
@@ -426,10 +418,9 @@ async fn an_index_whose_children_are_missing_is_refused_by_default() {
     assert_eq!(manifest_status(&c, &b, "app", &sha256(&m)).await, 404);
 }
 
-#[tokio::test]
-async fn sparse_indexes_accept_an_index_whose_children_are_missing() {
-    let b = Berth::start_with(env(&[SPARSE]));
-    let c = client();
+in_both_modes!(sparse_indexes_accept_an_index_whose_children_are_missing);
+async fn sparse_indexes_accept_an_index_whose_children_are_missing(auth: Auth) {
+    let (b, c) = auth.start_with(env(&[SPARSE]), &["app"]).await;
     // One child present, two absent.
     let (config, layer) = push_parts(&c, &b, "app", 100, 10).await;
     let present = manifest_of((&config.0, config.1), (&layer.0, layer.1));
@@ -459,10 +450,9 @@ async fn sparse_indexes_accept_an_index_whose_children_are_missing() {
     assert_eq!(manifest_status(&c, &b, "app", &digest).await, 200);
 }
 
-#[tokio::test]
-async fn sparse_indexes_do_not_excuse_an_image_manifest_missing_its_blobs() {
-    let b = Berth::start_with(env(&[SPARSE]));
-    let c = client();
+in_both_modes!(sparse_indexes_do_not_excuse_an_image_manifest_missing_its_blobs);
+async fn sparse_indexes_do_not_excuse_an_image_manifest_missing_its_blobs(auth: Auth) {
+    let (b, c) = auth.start_with(env(&[SPARSE]), &["app"]).await;
     let config = push_blob(&c, &b, "app", br#"{"os":"linux"}"#).await;
     let absent_layer = sha256(b"a layer nobody pushed");
     let m = manifest_of((&config, 14), (&absent_layer, 21));
@@ -472,10 +462,14 @@ async fn sparse_indexes_do_not_excuse_an_image_manifest_missing_its_blobs() {
     assert_eq!(resolve(&c, &b, "app", "v1").await, None);
 }
 
-#[tokio::test]
-async fn sparse_indexes_still_refuse_an_index_over_the_size_limit() {
-    let b = Berth::start_with(env(&[SPARSE, ("BERTH_LIMITS__MAX_MANIFEST_BYTES", "1024")]));
-    let c = client();
+in_both_modes!(sparse_indexes_still_refuse_an_index_over_the_size_limit);
+async fn sparse_indexes_still_refuse_an_index_over_the_size_limit(auth: Auth) {
+    let (b, c) = auth
+        .start_with(
+            env(&[SPARSE, ("BERTH_LIMITS__MAX_MANIFEST_BYTES", "1024")]),
+            &["app"],
+        )
+        .await;
     let small = index_of(&absent_children(1), None, None);
     assert!(small.len() < 1024);
     let r = put_manifest_as(&c, &b, "app", "small", OCI_INDEX, &small).await;
@@ -491,10 +485,9 @@ async fn sparse_indexes_still_refuse_an_index_over_the_size_limit() {
     assert_eq!(tags_of(&c, &b, "app").await, Some(vec!["small".into()]));
 }
 
-#[tokio::test]
-async fn sparse_indexes_still_refuse_a_wrong_media_type() {
-    let b = Berth::start_with(env(&[SPARSE]));
-    let c = client();
+in_both_modes!(sparse_indexes_still_refuse_a_wrong_media_type);
+async fn sparse_indexes_still_refuse_a_wrong_media_type(auth: Auth) {
+    let (b, c) = auth.start_with(env(&[SPARSE]), &["app"]).await;
     let m = index_of(&absent_children(1), None, None);
 
     // The body says index, the Content-Type says image manifest.
@@ -517,10 +510,9 @@ async fn sparse_indexes_still_refuse_a_wrong_media_type() {
     assert_eq!(manifest_status(&c, &b, "app", &sha256(&odd)).await, 404);
 }
 
-#[tokio::test]
-async fn a_sparse_index_with_a_subject_answers_oci_subject_and_is_a_referrer() {
-    let b = Berth::start_with(env(&[SPARSE]));
-    let c = client();
+in_both_modes!(a_sparse_index_with_a_subject_answers_oci_subject_and_is_a_referrer);
+async fn a_sparse_index_with_a_subject_answers_oci_subject_and_is_a_referrer(auth: Auth) {
+    let (b, c) = auth.start_with(env(&[SPARSE]), &["app"]).await;
     let (subject, subject_bytes) = push_image(&c, &b, "app", "v1", b"the subject's layer").await;
     let artifact_type = "application/vnd.example.attestations.v1";
     let m = index_of(
@@ -556,7 +548,7 @@ async fn a_sparse_index_with_a_subject_answers_oci_subject_and_is_a_referrer() {
 /// descriptors are `config` and `layer`; returns the good digest, the lying manifest and
 /// the refusal's error entry.
 async fn push_lying_over_good(
-    c: &reqwest::Client,
+    c: &impl Http,
     b: &Berth,
     lie: impl FnOnce((&str, usize), (&str, usize)) -> Vec<u8>,
 ) -> (String, Vec<u8>, Value) {
@@ -588,10 +580,9 @@ fn assert_descriptor_refusal(entry: &Value, digest: &str, declared: u64, stored:
     assert_eq!(entry["detail"]["stored"], stored, "{entry}");
 }
 
-#[tokio::test]
-async fn a_layer_descriptor_smaller_than_the_stored_layer_is_manifest_invalid() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(a_layer_descriptor_smaller_than_the_stored_layer_is_manifest_invalid);
+async fn a_layer_descriptor_smaller_than_the_stored_layer_is_manifest_invalid(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let mut layer_digest = String::new();
     let (_, _, entry) = push_lying_over_good(&c, &b, |config, layer| {
         layer_digest = layer.0.to_string();
@@ -601,10 +592,9 @@ async fn a_layer_descriptor_smaller_than_the_stored_layer_is_manifest_invalid() 
     assert_descriptor_refusal(&entry, &layer_digest, 999, 1000);
 }
 
-#[tokio::test]
-async fn a_layer_descriptor_larger_than_the_stored_layer_is_manifest_invalid() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(a_layer_descriptor_larger_than_the_stored_layer_is_manifest_invalid);
+async fn a_layer_descriptor_larger_than_the_stored_layer_is_manifest_invalid(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let mut layer_digest = String::new();
     let (_, _, entry) = push_lying_over_good(&c, &b, |config, layer| {
         layer_digest = layer.0.to_string();
@@ -614,10 +604,9 @@ async fn a_layer_descriptor_larger_than_the_stored_layer_is_manifest_invalid() {
     assert_descriptor_refusal(&entry, &layer_digest, 1001, 1000);
 }
 
-#[tokio::test]
-async fn a_config_descriptor_whose_size_is_not_the_stored_configs_is_manifest_invalid() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(a_config_descriptor_whose_size_is_not_the_stored_configs_is_manifest_invalid);
+async fn a_config_descriptor_whose_size_is_not_the_stored_configs_is_manifest_invalid(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let mut config_digest = String::new();
     let mut config_len = 0;
     let (_, _, entry) = push_lying_over_good(&c, &b, |config, layer| {
@@ -630,10 +619,9 @@ async fn a_config_descriptor_whose_size_is_not_the_stored_configs_is_manifest_in
     assert_descriptor_refusal(&entry, &config_digest, 5, config_len as u64);
 }
 
-#[tokio::test]
-async fn a_lying_manifest_pushed_by_digest_is_not_stored() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(a_lying_manifest_pushed_by_digest_is_not_stored);
+async fn a_lying_manifest_pushed_by_digest_is_not_stored(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let (config, layer) = push_parts(&c, &b, "app", 1000, 12).await;
     let lying = manifest_of((&config.0, config.1), (&layer.0, 999));
     let r = put_manifest_query(
@@ -654,15 +642,35 @@ async fn a_lying_manifest_pushed_by_digest_is_not_stored() {
 
 // ---- Blob mounts without `from` ----
 
-#[tokio::test]
-async fn a_mount_without_from_links_a_blob_another_repository_has() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(a_mount_without_from_links_a_blob_another_repository_has);
+async fn a_mount_without_from_links_a_blob_another_repository_has(auth: Auth) {
+    let (b, c) = auth.start(&["source", "target"]).await;
     let bytes = pattern(3000, 13);
     let digest = push_blob(&c, &b, "source/repo", &bytes).await;
     assert_eq!(blob_head(&c, &b, "target/repo", &digest).await, 404);
 
-    let r = mount_without_from(&c, &b, "target/repo", &digest).await;
+    let mut r = mount_without_from(&c, &b, "target/repo", &digest).await;
+    if auth == Auth::Builtin {
+        // With auth on, the repositories a token's holder may pull are those the token
+        // names. The client's token names only target/repo (docker asks no more for a
+        // push): the mount opens an upload session and links nothing.
+        assert_eq!(r.status(), 202, "{:?}", r.headers());
+        assert!(!header_str(&r, "docker-upload-uuid").is_empty());
+        assert_eq!(blob_head(&c, &b, "target/repo", &digest).await, 404);
+        // A token that names the source too (its holder may pull there) mounts it.
+        let scopes = [
+            "repository:target/repo:pull,push",
+            "repository:source/repo:pull",
+        ];
+        let token = token_for(&b, SPEC_USER, &scopes).await;
+        r = client()
+            .post(b.url(&format!("/v2/target/repo/blobs/uploads/?mount={digest}")))
+            .bearer_auth(token)
+            .header("content-length", "0")
+            .send()
+            .await
+            .expect("mount");
+    }
     assert_eq!(r.status(), 201, "{:?}", r.headers());
     assert_api_version(&r);
     assert_eq!(header_str(&r, "docker-content-digest"), digest);
@@ -690,10 +698,9 @@ async fn a_mount_without_from_links_a_blob_another_repository_has() {
     assert_eq!(r.bytes().await.expect("blob").to_vec(), bytes);
 }
 
-#[tokio::test]
-async fn a_mount_without_from_of_a_blob_no_repository_has_opens_an_upload() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(a_mount_without_from_of_a_blob_no_repository_has_opens_an_upload);
+async fn a_mount_without_from_of_a_blob_no_repository_has_opens_an_upload(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let bytes = pattern(500, 14);
     let digest = sha256(&bytes);
 

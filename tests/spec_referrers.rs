@@ -1,6 +1,7 @@
 //! The referrers API: `GET /v2/<name>/referrers/<digest>[?artifactType=]`. How the list
 //! describes each kind of referrer is one table: a failing case prints its name.
 
+#[macro_use]
 mod common;
 use common::*;
 
@@ -34,7 +35,7 @@ fn artifact(
 }
 
 /// Pushes `m` by digest to `repo` (pushing the empty blob first); returns its digest.
-async fn push_referrer(c: &reqwest::Client, b: &Berth, repo: &str, m: &[u8]) -> String {
+async fn push_referrer(c: &impl Http, b: &Berth, repo: &str, m: &[u8]) -> String {
     push_blob(c, b, repo, b"{}").await;
     let digest = sha256(m);
     let r = put_manifest_as(c, b, repo, &digest, OCI_MANIFEST, m).await;
@@ -44,7 +45,7 @@ async fn push_referrer(c: &reqwest::Client, b: &Berth, repo: &str, m: &[u8]) -> 
 
 /// GETs the referrers of `subject`, asserting the response is an OCI image index.
 async fn referrers(
-    c: &reqwest::Client,
+    c: &impl Http,
     b: &Berth,
     repo: &str,
     subject: &str,
@@ -81,10 +82,15 @@ fn find<'a>(list: &'a [Value], digest: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{digest} not in {list:?}"))
 }
 
-/// A registry with the image `<repo>:v1` pushed; returns its digest and size.
-async fn with_subject(repo: &str) -> (Berth, reqwest::Client, String, usize) {
-    let b = Berth::start();
-    let c = client();
+/// A registry with the image `<repo>:v1` pushed (and, with auth on, the projects `repo`
+/// and `also`); returns its digest and size.
+async fn with_subject(
+    auth: Auth,
+    repo: &str,
+    also: &[&str],
+) -> (Berth, RegistryClient, String, usize) {
+    let projects: Vec<&str> = std::iter::once(repo).chain(also.iter().copied()).collect();
+    let (b, c) = auth.start(&projects).await;
     let (subject, m) = push_image(&c, &b, repo, "v1", b"layer").await;
     (b, c, subject, m.len())
 }
@@ -102,9 +108,9 @@ struct Listed {
     annotations: Value,
 }
 
-#[tokio::test]
-async fn referrers_are_listed_with_their_artifact_type_and_annotations() {
-    let (b, c, subject, size) = with_subject("app").await;
+in_both_modes!(referrers_are_listed_with_their_artifact_type_and_annotations);
+async fn referrers_are_listed_with_their_artifact_type_and_annotations(auth: Auth) {
+    let (b, c, subject, size) = with_subject(auth, "app", &[]).await;
     let (child, cm) = push_image(&c, &b, "app", "child", b"child layer").await;
     // A referrer of another manifest is not listed.
     let (other, om) = push_image(&c, &b, "app", "v2", b"other layer").await;
@@ -254,9 +260,9 @@ async fn referrers_are_listed_with_their_artifact_type_and_annotations() {
     }
 }
 
-#[tokio::test]
-async fn referrers_of_an_unknown_subject_are_an_empty_index() {
-    let (b, c, _, _) = with_subject("app").await;
+in_both_modes!(referrers_of_an_unknown_subject_are_an_empty_index);
+async fn referrers_of_an_unknown_subject_are_an_empty_index(auth: Auth) {
+    let (b, c, _, _) = with_subject(auth, "app", &["nowhere"]).await;
     let (_, list) = referrers(&c, &b, "app", &sha256(b"no such manifest"), "").await;
     assert!(list.is_empty());
     // Even in a repository that does not exist yet.
@@ -264,10 +270,9 @@ async fn referrers_of_an_unknown_subject_are_an_empty_index() {
     assert!(list.is_empty());
 }
 
-#[tokio::test]
-async fn referrers_may_be_pushed_before_their_subject() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(referrers_may_be_pushed_before_their_subject);
+async fn referrers_may_be_pushed_before_their_subject(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     // The subject's digest is known, but it is not pushed yet.
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
     let subject_m = image_manifest(
@@ -295,9 +300,9 @@ async fn referrers_may_be_pushed_before_their_subject() {
     assert_eq!(list.len(), 1);
 }
 
-#[tokio::test]
-async fn referrers_are_per_repository() {
-    let (b, c, subject, size) = with_subject("repo-a").await;
+in_both_modes!(referrers_are_per_repository);
+async fn referrers_are_per_repository(auth: Auth) {
+    let (b, c, subject, size) = with_subject(auth, "repo-a", &["repo-b"]).await;
     push_image(&c, &b, "repo-b", "v1", b"layer").await;
     push_referrer(
         &c,
@@ -310,9 +315,9 @@ async fn referrers_are_per_repository() {
     assert!(list.is_empty(), "{list:?}");
 }
 
-#[tokio::test]
-async fn deleted_referrer_leaves_the_list() {
-    let (b, c, subject, size) = with_subject("app").await;
+in_both_modes!(deleted_referrer_leaves_the_list);
+async fn deleted_referrer_leaves_the_list(auth: Auth) {
+    let (b, c, subject, size) = with_subject(auth, "app", &[]).await;
     let d = push_referrer(
         &c,
         &b,
@@ -332,10 +337,9 @@ async fn deleted_referrer_leaves_the_list() {
     assert!(referrers(&c, &b, "app", &subject, "").await.1.is_empty());
 }
 
-#[tokio::test]
-async fn referrers_of_an_invalid_digest_is_digest_invalid() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(referrers_of_an_invalid_digest_is_digest_invalid);
+async fn referrers_of_an_invalid_digest_is_digest_invalid(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     for digest in [
         "sha256:abc",
         "md5:d41d8cd98f00b204e9800998ecf8427e",

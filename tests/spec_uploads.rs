@@ -2,6 +2,7 @@
 //! status, cancel, cross-repository mount, and digest verification. The ways of pushing,
 //! misplaced chunks, mounts and wrong digests are tables: a failing case prints its name.
 
+#[macro_use]
 mod common;
 use common::*;
 
@@ -9,12 +10,7 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
 
-async fn patch(
-    c: &reqwest::Client,
-    url: &str,
-    range: Option<&str>,
-    body: &[u8],
-) -> reqwest::Response {
+async fn patch(c: &impl Http, url: &str, range: Option<&str>, body: &[u8]) -> reqwest::Response {
     let mut rq = c
         .patch(url)
         .header("content-type", "application/octet-stream")
@@ -25,12 +21,12 @@ async fn patch(
     rq.send().await.unwrap()
 }
 
-async fn status(c: &reqwest::Client, url: &str) -> reqwest::Response {
+async fn status(c: &impl Http, url: &str) -> reqwest::Response {
     c.get(url).send().await.unwrap()
 }
 
 /// Closes an upload with `PUT <location>?digest=` and an empty body.
-async fn close(c: &reqwest::Client, url: &str, digest: &str) -> reqwest::Response {
+async fn close(c: &impl Http, url: &str, digest: &str) -> reqwest::Response {
     c.put(with_query(url, &format!("digest={digest}")))
         .header("content-length", "0")
         .send()
@@ -39,19 +35,13 @@ async fn close(c: &reqwest::Client, url: &str, digest: &str) -> reqwest::Respons
 }
 
 /// Asserts the 201 that makes a blob visible, and that the blob reads back as `bytes`.
-async fn assert_created(
-    c: &reqwest::Client,
-    b: &Berth,
-    repo: &str,
-    r: reqwest::Response,
-    bytes: &[u8],
-) {
+async fn assert_created(c: &impl Http, b: &Berth, repo: &str, r: reqwest::Response, bytes: &[u8]) {
     assert_created_as(c, b, repo, repo, r, bytes, &sha256(bytes)).await;
 }
 
 /// [`assert_created`] for the case `case`, with the blob under `digest`.
 async fn assert_created_as(
-    c: &reqwest::Client,
+    c: &impl Http,
     b: &Berth,
     case: &str,
     repo: &str,
@@ -97,10 +87,9 @@ async fn assert_created_as(
     );
 }
 
-#[tokio::test]
-async fn post_opens_a_session_with_location_and_upload_uuid() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(post_opens_a_session_with_location_and_upload_uuid);
+async fn post_opens_a_session_with_location_and_upload_uuid(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let r = c
         .post(b.url("/v2/app/blobs/uploads/"))
         .header("content-length", "0")
@@ -153,8 +142,8 @@ struct Push {
     last: Last,
 }
 
-#[tokio::test]
-async fn blobs_pushed_every_way_read_back_byte_exact() {
+in_both_modes!(blobs_pushed_every_way_read_back_byte_exact);
+async fn blobs_pushed_every_way_read_back_byte_exact(auth: Auth) {
     use Piece::*;
     let close_empty = Last::Put {
         range: false,
@@ -233,8 +222,10 @@ async fn blobs_pushed_every_way_read_back_byte_exact() {
             close_empty,
         ),
     ];
-    let b = Berth::start();
-    let c = client();
+    let repos: Vec<String> = (0..cases.len()).map(|i| format!("app{i}")).collect();
+    let (b, c) = auth
+        .start(&projects_of(repos.iter().map(String::as_str)))
+        .await;
     for (i, case) in cases.into_iter().enumerate() {
         let name = case.name;
         let repo = format!("app{i}");
@@ -321,8 +312,8 @@ struct Misplaced {
     bad: std::ops::Range<usize>,
 }
 
-#[tokio::test]
-async fn misplaced_chunks_are_416_and_leave_the_session_where_it_was() {
+in_both_modes!(misplaced_chunks_are_416_and_leave_the_session_where_it_was);
+async fn misplaced_chunks_are_416_and_leave_the_session_where_it_was(auth: Auth) {
     use reqwest::Method;
     let cases = [
         Misplaced {
@@ -340,8 +331,7 @@ async fn misplaced_chunks_are_416_and_leave_the_session_where_it_was() {
             bad: 35..50,
         },
     ];
-    let b = Berth::start();
-    let c = client();
+    let (b, c) = auth.start(&["app"]).await;
     for case in cases {
         let name = case.name;
         let bytes = pattern(case.len);
@@ -391,10 +381,9 @@ async fn assert_refused_with(r: reqwest::Response, name: &str, status: u16, code
     expect_error(r, status, code).await
 }
 
-#[tokio::test]
-async fn chunk_that_overlaps_is_416_and_leaves_the_session_unchanged() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(chunk_that_overlaps_is_416_and_leaves_the_session_unchanged);
+async fn chunk_that_overlaps_is_416_and_leaves_the_session_unchanged(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let bytes = pattern(30);
     let url = open_upload(&c, &b, "app").await;
     assert_eq!(
@@ -436,10 +425,9 @@ async fn chunk_that_overlaps_is_416_and_leaves_the_session_unchanged() {
     .await;
 }
 
-#[tokio::test]
-async fn upload_status_reports_range_location_and_uuid() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(upload_status_reports_range_location_and_uuid);
+async fn upload_status_reports_range_location_and_uuid(auth: Auth) {
+    let (b, c) = auth.start(&["team"]).await;
     let url = open_upload(&c, &b, "team/app").await;
     let r = status(&c, &url).await;
     assert_eq!(r.status(), 204);
@@ -461,10 +449,9 @@ async fn upload_status_reports_range_location_and_uuid() {
     assert!(r.bytes().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn cancelled_upload_is_gone_with_its_bytes() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(cancelled_upload_is_gone_with_its_bytes);
+async fn cancelled_upload_is_gone_with_its_bytes(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let url = open_upload(&c, &b, "app").await;
     assert_eq!(
         patch(&c, &url, Some("0-99"), &pattern(100)).await.status(),
@@ -497,8 +484,8 @@ enum Holds {
     Nothing,
 }
 
-#[tokio::test]
-async fn mounts_link_the_blob_when_the_source_has_it_and_else_open_an_upload() {
+in_both_modes!(mounts_link_the_blob_when_the_source_has_it_and_else_open_an_upload);
+async fn mounts_link_the_blob_when_the_source_has_it_and_else_open_an_upload(auth: Auth) {
     let cases = [
         Mount {
             name: "from a repository that has the blob",
@@ -519,8 +506,12 @@ async fn mounts_link_the_blob_when_the_source_has_it_and_else_open_an_upload() {
             holds: Holds::Nothing,
         },
     ];
-    let b = Berth::start();
-    let c = client();
+    // With auth on, every source's project exists (`nowhere` too: the repository is unknown).
+    let (b, c) = auth
+        .start(&projects_of(
+            cases.iter().flat_map(|c| [c.source, c.target]),
+        ))
+        .await;
     for (i, case) in cases.into_iter().enumerate() {
         let (name, target) = (case.name, case.target);
         let bytes = common::pattern(500, i as u64 + 1);
@@ -589,8 +580,8 @@ struct WrongDigest {
     sent: Vec<u8>,
 }
 
-#[tokio::test]
-async fn a_digest_that_does_not_match_is_digest_invalid_and_discards_the_upload() {
+in_both_modes!(a_digest_that_does_not_match_is_digest_invalid_and_discards_the_upload);
+async fn a_digest_that_does_not_match_is_digest_invalid_and_discards_the_upload(auth: Auth) {
     let cases = [
         WrongDigest {
             name: "chunks, then an empty PUT",
@@ -614,7 +605,7 @@ async fn a_digest_that_does_not_match_is_digest_invalid_and_discards_the_upload(
             sent: b"these bytes".to_vec(),
         },
     ];
-    let (b, c, _) = seeded().await;
+    let (b, c, _) = seeded(auth, &projects_of(cases.iter().map(|c| c.repo))).await;
     let before = store_snapshot(&c, &b).await;
     let wrong = sha256(b"not these bytes");
     for case in cases {
@@ -658,10 +649,9 @@ async fn a_digest_that_does_not_match_is_digest_invalid_and_discards_the_upload(
     }
 }
 
-#[tokio::test]
-async fn upload_sessions_belong_to_their_repository() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(upload_sessions_belong_to_their_repository);
+async fn upload_sessions_belong_to_their_repository(auth: Auth) {
+    let (b, c) = auth.start(&["repo-a", "repo-b"]).await;
     let url = open_upload(&c, &b, "repo-a").await;
     let other = url.replace("/v2/repo-a/", "/v2/repo-b/");
     assert_upload_unknown(&c, &other, "another repository's session").await;
@@ -671,10 +661,9 @@ async fn upload_sessions_belong_to_their_repository() {
     assert_eq!(header_str(&r, "range"), "0-0");
 }
 
-#[tokio::test]
-async fn concurrent_sessions_for_the_same_blob_make_one_file() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(concurrent_sessions_for_the_same_blob_make_one_file);
+async fn concurrent_sessions_for_the_same_blob_make_one_file(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let bytes = pattern(2048);
     let u1 = open_upload(&c, &b, "app").await;
     let u2 = open_upload(&c, &b, "app").await;
@@ -687,10 +676,9 @@ async fn concurrent_sessions_for_the_same_blob_make_one_file() {
     assert!(b.upload_files().is_empty());
 }
 
-#[tokio::test]
-async fn completed_upload_cannot_be_completed_again() {
-    let b = Berth::start();
-    let c = client();
+in_both_modes!(completed_upload_cannot_be_completed_again);
+async fn completed_upload_cannot_be_completed_again(auth: Auth) {
+    let (b, c) = auth.start(&["app"]).await;
     let bytes = pattern(10);
     let url = open_upload(&c, &b, "app").await;
     let r = c
@@ -705,13 +693,12 @@ async fn completed_upload_cannot_be_completed_again() {
     assert!(b.upload_files().is_empty());
 }
 
-#[tokio::test]
-async fn concurrent_patches_to_one_session_cannot_corrupt_the_blob() {
+in_both_modes!(concurrent_patches_to_one_session_cannot_corrupt_the_blob);
+async fn concurrent_patches_to_one_session_cannot_corrupt_the_blob(auth: Auth) {
     // A client retrying a PATCH while its first attempt is still streaming must not end
     // up with a blob whose bytes differ from the digest it was committed under: the
     // request in flight holds the session, the retry is refused with the resumable state.
-    let b = Berth::start();
-    let c = client();
+    let (b, c) = auth.start(&["app"]).await;
     let url = open_upload(&c, &b, "app").await;
     let first = vec![b'a'; 64 * 1024];
     let second = vec![b'b'; 256 * 1024];
@@ -783,12 +770,11 @@ async fn concurrent_patches_to_one_session_cannot_corrupt_the_blob() {
     assert!(b.upload_files().is_empty());
 }
 
-#[tokio::test]
-async fn a_client_that_hangs_up_mid_patch_does_not_lock_the_session() {
+in_both_modes!(a_client_that_hangs_up_mid_patch_does_not_lock_the_session);
+async fn a_client_that_hangs_up_mid_patch_does_not_lock_the_session(auth: Auth) {
     // The request in flight holds the session; when its client disconnects the hold is
     // released at once (not after the lease runs out), and nothing it sent is acknowledged.
-    let b = Berth::start();
-    let c = client();
+    let (b, c) = auth.start(&["app"]).await;
     let url = open_upload(&c, &b, "app").await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     let hung = {

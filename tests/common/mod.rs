@@ -14,6 +14,10 @@ use std::time::Duration;
 
 pub use sha2::Digest as _;
 
+#[macro_use]
+mod registry_client;
+pub use registry_client::*;
+
 /// How a test server is set up.
 #[derive(Default, Clone)]
 pub struct Options {
@@ -501,13 +505,13 @@ pub fn sha512(bytes: &[u8]) -> String {
 }
 
 /// Pushes a blob monolithically (POST with ?digest=); returns its digest.
-pub async fn push_blob(c: &reqwest::Client, b: &Berth, repo: &str, bytes: &[u8]) -> String {
+pub async fn push_blob(c: &impl Http, b: &Berth, repo: &str, bytes: &[u8]) -> String {
     push_blob_as(c, b, repo, bytes, sha256(bytes)).await
 }
 
 /// Pushes a blob monolithically under `digest` and asserts the 201.
 async fn push_blob_as(
-    c: &reqwest::Client,
+    c: &impl Http,
     b: &Berth,
     repo: &str,
     bytes: &[u8],
@@ -558,7 +562,7 @@ pub fn image_over_layer(layer: &[u8]) -> Vec<u8> {
 
 /// Pushes a small image (config + one layer) and tags it; returns the manifest's digest and bytes.
 pub async fn push_image(
-    c: &reqwest::Client,
+    c: &impl Http,
     b: &Berth,
     repo: &str,
     tag: &str,
@@ -747,7 +751,7 @@ pub fn with_query(url: &str, kv: &str) -> String {
 }
 
 /// Opens an upload session (`POST /v2/<repo>/blobs/uploads/`); returns its Location as a URL.
-pub async fn open_upload(c: &reqwest::Client, b: &Berth, repo: &str) -> String {
+pub async fn open_upload(c: &impl Http, b: &Berth, repo: &str) -> String {
     let r = c
         .post(b.url(&format!("/v2/{repo}/blobs/uploads/")))
         .header("content-length", "0")
@@ -761,13 +765,13 @@ pub async fn open_upload(c: &reqwest::Client, b: &Berth, repo: &str) -> String {
 }
 
 /// Pushes a blob monolithically under its sha512 digest; returns that digest.
-pub async fn push_blob_sha512(c: &reqwest::Client, b: &Berth, repo: &str, bytes: &[u8]) -> String {
+pub async fn push_blob_sha512(c: &impl Http, b: &Berth, repo: &str, bytes: &[u8]) -> String {
     push_blob_as(c, b, repo, bytes, sha512(bytes)).await
 }
 
 /// `PUT /v2/<repo>/manifests/<reference>` with `content_type`.
 pub async fn put_manifest_as(
-    c: &reqwest::Client,
+    c: &impl Http,
     b: &Berth,
     repo: &str,
     reference: &str,
@@ -783,7 +787,7 @@ pub async fn put_manifest_as(
 }
 
 /// The status of `GET /v2/<repo>/manifests/<reference>`.
-pub async fn manifest_status(c: &reqwest::Client, b: &Berth, repo: &str, reference: &str) -> u16 {
+pub async fn manifest_status(c: &impl Http, b: &Berth, repo: &str, reference: &str) -> u16 {
     c.get(b.url(&format!("/v2/{repo}/manifests/{reference}")))
         .send()
         .await
@@ -793,7 +797,7 @@ pub async fn manifest_status(c: &reqwest::Client, b: &Berth, repo: &str, referen
 }
 
 /// The status of `GET /v2/<repo>/blobs/<digest>`.
-pub async fn blob_status(c: &reqwest::Client, b: &Berth, repo: &str, digest: &str) -> u16 {
+pub async fn blob_status(c: &impl Http, b: &Berth, repo: &str, digest: &str) -> u16 {
     c.get(b.url(&format!("/v2/{repo}/blobs/{digest}")))
         .send()
         .await
@@ -803,7 +807,7 @@ pub async fn blob_status(c: &reqwest::Client, b: &Berth, repo: &str, digest: &st
 }
 
 /// A repository's tags through the tags list API; `None` when it answers 404.
-pub async fn tags_of(c: &reqwest::Client, b: &Berth, repo: &str) -> Option<Vec<String>> {
+pub async fn tags_of(c: &impl Http, b: &Berth, repo: &str) -> Option<Vec<String>> {
     let r = c
         .get(b.url(&format!("/v2/{repo}/tags/list")))
         .send()
@@ -827,7 +831,7 @@ pub async fn tags_of(c: &reqwest::Client, b: &Berth, repo: &str) -> Option<Vec<S
 }
 
 /// Every repository in `/v2/_catalog`.
-pub async fn catalog_of(c: &reqwest::Client, b: &Berth) -> Vec<String> {
+pub async fn catalog_of(c: &impl Http, b: &Berth) -> Vec<String> {
     let r = c.get(b.url("/v2/_catalog")).send().await.expect("catalog");
     assert_eq!(r.status(), 200, "catalog");
     let v: serde_json::Value = r.json().await.expect("catalog JSON");
@@ -850,7 +854,7 @@ pub struct StoreSnapshot {
     pub upload_files: Vec<PathBuf>,
 }
 
-pub async fn store_snapshot(c: &reqwest::Client, b: &Berth) -> StoreSnapshot {
+pub async fn store_snapshot(c: &impl Http, b: &Berth) -> StoreSnapshot {
     let mut repositories = Vec::new();
     for repo in catalog_of(c, b).await {
         let mut tags = Vec::new();
@@ -872,17 +876,18 @@ pub async fn store_snapshot(c: &reqwest::Client, b: &Berth) -> StoreSnapshot {
 }
 
 /// A registry holding one tagged image (`app:v1`, over [`IMAGE_CONFIG`] and the layer
-/// `b"layer"`); returns the image manifest's digest.
-pub async fn seeded() -> (Berth, reqwest::Client, String) {
-    let b = Berth::start();
-    let c = client();
+/// `b"layer"`) in `auth`'s mode (the project `app` exists, and `extra` too); returns the
+/// image manifest's digest.
+pub async fn seeded(auth: Auth, extra: &[&str]) -> (Berth, RegistryClient, String) {
+    let projects = projects_of(std::iter::once("app").chain(extra.iter().copied()));
+    let (b, c) = auth.start(&projects).await;
     let (digest, _) = push_image(&c, &b, "app", "v1", b"layer").await;
     (b, c, digest)
 }
 
 /// Asserts that an upload session is gone: status, PATCH, PUT and DELETE all answer
 /// `404 BLOB_UPLOAD_UNKNOWN`. `context` names the case.
-pub async fn assert_upload_unknown(c: &reqwest::Client, url: &str, context: &str) {
+pub async fn assert_upload_unknown(c: &impl Http, url: &str, context: &str) {
     let close = with_query(url, &format!("digest={}", sha256(b"abc")));
     for (method, url, range) in [
         (reqwest::Method::GET, url, None),
@@ -1033,7 +1038,7 @@ impl Refusal {
 }
 
 /// Sends the refused request and asserts the answer the case asks for.
-pub async fn assert_refused(c: &reqwest::Client, b: &Berth, case: Refusal) {
+pub async fn assert_refused(c: &impl Http, b: &Berth, case: Refusal) {
     let Refusal {
         name,
         method,
@@ -1102,7 +1107,7 @@ pub async fn assert_refused(c: &reqwest::Client, b: &Berth, case: Refusal) {
 }
 
 /// Sends each refused request in turn; after each, neither store holds anything new.
-pub async fn refuse_all(c: &reqwest::Client, b: &Berth, cases: Vec<Refusal>) {
+pub async fn refuse_all(c: &impl Http, b: &Berth, cases: Vec<Refusal>) {
     let before = store_snapshot(c, b).await;
     for case in cases {
         let name = case.name.clone();
@@ -1118,16 +1123,21 @@ pub async fn refuse_all(c: &reqwest::Client, b: &Berth, cases: Vec<Refusal>) {
 /// The admin password `Berth::builtin` servers start with.
 pub const API_ADMIN_PW: &str = "admin-pass-123";
 
+/// The settings of a server with built-in accounts (`admin` / [`API_ADMIN_PW`]).
+fn builtin_env() -> Vec<(String, String)> {
+    vec![
+        ("BERTH_AUTH__MODE".to_string(), "builtin".to_string()),
+        (
+            "BERTH_AUTH__ADMIN_PASSWORD".to_string(),
+            API_ADMIN_PW.to_string(),
+        ),
+    ]
+}
+
 impl Berth {
     /// A server with built-in accounts (`admin` / [`API_ADMIN_PW`]) and `extra` settings.
     pub fn builtin(extra: &[(&str, &str)]) -> Berth {
-        let mut env = vec![
-            ("BERTH_AUTH__MODE".to_string(), "builtin".to_string()),
-            (
-                "BERTH_AUTH__ADMIN_PASSWORD".to_string(),
-                API_ADMIN_PW.to_string(),
-            ),
-        ];
+        let mut env = builtin_env();
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Berth::start_with(Options {
             env,
