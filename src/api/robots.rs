@@ -160,11 +160,14 @@ async fn seen(api: &Api, who: &Resolved, id: &str) -> ApiResult<Robot> {
     Ok(r)
 }
 
-/// The robot, when `who` may manage it; a robot `who` may not see is not found.
+/// The robot, when `who` may manage it; one `who` may see but not manage is forbidden,
+/// one `who` may not see is not found.
 async fn managed(api: &Api, who: &Resolved, id: &str) -> ApiResult<Robot> {
-    let r = robot_by_id(api, id).await?;
+    let r = seen(api, who, id).await?;
     if !may_manage(who, r.level, &grouped(&r.permissions)) {
-        return Err(ApiError::not_found(format!("robot {id} not found")));
+        return Err(ApiError::forbidden(format!(
+            "not allowed to change robot {id}"
+        )));
     }
     Ok(r)
 }
@@ -451,6 +454,7 @@ pub async fn update(
         (status = 200, description = "The new secret", body = RobotSec),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
     ),
 )]
@@ -500,6 +504,7 @@ pub async fn refresh(
         (status = 200, description = "Deleted"),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
     ),
 )]
