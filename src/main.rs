@@ -51,6 +51,9 @@ enum Command {
     /// The built-in token service's signing key.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print the REST API's OpenAPI document (what GET /api/v2.0/openapi.json serves and
+    /// docs/openapi.json keeps) and exit; needs no database.
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -184,6 +187,10 @@ fn tune_malloc() {
 fn main() -> anyhow::Result<()> {
     tune_malloc();
     let cli = Cli::parse();
+    if let Command::Openapi = cli.command {
+        print!("{}", berth::api::openapi::text());
+        return Ok(());
+    }
     let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
     if let Command::Serve { listen, data_dir } = &cli.command {
         if let Some(l) = listen {
@@ -228,6 +235,7 @@ fn main() -> anyhow::Result<()> {
                 println!("signing key {kid} in force");
                 Ok(())
             }
+            Command::Openapi => Ok(()),
             Command::Migrate => {
                 let url = config.database_url();
                 let store = SqlMetadataStore::connect(&url, 1)

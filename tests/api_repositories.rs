@@ -250,3 +250,129 @@ async fn listings_follow_visibility_and_deletes_follow_roles() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// The statuses `who` gets deleting `path`.
+async fn delete_status(c: &reqwest::Client, b: &Berth, path: &str) -> u16 {
+    c.delete(b.url(path))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_deleted_repository_is_gone_from_every_listing() {
+    let b = start();
+    cli(&b, &["project", "create", "team"]);
+    cli(
+        &b,
+        &["user", "create", "keeper", "--password", "keeper-pass1"],
+    );
+    cli(&b, &["project", "member", "team", "keeper", "maintainer"]);
+    let admin = as_user("admin", ADMIN_PW);
+    push_image(&admin, &b, "team/sub/tool", "v1", b"tool one").await;
+    push_image(&admin, &b, "team/sub/tool", "v2", b"tool two").await;
+    push_image(&admin, &b, "team/app", "v1", b"stays").await;
+    let keeper = as_user("keeper", "keeper-pass1");
+
+    // The repository's slashes encoded twice, as Harbor's clients send them.
+    let path = "/api/v2.0/projects/team/repositories/sub%252Ftool";
+    assert_eq!(delete_status(&keeper, &b, path).await, 200);
+
+    let r = admin
+        .get(b.url("/v2/team/sub/tool/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "NAME_UNKNOWN");
+    assert_eq!(
+        manifest_status(&admin, &b, "team/sub/tool", "v1").await,
+        404
+    );
+    assert_eq!(catalog_of(&admin, &b).await, ["team/app"]);
+    let (status, total, repos) = get_json(&admin, &b, "/api/v2.0/projects/team/repositories").await;
+    assert_eq!((status, total.as_str()), (200, "1"));
+    assert_eq!(repos[0]["name"], "team/app");
+    let (_, total, _) = get_json(
+        &admin,
+        &b,
+        "/api/v2.0/projects/team/repositories/sub%252Ftool/artifacts",
+    )
+    .await;
+    assert_eq!(total, "0");
+    assert_eq!(
+        tags_of(&admin, &b, "team/app").await,
+        Some(vec!["v1".to_string()]),
+        "another repository is untouched"
+    );
+
+    // Once gone, it is not found (encoded once this time); a push brings it back.
+    let r = keeper
+        .delete(b.url("/api/v2.0/projects/team/repositories/sub%2Ftool"))
+        .send()
+        .await
+        .unwrap();
+    harbor_error(r, 404, "NOT_FOUND").await;
+    push_image(&admin, &b, "team/sub/tool", "v3", b"tool three").await;
+    assert_eq!(
+        tags_of(&admin, &b, "team/sub/tool").await,
+        Some(vec!["v3".to_string()])
+    );
+}
+
+#[tokio::test]
+async fn a_repository_is_deleted_only_by_those_the_matrix_allows() {
+    let b = start();
+    cli(&b, &["project", "create", "team"]);
+    for (user, role) in [("dev", "developer"), ("visitor", "guest")] {
+        let password = format!("{user}-Pass-12");
+        cli(&b, &["user", "create", user, "--password", &password]);
+        cli(&b, &["project", "member", "team", user, role]);
+    }
+    let admin = as_user("admin", ADMIN_PW);
+    push_image(&admin, &b, "team/app", "v1", b"kept").await;
+    let path = "/api/v2.0/projects/team/repositories/app";
+
+    for user in ["dev", "visitor"] {
+        let c = as_user(user, &format!("{user}-Pass-12"));
+        let r = c.delete(b.url(path)).send().await.unwrap();
+        harbor_error(r, 403, "FORBIDDEN").await;
+    }
+    let r = client().delete(b.url(path)).send().await.unwrap();
+    harbor_error(r, 401, "UNAUTHORIZED").await;
+    assert_eq!(
+        tags_of(&admin, &b, "team/app").await,
+        Some(vec!["v1".to_string()]),
+        "refused deletes changed nothing"
+    );
+
+    // A robot holding `repository:delete` in the project may.
+    let robot = api_send(
+        &b,
+        reqwest::Method::POST,
+        "/api/v2.0/robots",
+        Some(("admin", ADMIN_PW)),
+        Some(serde_json::json!({
+            "name": "janitor",
+            "level": "project",
+            "duration": -1,
+            "permissions": [{"kind": "project", "namespace": "team", "access": [
+                {"resource": "repository", "action": "delete"}
+            ]}],
+        })),
+    )
+    .await;
+    assert_eq!(robot.status(), 201);
+    let robot: Value = robot.json().await.unwrap();
+    let c = as_user("robot$team+janitor", robot["secret"].as_str().unwrap());
+    assert_eq!(delete_status(&c, &b, path).await, 200);
+    assert_eq!(tags_of(&admin, &b, "team/app").await, None);
+    // A missing project is Harbor's 404 too.
+    let r = admin
+        .delete(b.url("/api/v2.0/projects/nope/repositories/app"))
+        .send()
+        .await
+        .unwrap();
+    harbor_error(r, 404, "NOT_FOUND").await;
+}

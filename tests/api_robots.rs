@@ -442,3 +442,99 @@ async fn bad_robot_requests_are_refused_and_create_nothing() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_projects_robots_are_listed_to_its_guests_and_refused_below() {
+    let b = start();
+    cli(&b, &["project", "create", "team"]);
+    for (user, role) in [
+        ("visitor", "guest"),
+        ("peek", "limitedGuest"),
+        ("boss", "projectAdmin"),
+    ] {
+        let password = format!("{user}-Pass-12");
+        cli(&b, &["user", "create", user, "--password", &password]);
+        cli(&b, &["project", "member", "team", user, role]);
+    }
+    cli(
+        &b,
+        &[
+            "user",
+            "create",
+            "stranger",
+            "--password",
+            "stranger-Pass-1",
+        ],
+    );
+    let r = api_send(
+        &b,
+        reqwest::Method::POST,
+        "/api/v2.0/robots",
+        ADMIN,
+        Some(project_robot("ci", "team", &[("repository", "pull")])),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let team_id = api_send(
+        &b,
+        reqwest::Method::GET,
+        "/api/v2.0/projects/team",
+        ADMIN,
+        None,
+    )
+    .await
+    .json::<Value>()
+    .await
+    .unwrap()["project_id"]
+        .as_i64()
+        .unwrap();
+    let listing = format!("/api/v2.0/robots?q=Level=project,ProjectID={team_id}");
+    let get = |who: (&'static str, &'static str), path: String| {
+        let b = &b;
+        async move { api_send(b, reqwest::Method::GET, &path, Some(who), None).await }
+    };
+
+    // Harbor's matrix: guests and up list and read a project's robots, never the secret.
+    for who in [("visitor", "visitor-Pass-12"), ("boss", "boss-Pass-12")] {
+        let r = get(who, listing.clone()).await;
+        assert_eq!(r.status(), 200, "{}", who.0);
+        assert_eq!(header_str(&r, "x-total-count"), "1");
+        let listed: Value = r.json().await.unwrap();
+        assert_eq!(listed[0]["name"], "robot$team+ci");
+        assert!(listed[0].get("secret").is_none());
+        let r = get(who, format!("/api/v2.0/robots/{id}")).await;
+        assert_eq!(r.status(), 200, "{}", who.0);
+        assert!(r.json::<Value>().await.unwrap().get("secret").is_none());
+    }
+    // A limited guest and a non-member may not list them; neither sees one.
+    for who in [("peek", "peek-Pass-12"), ("stranger", "stranger-Pass-1")] {
+        harbor_error(get(who, listing.clone()).await, 403, "FORBIDDEN").await;
+        harbor_error(
+            get(who, format!("/api/v2.0/robots/{id}")).await,
+            404,
+            "NOT_FOUND",
+        )
+        .await;
+    }
+    // A guest who sees the robot may not change it.
+    let r = api_send(
+        &b,
+        reqwest::Method::DELETE,
+        &format!("/api/v2.0/robots/{id}"),
+        Some(("visitor", "visitor-Pass-12")),
+        None,
+    )
+    .await;
+    harbor_error(r, 403, "FORBIDDEN").await;
+    let r = api_send(
+        &b,
+        reqwest::Method::PATCH,
+        &format!("/api/v2.0/robots/{id}"),
+        Some(("visitor", "visitor-Pass-12")),
+        None,
+    )
+    .await;
+    harbor_error(r, 403, "FORBIDDEN").await;
+    assert_eq!(get(("boss", "boss-Pass-12"), listing).await.status(), 200);
+}

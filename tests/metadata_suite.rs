@@ -125,6 +125,7 @@ macro_rules! metadata_suite {
                 tags_point_at_manifests_and_retagging_moves_them,
                 delete_manifest_removes_its_tags,
                 delete_tag_keeps_the_manifest,
+                delete_repository_removes_everything_in_it,
                 tags_list_in_byte_order_with_pagination,
                 reads_given_up_half_way_leave_nothing_for_the_next_read,
                 referrers_by_subject_with_and_without_artifact_type,
@@ -746,6 +747,33 @@ mod repositories {
             manifest_digest(m, &r, &tag("a")).await,
             Some(one.digest.clone())
         );
+    }
+
+    pub(crate) async fn delete_repository_removes_everything_in_it(m: &Store) {
+        let r = repo("del/repo/x");
+        let other = repo("del/repo/y");
+        m.link_blob(&r, &digest_of("layer"), 5).await.unwrap();
+        m.link_blob(&other, &digest_of("layer"), 5).await.unwrap();
+        let one = tagged(manifest(&r, b"one"), &["a", "b"]);
+        put(m, &one).await;
+
+        assert!(m.delete_repository(&r).await.unwrap());
+        assert!(!m.repository_exists(&r).await.unwrap());
+        assert!(all_tags(m, &r).await.is_empty());
+        assert!(
+            m.get_manifest(&r, &by_digest(&one.digest))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(m.linked_blob(&r, &digest_of("layer")).await.unwrap(), None);
+        assert_eq!(
+            m.linked_blob(&other, &digest_of("layer")).await.unwrap(),
+            Some(5),
+            "another repository keeps its link"
+        );
+        assert!(!m.delete_repository(&r).await.unwrap(), "already gone");
+        assert!(!m.delete_repository(&repo("del/never")).await.unwrap());
     }
 
     pub(crate) async fn delete_tag_keeps_the_manifest(m: &Store) {

@@ -5,25 +5,43 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::projects::lookup;
+use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized};
+use super::projects::{ProjectRef, ResourceName, lookup};
 use super::{Api, ApiError, ApiResult, json_body, signed_in};
 use crate::auth::builtin::Resolved;
 use crate::auth::roles::{self, ProjectRole};
 use crate::http::header_value;
 use crate::metadata::identity::{GROUP_TYPE_OIDC, Member, MemberEntity, Project};
 
-fn member_json(m: &Member) -> serde_json::Value {
-    serde_json::json!({
-        "id": m.id,
-        "project_id": m.project_id,
-        "entity_id": m.entity.id(),
-        "entity_type": m.entity.type_code(),
-        "entity_name": m.entity_name,
-        "role_id": m.role,
-        "role_name": ProjectRole::from_id(m.role).map(|r| r.name()).unwrap_or("unknown"),
-    })
+/// Harbor's `ProjectMemberEntity`: a user or group holding a role in a project.
+#[derive(Serialize, ToSchema)]
+pub struct ProjectMemberEntity {
+    id: i64,
+    project_id: i64,
+    entity_id: i64,
+    /// `u` (user) or `g` (group).
+    entity_type: &'static str,
+    entity_name: String,
+    /// 1 projectAdmin, 2 developer, 3 guest, 4 maintainer, 5 limitedGuest.
+    role_id: i64,
+    role_name: &'static str,
+}
+
+fn member_json(m: &Member) -> ProjectMemberEntity {
+    ProjectMemberEntity {
+        id: m.id,
+        project_id: m.project_id,
+        entity_id: m.entity.id(),
+        entity_type: m.entity.type_code(),
+        entity_name: m.entity_name.clone(),
+        role_id: m.role,
+        role_name: ProjectRole::from_id(m.role)
+            .map(|r| r.name())
+            .unwrap_or("unknown"),
+    }
 }
 
 fn require(who: &Resolved, p: &Project, action: roles::Action) -> ApiResult<()> {
@@ -50,7 +68,21 @@ fn member_id(s: &str) -> ApiResult<i64> {
         .map_err(|_| ApiError::bad_request(format!("member id {s:?} is not a number")))
 }
 
-/// `GET .../members`: a guest or more of the project may see them.
+/// The members of a project: a guest or more of the project may see them.
+#[utoipa::path(
+    get,
+    path = "/projects/{project_name_or_id}/members",
+    operation_id = "listProjectMembers",
+    tag = "member",
+    params(ProjectRef, ResourceName),
+    responses(
+        (status = 200, description = "Every member", body = [ProjectMemberEntity],
+            headers(("X-Total-Count" = u64, description = "How many members"))),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn list(
     State(api): State<Api>,
     Path(project): Path<String>,
@@ -72,29 +104,54 @@ pub async fn list(
     Ok(resp)
 }
 
-#[derive(Deserialize)]
+/// Harbor's `UserEntity`: a user by id or name.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = UserEntity)]
 pub struct MemberUser {
     user_id: Option<i64>,
     username: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Harbor's `UserGroup`: a group by id, or by name and type (created when missing).
+#[derive(Deserialize, ToSchema)]
+#[schema(as = UserGroup)]
 pub struct MemberGroup {
     id: Option<i64>,
     group_name: Option<String>,
     group_type: Option<i64>,
 }
 
-/// Harbor's `ProjectMember`.
-#[derive(Deserialize)]
+/// Harbor's `ProjectMember`: who gets which role; exactly one of `member_user` and
+/// `member_group`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ProjectMember)]
 pub struct MemberReq {
     role_id: i64,
     member_user: Option<MemberUser>,
     member_group: Option<MemberGroup>,
 }
 
-/// `POST .../members`: a user (by id or name) or a group (by id, or by name and type,
-/// created when missing) gets a role.
+/// Gives a user or a group a role in a project.
+///
+/// A user by id or name; a group by id, or by name and type (created when missing).
+/// Project admins and system admins may.
+#[utoipa::path(
+    post,
+    path = "/projects/{project_name_or_id}/members",
+    operation_id = "createProjectMember",
+    tag = "member",
+    params(ProjectRef, ResourceName),
+    request_body = MemberReq,
+    responses(
+        (status = 201, description = "Added",
+            headers(("Location" = String, description = "/api/v2.0/projects/{project_id}/members/{mid}"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn add(
     State(api): State<Api>,
     Path(project): Path<String>,
@@ -152,12 +209,26 @@ pub async fn add(
     Ok(resp)
 }
 
-/// `GET .../members/{mid}`.
+/// One member of a project.
+#[utoipa::path(
+    get,
+    path = "/projects/{project_name_or_id}/members/{mid}",
+    operation_id = "getProjectMember",
+    tag = "member",
+    params(ProjectRef, ("mid" = i64, Path, description = "The member's id"), ResourceName),
+    responses(
+        (status = 200, description = "The member", body = ProjectMemberEntity),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn get(
     State(api): State<Api>,
     Path((project, mid)): Path<(String, String)>,
     headers: HeaderMap,
-) -> ApiResult<Response> {
+) -> ApiResult<Json<ProjectMemberEntity>> {
     let who = signed_in(&api, &headers).await?;
     let p = lookup(&api, &headers, &project).await?;
     require(&who, &p, roles::Action::Read)?;
@@ -168,15 +239,33 @@ pub async fn get(
         .get_member(p.id, member_id(&mid)?)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("member {mid} not found")))?;
-    Ok(Json(member_json(&m)).into_response())
+    Ok(Json(member_json(&m)))
 }
 
-#[derive(Deserialize)]
+/// Harbor's `RoleRequest`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = RoleRequest)]
 pub struct RoleReq {
+    /// 1 projectAdmin, 2 developer, 3 guest, 4 maintainer, 5 limitedGuest.
     role_id: i64,
 }
 
-/// `PUT .../members/{mid}` with `{"role_id": N}`.
+/// Changes a member's role: project admins and system admins.
+#[utoipa::path(
+    put,
+    path = "/projects/{project_name_or_id}/members/{mid}",
+    operation_id = "updateProjectMember",
+    tag = "member",
+    params(ProjectRef, ("mid" = i64, Path, description = "The member's id"), ResourceName),
+    request_body = RoleReq,
+    responses(
+        (status = 200, description = "Changed"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn update(
     State(api): State<Api>,
     Path((project, mid)): Path<(String, String)>,
@@ -200,7 +289,21 @@ pub async fn update(
     Ok(StatusCode::OK)
 }
 
-/// `DELETE .../members/{mid}`.
+/// Removes a member: project admins and system admins.
+#[utoipa::path(
+    delete,
+    path = "/projects/{project_name_or_id}/members/{mid}",
+    operation_id = "deleteProjectMember",
+    tag = "member",
+    params(ProjectRef, ("mid" = i64, Path, description = "The member's id"), ResourceName),
+    responses(
+        (status = 200, description = "Removed"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn remove(
     State(api): State<Api>,
     Path((project, mid)): Path<(String, String)>,

@@ -6,6 +6,7 @@
 //! access backend.
 
 mod members;
+pub mod openapi;
 mod projects;
 mod repositories;
 mod robots;
@@ -17,7 +18,10 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Credentials;
 use crate::auth::builtin::{BuiltinAccess, CredentialError, Resolved};
@@ -35,70 +39,48 @@ pub struct Api {
     pub robot_prefix: String,
 }
 
+/// Where the API is mounted; the OpenAPI document names it as its server.
+pub const BASE: &str = "/api/v2.0";
+
+/// Every route of the API with its documentation: registering a handler here routes it and
+/// documents it (from its `#[utoipa::path]`), so the two cannot drift apart. One `routes!`
+/// per path.
+fn routes() -> OpenApiRouter<Api> {
+    OpenApiRouter::with_openapi(openapi::document_base())
+        .routes(routes!(systeminfo))
+        .routes(routes!(openapi::serve))
+        .routes(routes!(current_user))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::get, users::delete))
+        .routes(routes!(users::password))
+        .routes(routes!(users::sysadmin))
+        .routes(routes!(projects::list, projects::exists, projects::create))
+        .routes(routes!(projects::get, projects::update, projects::delete))
+        .routes(routes!(members::list, members::add))
+        .routes(routes!(members::get, members::update, members::remove))
+        .routes(routes!(repositories::list))
+        .routes(routes!(repositories::delete))
+        .routes(routes!(repositories::artifacts))
+        .routes(routes!(repositories::delete_artifact))
+        .routes(routes!(repositories::delete_tag))
+        .routes(routes!(robots::list, robots::create))
+        .routes(routes!(
+            robots::get,
+            robots::update,
+            robots::refresh,
+            robots::delete
+        ))
+}
+
+/// The OpenAPI document of the API, generated from the routes.
+pub fn document() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
 pub fn router(api: Api) -> Router {
+    let (routes, _) = routes().split_for_parts();
     Router::new()
-        .route("/api/v2.0/systeminfo", get(systeminfo))
-        .route("/api/v2.0/users/current", get(current_user))
-        .route("/api/v2.0/users", get(users::list).post(users::create))
-        .route(
-            "/api/v2.0/users/{user_id}",
-            get(users::get).delete(users::delete),
-        )
-        .route(
-            "/api/v2.0/users/{user_id}/password",
-            axum::routing::put(users::password),
-        )
-        .route(
-            "/api/v2.0/users/{user_id}/sysadmin",
-            axum::routing::put(users::sysadmin),
-        )
-        .route(
-            "/api/v2.0/projects",
-            get(projects::list)
-                .head(projects::exists)
-                .post(projects::create),
-        )
-        .route(
-            "/api/v2.0/projects/{project}",
-            get(projects::get)
-                .put(projects::update)
-                .delete(projects::delete),
-        )
-        .route(
-            "/api/v2.0/projects/{project}/members",
-            get(members::list).post(members::add),
-        )
-        .route(
-            "/api/v2.0/projects/{project}/members/{mid}",
-            get(members::get)
-                .put(members::update)
-                .delete(members::remove),
-        )
-        .route(
-            "/api/v2.0/projects/{project}/repositories",
-            get(repositories::list),
-        )
-        .route(
-            "/api/v2.0/projects/{project}/repositories/{repository}/artifacts",
-            get(repositories::artifacts),
-        )
-        .route(
-            "/api/v2.0/projects/{project}/repositories/{repository}/artifacts/{reference}",
-            axum::routing::delete(repositories::delete_artifact),
-        )
-        .route(
-            "/api/v2.0/projects/{project}/repositories/{repository}/artifacts/{reference}/tags/{tag}",
-            axum::routing::delete(repositories::delete_tag),
-        )
-        .route("/api/v2.0/robots", get(robots::list).post(robots::create))
-        .route(
-            "/api/v2.0/robots/{robot_id}",
-            get(robots::get)
-                .put(robots::update)
-                .patch(robots::refresh)
-                .delete(robots::delete),
-        )
-        .with_state(api)
+        .nest(BASE, routes.with_state(api))
         // The API's bodies are small JSON documents.
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(harbor_shaped))
@@ -130,6 +112,21 @@ async fn harbor_shaped(resp: Response) -> Response {
 
 /// The largest request body the API reads.
 const MAX_BODY: usize = 64 * 1024;
+
+/// Harbor's error body, `{"errors":[{"code","message"}]}`: what every refusal answers.
+#[derive(Serialize, ToSchema)]
+pub struct Errors {
+    pub errors: Vec<ErrorEntry>,
+}
+
+/// One error of Harbor's error body.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorEntry {
+    /// A stable code, e.g. `NOT_FOUND`, `FORBIDDEN`, `UNAUTHORIZED`.
+    pub code: String,
+    pub message: String,
+}
 
 /// An error in Harbor's shape: `{"errors":[{"code","message"}]}`.
 #[derive(Debug)]
@@ -177,14 +174,13 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "API request failed");
         }
-        let body =
-            serde_json::json!({ "errors": [{ "code": self.code, "message": self.message }] });
-        let mut resp = (
-            self.status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response();
+        let body = Errors {
+            errors: vec![ErrorEntry {
+                code: self.code.to_string(),
+                message: self.message,
+            }],
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(wait) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
@@ -228,11 +224,9 @@ pub async fn caller(api: &Api, headers: &HeaderMap) -> ApiResult<Option<Arc<Reso
             // Checked afresh: a role given or taken away applies to the next API call.
             match api.tokens.sign_in(&username, &password, false).await {
                 Ok(r) => Ok(Some(r)),
-                Err(e @ (CredentialError::Wrong | CredentialError::SignInLapsed)) => Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "UNAUTHORIZED",
-                    e.to_string(),
-                )),
+                Err(e @ (CredentialError::Wrong | CredentialError::SignInLapsed)) => Err(
+                    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string()),
+                ),
                 Err(e @ CredentialError::Throttled(wait)) => Err(ApiError {
                     retry_after: Some(wait),
                     ..ApiError::new(
@@ -265,6 +259,19 @@ pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Api
         .map_err(|e| ApiError::bad_request(format!("the request body is not {what}: {e}")))
 }
 
+/// Harbor's paging parameters, as the listings other than projects' read them.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct Paging {
+    /// Page number, from 1.
+    #[param(minimum = 1)]
+    page: Option<u64>,
+    /// Items per page: 10 unless asked, at most 100.
+    #[param(minimum = 1, maximum = 100)]
+    page_size: Option<u64>,
+}
+
 /// Harbor's `page` (from 1) and `page_size` (10 unless asked, at most 100).
 pub fn paging(q: &crate::http::Query<'_>) -> (u64, u64) {
     let page = q
@@ -285,23 +292,64 @@ pub fn timestamp(ms: i64) -> String {
     crate::auth::builtin::rfc3339((ms.max(0) / 1000) as u64)
 }
 
-async fn systeminfo(State(api): State<Api>) -> Response {
-    axum::Json(serde_json::json!({
-        "auth_mode": "db_auth",
-        "primary_auth_mode": false,
-        "project_creation_restriction": api.project_creation.as_str(),
-        "self_registration": false,
-        "has_ca_root": false,
-        "harbor_version": concat!("berth-", env!("CARGO_PKG_VERSION")),
-        "registry_storage_provider_name": "berth",
-        "read_only": false,
-        "with_chartmuseum": false,
-        "notification_enable": false,
-    }))
-    .into_response()
+/// Harbor's `GeneralInfo`: what kind of server this is.
+#[derive(Serialize, ToSchema)]
+pub struct GeneralInfo {
+    /// Always `db_auth`: local users and robots.
+    pub auth_mode: &'static str,
+    pub primary_auth_mode: bool,
+    /// `everyone` or `adminonly` (`auth.project_creation`).
+    pub project_creation_restriction: &'static str,
+    pub self_registration: bool,
+    pub has_ca_root: bool,
+    /// `berth-<version>`.
+    pub harbor_version: &'static str,
+    pub registry_storage_provider_name: &'static str,
+    pub read_only: bool,
+    pub with_chartmuseum: bool,
+    pub notification_enable: bool,
 }
 
-async fn current_user(State(api): State<Api>, headers: HeaderMap) -> ApiResult<Response> {
+/// What kind of server this is; no credentials needed.
+#[utoipa::path(
+    get,
+    path = "/systeminfo",
+    operation_id = "getSystemInfo",
+    tag = "systeminfo",
+    security(()),
+    responses((status = 200, description = "The server's general information", body = GeneralInfo)),
+)]
+async fn systeminfo(State(api): State<Api>) -> axum::Json<GeneralInfo> {
+    axum::Json(GeneralInfo {
+        auth_mode: "db_auth",
+        primary_auth_mode: false,
+        project_creation_restriction: api.project_creation.as_str(),
+        self_registration: false,
+        has_ca_root: false,
+        harbor_version: concat!("berth-", env!("CARGO_PKG_VERSION")),
+        registry_storage_provider_name: "berth",
+        read_only: false,
+        with_chartmuseum: false,
+        notification_enable: false,
+    })
+}
+
+/// The user whose credentials the request carries (a robot is not a user: 404).
+#[utoipa::path(
+    get,
+    path = "/users/current",
+    operation_id = "getCurrentUserInfo",
+    tag = "user",
+    responses(
+        (status = 200, description = "The calling user", body = users::UserResp),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+    ),
+)]
+async fn current_user(
+    State(api): State<Api>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<users::UserResp>> {
     let who = signed_in(&api, &headers).await?;
     let Some(id) = who.user_id else {
         return Err(ApiError::not_found("robot accounts are not users"));
@@ -313,5 +361,5 @@ async fn current_user(State(api): State<Api>, headers: HeaderMap) -> ApiResult<R
         .get_user_by_id(id)
         .await?
         .ok_or_else(|| ApiError::not_found("the user no longer exists"))?;
-    Ok(axum::Json(users::user_json(&user)).into_response())
+    Ok(axum::Json(users::UserResp::from(&user)))
 }

@@ -5,8 +5,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed, Unauthorized};
 use super::{Api, ApiError, ApiResult, caller, signed_in, timestamp};
 use crate::auth::builtin::Resolved;
 use crate::auth::roles::{self, ProjectRole};
@@ -29,24 +31,43 @@ async fn repo_count(api: &Api, p: &Project) -> ApiResult<u64> {
         .total)
 }
 
-/// A project as Harbor's API shows it.
-fn project_json(p: &Project, who: Option<&Resolved>, repos: u64) -> serde_json::Value {
+/// Harbor's `Project`: a project as the API shows it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Project)]
+pub struct ProjectJson {
+    project_id: i64,
+    name: String,
+    /// The user who created it; 0 when created by the admin CLI or a robot.
+    owner_id: i64,
+    /// RFC 3339, UTC.
+    creation_time: String,
+    update_time: String,
+    deleted: bool,
+    metadata: ProjectMetadata,
+    /// The caller's roles in it (Harbor's role ids: 1 projectAdmin, 2 developer, 3 guest,
+    /// 4 maintainer, 5 limitedGuest).
+    current_user_role_ids: Vec<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_user_role_id: Option<i64>,
+    repo_count: u64,
+}
+
+fn project_json(p: &Project, who: Option<&Resolved>, repos: u64) -> ProjectJson {
     let roles = who.map(|w| w.role_ids(&p.name)).unwrap_or_default();
-    let mut v = serde_json::json!({
-        "project_id": p.id,
-        "name": p.name,
-        "owner_id": p.owner_id.unwrap_or(0),
-        "creation_time": timestamp(p.created_at),
-        "update_time": timestamp(p.updated_at),
-        "deleted": false,
-        "metadata": { "public": if p.public { "true" } else { "false" } },
-        "current_user_role_ids": roles,
-        "repo_count": repos,
-    });
-    if let Some(first) = roles.first() {
-        v["current_user_role_id"] = (*first).into();
+    ProjectJson {
+        project_id: p.id,
+        name: p.name.clone(),
+        owner_id: p.owner_id.unwrap_or(0),
+        creation_time: timestamp(p.created_at),
+        update_time: timestamp(p.updated_at),
+        deleted: false,
+        metadata: ProjectMetadata {
+            public: Some(if p.public { "true" } else { "false" }.to_string()),
+        },
+        current_user_role_id: roles.first().copied(),
+        current_user_role_ids: roles,
+        repo_count: repos,
     }
-    v
 }
 
 /// May `who` see `p` (a public project, a member of it, a system admin)?
@@ -71,6 +92,25 @@ pub async fn lookup(api: &Api, headers: &HeaderMap, reference: &str) -> ApiResul
     found.ok_or_else(|| ApiError::not_found(format!("project {reference} not found")))
 }
 
+/// The path parameter that names a project.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct ProjectRef {
+    /// The project's name, or its id (a number) unless `X-Is-Resource-Name: true`.
+    project_name_or_id: String,
+}
+
+/// The header that makes a numeric project reference a name.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct ResourceName {
+    /// `true`: the path names the project by name even when it is a number.
+    #[param(rename = "X-Is-Resource-Name")]
+    is_resource_name: Option<bool>,
+}
+
 fn page_args(q: &Query<'_>) -> ApiResult<(u64, u64)> {
     let num = |key: &str, default: u64| -> ApiResult<u64> {
         match q.one(key) {
@@ -90,8 +130,31 @@ fn page_args(q: &Query<'_>) -> ApiResult<(u64, u64)> {
     Ok((page, size))
 }
 
-/// `GET /api/v2.0/projects?page=&page_size=&name=&public=&q=name=~...`: the projects the
-/// caller may see, with `X-Total-Count` and a `Link` to the next page.
+/// The projects the caller may see.
+///
+/// Public ones, those it is a member of; all for a system admin. With `X-Total-Count`
+/// and a `Link` to the next page.
+#[utoipa::path(
+    get,
+    path = "/projects",
+    operation_id = "listProjects",
+    tag = "project",
+    security((), ("basic" = [])),
+    params(
+        ("page" = Option<u64>, Query, description = "Page number, from 1", minimum = 1),
+        ("page_size" = Option<u64>, Query, description = "Projects per page (10 unless asked, at most 100)", minimum = 1, maximum = 100),
+        ("name" = Option<String>, Query, description = "Only projects whose name contains this"),
+        ("public" = Option<bool>, Query, description = "Only public (true) or private (false) projects"),
+        ("q" = Option<String>, Query, description = "Harbor's query: comma-separated `name=~<part>` and `public=<bool>` terms"),
+    ),
+    responses(
+        (status = 200, description = "A page of projects", body = [ProjectJson],
+            headers(("X-Total-Count" = u64, description = "How many projects match"),
+                    ("Link" = String, description = "The next page, when there is one"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+    ),
+)]
 pub async fn list(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> ApiResult<Response> {
     let who = caller(&api, &headers).await?;
     let q = Query(uri.query().unwrap_or(""));
@@ -175,13 +238,7 @@ pub async fn list(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> ApiRe
     Ok(listing(json, result.1, page, size, &q))
 }
 
-fn listing(
-    items: Vec<serde_json::Value>,
-    total: u64,
-    page: u64,
-    size: u64,
-    q: &Query<'_>,
-) -> Response {
+fn listing(items: Vec<ProjectJson>, total: u64, page: u64, size: u64, q: &Query<'_>) -> Response {
     let mut resp = Json(items).into_response();
     resp.headers_mut()
         .insert("x-total-count", HeaderValue::from(total));
@@ -203,7 +260,20 @@ fn listing(
     resp
 }
 
-/// `HEAD /api/v2.0/projects?project_name=x`: 200 when the project exists, else 404.
+/// Whether a project of that name exists: 200, else 404.
+#[utoipa::path(
+    head,
+    path = "/projects",
+    operation_id = "headProject",
+    tag = "project",
+    security((), ("basic" = [])),
+    params(("project_name" = String, Query, description = "The project's name")),
+    responses(
+        (status = 200, description = "The project exists"),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn exists(State(api): State<Api>, uri: Uri) -> ApiResult<StatusCode> {
     let q = Query(uri.query().unwrap_or(""));
     let name = q
@@ -215,17 +285,21 @@ pub async fn exists(State(api): State<Api>, uri: Uri) -> ApiResult<StatusCode> {
     }
 }
 
-/// Harbor's `ProjectReq`.
-#[derive(Deserialize)]
+/// Harbor's `ProjectReq`: a project to create, or what to change in one.
+#[derive(Deserialize, ToSchema)]
 pub struct ProjectReq {
+    /// Required to create; ignored on update.
     project_name: Option<String>,
     /// Deprecated in Harbor in favour of `metadata.public`; honoured when given.
     public: Option<bool>,
     metadata: Option<ProjectMetadata>,
 }
 
-#[derive(Deserialize)]
+/// Harbor's `ProjectMetadata` (Berth keeps `public`).
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ProjectMetadata {
+    /// `"true"` or `"false"` (a string, as in Harbor).
+    #[serde(skip_serializing_if = "Option::is_none")]
     public: Option<String>,
 }
 
@@ -248,8 +322,25 @@ fn parse_body(body: &[u8]) -> ApiResult<ProjectReq> {
     super::json_body(body, "a project")
 }
 
-/// `POST /api/v2.0/projects`: by a system admin, or by any signed-in user when
-/// `auth.project_creation = "everyone"` (who becomes its project admin).
+/// Creates a project.
+///
+/// A system admin may, or any signed-in user when `auth.project_creation = "everyone"`
+/// (who becomes its project admin).
+#[utoipa::path(
+    post,
+    path = "/projects",
+    operation_id = "createProject",
+    tag = "project",
+    request_body = ProjectReq,
+    responses(
+        (status = 201, description = "Created",
+            headers(("Location" = String, description = "/api/v2.0/projects/{project_id}"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn create(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -294,12 +385,25 @@ pub async fn create(
     Ok(resp)
 }
 
-/// `GET /api/v2.0/projects/{project_name_or_id}`.
+/// A project the caller may see.
+#[utoipa::path(
+    get,
+    path = "/projects/{project_name_or_id}",
+    operation_id = "getProject",
+    tag = "project",
+    security((), ("basic" = [])),
+    params(ProjectRef, ResourceName),
+    responses(
+        (status = 200, description = "The project", body = ProjectJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn get(
     State(api): State<Api>,
     Path(reference): Path<String>,
     headers: HeaderMap,
-) -> ApiResult<Response> {
+) -> ApiResult<Json<ProjectJson>> {
     let who = caller(&api, &headers).await?;
     let p = lookup(&api, &headers, &reference).await?;
     if !visible(&p, who.as_deref()) {
@@ -310,10 +414,25 @@ pub async fn get(
         });
     }
     let repos = repo_count(&api, &p).await?;
-    Ok(Json(project_json(&p, who.as_deref(), repos)).into_response())
+    Ok(Json(project_json(&p, who.as_deref(), repos)))
 }
 
-/// `PUT /api/v2.0/projects/{project_name_or_id}`: makes it public or private.
+/// Makes a project public or private: its project admins and system admins.
+#[utoipa::path(
+    put,
+    path = "/projects/{project_name_or_id}",
+    operation_id = "updateProject",
+    tag = "project",
+    params(ProjectRef, ResourceName),
+    request_body = ProjectReq,
+    responses(
+        (status = 200, description = "Updated"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn update(
     State(api): State<Api>,
     Path(reference): Path<String>,
@@ -338,8 +457,23 @@ pub async fn update(
     Ok(StatusCode::OK)
 }
 
-/// `DELETE /api/v2.0/projects/{project_name_or_id}`: refused (412) while it holds
-/// repositories.
+/// Deletes a project.
+///
+/// Its project admins and system admins may; refused (412) while it holds repositories.
+#[utoipa::path(
+    delete,
+    path = "/projects/{project_name_or_id}",
+    operation_id = "deleteProject",
+    tag = "project",
+    params(ProjectRef, ResourceName),
+    responses(
+        (status = 200, description = "Deleted"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 412, response = PreconditionFailed),
+    ),
+)]
 pub async fn delete(
     State(api): State<Api>,
     Path(reference): Path<String>,

@@ -1,14 +1,17 @@
 //! `/api/v2.0/projects/{project}/repositories` and their artifacts, as Harbor's API shows
-//! them: listings for people and automation, and deletes of artifacts and tags through the
-//! same content layer `/v2` uses.
+//! them: listings for people and automation, and deletes of repositories, artifacts and
+//! tags through the same content layer `/v2` uses.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::projects::lookup;
-use super::{Api, ApiError, ApiResult, caller, paging, signed_in, timestamp};
+use super::openapi::{BadRequest, Forbidden, NotFound, Unauthorized};
+use super::projects::{ProjectRef, ResourceName, lookup};
+use super::{Api, ApiError, ApiResult, Paging, caller, paging, signed_in, timestamp};
 use crate::auth::builtin::Resolved;
 use crate::auth::roles;
 use crate::content::ContentError;
@@ -50,6 +53,16 @@ fn refuse(who: Option<&Resolved>, p: &Project) -> ApiError {
     }
 }
 
+/// The path parameter that names a repository within its project.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct RepositoryRef {
+    /// The repository's name without the project; its slashes URL-encoded once, or twice
+    /// (`a%252Fb`) as Harbor's clients send them.
+    repository_name: String,
+}
+
 /// The repository a path names: `{project}` and `{repository}` (without the project, its
 /// slashes URL-encoded once or, as Harbor's clients send them, twice).
 fn repository(p: &Project, name: &str) -> ApiResult<RepoName> {
@@ -58,7 +71,69 @@ fn repository(p: &Project, name: &str) -> ApiResult<RepoName> {
     RepoName::parse(&full).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-/// `GET /api/v2.0/projects/{project}/repositories?q=name=~x&page=&page_size=`.
+/// Harbor's `Repository`.
+#[derive(Serialize, ToSchema)]
+pub struct Repository {
+    /// The full name, with the project: `<project>/<path>`.
+    name: String,
+    project_id: i64,
+    artifact_count: u64,
+    pull_count: u64,
+    description: String,
+    /// RFC 3339, UTC.
+    creation_time: String,
+    update_time: String,
+}
+
+/// Harbor's `Artifact`: a manifest with its tags.
+#[derive(Serialize, ToSchema)]
+pub struct Artifact {
+    digest: String,
+    media_type: String,
+    manifest_media_type: String,
+    artifact_type: Option<String>,
+    /// The manifest's own size plus its config's and layers'.
+    size: u64,
+    push_time: String,
+    project_id: i64,
+    repository_name: String,
+    /// `IMAGE`, `CHART` or `UNKNOWN`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    tags: Vec<Tag>,
+}
+
+/// Harbor's `Tag`.
+#[derive(Serialize, ToSchema)]
+pub struct Tag {
+    name: String,
+    repository_id: i64,
+    /// When the tag last moved.
+    push_time: String,
+    immutable: bool,
+}
+
+/// The repositories of a project, in name order.
+#[utoipa::path(
+    get,
+    path = "/projects/{project_name_or_id}/repositories",
+    operation_id = "listRepositories",
+    tag = "repository",
+    security((), ("basic" = [])),
+    params(
+        ProjectRef,
+        Paging,
+        ("q" = Option<String>, Query, description = "`name=~<part>`: only repositories whose name contains it"),
+        ResourceName,
+    ),
+    responses(
+        (status = 200, description = "A page of repositories", body = [Repository],
+            headers(("X-Total-Count" = u64, description = "How many repositories match"))),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn list(
     State(api): State<Api>,
     Path(project): Path<String>,
@@ -87,19 +162,17 @@ pub async fn list(
         .metadata()
         .project_repositories(&p.name, contains.as_deref(), page, size)
         .await?;
-    let items: Vec<_> = result
+    let items: Vec<Repository> = result
         .items
         .iter()
-        .map(|r| {
-            serde_json::json!({
-                "name": r.name,
-                "project_id": p.id,
-                "artifact_count": r.artifacts,
-                "pull_count": 0,
-                "description": "",
-                "creation_time": timestamp(r.created_at),
-                "update_time": timestamp(r.created_at),
-            })
+        .map(|r| Repository {
+            name: r.name.clone(),
+            project_id: p.id,
+            artifact_count: r.artifacts,
+            pull_count: 0,
+            description: String::new(),
+            creation_time: timestamp(r.created_at),
+            update_time: timestamp(r.created_at),
         })
         .collect();
     let mut resp = Json(items).into_response();
@@ -108,8 +181,25 @@ pub async fn list(
     Ok(resp)
 }
 
-/// `GET .../repositories/{repository}/artifacts?page=&page_size=`: newest first, with
-/// tags, size (manifest, config and layers), push time, media and artifact type.
+/// The artifacts of a repository, newest first.
+///
+/// With tags, size (manifest, config and layers), push time, media and artifact type.
+#[utoipa::path(
+    get,
+    path = "/projects/{project_name_or_id}/repositories/{repository_name}/artifacts",
+    operation_id = "listArtifacts",
+    tag = "artifact",
+    security((), ("basic" = [])),
+    params(ProjectRef, RepositoryRef, Paging, ResourceName),
+    responses(
+        (status = 200, description = "A page of artifacts", body = [Artifact],
+            headers(("X-Total-Count" = u64, description = "How many artifacts the repository holds"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn artifacts(
     State(api): State<Api>,
     Path((project, name)): Path<(String, String)>,
@@ -134,34 +224,29 @@ pub async fn artifacts(
         .metadata()
         .artifacts(&repo, page, size)
         .await?;
-    let items: Vec<_> = result
+    let items: Vec<Artifact> = result
         .items
         .iter()
-        .map(|a| {
-            let tags: Vec<_> = a
+        .map(|a| Artifact {
+            digest: a.digest.to_string(),
+            media_type: a.media_type.clone(),
+            manifest_media_type: a.media_type.clone(),
+            artifact_type: a.artifact_type.clone(),
+            size: a.size,
+            push_time: timestamp(a.pushed_at),
+            project_id: p.id,
+            repository_name: repo.as_str().to_string(),
+            kind: artifact_kind(a.artifact_type.as_deref()),
+            tags: a
                 .tags
                 .iter()
-                .map(|(t, at)| {
-                    serde_json::json!({
-                        "name": t,
-                        "repository_id": 0,
-                        "push_time": timestamp(*at),
-                        "immutable": false,
-                    })
+                .map(|(t, at)| Tag {
+                    name: t.clone(),
+                    repository_id: 0,
+                    push_time: timestamp(*at),
+                    immutable: false,
                 })
-                .collect();
-            serde_json::json!({
-                "digest": a.digest.to_string(),
-                "media_type": a.media_type,
-                "manifest_media_type": a.media_type,
-                "artifact_type": a.artifact_type,
-                "size": a.size,
-                "push_time": timestamp(a.pushed_at),
-                "project_id": p.id,
-                "repository_name": repo.as_str(),
-                "type": artifact_kind(a.artifact_type.as_deref()),
-                "tags": tags,
-            })
+                .collect(),
         })
         .collect();
     let mut resp = Json(items).into_response();
@@ -180,7 +265,28 @@ fn artifact_kind(artifact_type: Option<&str>) -> &'static str {
     }
 }
 
-/// `DELETE .../repositories/{repository}/artifacts/{reference}`: the manifest and its tags.
+/// Deletes an artifact with all its tags.
+///
+/// By digest, or by a tag pointing at it; those who may delete artifacts in the project.
+#[utoipa::path(
+    delete,
+    path = "/projects/{project_name_or_id}/repositories/{repository_name}/artifacts/{reference}",
+    operation_id = "deleteArtifact",
+    tag = "artifact",
+    params(
+        ProjectRef,
+        RepositoryRef,
+        ("reference" = String, Path, description = "A digest, or a tag"),
+        ResourceName,
+    ),
+    responses(
+        (status = 200, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn delete_artifact(
     State(api): State<Api>,
     Path((project, name, reference)): Path<(String, String, String)>,
@@ -206,7 +312,27 @@ pub async fn delete_artifact(
     Ok(StatusCode::OK)
 }
 
-/// `DELETE .../repositories/{repository}/artifacts/{reference}/tags/{tag}`: one tag.
+/// Deletes one tag (the artifact stays): those who may delete tags in the project.
+#[utoipa::path(
+    delete,
+    path = "/projects/{project_name_or_id}/repositories/{repository_name}/artifacts/{reference}/tags/{tag_name}",
+    operation_id = "deleteTag",
+    tag = "artifact",
+    params(
+        ProjectRef,
+        RepositoryRef,
+        ("reference" = String, Path, description = "A digest, or a tag (not checked: the tag is what is deleted)"),
+        ("tag_name" = String, Path, description = "The tag to delete"),
+        ResourceName,
+    ),
+    responses(
+        (status = 200, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn delete_tag(
     State(api): State<Api>,
     Path((project, name, _reference, tag)): Path<(String, String, String, String)>,
@@ -223,5 +349,39 @@ pub async fn delete_tag(
         _ => return Err(ApiError::bad_request(format!("{tag:?} is not a tag"))),
     };
     api.state.content.delete_manifest(&repo, &tag).await?;
+    Ok(StatusCode::OK)
+}
+
+/// Deletes a repository with every artifact and tag in it.
+///
+/// Nothing of it is listed any more (`/v2` answers `NAME_UNKNOWN`). Those who may delete
+/// repositories in the project may (Harbor: project admins, maintainers, robots holding
+/// `repository:delete`).
+#[utoipa::path(
+    delete,
+    path = "/projects/{project_name_or_id}/repositories/{repository_name}",
+    operation_id = "deleteRepository",
+    tag = "repository",
+    params(ProjectRef, RepositoryRef, ResourceName),
+    responses(
+        (status = 200, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
+pub async fn delete(
+    State(api): State<Api>,
+    Path((project, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let who = signed_in(&api, &headers).await?;
+    let p = lookup(&api, &headers, &project).await?;
+    if !who.may_in_project(&p.name, roles::Resource::Repository, roles::Action::Delete) {
+        return Err(refuse(Some(&who), &p));
+    }
+    let repo = repository(&p, &name)?;
+    api.state.content.delete_repository(&repo).await?;
     Ok(StatusCode::OK)
 }

@@ -5,9 +5,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::{Api, ApiError, ApiResult, json_body, signed_in, timestamp};
+use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized};
+use super::{Api, ApiError, ApiResult, Paging, json_body, signed_in, timestamp};
 use crate::admin::{self, AccountError, RobotSpec};
 use crate::auth::builtin::{Resolved, flatten, grouped};
 use crate::auth::roles::{self, RobotPermission};
@@ -29,14 +31,17 @@ impl From<AccountError> for ApiError {
     }
 }
 
-/// Harbor's `RobotCreate` (and, for `PUT`, `Robot`).
-#[derive(Deserialize)]
+/// Harbor's `RobotCreate` (and, for `PUT`, the fields of `Robot` that may change).
+#[derive(Deserialize, ToSchema)]
+#[schema(as = RobotCreate)]
 pub struct RobotReq {
+    /// Without the prefix: for a project robot `robot$<project>+<name>` is made of it.
     name: Option<String>,
     #[serde(default)]
     description: String,
+    /// `system` or `project`.
     level: Option<String>,
-    /// Days; -1: never.
+    /// Days until it expires; -1: never.
     duration: Option<i64>,
     #[serde(default)]
     disable: bool,
@@ -44,21 +49,67 @@ pub struct RobotReq {
     permissions: Vec<RobotPermission>,
 }
 
-/// A robot as Harbor's API shows it (never its secret).
-fn robot_json(api: &Api, r: &Robot) -> serde_json::Value {
-    serde_json::json!({
-        "id": r.id,
-        "name": admin::robot_full_name(&api.robot_prefix, &r.name),
-        "description": r.description,
-        "level": r.level.as_str(),
-        "duration": r.duration_days,
-        "editable": true,
-        "disable": r.disabled,
-        "expires_at": if r.expires_at < 0 { -1 } else { r.expires_at / 1000 },
-        "permissions": grouped(&r.permissions),
-        "creation_time": timestamp(r.created_at),
-        "update_time": timestamp(r.updated_at),
-    })
+/// Harbor's `Robot`: a robot account as the API shows it (never its secret).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Robot)]
+pub struct RobotJson {
+    id: i64,
+    /// The full name, with the prefix.
+    name: String,
+    description: String,
+    /// `system` or `project`.
+    level: &'static str,
+    /// Days; -1: never expires.
+    duration: i64,
+    editable: bool,
+    disable: bool,
+    /// Unix seconds; -1: never.
+    expires_at: i64,
+    permissions: Vec<RobotPermission>,
+    /// RFC 3339, UTC.
+    creation_time: String,
+    update_time: String,
+}
+
+/// Unix seconds, or -1 for never.
+fn expiry(ms: i64) -> i64 {
+    if ms < 0 { -1 } else { ms / 1000 }
+}
+
+fn robot_json(api: &Api, r: &Robot) -> RobotJson {
+    RobotJson {
+        id: r.id,
+        name: admin::robot_full_name(&api.robot_prefix, &r.name),
+        description: r.description.clone(),
+        level: r.level.as_str(),
+        duration: r.duration_days,
+        editable: true,
+        disable: r.disabled,
+        expires_at: expiry(r.expires_at),
+        permissions: grouped(&r.permissions),
+        creation_time: timestamp(r.created_at),
+        update_time: timestamp(r.updated_at),
+    }
+}
+
+/// Harbor's `RobotCreated`: the new robot's name and its secret, shown only now.
+#[derive(Serialize, ToSchema)]
+pub struct RobotCreated {
+    id: i64,
+    name: String,
+    secret: String,
+    creation_time: String,
+    /// Unix seconds; -1: never.
+    expires_at: i64,
+}
+
+/// Harbor's `RobotSec`: a robot's secret (asked for, or generated and shown once).
+#[derive(Serialize, Deserialize, ToSchema, Default)]
+pub struct RobotSec {
+    /// When refreshing: empty to have one generated, or at least 8 characters with upper-
+    /// and lower-case letters and digits.
+    #[serde(default)]
+    secret: String,
 }
 
 /// May `who` manage (create, change, refresh, delete) a robot with `perms` at `level`?
@@ -89,16 +140,57 @@ async fn robot_by_id(api: &Api, id: &str) -> ApiResult<Robot> {
         .ok_or_else(|| ApiError::not_found(format!("robot {id} not found")))
 }
 
-/// The robot, when `who` may manage it; a robot `who` may not see is not found.
-async fn managed(api: &Api, who: &Resolved, id: &str) -> ApiResult<Robot> {
+/// May `who` see a robot with `perms` at `level`: manage it, or, for a project robot, read
+/// its project's robots (Harbor gives that to guests and up)?
+fn may_see(who: &Resolved, level: RobotLevel, perms: &[RobotPermission]) -> bool {
+    may_manage(who, level, perms)
+        || (level == RobotLevel::Project
+            && !perms.is_empty()
+            && perms.iter().all(|p| {
+                who.may_in_project(&p.namespace, roles::Resource::Robot, roles::Action::Read)
+            }))
+}
+
+/// The robot, when `who` may see it; one `who` may not see is not found.
+async fn seen(api: &Api, who: &Resolved, id: &str) -> ApiResult<Robot> {
     let r = robot_by_id(api, id).await?;
-    if !may_manage(who, r.level, &grouped(&r.permissions)) {
+    if !may_see(who, r.level, &grouped(&r.permissions)) {
         return Err(ApiError::not_found(format!("robot {id} not found")));
     }
     Ok(r)
 }
 
-/// `POST /api/v2.0/robots`: `201` with the robot's full name and its secret (shown once).
+/// The robot, when `who` may manage it; one `who` may see but not manage is forbidden,
+/// one `who` may not see is not found.
+async fn managed(api: &Api, who: &Resolved, id: &str) -> ApiResult<Robot> {
+    let r = seen(api, who, id).await?;
+    if !may_manage(who, r.level, &grouped(&r.permissions)) {
+        return Err(ApiError::forbidden(format!(
+            "not allowed to change robot {id}"
+        )));
+    }
+    Ok(r)
+}
+
+/// Creates a robot account; its secret is shown only now.
+///
+/// A project robot needs robot creation rights in its project; a robot may not create one
+/// wider than itself.
+#[utoipa::path(
+    post,
+    path = "/robots",
+    operation_id = "CreateRobot",
+    tag = "robot",
+    request_body = RobotReq,
+    responses(
+        (status = 201, description = "Created", body = RobotCreated,
+            headers(("Location" = String, description = "/api/v2.0/robots/{robot_id}"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn create(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -139,13 +231,13 @@ pub async fn create(
     .await?;
     let mut resp = (
         StatusCode::CREATED,
-        Json(serde_json::json!({
-            "id": robot.id,
-            "name": full,
-            "secret": secret,
-            "creation_time": timestamp(robot.created_at),
-            "expires_at": if robot.expires_at < 0 { -1 } else { robot.expires_at / 1000 },
-        })),
+        Json(RobotCreated {
+            id: robot.id,
+            name: full,
+            secret,
+            creation_time: timestamp(robot.created_at),
+            expires_at: expiry(robot.expires_at),
+        }),
     )
         .into_response();
     resp.headers_mut().insert(
@@ -155,8 +247,28 @@ pub async fn create(
     Ok(resp)
 }
 
-/// `GET /api/v2.0/robots?q=Level=project,ProjectID=N&page=&page_size=`: the robots the
-/// caller may manage.
+/// Robot accounts.
+///
+/// Those of a project (`q=Level=project,ProjectID=N`) to those who may list a project's
+/// robots (Harbor: guests and up; others get 403), else those the caller may manage.
+#[utoipa::path(
+    get,
+    path = "/robots",
+    operation_id = "ListRobot",
+    tag = "robot",
+    params(
+        Paging,
+        ("q" = Option<String>, Query, description = "Comma-separated `Level=<system|project>` and `ProjectID=<id>` terms"),
+    ),
+    responses(
+        (status = 200, description = "A page of robots", body = [RobotJson],
+            headers(("X-Total-Count" = u64, description = "How many robots match"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn list(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> ApiResult<Response> {
     let who = signed_in(&api, &headers).await?;
     let q = Query(uri.query().unwrap_or(""));
@@ -184,6 +296,24 @@ pub async fn list(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> ApiRe
     }
     let (page, size) = super::paging(&q);
     let meta = api.state.content.metadata();
+    // A project's robots are listed to those who may list them there (Harbor's matrix:
+    // guests and up); others are refused rather than shown an empty list.
+    let project_listing = match project_id {
+        Some(id) => {
+            let p = meta
+                .get_project_by_id(id)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("project {id} not found")))?;
+            if !who.may_in_project(&p.name, roles::Resource::Robot, roles::Action::List) {
+                return Err(ApiError::forbidden(format!(
+                    "not allowed to list the robot accounts of project {}",
+                    p.name
+                )));
+            }
+            true
+        }
+        None => false,
+    };
     let mut visible = Vec::new();
     let mut p = 1;
     loop {
@@ -191,7 +321,7 @@ pub async fn list(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> ApiRe
         let n = batch.items.len();
         visible.extend(batch.items.into_iter().filter(|r| {
             level.is_none_or(|l| r.level == l)
-                && may_manage(&who, r.level, &grouped(&r.permissions))
+                && (project_listing || may_manage(&who, r.level, &grouped(&r.permissions)))
         }));
         if n < 500 {
             break;
@@ -199,7 +329,7 @@ pub async fn list(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> ApiRe
         p += 1;
     }
     let total = visible.len() as u64;
-    let items: Vec<serde_json::Value> = visible
+    let items: Vec<RobotJson> = visible
         .iter()
         .skip(((page - 1) * size) as usize)
         .take(size as usize)
@@ -211,18 +341,46 @@ pub async fn list(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> ApiRe
     Ok(resp)
 }
 
-/// `GET /api/v2.0/robots/{id}`.
+/// A robot account (never its secret).
+#[utoipa::path(
+    get,
+    path = "/robots/{robot_id}",
+    operation_id = "GetRobotByID",
+    tag = "robot",
+    params(("robot_id" = i64, Path, description = "The robot's id")),
+    responses(
+        (status = 200, description = "The robot", body = RobotJson),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn get(
     State(api): State<Api>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> ApiResult<Response> {
+) -> ApiResult<Json<RobotJson>> {
     let who = signed_in(&api, &headers).await?;
-    let r = managed(&api, &who, &id).await?;
-    Ok(Json(robot_json(&api, &r)).into_response())
+    let r = seen(&api, &who, &id).await?;
+    Ok(Json(robot_json(&api, &r)))
 }
 
-/// `PUT /api/v2.0/robots/{id}`: description, disable, duration, permissions.
+/// Changes a robot's description, disable flag, duration and permissions.
+#[utoipa::path(
+    put,
+    path = "/robots/{robot_id}",
+    operation_id = "UpdateRobot",
+    tag = "robot",
+    params(("robot_id" = i64, Path, description = "The robot's id")),
+    request_body = RobotJson,
+    responses(
+        (status = 200, description = "Changed"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn update(
     State(api): State<Api>,
     Path(id): Path<String>,
@@ -282,14 +440,24 @@ pub async fn update(
     Ok(StatusCode::OK)
 }
 
-#[derive(Deserialize, Default)]
-pub struct SecretReq {
-    #[serde(default)]
-    secret: String,
-}
-
-/// `PATCH /api/v2.0/robots/{id}`: a new secret (the given one, or a generated one); the
-/// old one stops working at once.
+/// Gives a robot a new secret; the old one stops working at once.
+///
+/// The given one, or a generated one.
+#[utoipa::path(
+    patch,
+    path = "/robots/{robot_id}",
+    operation_id = "RefreshSec",
+    tag = "robot",
+    params(("robot_id" = i64, Path, description = "The robot's id")),
+    request_body(content = RobotSec, description = "Optional: the secret to set"),
+    responses(
+        (status = 200, description = "The new secret", body = RobotSec),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn refresh(
     State(api): State<Api>,
     Path(id): Path<String>,
@@ -298,8 +466,8 @@ pub async fn refresh(
 ) -> ApiResult<Response> {
     let who = signed_in(&api, &headers).await?;
     let r = managed(&api, &who, &id).await?;
-    let req: SecretReq = if body.is_empty() {
-        SecretReq::default()
+    let req: RobotSec = if body.is_empty() {
+        RobotSec::default()
     } else {
         json_body(&body, "a secret")?
     };
@@ -322,10 +490,24 @@ pub async fn refresh(
         .metadata()
         .set_robot_secret(r.id, &secrets::secret_digest(&secret))
         .await?;
-    Ok(Json(serde_json::json!({ "secret": secret })).into_response())
+    Ok(Json(RobotSec { secret }).into_response())
 }
 
-/// `DELETE /api/v2.0/robots/{id}`.
+/// Deletes a robot account.
+#[utoipa::path(
+    delete,
+    path = "/robots/{robot_id}",
+    operation_id = "DeleteRobot",
+    tag = "robot",
+    params(("robot_id" = i64, Path, description = "The robot's id")),
+    responses(
+        (status = 200, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn delete(
     State(api): State<Api>,
     Path(id): Path<String>,

@@ -6,27 +6,45 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::{Api, ApiError, ApiResult, json_body, signed_in, timestamp};
+use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized};
+use super::{Api, ApiError, ApiResult, Paging, json_body, signed_in, timestamp};
 use crate::auth::builtin::Resolved;
 use crate::auth::secrets;
 use crate::http::{Query, header_value};
 use crate::metadata::identity::{NewUser, User};
 
-/// A user as Harbor's API shows it (never a password or its hash).
-pub fn user_json(u: &User) -> serde_json::Value {
-    serde_json::json!({
-        "user_id": u.id,
-        "username": u.username,
-        "email": u.email.clone().unwrap_or_default(),
-        "realname": u.realname,
-        "comment": u.comment,
-        "sysadmin_flag": u.sysadmin,
-        "admin_role_in_auth": false,
-        "creation_time": timestamp(u.created_at),
-        "update_time": timestamp(u.updated_at),
-    })
+/// Harbor's `UserResp`: a user as the API shows it (never a password or its hash).
+#[derive(Serialize, ToSchema)]
+pub struct UserResp {
+    user_id: i64,
+    username: String,
+    email: String,
+    realname: String,
+    comment: String,
+    sysadmin_flag: bool,
+    admin_role_in_auth: bool,
+    /// RFC 3339, UTC.
+    creation_time: String,
+    update_time: String,
+}
+
+impl From<&User> for UserResp {
+    fn from(u: &User) -> UserResp {
+        UserResp {
+            user_id: u.id,
+            username: u.username.clone(),
+            email: u.email.clone().unwrap_or_default(),
+            realname: u.realname.clone(),
+            comment: u.comment.clone(),
+            sysadmin_flag: u.sysadmin,
+            admin_role_in_auth: false,
+            creation_time: timestamp(u.created_at),
+            update_time: timestamp(u.updated_at),
+        }
+    }
 }
 
 /// Harbor's password rule: 8 to 128 characters with an upper-case and a lower-case letter
@@ -86,7 +104,23 @@ async fn user_by_id(api: &Api, id: &str) -> ApiResult<User> {
         .ok_or_else(|| ApiError::not_found(format!("user {id} not found")))
 }
 
-/// `GET /api/v2.0/users?page=&page_size=&q=username=~x`: system admins only.
+/// Local users: system admins only.
+#[utoipa::path(
+    get,
+    path = "/users",
+    operation_id = "listUsers",
+    tag = "user",
+    params(
+        Paging,
+        ("q" = Option<String>, Query, description = "`username=~<part>`: only users whose name contains it"),
+    ),
+    responses(
+        (status = 200, description = "A page of users", body = [UserResp],
+            headers(("X-Total-Count" = u64, description = "How many users match"))),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    ),
+)]
 pub async fn list(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> ApiResult<Response> {
     let who = signed_in(&api, &headers).await?;
     require_admin(&who)?;
@@ -102,7 +136,7 @@ pub async fn list(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> ApiRe
         .metadata()
         .list_users(contains.as_deref(), page, size)
         .await?;
-    let json: Vec<_> = result.items.iter().map(user_json).collect();
+    let json: Vec<UserResp> = result.items.iter().map(UserResp::from).collect();
     let mut resp = Json(json).into_response();
     resp.headers_mut()
         .insert("x-total-count", HeaderValue::from(result.total));
@@ -110,19 +144,36 @@ pub async fn list(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> ApiRe
 }
 
 /// Harbor's `UserCreationReq`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = UserCreationReq)]
 pub struct UserReq {
     username: String,
     #[serde(default)]
     email: Option<String>,
     #[serde(default)]
     realname: String,
+    /// 8 to 128 characters with an upper-case letter, a lower-case letter and a digit.
     password: String,
     #[serde(default)]
     comment: String,
 }
 
-/// `POST /api/v2.0/users`: system admins only.
+/// Creates a local user: system admins only.
+#[utoipa::path(
+    post,
+    path = "/users",
+    operation_id = "createUser",
+    tag = "user",
+    request_body = UserReq,
+    responses(
+        (status = 201, description = "Created",
+            headers(("Location" = String, description = "/api/v2.0/users/{user_id}"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+    ),
+)]
 pub async fn create(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -164,12 +215,26 @@ pub async fn create(
     Ok(resp)
 }
 
-/// `GET /api/v2.0/users/{id}`: system admins, or the user themself.
+/// A user: system admins, or the user themself.
+#[utoipa::path(
+    get,
+    path = "/users/{user_id}",
+    operation_id = "getUser",
+    tag = "user",
+    params(("user_id" = i64, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user", body = UserResp),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn get(
     State(api): State<Api>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> ApiResult<Response> {
+) -> ApiResult<Json<UserResp>> {
     let who = signed_in(&api, &headers).await?;
     let user = user_by_id(&api, &id).await?;
     if !who.is_sysadmin() && who.user_id != Some(user.id) {
@@ -177,18 +242,35 @@ pub async fn get(
             "only system administrators see other users",
         ));
     }
-    Ok(Json(user_json(&user)).into_response())
+    Ok(Json(UserResp::from(&user)))
 }
 
-#[derive(Deserialize)]
+/// Harbor's `PasswordReq`: `old_password` is needed when users change their own.
+#[derive(Deserialize, ToSchema)]
 pub struct PasswordReq {
     #[serde(default)]
     old_password: String,
     new_password: String,
 }
 
-/// `PUT /api/v2.0/users/{id}/password`: a user with their old password; a system admin
-/// for anyone else without it.
+/// Sets a user's password.
+///
+/// A user their own, with the old one; a system admin anyone else's, without it.
+#[utoipa::path(
+    put,
+    path = "/users/{user_id}/password",
+    operation_id = "updateUserPassword",
+    tag = "user",
+    params(("user_id" = i64, Path, description = "The user's id")),
+    request_body = PasswordReq,
+    responses(
+        (status = 200, description = "Changed"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn password(
     State(api): State<Api>,
     Path(id): Path<String>,
@@ -219,12 +301,29 @@ pub async fn password(
     Ok(StatusCode::OK)
 }
 
-#[derive(Deserialize)]
+/// Harbor's `UserSysAdminFlag`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = UserSysAdminFlag)]
 pub struct SysadminReq {
     sysadmin_flag: bool,
 }
 
-/// `PUT /api/v2.0/users/{id}/sysadmin`: system admins only, not on themselves.
+/// Makes a user a system admin or not: system admins only, not on themselves.
+#[utoipa::path(
+    put,
+    path = "/users/{user_id}/sysadmin",
+    operation_id = "setUserSysAdmin",
+    tag = "user",
+    params(("user_id" = i64, Path, description = "The user's id")),
+    request_body = SysadminReq,
+    responses(
+        (status = 200, description = "Changed"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn sysadmin(
     State(api): State<Api>,
     Path(id): Path<String>,
@@ -248,7 +347,21 @@ pub async fn sysadmin(
     Ok(StatusCode::OK)
 }
 
-/// `DELETE /api/v2.0/users/{id}`: system admins only, not themselves.
+/// Deletes a user: system admins only, not themselves.
+#[utoipa::path(
+    delete,
+    path = "/users/{user_id}",
+    operation_id = "deleteUser",
+    tag = "user",
+    params(("user_id" = i64, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 pub async fn delete(
     State(api): State<Api>,
     Path(id): Path<String>,

@@ -231,11 +231,7 @@ impl Resolved {
     /// Whether the catalog shows every repository (a system admin, or a robot that may
     /// list every project).
     fn lists_everything(&self) -> bool {
-        (self.sysadmin
-            && self
-                .narrowed
-                .as_ref()
-                .is_none_or(|n| n.projects.is_none()))
+        (self.sysadmin && self.narrowed.as_ref().is_none_or(|n| n.projects.is_none()))
             || self.robot.as_ref().is_some_and(|perms| {
                 perms
                     .iter()

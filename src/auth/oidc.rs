@@ -230,8 +230,8 @@ impl Oidc {
         let metadata = self.metadata().await?;
         let secret = (!self.config.client_secret.is_empty())
             .then(|| ClientSecret::new(self.config.client_secret.clone()));
-        let redirect =
-            RedirectUrl::new(redirect.to_string()).map_err(|e| OidcError::Invalid(e.to_string()))?;
+        let redirect = RedirectUrl::new(redirect.to_string())
+            .map_err(|e| OidcError::Invalid(e.to_string()))?;
         Ok(CoreClient::from_provider_metadata(
             (*metadata).clone(),
             ClientId::new(self.config.client_id.clone()),

@@ -497,7 +497,7 @@ pub const ALL_PROJECTS: &str = "*";
 pub const SYSTEM_NAMESPACE: &str = "/";
 
 /// One robot permission, Harbor's `RobotPermission`: what the robot may do in a namespace.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RobotPermission {
     /// `project` or `system`.
     pub kind: String,
@@ -508,7 +508,8 @@ pub struct RobotPermission {
 }
 
 /// One entry of a robot permission, Harbor's `Access`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Access)]
 pub struct RobotAccess {
     pub resource: String,
     pub action: String,

@@ -212,6 +212,21 @@ impl Content {
         Ok(())
     }
 
+    /// Deletes a repository: every manifest, tag and blob link in it, and its name, so
+    /// that nothing of it is listed any more. Blobs stay for garbage collection; an upload
+    /// in flight that finishes later creates the repository again, as a new push would.
+    pub async fn delete_repository(&self, repository: &RepoName) -> Result<()> {
+        let change = Change::RepositoryDeleted {
+            repository: repository.clone(),
+        };
+        self.before(&change).await?;
+        if !self.meta.delete_repository(repository).await? {
+            return Err(ContentError::NameUnknown(repository.clone()));
+        }
+        self.after(change);
+        Ok(())
+    }
+
     /// Up to `n` tags of a repository in lexical order after `last`; an unknown repository
     /// is an error.
     pub async fn tags(

@@ -86,6 +86,8 @@ pub enum Change {
     },
     /// One tag was deleted; its manifest stays.
     TagDeleted { repository: RepoName, tag: String },
+    /// A repository was deleted with every manifest, tag and blob link in it.
+    RepositoryDeleted { repository: RepoName },
 }
 
 /// Why a content operation did not happen. Nothing was changed when one is returned,

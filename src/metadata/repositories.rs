@@ -132,6 +132,10 @@ pub trait RepositoryStore: Send + Sync + 'static {
     /// Deletes a manifest and every tag pointing at it; `false` when there was none.
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
 
+    /// Deletes a repository with its manifests, tags and blob links (the blobs stay for
+    /// garbage collection); `false` when there was none.
+    async fn delete_repository(&self, repo: &RepoName) -> Result<bool, MetaError>;
+
     /// Deletes one tag (the manifest stays); `false` when there was none.
     async fn delete_tag(&self, repo: &RepoName, tag: &str) -> Result<bool, MetaError>;
 

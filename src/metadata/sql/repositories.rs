@@ -450,6 +450,29 @@ impl RepositoryStore for SqlMetadataStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn delete_repository(&self, repo: &RepoName) -> Result<bool, MetaError> {
+        let _changed = self.manifests_changed();
+        let mut tx = self.write.begin().await?;
+        // Dependents first, as in `delete_manifest`.
+        for table in [
+            "tags",
+            "manifest_references",
+            "manifests",
+            "repository_blobs",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE repository = $1"))
+                .bind(repo.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query("DELETE FROM repositories WHERE name = $1")
+            .bind(repo.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn delete_tag(&self, repo: &RepoName, tag: &str) -> Result<bool, MetaError> {
         let _changed = self.manifests_changed();
         let done = sqlx::query("DELETE FROM tags WHERE repository = $1 AND name = $2")
