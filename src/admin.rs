@@ -35,16 +35,50 @@ fn password_or_generated(password: Option<String>) -> anyhow::Result<(String, bo
     }
 }
 
+/// Links (or with `None` unlinks) a user to an OpenID Connect identity (issuer, subject).
+pub async fn user_link(
+    meta: &dyn MetadataStore,
+    name: &str,
+    identity: Option<(&str, &str)>,
+) -> anyhow::Result<()> {
+    if let Some((issuer, subject)) = identity {
+        if issuer.is_empty() || subject.is_empty() {
+            bail!("an identity needs an issuer (--issuer, or auth.oidc.issuer) and a subject");
+        }
+    }
+    let u = user(meta, name).await?;
+    meta.set_user_oidc(u.id, identity).await?;
+    Ok(())
+}
+
+/// A username's rules: 1-255 characters, no ':', '/' or whitespace, not starting with the
+/// robot prefix (those names are robots').
+pub fn check_username(name: &str, robot_prefix: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 255
+        || name.contains([':', '/'])
+        || name.contains(char::is_whitespace)
+        || (!robot_prefix.is_empty() && name.starts_with(robot_prefix))
+    {
+        return Err(format!(
+            "username {name:?} is invalid: 1-255 characters, no ':', '/' or spaces, and not \
+             starting with the robot prefix {robot_prefix:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// Creates a local user; returns the password when it was generated.
 pub async fn user_create(
     meta: &dyn MetadataStore,
+    robot_prefix: &str,
     name: &str,
     password: Option<String>,
     email: Option<String>,
     sysadmin: bool,
 ) -> anyhow::Result<Option<String>> {
-    if name.is_empty() || name.len() > 255 || name.contains([':', '/', ' ']) {
-        bail!("user name {name:?} is invalid: 1-255 characters, no ':', '/' or spaces");
+    if let Err(why) = check_username(name, robot_prefix) {
+        bail!("{why}");
     }
     let (password, generated) = password_or_generated(password)?;
     meta.create_user(&NewUser {

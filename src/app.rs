@@ -29,6 +29,12 @@ pub fn router(state: AppState) -> Router {
                     .route("/service/token", get(crate::auth::endpoint::token))
                     .with_state(tokens.clone()),
             )
+            .merge(crate::web::router(crate::web::Web {
+                oidc: state.oidc.clone(),
+                settings: state.web.clone(),
+                state: state.clone(),
+                tokens: tokens.clone(),
+            }))
             .merge(crate::api::router(crate::api::Api {
                 project_creation: state.project_creation,
                 robot_prefix: state.robot_prefix.clone(),

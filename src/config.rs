@@ -23,6 +23,7 @@ pub struct Config {
     pub log: LogConfig,
     pub server: ServerConfig,
     pub auth: AuthConfig,
+    pub web: WebConfig,
     pub manifests: ManifestsConfig,
 }
 
@@ -111,6 +112,8 @@ pub struct AuthConfig {
     pub service: crate::auth::builtin::ServiceConfig,
     /// Tokens from an external issuer (`token` mode).
     pub token: crate::auth::token::TokenConfig,
+    /// Signing in with an OpenID Connect provider (`builtin` mode).
+    pub oidc: crate::auth::oidc::OidcConfig,
 }
 
 impl Default for AuthConfig {
@@ -122,6 +125,7 @@ impl Default for AuthConfig {
             robot_prefix: "robot$".into(),
             service: Default::default(),
             token: Default::default(),
+            oidc: Default::default(),
         }
     }
 }
@@ -143,6 +147,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("robot_prefix", &self.robot_prefix)
             .field("service", &self.service)
             .field("token", &self.token)
+            .field("oidc", &self.oidc)
             .finish()
     }
 }
@@ -208,6 +213,20 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// The web UI (`builtin` mode).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// How long a web session lasts.
+    pub session_hours: u64,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig { session_hours: 12 }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
@@ -270,6 +289,7 @@ impl Default for Config {
             log: LogConfig::default(),
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
+            web: WebConfig::default(),
             manifests: ManifestsConfig::default(),
         }
     }
@@ -362,6 +382,10 @@ impl Config {
         }
         if self.tls.cert.as_os_str().is_empty() != self.tls.key.as_os_str().is_empty() {
             bail!("tls.cert and tls.key must be set together");
+        }
+        self.auth.oidc.validate()?;
+        if self.web.session_hours == 0 {
+            bail!("web.session_hours must be positive");
         }
         if self.limits.max_manifest_bytes == 0 {
             bail!("limits.max_manifest_bytes must be positive");

@@ -92,6 +92,20 @@ enum UserCommand {
     Delete {
         name: String,
     },
+    /// Link a user to their identity at the OpenID Connect provider (after the provider was
+    /// redeployed and knows them under a new subject); memberships and CLI secret stay.
+    Link {
+        name: String,
+        /// The subject (`sub`) the provider now gives the person (the sign-in page names it).
+        #[arg(long, required_unless_present = "unlink")]
+        subject: Option<String>,
+        /// The provider's issuer URL; default: auth.oidc.issuer.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Remove the link instead (the user is onboarded afresh at their next sign-in).
+        #[arg(long, conflicts_with = "subject")]
+        unlink: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -260,7 +274,15 @@ async fn admin_user(config: &Config, c: UserCommand) -> anyhow::Result<()> {
             email,
             admin: sysadmin,
         } => {
-            let generated = admin::user_create(meta, &name, password, email, sysadmin).await?;
+            let generated = admin::user_create(
+                meta,
+                &config.auth.robot_prefix,
+                &name,
+                password,
+                email,
+                sysadmin,
+            )
+            .await?;
             println!("created user {name}");
             if let Some(p) = generated {
                 println!("password: {p}");
@@ -279,6 +301,23 @@ async fn admin_user(config: &Config, c: UserCommand) -> anyhow::Result<()> {
             .iter()
             .for_each(|l| println!("{l}")),
         UserCommand::Delete { name } => admin::user_delete(meta, &name).await?,
+        UserCommand::Link {
+            name,
+            subject,
+            issuer,
+            unlink,
+        } => {
+            let issuer = issuer.unwrap_or_else(|| config.auth.oidc.issuer.clone());
+            let identity = match (&subject, unlink) {
+                (Some(s), false) => Some((issuer.as_str(), s.as_str())),
+                _ => None,
+            };
+            admin::user_link(meta, &name, identity).await?;
+            match identity {
+                Some((i, s)) => println!("linked {name} to subject {s} of {i}"),
+                None => println!("unlinked {name}"),
+            }
+        }
     }
     Ok(())
 }

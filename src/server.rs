@@ -45,6 +45,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     if let Some(tokens) = &state.tokens {
         crate::state::spawn_key_refresher(tokens.clone());
+        crate::state::spawn_sign_in_keeper(state.clone());
     }
     spawn_memory_trimmer();
     let content = state.content.clone();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::builtin::BuiltinAccess;
+use crate::auth::oidc::Oidc;
 use crate::auth::token::TokenAccess;
 use crate::auth::{AccessController, OpenAccess, secrets};
 use crate::config::{AuthMode, Config, ProjectCreation, StorageBackend};
@@ -28,6 +29,33 @@ pub struct AppState {
     pub robot_prefix: String,
     /// Proxies whose `X-Forwarded-For` names the client (`server.trusted_proxies`).
     pub trusted_proxies: TrustedProxies,
+    /// OpenID Connect sign-in (`auth.oidc.issuer` set, `builtin` mode).
+    pub oidc: Option<Arc<Oidc>>,
+    /// The web UI's settings.
+    pub web: WebSettings,
+}
+
+/// How the web UI behaves (from `web.*`, `auth.oidc.*` and `tls.*`).
+#[derive(Clone, Debug)]
+pub struct WebSettings {
+    pub session_seconds: i64,
+    pub secure_cookies: bool,
+    pub external_url: String,
+    pub redirect_path: String,
+    pub local_sign_in: bool,
+}
+
+impl WebSettings {
+    fn from_config(config: &Config) -> WebSettings {
+        let oidc = &config.auth.oidc;
+        WebSettings {
+            session_seconds: (config.web.session_hours * 3600) as i64,
+            secure_cookies: config.tls_enabled() || oidc.external_url.starts_with("https://"),
+            external_url: oidc.external_url.clone(),
+            redirect_path: oidc.redirect_path.clone(),
+            local_sign_in: oidc.local_sign_in || !oidc.enabled(),
+        }
+    }
 }
 
 impl AppState {
@@ -82,11 +110,18 @@ impl AppState {
                         &config.auth.robot_prefix,
                         config.tls_enabled(),
                     )
-                    .await?,
+                    .await?
+                    .tie_cli_secrets_to_sign_in(
+                        config.auth.oidc.enabled() && config.auth.oidc.cli_secret_follows_sign_in,
+                    ),
                 );
                 tokens = Some(builtin.clone());
                 builtin
             }
+        };
+        let oidc = match config.auth.mode == AuthMode::Builtin && config.auth.oidc.enabled() {
+            true => Some(Arc::new(Oidc::new(config.auth.oidc.clone(), meta.clone())?)),
+            false => None,
         };
         let rules = ContentRules {
             max_manifest_bytes: config.limits.max_manifest_bytes,
@@ -100,6 +135,8 @@ impl AppState {
             project_creation: config.auth.project_creation,
             robot_prefix: config.auth.robot_prefix.clone(),
             trusted_proxies: TrustedProxies(config.server.trusted_proxies.0.clone().into()),
+            oidc,
+            web: WebSettings::from_config(config),
         })
     }
 }
@@ -167,6 +204,59 @@ pub fn spawn_key_refresher(tokens: Arc<BuiltinAccess>) {
             tokens.refresh_keys().await;
         }
     });
+}
+
+/// Keeps OpenID Connect sign-ins fresh: every minute, refreshes the users' provider tokens
+/// that lapse within two minutes (a refusal marks the sign-in lapsed, which a tied CLI
+/// secret then reports), and removes expired web sessions and abandoned sign-ins.
+pub fn spawn_sign_in_keeper(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            keep_sign_ins(&state).await;
+        }
+    });
+}
+
+/// One round of [`spawn_sign_in_keeper`]'s work.
+pub async fn keep_sign_ins(state: &AppState) {
+    let meta = state.content.metadata();
+    let now = crate::metadata::now_millis();
+    if let Err(e) = meta
+        .purge_sign_ins(now, crate::auth::oidc::PENDING_FOR_MS)
+        .await
+    {
+        tracing::warn!(error = %e, "removing expired web sessions failed");
+    }
+    let Some(oidc) = &state.oidc else { return };
+    let due = match meta.oidc_sessions_due(now + 120_000).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading sign-ins to refresh failed");
+            return;
+        }
+    };
+    for s in due {
+        let next = match oidc.refresh(&s).await {
+            Ok(fresh) => fresh,
+            Err(crate::auth::oidc::OidcError::Unreachable(why)) => {
+                tracing::warn!(user_id = s.user_id, %why, "refreshing a sign-in: the provider is unreachable; retrying later");
+                continue;
+            }
+            Err(e) => {
+                tracing::info!(user_id = s.user_id, error = %e, "a sign-in could not be refreshed: it has lapsed");
+                crate::metadata::signin::OidcSession {
+                    failure: Some(e.to_string()),
+                    ..s
+                }
+            }
+        };
+        if let Err(e) = meta.put_oidc_session(&next).await {
+            tracing::warn!(error = %e, "storing a refreshed sign-in failed");
+        }
+    }
 }
 
 /// Runs the purge of abandoned uploads every `every` until the process ends.

@@ -183,16 +183,7 @@ pub async fn create(
     require_admin(&who)?;
     let req: UserReq = json_body(&body, "a user")?;
     let name = &req.username;
-    if name.is_empty()
-        || name.len() > 255
-        || name.contains([':', '/', ' '])
-        || name.starts_with(api.robot_prefix.as_str())
-    {
-        return Err(ApiError::bad_request(format!(
-            "username {name:?} is invalid: 1-255 characters, no ':', '/' or spaces, and not \
-             starting with the robot prefix"
-        )));
-    }
+    crate::admin::check_username(name, &api.robot_prefix).map_err(ApiError::bad_request)?;
     check_password(&req.password)?;
     let user = api
         .state

@@ -73,6 +73,15 @@ impl Default for ServiceConfig {
     }
 }
 
+/// Whether `password` matches an argon2 hash; argon2 takes tens of milliseconds of CPU, so
+/// off the request threads.
+async fn verify_password(password: &str, hash: String) -> bool {
+    let pw = password.to_string();
+    tokio::task::spawn_blocking(move || password_matches(&pw, &hash))
+        .await
+        .unwrap_or(false)
+}
+
 /// How often a secret's "last used" time is written at most (milliseconds).
 const LAST_USED_PRECISION_MS: i64 = 60_000;
 
@@ -450,30 +459,10 @@ impl BuiltinAccess {
                 return Ok(resolved);
             }
         }
-        let source = crate::http::client::client_address();
-        let account = username.to_string();
-        let wait = self.account_failures.throttled(&account).max(
-            source
-                .as_ref()
-                .and_then(|s| self.source_failures.throttled(s)),
+        let resolved = Arc::new(
+            self.throttled(username, self.resolve(username, password))
+                .await?,
         );
-        if let Some(wait) = wait {
-            return Err(CredentialError::Throttled(wait));
-        }
-        let resolved = match self.resolve(username, password).await {
-            Ok(r) => Arc::new(r),
-            Err(CredentialError::Wrong) => {
-                self.account_failures.failed(account);
-                if let Some(source) = source {
-                    self.source_failures.failed(source);
-                }
-                return Err(CredentialError::Wrong);
-            }
-            Err(e) => return Err(e),
-        };
-        // The account's count starts again; the address's does not (an attacker's own
-        // good logins must not buy more guesses at others' passwords).
-        self.account_failures.forget(&account);
         if !ttl.is_zero() {
             if let Ok(mut c) = self.credentials.write() {
                 if c.len() >= CREDENTIAL_ENTRIES {
@@ -483,6 +472,64 @@ impl BuiltinAccess {
             }
         }
         Ok(resolved)
+    }
+
+    /// Runs a credential check unless the account or the client's address has failed too
+    /// often lately, and counts its failure against both.
+    async fn throttled<T>(
+        &self,
+        account: &str,
+        check: impl std::future::Future<Output = Result<T, CredentialError>>,
+    ) -> Result<T, CredentialError> {
+        let source = crate::http::client::client_address();
+        let account = account.to_string();
+        let wait = self.account_failures.throttled(&account).max(
+            source
+                .as_ref()
+                .and_then(|s| self.source_failures.throttled(s)),
+        );
+        if let Some(wait) = wait {
+            return Err(CredentialError::Throttled(wait));
+        }
+        match check.await {
+            Ok(r) => {
+                // The account's count starts again; the address's does not (an attacker's
+                // own good logins must not buy more guesses at others' passwords).
+                self.account_failures.forget(&account);
+                Ok(r)
+            }
+            Err(CredentialError::Wrong) => {
+                self.account_failures.failed(account);
+                if let Some(source) = source {
+                    self.source_failures.failed(source);
+                }
+                Err(CredentialError::Wrong)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A user's password (not a CLI secret or token, not a robot): signing in to the web
+    /// UI. Throttled like every credential check.
+    pub async fn password_sign_in(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<identity::User, CredentialError> {
+        self.throttled(username, async {
+            let user = self
+                .meta
+                .get_user(username)
+                .await?
+                .ok_or(CredentialError::Wrong)?;
+            let hash = user.password_hash.clone().ok_or(CredentialError::Wrong)?;
+            if verify_password(password, hash).await {
+                Ok(user)
+            } else {
+                Err(CredentialError::Wrong)
+            }
+        })
+        .await
     }
 
     async fn resolve(&self, username: &str, password: &str) -> Result<Resolved, CredentialError> {
@@ -547,15 +594,28 @@ impl BuiltinAccess {
             expires_at = secret.expires_at;
         } else {
             let hash = user.password_hash.clone().ok_or(CredentialError::Wrong)?;
-            let pw = password.to_string();
-            // argon2 takes tens of milliseconds of CPU: off the request threads.
-            let ok = tokio::task::spawn_blocking(move || password_matches(&pw, &hash))
-                .await
-                .unwrap_or(false);
-            if !ok {
+            if !verify_password(password, hash).await {
                 return Err(CredentialError::Wrong);
             }
         }
+        Ok(Resolved {
+            expires_at,
+            narrowed,
+            ..self.user_authority(user, public).await?
+        })
+    }
+
+    /// What a user may do, read afresh (a web session's user, once per page).
+    pub async fn resolve_user(&self, user: identity::User) -> Result<Arc<Resolved>, MetaError> {
+        let public = self.public_projects().await?;
+        Ok(Arc::new(self.user_authority(user, public).await?))
+    }
+
+    async fn user_authority(
+        &self,
+        user: identity::User,
+        public: Arc<HashSet<String>>,
+    ) -> Result<Resolved, MetaError> {
         let mut roles: HashMap<String, Vec<ProjectRole>> = HashMap::new();
         for pr in self.meta.user_projects(user.id).await? {
             roles.insert(
@@ -569,12 +629,12 @@ impl BuiltinAccess {
         Ok(Resolved {
             subject: user.username,
             user_id: Some(user.id),
-            expires_at,
+            expires_at: None,
             sysadmin: user.sysadmin,
             roles,
             robot: None,
             public,
-            narrowed,
+            narrowed: None,
         })
     }
 
