@@ -73,6 +73,9 @@ impl Default for ServiceConfig {
 
 /// Remembered credentials at most; the cache starts over when it is full.
 const CREDENTIAL_ENTRIES: usize = 4096;
+/// Locks that make concurrent checks of one credential for `/v2` wait for each other
+/// (chosen by the credential's digest).
+const CHECK_STRIPES: usize = 64;
 /// How often an unknown key id may make the backend re-read the keys.
 const KEY_RELOAD_EVERY: Duration = Duration::from_secs(1);
 /// How long the set of public projects is remembered for anonymous callers.
@@ -289,6 +292,11 @@ pub struct BuiltinAccess {
     verified: VerifiedCache,
     validation: Validation,
     credentials: RwLock<HashMap<[u8; 32], Remembered>>,
+    /// One check at a time per credential on `/v2`: the first requests of a client (a
+    /// kubelet, a CI job) arrive at once, and without this each ran argon2 (16 at once took
+    /// a second on 2 cores, against 50 ms for one; docs/performance.md, "Issue 17: token
+    /// service"). The ones that waited take the answer from the cache.
+    checking: [tokio::sync::Mutex<()>; CHECK_STRIPES],
     failures: Failures,
     public: RwLock<Option<(Arc<HashSet<String>>, Instant)>>,
 }
@@ -343,6 +351,7 @@ impl BuiltinAccess {
             verified: VerifiedCache::default(),
             validation,
             credentials: RwLock::new(HashMap::new()),
+            checking: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             failures: Failures::default(),
             public: RwLock::new(None),
         })
@@ -370,12 +379,18 @@ impl BuiltinAccess {
             h.finalize().into()
         };
         let ttl = Duration::from_secs(self.config.credential_cache_seconds);
-        let hit = remembered
-            .then(|| self.credentials.read().ok()?.get(&key).cloned())
-            .flatten();
-        if let Some((resolved, at)) = hit {
+        let cached = || {
+            let (resolved, at) = self.credentials.read().ok()?.get(&key).cloned()?;
             let lapsed = resolved.expires_at.is_some_and(|e| e <= now_millis());
-            if at.elapsed() < ttl && !lapsed {
+            (at.elapsed() < ttl && !lapsed).then_some(resolved)
+        };
+        let mut _turn = None;
+        if remembered {
+            if let Some(resolved) = cached() {
+                return Ok(resolved);
+            }
+            _turn = Some(self.checking[key[0] as usize % CHECK_STRIPES].lock().await);
+            if let Some(resolved) = cached() {
                 return Ok(resolved);
             }
         }
