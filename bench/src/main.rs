@@ -26,7 +26,8 @@ use serde::Serialize;
 use scenarios::{Ctx, Plan, is_local, names};
 use stats::{Outcome, RssSampler};
 
-/// Scenario groups run when no --scenario is given (machine-* and file-* must be named).
+/// Scenario groups run when no --scenario is given (machine-*, file-* and token-* must be
+/// named).
 const DEFAULT_GROUPS: &[&str] = &["push", "pull", "manifest", "mixed", "tags", "catalog"];
 
 #[derive(Parser)]
@@ -35,8 +36,9 @@ const DEFAULT_GROUPS: &[&str] = &["push", "pull", "manifest", "mixed", "tags", "
     about = "Benchmark an OCI distribution registry on 127.0.0.1",
     after_help = "A scenario filter is a whole name (--scenario manifest-get-tag-c1 runs that one) \
                   or a prefix (--scenario push runs every push-* scenario). \
-                  Without --scenario every registry scenario runs; machine-* (SHA-256, disk) \
-                  and file-* (a static file server such as nginx) run only when named."
+                  Without --scenario every registry scenario runs; machine-* (SHA-256, disk), \
+                  file-* (a static file server such as nginx) and token-* (a registry's token \
+                  service: --login, --basic-user, --server-log) run only when named."
 )]
 struct Args {
     /// Registry base URL, e.g. http://127.0.0.1:5000 (loopback only). Not needed for
