@@ -12,9 +12,15 @@
 #   berth-sqlite       berth serve on its embedded default (SQLite + filesystem)
 #   berth-postgres     berth serve on a private PostgreSQL 15 (started here, durable:
 #                      fsync on) + filesystem
-#   berth-sqlite-token berth-sqlite with token auth on; the client sends a bearer token
-#                      (signed here with openssl) on every request; manifest scenarios only,
-#                      in turns with a twin server without auth (berth-sqlite-token-notoken)
+#   berth-sqlite-token berth-sqlite with the built-in token service on (auth.mode =
+#                      "builtin", a private project `bench`, a robot of it); the client logs
+#                      in as docker does (one token per repository scope, fetched once, from
+#                      Berth's /service/token); manifest scenarios only, in turns with a twin
+#                      server without auth (berth-sqlite-token-notoken); then the token
+#                      service's own scenarios (token-issue-c1/c16, token-basic-manifest-c16
+#                      with a user's password) and, on a third server with its access log
+#                      on, token-pull-10layers (skopeo; the token requests it makes)
+#   berth-postgres-token the same on PostgreSQL (without token-pull)
 # then prints a comparison table (Berth/reference ratios, vs the machine baselines, the
 # issue's targets met or missed) and keeps the markdown in target/bench/ and the JSON
 # of each target in target/bench/<timestamp>/. The machine baselines run before and after
@@ -41,10 +47,11 @@ ROOT=$(pwd)
 BERTH_TARGETS=(
   "berth-sqlite|BERTH_AUTH__MODE=none"
   "berth-postgres|BERTH_AUTH__MODE=none BERTH_DATABASE__URL=@PG_URL@"
-  # berth-sqlite with token auth on: the client holds a bearer token (RS256, signed here
-  # with openssl) and sends it with every request. Runs the manifest scenarios only: the
-  # cost of auth per request, against berth-sqlite.
-  "berth-sqlite-token|BERTH_AUTH__MODE=token @TOKEN_AUTH@"
+  # The built-in token service on: the client logs in with a robot's secret and sends the
+  # token Berth issued. Runs the manifest scenarios (the cost of auth per request, in turns
+  # with a twin without auth) and the token service's scenarios.
+  "berth-sqlite-token|BERTH_AUTH__MODE=builtin"
+  "berth-postgres-token|BERTH_AUTH__MODE=builtin BERTH_DATABASE__URL=@PG_URL@"
   # Blobs in S3: moto (PyPI, as the tests use) on loopback, a fresh bucket. Only run when
   # named in --targets (moto keeps objects in a Python process: it measures Berth's S3
   # path against a local, unoptimised object store, not S3 itself).
@@ -372,26 +379,23 @@ start_s3() { # moto on a free port, once per run; stopped with the other PIDS
   log "moto S3 server on $S3_ENDPOINT"
 }
 
-TOKEN=""
-TOKEN_ENV=""
-make_token() { # an RSA key pair and a token granting the bench repositories, once per run
-  [[ -n $TOKEN ]] && return
-  local k=$WORK/token
-  mkdir -p "$k"
-  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$k/key.pem" 2>/dev/null ||
-    die "openssl genpkey failed"
-  openssl pkey -in "$k/key.pem" -pubout -out "$k/pub.pem" || die "openssl pkey failed"
-  b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
-  local now head body sig
-  now=$(date +%s)
-  head=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
-  body=$(printf '{"iss":"berth-bench","aud":"berth-bench","sub":"bench","iat":%d,"nbf":%d,"exp":%d,"access":[%s]}' \
-    "$now" "$((now - 60))" "$((now + 6 * 3600))" \
-    '{"type":"repository","name":"bench/manifest","actions":["pull","push"]},{"type":"repository","name":"bench/push","actions":["pull","push"]},{"type":"repository","name":"bench/tags","actions":["pull","push"]},{"type":"registry","name":"catalog","actions":["*"]}' |
-    b64url)
-  sig=$(printf '%s.%s' "$head" "$body" | openssl dgst -sha256 -sign "$k/key.pem" -binary | b64url)
-  TOKEN=$head.$body.$sig
-  TOKEN_ENV="BERTH_AUTH__TOKEN__REALM=http://127.0.0.1:1/service/token BERTH_AUTH__TOKEN__SERVICE=berth-bench BERTH_AUTH__TOKEN__ISSUER=berth-bench BERTH_AUTH__TOKEN__PUBLIC_KEYS=$k/pub.pem"
+# The bench project's robot and user on a server in builtin mode, created with the admin
+# CLI on its database: sets ROBOT_CREDS and USER_CREDS (USER:PASS).
+ROBOT_CREDS="" USER_CREDS=""
+make_accounts() { # DATA_DIR [BERTH_*=...] (the server's settings)
+  local d=$1
+  shift
+  local unset_vars out pass
+  mapfile -t unset_vars < <(compgen -e | grep '^BERTH_' || true)
+  local run=(env "${unset_vars[@]/#/--unset=}" RUST_BACKTRACE=0 RUST_LOG=warn BERTH_DATA_DIR="$d" "$@" "$BERTH")
+  "${run[@]}" project create bench >/dev/null || die "berth project create failed"
+  out=$("${run[@]}" robot create bench --project bench --access repository:pull --access repository:push) ||
+    die "berth robot create failed"
+  ROBOT_CREDS="$(sed -n 's/^name: //p' <<<"$out"):$(sed -n 's/^secret: //p' <<<"$out")"
+  pass=$(openssl rand -hex 16)
+  "${run[@]}" user create bench-user --password "$pass" >/dev/null || die "berth user create failed"
+  "${run[@]}" project member bench bench-user developer >/dev/null || die "berth project member failed"
+  USER_CREDS="bench-user:$pass"
 }
 
 start_berth() { # NAME DIR [BERTH_*=...]: a fresh server; sets SRV_ADDR and SRV_PID
@@ -404,8 +408,9 @@ start_berth() { # NAME DIR [BERTH_*=...]: a fresh server; sets SRV_ADDR and SRV_
   # Only this target's BERTH_* settings (the server refuses unknown keys).
   local unset_vars
   mapfile -t unset_vars < <(compgen -e | grep '^BERTH_' || true)
-  # Access logs off, as for the reference; the "listening" line stays.
-  env "${unset_vars[@]/#/--unset=}" RUST_LOG=warn,berth::server=info "$@" \
+  # Access logs off, as for the reference (unless SRV_LOG says otherwise); the "listening"
+  # line stays.
+  env "${unset_vars[@]/#/--unset=}" RUST_LOG="${SRV_LOG:-warn,berth::server=info}" "$@" \
     "$BERTH" serve --listen 127.0.0.1:0 --data-dir "$d/data" >"$d/log" 2>&1 &
   SRV_PID=$!
   PIDS+=("$SRV_PID")
@@ -418,19 +423,33 @@ start_berth() { # NAME DIR [BERTH_*=...]: a fresh server; sets SRV_ADDR and SRV_
     sleep 0.1
   done
   [[ -n $SRV_ADDR ]] || { cat "$d/log" >&2; die "$name did not start"; }
+  # Any answer will do (401 in builtin mode).
   wait_http "http://$SRV_ADDR/v2/" "$SRV_PID" || die "$name does not answer on $SRV_ADDR"
   log "$name on $SRV_ADDR (pid $SRV_PID)"
+}
+
+# token-pull-10layers: skopeo pulls a 10-layer image from a builtin-mode server whose
+# access log is on, and berth-bench counts the token requests in that log. A server of its
+# own, so that no other scenario pays for the access log.
+token_pull() { # NAME (of the token target)
+  local name=$1-pull d=$WORK/$1-pull
+  if ! command -v skopeo >/dev/null; then
+    log "WARNING: skopeo is not installed: token-pull-10layers (token requests per pull) skipped; apt-get install skopeo"
+    return 0
+  fi
+  SRV_LOG=warn,berth::server=info,berth::app=info start_berth "$name" "$d" BERTH_AUTH__MODE=builtin
+  local addr=$SRV_ADDR pid=$SRV_PID
+  make_accounts "$d/data" BERTH_AUTH__MODE=builtin
+  bench "$name" "http://$addr" "$pid" --login "$ROBOT_CREDS" --server-log "$d/log" --scenario token-pull-10layers
+  forget_pid "$pid"
+  rm -rf "$d"
 }
 
 run_berth() { # NAME ENV
   local name=$1 envspec=$2 d=$WORK/$1
   local envs=() kv
   local token=0
-  if [[ $envspec == *@TOKEN_AUTH@* ]]; then
-    make_token
-    envspec=${envspec//@TOKEN_AUTH@/$TOKEN_ENV}
-    token=1
-  fi
+  [[ $envspec == *BERTH_AUTH__MODE=builtin* ]] && token=1
   [[ $envspec == *@PG_URL@* ]] && start_postgres
   local bucket=""
   if [[ $envspec == *@S3_ENDPOINT@* ]]; then
@@ -449,19 +468,28 @@ run_berth() { # NAME ENV
   start_berth "$name" "$d" "${envs[@]}"
   local addr=$SRV_ADDR pid=$SRV_PID
   if [[ $token -eq 1 ]]; then
+    make_accounts "$d/data" "${envs[@]}"
     # What auth costs is a difference of a few percent, and a load measured minutes
     # apart moves by more than that here. So the same server without auth runs beside
-    # it, and the two take turns (ABBA, manifest scenarios only); each side reports the
-    # better of its two passes per scenario, as the report merges NAME@N results.
-    local off=$name-notoken
-    start_berth "$off" "$WORK/$off" BERTH_AUTH__MODE=none
+    # it (on its own database), and the two take turns (ABBA, manifest scenarios only);
+    # each side reports the better of its two passes per scenario, as the report merges
+    # NAME@N results.
+    local off=$name-notoken off_envs=(BERTH_AUTH__MODE=none)
+    [[ $envspec == *@PG_URL@* ]] && off_envs+=("BERTH_DATABASE__URL=$(new_database "bench_${off//-/_}")")
+    start_berth "$off" "$WORK/$off" "${off_envs[@]}"
     local off_addr=$SRV_ADDR off_pid=$SRV_PID
+    local login=(--login "$ROBOT_CREDS")
     bench "$off@1" "http://$off_addr" "$off_pid" --scenario manifest
-    bench "$name@1" "http://$addr" "$pid" --token "$TOKEN" --scenario manifest
-    bench "$name@2" "http://$addr" "$pid" --token "$TOKEN" --scenario manifest
+    bench "$name@1" "http://$addr" "$pid" "${login[@]}" --scenario manifest
+    bench "$name@2" "http://$addr" "$pid" "${login[@]}" --scenario manifest
     bench "$off@2" "http://$off_addr" "$off_pid" --scenario manifest
     forget_pid "$off_pid"
     rm -rf "$WORK/$off"
+    # The token service itself: tokens/s, and a user's password on /v2 (first wave and
+    # the credential cache). The user's password is used here first.
+    bench "$name-service" "http://$addr" "$pid" "${login[@]}" --basic-user "$USER_CREDS" \
+      --scenario token-basic --scenario token-issue
+    [[ $envspec == *@PG_URL@* ]] || token_pull "$name"
   else
     # Pushes are also measured against a write+fsync of their size to the same disk, just
     # before and after each (the disk's speed moves by 2x within a run here).

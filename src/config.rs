@@ -361,8 +361,13 @@ impl Config {
             let Some(path) = key.strip_prefix("BERTH_") else {
                 continue;
             };
-            // BERTH_CONFIG names the file; BERTH_TEST_* belongs to the test harness.
-            if path == "CONFIG" || path.is_empty() || path.starts_with("TEST_") {
+            // BERTH_CONFIG names the file; BERTH_NEW_PASSWORD is the admin CLI's
+            // `--password`; BERTH_TEST_* belongs to the test harness.
+            if path == "CONFIG"
+                || path == "NEW_PASSWORD"
+                || path.is_empty()
+                || path.starts_with("TEST_")
+            {
                 continue;
             }
             let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();

@@ -1,8 +1,12 @@
 //! A minimal OCI distribution client: only what the scenarios need, every status checked.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use base64::Engine as _;
 use bytes::Bytes;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -27,7 +31,67 @@ pub struct Registry {
     /// `http://127.0.0.1:PORT` without a trailing slash.
     pub base: String,
     pub http: reqwest::Client,
-    auth: Option<HeaderValue>,
+    auth: Auth,
+}
+
+/// What a request carries.
+#[derive(Clone)]
+pub enum Auth {
+    None,
+    /// The same `Authorization` value on every request (`--token`, `--basic`).
+    Fixed(HeaderValue),
+    /// Tokens from the registry's token service, as docker gets them (`--login`).
+    Login(Arc<Login>),
+}
+
+/// A docker-like login: credentials for the token service named in the registry's
+/// challenge, and one token per repository scope, fetched on first use and kept until it
+/// is about to expire.
+pub struct Login {
+    /// `USER:PASS`, as given.
+    pub user_pass: String,
+    /// `Basic ...` of `user_pass`.
+    pub basic: HeaderValue,
+    /// The realm and service of the registry's `WWW-Authenticate: Bearer` challenge.
+    service: tokio::sync::OnceCell<(String, String)>,
+    /// Tokens by scope, with when to fetch a new one.
+    tokens: tokio::sync::Mutex<HashMap<String, (HeaderValue, Instant)>>,
+    /// Tokens fetched so far.
+    pub fetched: AtomicU64,
+}
+
+impl Login {
+    pub fn new(user_pass: &str) -> Result<Login> {
+        let basic = HeaderValue::from_str(&format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_pass)
+        ))
+        .context("credentials are not a header value")?;
+        Ok(Login {
+            user_pass: user_pass.to_string(),
+            basic,
+            service: tokio::sync::OnceCell::new(),
+            tokens: tokio::sync::Mutex::new(HashMap::new()),
+            fetched: AtomicU64::new(0),
+        })
+    }
+}
+
+/// The scope a docker client asks a token for before requesting `path` (`/v2/<name>/...`):
+/// pull and push on the repository, the catalog, or none (`/v2/`).
+pub fn scope_of(path: &str) -> String {
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return String::new();
+    };
+    if rest.starts_with("_catalog") {
+        return "registry:catalog:*".into();
+    }
+    for marker in ["/manifests/", "/blobs/", "/tags/", "/referrers/"] {
+        if let Some(i) = rest.find(marker) {
+            return format!("repository:{}:pull,push", &rest[..i]);
+        }
+    }
+    String::new()
 }
 
 /// Only loopback: the benchmark must not load anyone else's server.
@@ -40,7 +104,7 @@ pub fn check_loopback(url: &str) -> Result<()> {
 }
 
 impl Registry {
-    pub fn new(base: &str, auth: Option<HeaderValue>, pool: usize) -> Result<Registry> {
+    pub fn new(base: &str, auth: Auth, pool: usize) -> Result<Registry> {
         check_loopback(base)?;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(pool)
@@ -72,9 +136,104 @@ impl Registry {
         })
     }
 
-    /// The credentials sent with every request, if any.
-    pub fn auth(&self) -> Option<&HeaderValue> {
-        self.auth.as_ref()
+    /// The `Authorization` for a request to `url` (of this registry): the fixed one, or
+    /// with `--login` the token of its scope (fetched now if there is none yet).
+    pub async fn auth_for(&self, url: &str) -> Result<Option<HeaderValue>> {
+        match &self.auth {
+            Auth::None => Ok(None),
+            Auth::Fixed(h) => Ok(Some(h.clone())),
+            Auth::Login(login) => {
+                let Some(path) = url.strip_prefix(&self.base) else {
+                    return Ok(None);
+                };
+                let path = path.split('?').next().unwrap_or_default();
+                self.token(login, &scope_of(path)).await.map(Some)
+            }
+        }
+    }
+
+    /// The realm and service of this registry's Bearer challenge (asked once).
+    pub async fn token_service(&self, login: &Login) -> Result<(String, String)> {
+        let got = login
+            .service
+            .get_or_try_init(|| async {
+                let r = self
+                    .http
+                    .get(self.url("/v2/"))
+                    .timeout(SMALL_TIMEOUT)
+                    .send()
+                    .await
+                    .context("GET /v2/ for the challenge")?;
+                let h = header_str(r.headers(), "www-authenticate")
+                    .context("--login: the registry sent no challenge")?;
+                let param = |k: &str| {
+                    let at = h.find(&format!("{k}=\""))? + k.len() + 2;
+                    let end = h[at..].find('"')? + at;
+                    Some(h[at..end].to_string())
+                };
+                match (h.starts_with("Bearer "), param("realm"), param("service")) {
+                    (true, Some(realm), Some(service)) => {
+                        check_loopback(&realm)?;
+                        Ok::<_, anyhow::Error>((realm, service))
+                    }
+                    _ => bail!("--login: the challenge is not a Bearer realm: {h}"),
+                }
+            })
+            .await?;
+        Ok(got.clone())
+    }
+
+    /// The token URL for `scope` (none: a token for no repository).
+    pub async fn token_url(&self, login: &Login, scope: &str) -> Result<String> {
+        let (realm, service) = self.token_service(login).await?;
+        let mut u = reqwest::Url::parse(&realm).context("the realm is not a URL")?;
+        u.query_pairs_mut().append_pair("service", &service);
+        if !scope.is_empty() {
+            u.query_pairs_mut().append_pair("scope", scope);
+        }
+        Ok(u.to_string())
+    }
+
+    /// `Bearer <token>` for `scope`: the one fetched before unless it is about to expire.
+    /// Concurrent first users of a scope wait for one fetch, as one docker process does.
+    async fn token(&self, login: &Login, scope: &str) -> Result<HeaderValue> {
+        let mut tokens = login.tokens.lock().await;
+        if let Some((t, until)) = tokens.get(scope) {
+            if Instant::now() < *until {
+                return Ok(t.clone());
+            }
+        }
+        let url = self.token_url(login, scope).await?;
+        let r = self
+            .http
+            .get(&url)
+            .header(header::AUTHORIZATION, login.basic.clone())
+            .timeout(SMALL_TIMEOUT)
+            .send()
+            .await
+            .context("GET token")?;
+        let r = expect(r, StatusCode::OK, "GET token").await?;
+        let body: serde_json::Value = r.json().await.context("token response")?;
+        let token = body["token"]
+            .as_str()
+            .or_else(|| body["access_token"].as_str())
+            .context("token response without a token")?;
+        let expires = body["expires_in"].as_u64().unwrap_or(60);
+        let h = HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the token is not a header value")?;
+        login.fetched.fetch_add(1, Ordering::Relaxed);
+        // Renewed 30 s before it expires (a docker client renews on a 401 instead).
+        let until = Instant::now() + Duration::from_secs(expires.saturating_sub(30).max(1));
+        tokens.insert(scope.to_string(), (h.clone(), until));
+        Ok(h)
+    }
+
+    /// The login (`--login`), if any.
+    pub fn login(&self) -> Option<&Arc<Login>> {
+        match &self.auth {
+            Auth::Login(l) => Some(l),
+            _ => None,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -82,12 +241,17 @@ impl Registry {
     }
 
     /// A request with the credentials and a timeout.
-    pub fn req(&self, method: Method, url: &str, timeout: Duration) -> RequestBuilder {
+    pub async fn req(
+        &self,
+        method: Method,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<RequestBuilder> {
         let mut r = self.http.request(method, url).timeout(timeout);
-        if let Some(a) = &self.auth {
-            r = r.header(header::AUTHORIZATION, a.clone());
+        if let Some(a) = self.auth_for(url).await? {
+            r = r.header(header::AUTHORIZATION, a);
         }
-        r
+        Ok(r)
     }
 
     /// Resolves a `Location` (absolute or relative) against the base, refusing other hosts.
@@ -106,6 +270,7 @@ impl Registry {
     pub async fn ping(&self) -> Result<StatusCode> {
         let r = self
             .req(Method::GET, &self.url("/v2/"), SMALL_TIMEOUT)
+            .await?
             .send()
             .await
             .context("GET /v2/")?;
@@ -117,6 +282,7 @@ impl Registry {
         let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
         let r = self
             .req(Method::POST, &url, SMALL_TIMEOUT)
+            .await?
             .header(header::CONTENT_LENGTH, "0")
             .send()
             .await
@@ -137,6 +303,7 @@ impl Registry {
     ) -> Result<String> {
         let mut rb = self
             .req(Method::PATCH, loc, LARGE_TIMEOUT)
+            .await?
             .header(header::CONTENT_TYPE, "application/octet-stream");
         if content_range {
             rb = rb
@@ -168,6 +335,7 @@ impl Registry {
         let len = range.end - range.start;
         let mut rb = self
             .req(Method::PUT, &url, LARGE_TIMEOUT)
+            .await?
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .header(header::CONTENT_LENGTH, len);
         rb = if len == 0 {
@@ -198,6 +366,7 @@ impl Registry {
         let url = format!("{loc}{sep}digest={digest}");
         let r = self
             .req(Method::PUT, &url, SMALL_TIMEOUT)
+            .await?
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .body(data)
             .send()
@@ -211,6 +380,7 @@ impl Registry {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let r = self
             .req(Method::HEAD, &url, SMALL_TIMEOUT)
+            .await?
             .send()
             .await
             .with_context(|| format!("HEAD {url}"))?;
@@ -229,6 +399,7 @@ impl Registry {
         ));
         let r = self
             .req(Method::POST, &url, SMALL_TIMEOUT)
+            .await?
             .header(header::CONTENT_LENGTH, "0")
             .send()
             .await
@@ -242,6 +413,7 @@ impl Registry {
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let r = self
             .req(Method::PUT, &url, SMALL_TIMEOUT)
+            .await?
             .header(header::CONTENT_TYPE, OCI_MANIFEST)
             .body(body)
             .send()
@@ -256,6 +428,7 @@ impl Registry {
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let r = self
             .req(Method::HEAD, &url, SMALL_TIMEOUT)
+            .await?
             .header(header::ACCEPT, ACCEPT_MANIFESTS)
             .send()
             .await

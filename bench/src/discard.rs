@@ -84,7 +84,12 @@ async fn request(reg: &Registry, url: &str) -> Result<(u16, String, usize, TcpSt
         u.path(),
         u.query().map(|q| format!("?{q}")).unwrap_or_default()
     );
-    if let Some(auth) = reg.auth().filter(|_| url.starts_with(&reg.base)) {
+    let auth = if url.starts_with(&reg.base) {
+        reg.auth_for(url).await?
+    } else {
+        None
+    };
+    if let Some(auth) = auth {
         req.push_str("Authorization: ");
         req.push_str(auth.to_str().context("credentials are not text")?);
         req.push_str("\r\n");

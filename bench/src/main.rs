@@ -26,7 +26,8 @@ use serde::Serialize;
 use scenarios::{Ctx, Plan, is_local, names};
 use stats::{Outcome, RssSampler};
 
-/// Scenario groups run when no --scenario is given (machine-* and file-* must be named).
+/// Scenario groups run when no --scenario is given (machine-*, file-* and token-* must be
+/// named).
 const DEFAULT_GROUPS: &[&str] = &["push", "pull", "manifest", "mixed", "tags", "catalog"];
 
 #[derive(Parser)]
@@ -35,8 +36,9 @@ const DEFAULT_GROUPS: &[&str] = &["push", "pull", "manifest", "mixed", "tags", "
     about = "Benchmark an OCI distribution registry on 127.0.0.1",
     after_help = "A scenario filter is a whole name (--scenario manifest-get-tag-c1 runs that one) \
                   or a prefix (--scenario push runs every push-* scenario). \
-                  Without --scenario every registry scenario runs; machine-* (SHA-256, disk) \
-                  and file-* (a static file server such as nginx) run only when named."
+                  Without --scenario every registry scenario runs; machine-* (SHA-256, disk), \
+                  file-* (a static file server such as nginx) and token-* (a registry's token \
+                  service: --login, --basic-user, --server-log) run only when named."
 )]
 struct Args {
     /// Registry base URL, e.g. http://127.0.0.1:5000 (loopback only). Not needed for
@@ -52,8 +54,20 @@ struct Args {
     #[arg(long, conflicts_with = "basic")]
     token: Option<String>,
     /// USER:PASS sent as HTTP basic auth with every request.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "login")]
     basic: Option<String>,
+    /// USER:PASS for the registry's token service (the realm of its Bearer challenge): a
+    /// token per repository scope is fetched on first use and sent until it is about to
+    /// expire, as docker does.
+    #[arg(long, conflicts_with = "token")]
+    login: Option<String>,
+    /// USER:PASS of a user (a password, so the server checks it with argon2) sent as
+    /// Basic straight to /v2 by the token-basic-* scenarios.
+    #[arg(long)]
+    basic_user: Option<String>,
+    /// The server's log (access log on): token-pull-* counts the token requests in it.
+    #[arg(long)]
+    server_log: Option<PathBuf>,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -162,18 +176,19 @@ async fn run(args: Args) -> Result<()> {
         bail!("no scenario matches {filters:?} (try --list)");
     }
     let needs_url = selected.iter().any(|n| !n.starts_with("machine-"));
-    let auth = match (&args.token, &args.basic) {
-        (Some(t), _) => Some(
+    let auth = match (&args.token, &args.basic, &args.login) {
+        (Some(t), _, _) => client::Auth::Fixed(
             HeaderValue::from_str(&format!("Bearer {t}")).context("token is not a header value")?,
         ),
-        (None, Some(b)) => Some(
+        (None, Some(b), _) => client::Auth::Fixed(
             HeaderValue::from_str(&format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(b)
             ))
             .context("credentials are not a header value")?,
         ),
-        _ => None,
+        (None, None, Some(l)) => client::Auth::Login(std::sync::Arc::new(client::Login::new(l)?)),
+        _ => client::Auth::None,
     };
     let reg = match &args.url {
         Some(u) => Some(client::Registry::new(u, auth, 1024)?),
@@ -181,12 +196,14 @@ async fn run(args: Args) -> Result<()> {
         None => None,
     };
     let files = match &args.file_url {
-        Some(u) if args.disk_dir.is_some() => Some(client::Registry::new(u, None, 4)?),
+        Some(u) if args.disk_dir.is_some() => {
+            Some(client::Registry::new(u, client::Auth::None, 4)?)
+        }
         Some(_) => bail!("--file-url needs --disk-dir (the directory it serves)"),
         None => None,
     };
     let reference = match &args.reference_url {
-        Some(u) => Some(client::Registry::new(u, None, 4)?),
+        Some(u) => Some(client::Registry::new(u, client::Auth::None, 4)?),
         None => None,
     };
     if let Some(refr) = &reference {
@@ -199,7 +216,7 @@ async fn run(args: Args) -> Result<()> {
         if selected.iter().any(|n| !is_local(n)) {
             let s = reg.ping().await.context("the registry does not answer")?;
             if !s.is_success() {
-                bail!("GET /v2/ answered {s}: pass --token or --basic");
+                bail!("GET /v2/ answered {s}: pass --token, --basic or --login");
             }
         }
     }
@@ -225,7 +242,8 @@ async fn run(args: Args) -> Result<()> {
         rss,
         args.skip_setup,
     )
-    .with_beside(files, reference);
+    .with_beside(files, reference)
+    .with_auth_scenarios(args.basic_user.clone(), args.server_log.clone());
     println!(
         "berth-bench: target {} ({}), seed {seed:#x}, {} scenario(s){}",
         args.name,

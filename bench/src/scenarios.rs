@@ -12,8 +12,8 @@ use reqwest::{Method, StatusCode, header};
 use tokio::sync::Mutex;
 
 use crate::client::{
-    ACCEPT_MANIFESTS, LARGE_TIMEOUT, Registry, SMALL_TIMEOUT, expect, header_str, image_manifest,
-    next_link,
+    ACCEPT_MANIFESTS, Auth, LARGE_TIMEOUT, Login, Registry, SMALL_TIMEOUT, expect, header_str,
+    image_manifest, next_link,
 };
 use crate::data::{BLOCK, Blob, Checker, splitmix64};
 use crate::stats::{Beside, Done, Lat, Load, Outcome, RssSampler, run_load};
@@ -126,6 +126,10 @@ pub fn names(p: &Plan) -> Vec<String> {
     v.push("tags-list-n1000".to_string());
     v.push("catalog-n100".to_string());
     v.push("catalog-n1000".to_string());
+    v.push("token-issue-c1".to_string());
+    v.push("token-issue-c16".to_string());
+    v.push("token-basic-manifest-c16".to_string());
+    v.push("token-pull-10layers".to_string());
     v.push(format!("machine-sha256-{}", s(p.big)));
     v.push(format!("machine-disk-{}", s(p.big)));
     v.push(format!("file-get-{}", s(p.big)));
@@ -151,6 +155,10 @@ pub struct Ctx {
     pub reference: Option<Registry>,
     pub rss: Option<RssSampler>,
     pub skip_setup: bool,
+    /// `--basic-user`: a user's `USER:PASS` for token-basic-*.
+    pub basic_user: Option<String>,
+    /// `--server-log`: the server's access log, for token-pull-*.
+    pub server_log: Option<PathBuf>,
     /// A pushed big blob (for the pull scenarios).
     big_blob: Mutex<Option<Blob>>,
     /// The small blobs `push-mono-<small>` pushed, for `pull-small-*`.
@@ -185,6 +193,8 @@ impl Ctx {
             reference: None,
             rss,
             skip_setup,
+            basic_user: None,
+            server_log: None,
             big_blob: Mutex::new(None),
             small_blobs: Mutex::new(Vec::new()),
             manifest: Mutex::new(None),
@@ -197,6 +207,17 @@ impl Ctx {
     pub fn with_beside(mut self, files: Option<Registry>, reference: Option<Registry>) -> Ctx {
         self.files = files;
         self.reference = reference;
+        self
+    }
+
+    /// Sets [`Ctx::basic_user`] and [`Ctx::server_log`].
+    pub fn with_auth_scenarios(
+        mut self,
+        basic_user: Option<String>,
+        server_log: Option<PathBuf>,
+    ) -> Ctx {
+        self.basic_user = basic_user;
+        self.server_log = server_log;
         self
     }
 
@@ -254,7 +275,7 @@ impl Ctx {
     async fn prepare(&self, name: &str) -> Result<()> {
         if name.starts_with("pull-") {
             self.big_blob().await?;
-        } else if name.starts_with("manifest-") {
+        } else if name.starts_with("manifest-") || name == "token-basic-manifest-c16" {
             self.manifest_fixture().await?;
         } else if name.starts_with("tags-list") {
             self.tags_fixture().await?;
@@ -291,6 +312,12 @@ impl Ctx {
                 self.manifests(verb == &"head", by == &"digest", c).await
             }
             ["mixed", "kubelet", _] => self.kubelet(64).await,
+            ["token", "issue", c] => {
+                let c: usize = c.trim_start_matches('c').parse().context("concurrency")?;
+                self.token_issue(c).await
+            }
+            ["token", "basic", "manifest", _] => self.basic_manifest(16).await,
+            ["token", "pull", _] => self.token_pull(10).await,
             ["tags", "list", n] => {
                 let n: u64 = n.trim_start_matches('n').parse().context("page size")?;
                 let url = format!("/v2/{TAGS_REPO}/tags/list?n={n}");
@@ -589,6 +616,7 @@ impl Ctx {
                     let start = splitmix64(&mut s) % (blob.size - len + 1);
                     let r = reg
                         .req(Method::GET, &url, SMALL_TIMEOUT)
+                        .await?
                         .header(
                             header::RANGE,
                             format!("bytes={}-{}", start, start + len - 1),
@@ -709,32 +737,7 @@ impl Ctx {
             1,
             move |_, _| {
                 let (reg, url, f) = (reg.clone(), url.clone(), f2.clone());
-                async move {
-                    let method = if head { Method::HEAD } else { Method::GET };
-                    let r = reg
-                        .req(method, &url, SMALL_TIMEOUT)
-                        .header(header::ACCEPT, ACCEPT_MANIFESTS)
-                        .send()
-                        .await
-                        .context("manifest request")?;
-                    let r = expect(r, StatusCode::OK, "manifest").await?;
-                    let d = header_str(r.headers(), "docker-content-digest")?;
-                    if d != f.digest {
-                        bail!("Docker-Content-Digest {d}, expected {}", f.digest);
-                    }
-                    if head {
-                        return Ok(Done::new(0, 1));
-                    }
-                    let body = r.bytes().await.context("manifest body")?;
-                    if body.len() != f.manifest.len() {
-                        bail!(
-                            "manifest of {} bytes, expected {}",
-                            body.len(),
-                            f.manifest.len()
-                        );
-                    }
-                    Ok(Done::new(body.len() as u64, 1))
-                }
+                async move { manifest_request(&reg, &url, head, &f).await }
             },
         )
         .await;
@@ -744,6 +747,223 @@ impl Ctx {
             f.manifest.len()
         );
         Ok(out)
+    }
+
+    // ---------------------------------------------------------------- token service
+
+    /// `GET <realm>?service=&scope=repository:bench/manifest:pull,push` with the `--login`
+    /// credentials, from `c` clients: tokens per second. Each answer must be a JWT granting
+    /// pull and push on that repository.
+    async fn token_issue(&self, c: usize) -> Result<Outcome> {
+        let reg = self.reg()?.clone();
+        let login = reg
+            .login()
+            .cloned()
+            .context("token-* scenarios need --login USER:PASS")?;
+        let url = reg
+            .token_url(&login, &format!("repository:{MANIFEST_REPO}:pull,push"))
+            .await?;
+        let load = run_load(
+            c,
+            Duration::from_secs_f64(self.plan.load_secs),
+            10_000_000,
+            1,
+            move |_, _| {
+                let (reg, url, login) = (reg.clone(), url.clone(), login.clone());
+                async move {
+                    let r = reg
+                        .http
+                        .get(&url)
+                        .header(header::AUTHORIZATION, login.basic.clone())
+                        .timeout(SMALL_TIMEOUT)
+                        .send()
+                        .await
+                        .context("GET token")?;
+                    let r = expect(r, StatusCode::OK, "GET token").await?;
+                    let body = r.bytes().await.context("token body")?;
+                    check_token_grants(&body, MANIFEST_REPO, &["pull", "push"])?;
+                    Ok(Done::new(body.len() as u64, 1))
+                }
+            },
+        )
+        .await;
+        let mut out = load.into_outcome("", "req/s");
+        out.note = format!(
+            "token requests with Basic credentials (--login) for repository:{MANIFEST_REPO}:pull,push, \
+             {c} clients, keep-alive; req/s = tokens/s, each checked to grant pull and push"
+        );
+        Ok(out)
+    }
+
+    /// A user's password sent as Basic straight to `/v2` (`--basic-user`), the first use
+    /// of that credential on the server: `c` clients send their first manifest GET at
+    /// once (the server checks the password with argon2 only once if concurrent checks of
+    /// one credential wait for each other), then `load_secs` of GETs (the credential
+    /// cache). One password check on its own is timed at the token endpoint, which checks
+    /// afresh on every request.
+    async fn basic_manifest(&self, c: usize) -> Result<Outcome> {
+        let reg = self.reg()?.clone();
+        let user = self
+            .basic_user
+            .clone()
+            .context("token-basic-* needs --basic-user USER:PASS (a user, with a password)")?;
+        let f = self.manifest_fixture().await?;
+        let user_login = Arc::new(Login::new(&user)?);
+        let basic = Registry::new(&reg.base, Auth::Fixed(user_login.basic.clone()), 1024)?;
+        let url = basic.url(&format!("/v2/{}/manifests/{}", f.repo, f.tag));
+        // The first requests, all at once, on fresh connections.
+        let mut wave = Vec::new();
+        for _ in 0..c {
+            let (basic, url, f) = (basic.clone(), url.clone(), f.clone());
+            wave.push(tokio::spawn(async move {
+                let t = Instant::now();
+                manifest_request(&basic, &url, false, &f).await?;
+                anyhow::Ok(t.elapsed())
+            }));
+        }
+        let mut first = Lat::default();
+        for w in wave {
+            first.push(w.await.context("first-wave task")??);
+        }
+        let (first_p50, _, first_max) = first.summary();
+        let load = {
+            let (basic, url, f) = (basic.clone(), url.clone(), f.clone());
+            run_load(
+                c,
+                Duration::from_secs_f64(self.plan.load_secs),
+                10_000_000,
+                0,
+                move |_, _| {
+                    let (basic, url, f) = (basic.clone(), url.clone(), f.clone());
+                    async move { manifest_request(&basic, &url, false, &f).await }
+                },
+            )
+            .await
+        };
+        // One password check: the fastest of 3 token requests with the user's password.
+        let token_url = basic
+            .token_url(&user_login, &format!("repository:{}:pull", f.repo))
+            .await?;
+        let mut check_ms = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let r = basic
+                .http
+                .get(&token_url)
+                .header(header::AUTHORIZATION, user_login.basic.clone())
+                .timeout(SMALL_TIMEOUT)
+                .send()
+                .await
+                .context("GET token with the user's password")?;
+            let r = expect(r, StatusCode::OK, "GET token with the user's password").await?;
+            r.bytes().await.context("token body")?;
+            check_ms = check_ms.min(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let mut out = load.into_outcome("", "req/s");
+        out.first_wave = Some(crate::stats::FirstWave {
+            clients: c,
+            p50_ms: first_p50,
+            max_ms: first_max,
+            password_check_ms: check_ms,
+        });
+        out.note = format!(
+            "manifest GET by tag with a user's password as Basic on every request, {c} clients; \
+             first {c} requests at once (cold credential cache): p50 {first_p50:.1} ms, max {first_max:.1} ms; \
+             one password check (token endpoint, best of 3): {check_ms:.1} ms"
+        );
+        Ok(out)
+    }
+
+    /// `skopeo copy` of an image of `layers` layers (pushed first, untimed) from the
+    /// registry with the `--login` credentials, twice; counts the token requests the
+    /// server logged (`--server-log`, access log on) during each pull.
+    async fn token_pull(&self, layers: u64) -> Result<Outcome> {
+        let reg = self.reg()?.clone();
+        let login = reg
+            .login()
+            .cloned()
+            .context("token-pull needs --login USER:PASS")?;
+        let log = self
+            .server_log
+            .clone()
+            .context("token-pull needs --server-log (the server's log, access log on)")?;
+        let skopeo = tokio::process::Command::new("skopeo")
+            .arg("--version")
+            .output()
+            .await;
+        if !skopeo.is_ok_and(|o| o.status.success()) {
+            bail!("token-pull runs skopeo, which is not installed here (apt-get install skopeo)");
+        }
+        let repo = format!("bench/pull{layers}");
+        let f = push_image(&reg, &repo, "v1", self.seed("token-pull", 0), layers).await?;
+        let host = reg
+            .base
+            .split_once("://")
+            .map(|(_, h)| h.to_string())
+            .context("registry URL without a scheme")?;
+        let pulls = 2u64;
+        let mut lat = Lat::default();
+        let mut tokens = Vec::new();
+        let mut v2 = Vec::new();
+        let start = Instant::now();
+        for i in 0..pulls {
+            let before = served_counts(&log)?;
+            let dir =
+                std::env::temp_dir().join(format!("berth-bench-pull-{}-{i}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let t = Instant::now();
+            let run = tokio::process::Command::new("skopeo")
+                .args(["copy", "--quiet", "--src-tls-verify=false", "--src-creds"])
+                .arg(&login.user_pass)
+                .arg(format!("docker://{host}/{repo}:v1"))
+                .arg(format!("dir:{}", dir.display()))
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(Duration::from_secs(120), run)
+                .await
+                .context("skopeo copy took over 120 s")?
+                .context("running skopeo")?;
+            let took = t.elapsed();
+            let files = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+            let _ = std::fs::remove_dir_all(&dir);
+            if !out.status.success() {
+                bail!(
+                    "skopeo copy failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            // The config and layers, manifest.json and version.
+            if files as u64 != f.blobs.len() as u64 + 2 {
+                bail!("skopeo wrote {files} files, expected {}", f.blobs.len() + 2);
+            }
+            // The access log line is written as the response goes out.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let after = served_counts(&log)?;
+            lat.push(took);
+            tokens.push(after.0 - before.0);
+            v2.push(after.1 - before.1);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let (p50, p99, max) = lat.summary();
+        let per_pull = tokens.iter().sum::<u64>() as f64 / pulls as f64;
+        Ok(Outcome {
+            unit: "tokens/pull",
+            ok: true,
+            requests: v2.iter().sum::<u64>() + tokens.iter().sum::<u64>(),
+            ops: pulls,
+            seconds: secs,
+            req_s: pulls as f64 / secs,
+            p50_ms: p50,
+            p99_ms: p99,
+            max_ms: max,
+            concurrency: 1,
+            count: Some(per_pull),
+            note: format!(
+                "skopeo copy docker://{repo}:v1 (config + {layers} layers) to a directory with --src-creds, \
+                 {pulls} pulls: token requests per pull {tokens:?}, /v2 requests per pull {v2:?}; latency = one pull"
+            ),
+            ..Outcome::default()
+        })
     }
 
     // ---------------------------------------------------------------- kubelet
@@ -904,6 +1124,7 @@ impl Ctx {
                 let t = Instant::now();
                 let r = reg
                     .req(Method::GET, &url, SMALL_TIMEOUT)
+                    .await?
                     .send()
                     .await
                     .with_context(|| format!("GET {url}"))?;
@@ -1052,6 +1273,7 @@ impl Ctx {
                 async move {
                     let r = reg
                         .req(Method::GET, &url, SMALL_TIMEOUT)
+                        .await?
                         .send()
                         .await
                         .context("GET small file")?;
@@ -1148,6 +1370,7 @@ async fn get_whole(
 ) -> Result<u64> {
     let r = reg
         .req(Method::GET, url, LARGE_TIMEOUT)
+        .await?
         .send()
         .await
         .with_context(|| format!("GET {url}"))?;
@@ -1239,6 +1462,7 @@ async fn pull_image(reg: &Registry, repo: &str, tag: &str) -> Result<Done> {
     let url = reg.url(&format!("/v2/{repo}/manifests/{digest}"));
     let r = reg
         .req(Method::GET, &url, SMALL_TIMEOUT)
+        .await?
         .header(header::ACCEPT, ACCEPT_MANIFESTS)
         .send()
         .await
@@ -1260,6 +1484,7 @@ async fn pull_image(reg: &Registry, repo: &str, tag: &str) -> Result<Done> {
         let url = reg.url(&format!("/v2/{repo}/blobs/{dg}"));
         let r = reg
             .req(Method::GET, &url, SMALL_TIMEOUT)
+            .await?
             .send()
             .await
             .context("GET blob")?;
@@ -1272,6 +1497,88 @@ async fn pull_image(reg: &Registry, repo: &str, tag: &str) -> Result<Done> {
         requests += 1;
     }
     Ok(Done::new(bytes, requests))
+}
+
+/// One `GET` or `HEAD` of the fixture's manifest at `url`: 200, its digest, its length.
+async fn manifest_request(
+    reg: &Registry,
+    url: &str,
+    head: bool,
+    f: &ManifestFixture,
+) -> Result<Done> {
+    let method = if head { Method::HEAD } else { Method::GET };
+    let r = reg
+        .req(method, url, SMALL_TIMEOUT)
+        .await?
+        .header(header::ACCEPT, ACCEPT_MANIFESTS)
+        .send()
+        .await
+        .context("manifest request")?;
+    let r = expect(r, StatusCode::OK, "manifest").await?;
+    let d = header_str(r.headers(), "docker-content-digest")?;
+    if d != f.digest {
+        bail!("Docker-Content-Digest {d}, expected {}", f.digest);
+    }
+    if head {
+        return Ok(Done::new(0, 1));
+    }
+    let body = r.bytes().await.context("manifest body")?;
+    if body.len() != f.manifest.len() {
+        bail!(
+            "manifest of {} bytes, expected {}",
+            body.len(),
+            f.manifest.len()
+        );
+    }
+    Ok(Done::new(body.len() as u64, 1))
+}
+
+/// Fails unless `body` (a token endpoint's answer) holds a JWT granting `actions` on
+/// repository `repo`.
+fn check_token_grants(body: &[u8], repo: &str, actions: &[&str]) -> Result<()> {
+    use base64::Engine as _;
+    let v: serde_json::Value = serde_json::from_slice(body).context("token response JSON")?;
+    let token = v["token"]
+        .as_str()
+        .context("token response without a token")?;
+    let claims = token.split('.').nth(1).context("the token is not a JWT")?;
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .context("the token's claims are not base64url")?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&claims).context("the token's claims are not JSON")?;
+    let granted = claims["access"].as_array().is_some_and(|a| {
+        a.iter().any(|e| {
+            e["type"] == "repository"
+                && e["name"] == repo
+                && actions.iter().all(|want| {
+                    e["actions"]
+                        .as_array()
+                        .is_some_and(|acts| acts.iter().any(|x| x == want))
+                })
+        })
+    });
+    if !granted {
+        bail!("the token does not grant {actions:?} on {repo}: {claims}");
+    }
+    Ok(())
+}
+
+/// Requests the server logged as served (text log, access log on): to the token
+/// endpoint, and under `/v2/`.
+fn served_counts(log: &std::path::Path) -> Result<(u64, u64)> {
+    let text = std::fs::read_to_string(log)
+        .with_context(|| format!("reading the server log {}", log.display()))?;
+    let served = text.lines().filter(|l| l.contains(" served "));
+    let (mut token, mut v2) = (0, 0);
+    for l in served {
+        if l.contains("path=/service/token") {
+            token += 1;
+        } else if l.contains("path=/v2/") {
+            v2 += 1;
+        }
+    }
+    Ok((token, v2))
 }
 
 /// Writes `blob` to a new file at `path` and fsyncs it; returns the seconds it took.

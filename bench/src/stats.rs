@@ -42,7 +42,26 @@ pub struct Outcome {
     /// pull, `--file-url`), "reference" (the big pull, `--reference-url`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub beside: BTreeMap<&'static str, Beside>,
+    /// A count per operation, for units that are one (`tokens/pull`: token requests per
+    /// image pull).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<f64>,
+    /// token-basic-*: the first requests with a credential, sent at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_wave: Option<FirstWave>,
     pub note: String,
+}
+
+/// The first requests with a credential the server has not seen, sent at once, and one
+/// check of that credential on its own.
+#[derive(Debug, Clone, Serialize)]
+pub struct FirstWave {
+    pub clients: usize,
+    pub p50_ms: f64,
+    pub max_ms: f64,
+    /// One password check at the token endpoint (which checks afresh every time): the
+    /// fastest of three.
+    pub password_check_ms: f64,
 }
 
 impl Outcome {
@@ -169,6 +188,8 @@ impl Load {
             rss_peak_mib: None,
             listing_ms: None,
             beside: BTreeMap::new(),
+            count: None,
+            first_wave: None,
             note: String::new(),
         }
     }

@@ -87,6 +87,9 @@ const LAST_USED_PRECISION_MS: i64 = 60_000;
 
 /// Remembered credentials at most; the cache starts over when it is full.
 const CREDENTIAL_ENTRIES: usize = 4096;
+/// Locks that make concurrent checks of one credential for `/v2` wait for each other
+/// (chosen by the credential's digest).
+const CHECK_STRIPES: usize = 64;
 /// How often an unknown key id may make the backend re-read the keys.
 const KEY_RELOAD_EVERY: Duration = Duration::from_secs(1);
 /// How long the set of public projects is remembered for anonymous callers.
@@ -359,6 +362,11 @@ pub struct BuiltinAccess {
     /// Failed logins per account name and per client address.
     account_failures: Failures<String>,
     source_failures: Failures<IpAddr>,
+    /// One check at a time per credential on `/v2`: the first requests of a client (a
+    /// kubelet, a CI job) arrive at once, and without this each ran argon2 (16 at once took
+    /// a second on 2 cores, against 50 ms for one; docs/performance.md, "Issue 17: token
+    /// service"). The ones that waited take the answer from the cache.
+    checking: [tokio::sync::Mutex<()>; CHECK_STRIPES],
     public: RwLock<Option<(Arc<HashSet<String>>, Instant)>>,
     /// CLI secrets stop working when the user's OpenID Connect sign-in could not be
     /// refreshed (`auth.oidc.cli_secret_follows_sign_in`).
@@ -417,6 +425,7 @@ impl BuiltinAccess {
             credentials: RwLock::new(HashMap::new()),
             account_failures: Failures::new(ACCOUNT_FAILURE_LIMIT),
             source_failures: Failures::new(SOURCE_FAILURE_LIMIT),
+            checking: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             public: RwLock::new(None),
             cli_secret_follows_sign_in: false,
         })
@@ -450,12 +459,18 @@ impl BuiltinAccess {
             h.finalize().into()
         };
         let ttl = Duration::from_secs(self.config.credential_cache_seconds);
-        let hit = remembered
-            .then(|| self.credentials.read().ok()?.get(&key).cloned())
-            .flatten();
-        if let Some((resolved, at)) = hit {
+        let cached = || {
+            let (resolved, at) = self.credentials.read().ok()?.get(&key).cloned()?;
             let lapsed = resolved.expires_at.is_some_and(|e| e <= now_millis());
-            if at.elapsed() < ttl && !lapsed {
+            (at.elapsed() < ttl && !lapsed).then_some(resolved)
+        };
+        let mut _turn = None;
+        if remembered {
+            if let Some(resolved) = cached() {
+                return Ok(resolved);
+            }
+            _turn = Some(self.checking[key[0] as usize % CHECK_STRIPES].lock().await);
+            if let Some(resolved) = cached() {
                 return Ok(resolved);
             }
         }
