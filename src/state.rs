@@ -206,12 +206,17 @@ pub fn spawn_key_refresher(tokens: Arc<BuiltinAccess>) {
     });
 }
 
-/// Keeps OpenID Connect sign-ins fresh: every minute, refreshes the users' provider tokens
-/// that lapse within two minutes (a refusal marks the sign-in lapsed, which a tied CLI
-/// secret then reports), and removes expired web sessions and abandoned sign-ins.
+/// Keeps OpenID Connect sign-ins fresh: every minute (or `auth.oidc.recheck_seconds`, if
+/// shorter), refreshes the users' provider tokens that lapse within two minutes or were
+/// not refreshed for `recheck_seconds` (a refusal marks the sign-in lapsed, which a tied
+/// CLI secret then reports), and removes expired web sessions and abandoned sign-ins.
 pub fn spawn_sign_in_keeper(state: AppState) {
+    let every = state
+        .oidc
+        .as_ref()
+        .map_or(60, |o| o.config.recheck_seconds.min(60));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut tick = tokio::time::interval(Duration::from_secs(every));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
@@ -231,7 +236,8 @@ pub async fn keep_sign_ins(state: &AppState) {
         tracing::warn!(error = %e, "removing expired web sessions failed");
     }
     let Some(oidc) = &state.oidc else { return };
-    let due = match meta.oidc_sessions_due(now + 120_000).await {
+    let recheck = oidc.config.recheck_seconds as i64 * 1000;
+    let due = match meta.oidc_sessions_due(now + 120_000, now - recheck).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "reading sign-ins to refresh failed");

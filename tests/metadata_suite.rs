@@ -3145,8 +3145,14 @@ mod signin {
         m.put_oidc_session(&s(ids[3], 900, Some("r3"), None))
             .await
             .unwrap();
-        let due = m.oidc_sessions_due(500).await.unwrap();
+        let due = m.oidc_sessions_due(500, 0).await.unwrap();
         assert_eq!(due, vec![s(ids[0], 100, Some("r0"), None)]);
+        // Refreshed too long ago counts too (refreshed_at is 1 for all of them).
+        let due = m.oidc_sessions_due(0, 2).await.unwrap();
+        assert_eq!(
+            due.iter().map(|d| d.user_id).collect::<Vec<_>>(),
+            vec![ids[0], ids[3]]
+        );
         // Put replaces.
         m.put_oidc_session(&s(ids[0], 800, Some("r0b"), None))
             .await
@@ -3155,7 +3161,7 @@ mod signin {
             m.get_oidc_session(ids[0]).await.unwrap(),
             Some(s(ids[0], 800, Some("r0b"), None))
         );
-        assert!(m.oidc_sessions_due(500).await.unwrap().is_empty());
+        assert!(m.oidc_sessions_due(500, 0).await.unwrap().is_empty());
     }
 
     pub async fn users_are_linked_to_one_oidc_identity_each(m: &Store) {
@@ -3227,6 +3233,11 @@ mod signin {
                 .is_none()
         );
         assert!(m.get_oidc_session(alice).await.unwrap().is_none());
-        assert!(m.oidc_sessions_due(i64::MAX).await.unwrap().is_empty());
+        assert!(
+            m.oidc_sessions_due(i64::MAX, i64::MAX)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

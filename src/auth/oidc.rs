@@ -59,6 +59,9 @@ pub struct OidcConfig {
     pub cli_secret_follows_sign_in: bool,
     /// Local users may sign in to the web UI with their password too.
     pub local_sign_in: bool,
+    /// Sign-ins are refreshed with the provider at least this often (and before their
+    /// access token lapses), so a person the provider disabled is noticed within it.
+    pub recheck_seconds: u64,
 }
 
 impl Default for OidcConfig {
@@ -82,6 +85,7 @@ impl Default for OidcConfig {
             link_by_verified_email: false,
             cli_secret_follows_sign_in: false,
             local_sign_in: true,
+            recheck_seconds: 300,
         }
     }
 }
@@ -119,6 +123,9 @@ impl OidcConfig {
             .map_err(|e| anyhow::anyhow!("auth.oidc.issuer {:?}: {e}", self.issuer))?;
         if !self.redirect_path.starts_with('/') {
             anyhow::bail!("auth.oidc.redirect_path must be a path starting with /");
+        }
+        if self.recheck_seconds == 0 {
+            anyhow::bail!("auth.oidc.recheck_seconds must be positive");
         }
         if self.username_claim.is_empty() {
             anyhow::bail!("auth.oidc.username_claim must name a claim");

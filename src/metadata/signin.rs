@@ -125,9 +125,13 @@ pub trait SignInStore: Send + Sync {
 
     async fn get_oidc_session(&self, user_id: i64) -> Result<Option<OidcSession>, MetaError>;
 
-    /// Sign-ins with a refresh token that lapse before `before` and have not failed: the
-    /// ones to refresh now.
-    async fn oidc_sessions_due(&self, before: i64) -> Result<Vec<OidcSession>, MetaError>;
+    /// Sign-ins with a refresh token that have not failed and either lapse before `before`
+    /// or were last refreshed before `refreshed_before`: the ones to refresh now.
+    async fn oidc_sessions_due(
+        &self,
+        before: i64,
+        refreshed_before: i64,
+    ) -> Result<Vec<OidcSession>, MetaError>;
 
     // --- Secrets --------------------------------------------------------------------------
 

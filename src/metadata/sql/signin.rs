@@ -178,12 +178,19 @@ impl SignInStore for SqlMetadataStore {
         row.as_ref().map(oidc_row).transpose()
     }
 
-    async fn oidc_sessions_due(&self, before: i64) -> Result<Vec<OidcSession>, MetaError> {
+    async fn oidc_sessions_due(
+        &self,
+        before: i64,
+        refreshed_before: i64,
+    ) -> Result<Vec<OidcSession>, MetaError> {
         let sql = format!(
-            "SELECT {OIDC_COLS} FROM oidc_sessions WHERE expires_at < $1 \
+            "SELECT {OIDC_COLS} FROM oidc_sessions WHERE (expires_at < $1 OR refreshed_at < $2) \
              AND refresh_token IS NOT NULL AND failure IS NULL ORDER BY expires_at LIMIT 1000"
         );
-        let rows = self.read.fetch_all(sqlx::query(&sql).bind(before)).await?;
+        let rows = self
+            .read
+            .fetch_all(sqlx::query(&sql).bind(before).bind(refreshed_before))
+            .await?;
         rows.iter().map(oidc_row).collect()
     }
 

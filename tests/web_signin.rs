@@ -1,0 +1,617 @@
+//! Signing in to the web UI and the secrets a user gets there, against the real server and
+//! (for OpenID Connect) the test provider that scripts/test.sh starts: local sign-in,
+//! sessions and CSRF, the CLI secret (replaced at once), personal access tokens (narrowed,
+//! revoked), OIDC sign-in with onboarding, re-linking after the provider gave the person a
+//! new subject (by an administrator, or by verified email), a tied CLI secret refused with a
+//! clear message once the provider revokes the sign-in, and forged or replayed callbacks.
+
+mod common;
+
+use std::time::Duration;
+
+use common::oidc::{Provider, WebSession};
+use common::*;
+use serde_json::json;
+
+/// The value of `<... id="ID" ...>TEXT<` in a page (the first element with that id).
+fn text_of(html: &str, id: &str) -> Option<String> {
+    let at = html.find(&format!("id=\"{id}\""))?;
+    let rest = &html[at..];
+    let start = rest.find('>')? + 1;
+    let end = rest[start..].find('<')?;
+    Some(rest[start..start + end].to_string())
+}
+
+/// The `value` of the hidden input `name` in a page.
+fn hidden(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\" value=\""))?;
+    let rest = &html[at + name.len() + 15..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+/// Status of a token request for `scope` with Basic `user`/`secret`.
+async fn token_status(b: &Berth, user: &str, secret: &str, scope: &str) -> (u16, String) {
+    let r = client()
+        .get(b.url(&format!("/service/token?service=berth&scope={scope}")))
+        .basic_auth(user, Some(secret))
+        .send()
+        .await
+        .expect("token request");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+/// The actions a token granted (its `access` claim), for the first entry.
+fn granted(body: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let v: serde_json::Value = serde_json::from_str(body).expect("token JSON");
+    let jwt = v["token"].as_str().expect("token");
+    let payload = jwt.split('.').nth(1).expect("JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("claims");
+    claims["access"][0]["actions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Signs in locally through the form; returns the session and the profile page.
+async fn local_sign_in(b: &Berth, user: &str, password: &str) -> (WebSession, String) {
+    let mut web = WebSession::new();
+    let page = web.get(&b.url("/c/login?return_to=/c/profile")).await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let csrf = hidden(&html, "csrf").expect("the sign-in form carries a CSRF token");
+    let r = web
+        .post_form(
+            &b.url("/c/login"),
+            &[
+                ("csrf", &csrf),
+                ("username", user),
+                ("password", password),
+                ("return_to", "/c/profile"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303, "signed in and sent on");
+    assert_eq!(header_str(&r, "location"), "/c/profile");
+    let set = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .collect::<Vec<_>>();
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("berth_session="))
+        .expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(session.contains(attr), "{session}");
+    }
+    let profile = web.get(&b.url("/c/profile")).await;
+    assert_eq!(profile.status(), 200);
+    let html = profile.text().await.unwrap();
+    (web, html)
+}
+
+#[tokio::test]
+async fn local_sign_in_gives_a_session_a_cli_secret_and_personal_tokens() {
+    let b = Berth::builtin(&[]);
+    b.cli_ok(&["user", "create", "erin", "--password", "erin-pass-12"]);
+    b.cli_ok(&["project", "create", "team"]);
+    b.cli_ok(&["project", "create", "other"]);
+    b.cli_ok(&["project", "member", "team", "erin", "developer"]);
+    b.cli_ok(&["project", "member", "other", "erin", "developer"]);
+
+    // Without the CSRF cookie and field, nothing happens.
+    let mut stranger = WebSession::new();
+    let r = stranger
+        .post_form(
+            &b.url("/c/login"),
+            &[("username", "erin"), ("password", "erin-pass-12")],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    assert!(stranger.cookie("berth_session").is_none());
+    // A wrong password: the form again with the one message, no session.
+    let mut web = WebSession::new();
+    let html = web.get(&b.url("/c/login")).await.text().await.unwrap();
+    let csrf = hidden(&html, "csrf").unwrap();
+    let r = web
+        .post_form(
+            &b.url("/c/login"),
+            &[("csrf", &csrf), ("username", "erin"), ("password", "nope")],
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let html = r.text().await.unwrap();
+    assert_eq!(
+        text_of(&html, "error").as_deref(),
+        Some("unknown user or wrong password")
+    );
+    assert!(web.cookie("berth_session").is_none());
+    // Anonymous profile visits are sent to the sign-in page, and back afterwards.
+    let r = WebSession::new().get(&b.url("/c/profile")).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        header_str(&r, "location"),
+        "/c/login?return_to=%2Fc%2Fprofile"
+    );
+
+    let (mut web, html) = local_sign_in(&b, "erin", "erin-pass-12").await;
+    assert_eq!(text_of(&html, "username").as_deref(), Some("erin"));
+    assert_eq!(
+        text_of(&html, "cli-secret-info").as_deref(),
+        Some("You have no CLI secret yet.")
+    );
+    let csrf = hidden(&html, "csrf").unwrap();
+
+    // A form without the session's CSRF token changes nothing.
+    let r = web.post_form(&b.url("/c/profile/cli-secret"), &[]).await;
+    assert_eq!(r.status(), 403);
+    let r = web
+        .post_form(&b.url("/c/profile/cli-secret"), &[("csrf", "forged")])
+        .await;
+    assert_eq!(r.status(), 403);
+    assert!(
+        text_of(
+            &web.get(&b.url("/c/profile")).await.text().await.unwrap(),
+            "cli-secret-info"
+        )
+        .unwrap()
+        .contains("no CLI secret")
+    );
+
+    // The CLI secret: shown once, works as a password, replaced at once.
+    let page = web
+        .post_form(&b.url("/c/profile/cli-secret"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let first = text_of(&html, "cli-secret").expect("the new secret is on the page");
+    assert!(first.len() >= 32, "{first}");
+    assert!(html.contains(&format!("docker login {} -u erin", b.host())));
+    let (s, body) = token_status(&b, "erin", &first, "repository:team/app:pull,push").await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(granted(&body), vec!["pull", "push"]);
+    // Basic on /v2 too.
+    let r = client()
+        .get(b.url("/v2/team/app/tags/list"))
+        .basic_auth("erin", Some(&first))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "authorized (the repository does not exist)"
+    );
+    let html = web.get(&b.url("/c/profile")).await.text().await.unwrap();
+    assert!(text_of(&html, "cli-secret").is_none(), "shown once only");
+    assert!(
+        text_of(&html, "cli-secret-info")
+            .unwrap()
+            .contains("last used")
+    );
+    let second = text_of(
+        &web.post_form(&b.url("/c/profile/cli-secret"), &[("csrf", &csrf)])
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "cli-secret",
+    )
+    .unwrap();
+    assert_ne!(first, second);
+    assert_eq!(
+        token_status(&b, "erin", &first, "repository:team/app:pull")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        token_status(&b, "erin", &second, "repository:team/app:pull")
+            .await
+            .0,
+        200
+    );
+
+    // A personal token narrowed to one project and to pulls.
+    let r = web
+        .post_form(
+            &b.url("/c/profile/tokens"),
+            &[
+                ("csrf", &csrf),
+                ("name", "ci <pull>"),
+                ("expires_days", "30"),
+                ("projects", "team"),
+                ("pull_only", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    let token = text_of(&html, "new-token").expect("the new token is on the page");
+    assert!(html.contains("ci &lt;pull&gt;"), "names are escaped");
+    assert!(!html.contains("ci <pull>"));
+    let (s, body) = token_status(&b, "erin", &token, "repository:team/app:pull,push").await;
+    assert_eq!(s, 200);
+    assert_eq!(granted(&body), vec!["pull"], "pull only");
+    let (s, body) = token_status(&b, "erin", &token, "repository:other/app:pull,push").await;
+    assert_eq!(s, 200);
+    assert!(granted(&body).is_empty(), "not its project: {body}");
+    // The same name twice is refused; a bad expiry too; nothing is made.
+    for (name, days) in [("ci <pull>", "30"), ("fresh", "0"), ("", "")] {
+        let r = web
+            .post_form(
+                &b.url("/c/profile/tokens"),
+                &[("csrf", &csrf), ("name", name), ("expires_days", days)],
+            )
+            .await;
+        let html = r.text().await.unwrap();
+        assert!(text_of(&html, "error").is_some(), "{name:?} {days:?}");
+        assert!(text_of(&html, "new-token").is_none());
+    }
+    // Listed without the token; revoked at once.
+    let html = web.get(&b.url("/c/profile")).await.text().await.unwrap();
+    assert!(!html.contains(&token));
+    assert_eq!(html.matches("class=\"token-name\"").count(), 1);
+    let revoke = html
+        .split("action=\"/c/profile/tokens/")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a revoke form");
+    let r = web
+        .post_form(
+            &b.url(&format!("/c/profile/tokens/{revoke}")),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        token_status(&b, "erin", &token, "repository:team/app:pull")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        token_status(&b, "erin", &second, "repository:team/app:pull")
+            .await
+            .0,
+        200
+    );
+
+    // A token opens no web session: the web sign-in takes passwords only.
+    let html = WebSession::new()
+        .get(&b.url("/c/login"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("local-login"));
+    let mut other = WebSession::new();
+    let html = other.get(&b.url("/c/login")).await.text().await.unwrap();
+    let c2 = hidden(&html, "csrf").unwrap();
+    let r = other
+        .post_form(
+            &b.url("/c/login"),
+            &[("csrf", &c2), ("username", "erin"), ("password", &second)],
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+
+    // Sign-out ends the session everywhere it was used.
+    let r = web.post_form(&b.url("/c/logout"), &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    let r = web.get(&b.url("/c/profile")).await;
+    assert_eq!(r.status(), 303, "signed out");
+    // No secret reached the log.
+    let log = b.log_text();
+    for s in [&first, &second, &token] {
+        assert!(!log.contains(s.as_str()));
+    }
+}
+
+/// A server signing people in with the test provider, plus `extra` settings.
+fn oidc_berth(p: &Provider, extra: &[(&str, &str)]) -> Berth {
+    let mut env = vec![
+        ("BERTH_AUTH__OIDC__ISSUER", p.issuer.as_str()),
+        ("BERTH_AUTH__OIDC__CLIENT_ID", p.client_id.as_str()),
+        ("BERTH_AUTH__OIDC__CLIENT_SECRET", p.client_secret.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    Berth::builtin(&env)
+}
+
+/// Signs `user` in through the provider (form filled when shown); the last page.
+async fn oidc_sign_in(
+    b: &Berth,
+    web: &mut WebSession,
+    user: &serde_json::Value,
+) -> common::oidc::Page {
+    let name = user["username"].as_str().expect("username");
+    let password = user["password"].as_str().expect("password");
+    let (page, _) = web
+        .sign_in(
+            &b.url("/c/oidc/login?return_to=/c/profile"),
+            name,
+            password,
+            &|_| false,
+        )
+        .await;
+    page
+}
+
+#[tokio::test]
+async fn oidc_sign_in_onboards_and_an_administrator_relinks_a_new_subject() {
+    let p = Provider::from_env();
+    let b = oidc_berth(&p, &[]);
+    b.cli_ok(&["project", "create", "team"]);
+    let user = p.new_user("olga", json!({ "groups": ["devs"] })).await;
+    let name = user["username"].as_str().unwrap().to_string();
+    let mut web = WebSession::new();
+    let page = oidc_sign_in(&b, &mut web, &user).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.url.ends_with("/c/profile"), "{}", page.url);
+    assert_eq!(
+        text_of(&page.body, "username").as_deref(),
+        Some(name.as_str())
+    );
+    assert!(web.cookie("berth_session").is_some());
+    // The account exists, linked to the provider's subject, in the provider's groups.
+    let listed = b.cli_ok(&["user", "list"]);
+    assert!(listed.contains(&name), "{listed}");
+    b.cli_ok(&["project", "member", "team", &name, "developer"]);
+
+    let csrf = hidden(&page.body, "csrf").unwrap();
+    let html = web
+        .post_form(&b.url("/c/profile/cli-secret"), &[("csrf", &csrf)])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let secret = text_of(&html, "cli-secret").unwrap();
+    assert_eq!(
+        token_status(&b, &name, &secret, "repository:team/app:push")
+            .await
+            .0,
+        200
+    );
+
+    // The provider is redeployed: same person, new subject. Signing in says what happened
+    // and what to do, and changes nothing.
+    let new_sub = format!("redeployed-{name}");
+    p.put_user(&name, json!({ "sub": new_sub })).await;
+    let mut again = WebSession::new();
+    let page = oidc_sign_in(&b, &mut again, &user).await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    let message = text_of(&page.body, "error").unwrap();
+    assert!(message.contains("re-link"), "{message}");
+    assert!(
+        message.contains(&new_sub),
+        "names the new subject: {message}"
+    );
+    assert!(again.cookie("berth_session").is_none());
+
+    // The administrator re-links; the person keeps their membership and CLI secret.
+    b.cli_ok(&["user", "link", &name, "--subject", &new_sub]);
+    let mut third = WebSession::new();
+    let page = oidc_sign_in(&b, &mut third, &user).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(
+        text_of(&page.body, "username").as_deref(),
+        Some(name.as_str())
+    );
+    assert_eq!(
+        token_status(&b, &name, &secret, "repository:team/app:push")
+            .await
+            .0,
+        200
+    );
+    let (_, body) = token_status(&b, &name, &secret, "repository:team/app:pull,push").await;
+    assert_eq!(
+        granted(&body),
+        vec!["pull", "push"],
+        "still a developer of team"
+    );
+}
+
+#[tokio::test]
+async fn a_verified_email_links_a_new_subject_when_allowed() {
+    let p = Provider::from_env();
+    let b = oidc_berth(&p, &[("BERTH_AUTH__OIDC__LINK_BY_VERIFIED_EMAIL", "true")]);
+    let user = p.new_user("vera", json!({})).await;
+    let name = user["username"].as_str().unwrap().to_string();
+    let page = oidc_sign_in(&b, &mut WebSession::new(), &user).await;
+    assert_eq!(page.status, 200);
+    p.put_user(&name, json!({ "sub": format!("new-{name}") }))
+        .await;
+    let page = oidc_sign_in(&b, &mut WebSession::new(), &user).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(
+        text_of(&page.body, "username").as_deref(),
+        Some(name.as_str())
+    );
+    // One account, not two.
+    let listed = b.cli_ok(&["user", "list"]);
+    assert_eq!(listed.matches(&name).count(), 1, "{listed}");
+}
+
+#[tokio::test]
+async fn a_missing_or_taken_username_is_chosen_on_first_sign_in() {
+    let p = Provider::from_env();
+    let b = oidc_berth(&p, &[]);
+    // The claim names a user who exists locally (another person): choose another name.
+    b.cli_ok(&["user", "create", "taken-name", "--password", "local-pass-1"]);
+    let user = p
+        .new_user(
+            "tom",
+            json!({ "preferred_username": "taken-name", "email": null }),
+        )
+        .await;
+    let mut web = WebSession::new();
+    let page = oidc_sign_in(&b, &mut web, &user).await;
+    assert_eq!(page.status, 409, "{}", page.body);
+    assert!(text_of(&page.body, "error").unwrap().contains("taken-name"));
+    let ticket = hidden(&page.body, "ticket").expect("the onboarding form");
+    let csrf = hidden(&page.body, "csrf").unwrap();
+    // Still taken: the form again.
+    let r = web
+        .post_form(
+            &b.url("/c/oidc/onboard"),
+            &[
+                ("csrf", &csrf),
+                ("ticket", &ticket),
+                ("username", "taken-name"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    let html = r.text().await.unwrap();
+    let ticket = hidden(&html, "ticket").unwrap();
+    // A forged CSRF token changes nothing; the ticket is spent only by a good form.
+    let r = web
+        .post_form(
+            &b.url("/c/oidc/onboard"),
+            &[
+                ("csrf", "forged"),
+                ("ticket", &ticket),
+                ("username", "tommy"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = web
+        .post_form(
+            &b.url("/c/oidc/onboard"),
+            &[("csrf", &csrf), ("ticket", &ticket), ("username", "tommy")],
+        )
+        .await;
+    assert_eq!(r.status(), 303, "onboarded");
+    let page = web.follow(&b.url("/c/profile"), &|_| false).await;
+    assert_eq!(text_of(&page.body, "username").as_deref(), Some("tommy"));
+    // The ticket worked once.
+    let r = web
+        .post_form(
+            &b.url("/c/oidc/onboard"),
+            &[("csrf", &csrf), ("ticket", &ticket), ("username", "tommy2")],
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    // Next time the person is known by subject: no question asked.
+    let page = oidc_sign_in(&b, &mut WebSession::new(), &user).await;
+    assert_eq!(text_of(&page.body, "username").as_deref(), Some("tommy"));
+}
+
+#[tokio::test]
+async fn forged_and_replayed_callbacks_are_refused() {
+    let p = Provider::from_env();
+    let b = oidc_berth(&p, &[]);
+    let user = p.new_user("fay", json!({})).await;
+    let mut web = WebSession::new();
+    // Stop at Berth's callback to hold the code and state.
+    let name = user["username"].as_str().unwrap();
+    let password = user["password"].as_str().unwrap();
+    let callback_prefix = b.url("/c/oidc/callback");
+    let (page, _) = web
+        .sign_in(&b.url("/c/oidc/login"), name, password, &|u: &str| {
+            u.starts_with(&callback_prefix)
+        })
+        .await;
+    let callback = page.url;
+    assert!(
+        callback.contains("code=") && callback.contains("state="),
+        "{callback}"
+    );
+    // A forged state: refused, no session.
+    let forged = callback.replace("state=", "state=x");
+    let r = web.get(&forged).await;
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("expired or was already used")
+    );
+    // The real one works once.
+    let r = web.get(&callback).await;
+    assert_eq!(r.status(), 303);
+    assert!(web.cookie("berth_session").is_some());
+    let mut replay = WebSession::new();
+    let r = replay.get(&callback).await;
+    assert_eq!(r.status(), 400, "replayed");
+    assert!(replay.cookie("berth_session").is_none());
+    // The provider's refusal is shown, not a bare error.
+    let r = replay
+        .get(&b.url("/c/oidc/callback?error=access_denied&error_description=nope"))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("did not sign you in: nope")
+    );
+}
+
+#[tokio::test]
+async fn a_cli_secret_tied_to_a_revoked_sign_in_says_to_sign_in_again() {
+    let p = Provider::from_env();
+    let b = oidc_berth(
+        &p,
+        &[
+            ("BERTH_AUTH__OIDC__CLI_SECRET_FOLLOWS_SIGN_IN", "true"),
+            ("BERTH_AUTH__OIDC__RECHECK_SECONDS", "1"),
+        ],
+    );
+    b.cli_ok(&["project", "create", "team"]);
+    let user = p.new_user("rita", json!({})).await;
+    let name = user["username"].as_str().unwrap().to_string();
+    let mut web = WebSession::new();
+    let page = oidc_sign_in(&b, &mut web, &user).await;
+    let csrf = hidden(&page.body, "csrf").unwrap();
+    let html = web
+        .post_form(&b.url("/c/profile/cli-secret"), &[("csrf", &csrf)])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let secret = text_of(&html, "cli-secret").unwrap();
+    // Refreshes keep succeeding for a while: the secret keeps working.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        token_status(&b, &name, &secret, "repository:team/a:pull")
+            .await
+            .0,
+        200
+    );
+    // The provider revokes the person's grants: the next refresh fails.
+    p.revoke(&name, false).await;
+    let mut refused = None;
+    for _ in 0..30 {
+        let (s, body) = token_status(&b, &name, &secret, "repository:team/a:pull").await;
+        if s == 401 {
+            refused = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let body = refused.expect("the secret stops working within the recheck time");
+    assert!(body.contains("sign in to the web UI again"), "{body}");
+    // Signing in again brings it back.
+    oidc_sign_in(&b, &mut WebSession::new(), &user).await;
+    assert_eq!(
+        token_status(&b, &name, &secret, "repository:team/a:pull")
+            .await
+            .0,
+        200
+    );
+}
