@@ -402,7 +402,16 @@ async fn oidc_sign_in_onboards_and_an_administrator_relinks_a_new_subject() {
     assert!(again.cookie("berth_session").is_none());
 
     // The administrator re-links; the person keeps their membership and CLI secret.
-    b.cli_ok(&["user", "link", &name, "--subject", &new_sub]);
+    // (The CLI reads no server settings here, so it is told the issuer.)
+    b.cli_ok(&[
+        "user",
+        "link",
+        &name,
+        "--subject",
+        &new_sub,
+        "--issuer",
+        &p.issuer,
+    ]);
     let mut third = WebSession::new();
     let page = oidc_sign_in(&b, &mut third, &user).await;
     assert_eq!(page.status, 200, "{}", page.body);

@@ -54,6 +54,8 @@ fn routes() -> OpenApiRouter<Api> {
         .routes(routes!(users::get, users::delete))
         .routes(routes!(users::password))
         .routes(routes!(users::sysadmin))
+        .routes(routes!(users::cli_secret))
+        .routes(routes!(users::oidc_identity))
         .routes(routes!(projects::list, projects::exists, projects::create))
         .routes(routes!(projects::get, projects::update, projects::delete))
         .routes(routes!(members::list, members::add))
@@ -238,12 +240,34 @@ pub async fn caller(api: &Api, headers: &HeaderMap) -> ApiResult<Option<Arc<Reso
                 Err(CredentialError::Store(e)) => Err(e.into()),
             }
         }
+        Credentials::Bearer(token) if api.state.oidc.is_some() => {
+            id_token_caller(api, token).await.map(Some)
+        }
         _ => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
-            "the API takes Basic credentials",
+            "the API takes Basic credentials (or an ID token from the identity provider)",
         )),
     }
+}
+
+/// A script's caller, by an ID token from the configured OpenID Connect provider.
+async fn id_token_caller(api: &Api, token: &str) -> ApiResult<Arc<Resolved>> {
+    let refused = |why: String| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", why);
+    let Some(oidc) = api.state.oidc.as_ref() else {
+        return Err(refused("no identity provider is configured".into()));
+    };
+    let (issuer, subject) = match oidc.verify_id_token(token).await {
+        Ok(who) => who,
+        Err(crate::auth::oidc::OidcError::Store(e)) => return Err(e.into()),
+        Err(e) => return Err(refused(format!("the ID token is not valid: {e}"))),
+    };
+    let meta = api.state.content.metadata();
+    let user = meta
+        .get_user_by_oidc(&issuer, &subject)
+        .await?
+        .ok_or_else(|| refused("no user has this identity: sign in to the web UI first".into()))?;
+    Ok(api.tokens.resolve_user(user).await?)
 }
 
 /// The caller, who must have sent credentials.

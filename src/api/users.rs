@@ -292,6 +292,114 @@ pub async fn password(
     Ok(StatusCode::OK)
 }
 
+/// Harbor's `OIDCCliSecretReq`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = OIDCCliSecretReq)]
+pub struct CliSecretReq {
+    secret: String,
+}
+
+/// Sets a user's CLI secret to the one given (Harbor's way of rotating it from scripts):
+/// the user themselves or a system admin; the old secret stops working at once. Berth keeps
+/// only a digest, so the secret is never shown again.
+#[utoipa::path(
+    put,
+    path = "/users/{user_id}/cli_secret",
+    operation_id = "setCliSecret",
+    tag = "user",
+    params(("user_id" = i64, Path, description = "The user's id")),
+    request_body = CliSecretReq,
+    responses(
+        (status = 200, description = "Set"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
+pub async fn cli_secret(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let who = signed_in(&api, &headers).await?;
+    let user = user_by_id(&api, &id).await?;
+    if who.is_narrowed() || (who.user_id != Some(user.id) && !who.is_sysadmin()) {
+        return Err(ApiError::forbidden(
+            "only the user (signed in with their password or CLI secret) or a system admin sets a CLI secret",
+        ));
+    }
+    let req: CliSecretReq = json_body(&body, "a CLI secret")?;
+    check_password(&req.secret)?;
+    api.state
+        .content
+        .metadata()
+        .replace_cli_secret(user.id, &secrets::secret_digest(&req.secret))
+        .await?;
+    Ok(StatusCode::OK)
+}
+
+/// The identity a user is known by at the OpenID Connect provider.
+#[derive(Deserialize, ToSchema)]
+pub struct OidcIdentityReq {
+    /// The provider's issuer URL; default: the configured `auth.oidc.issuer`.
+    #[serde(default)]
+    issuer: Option<String>,
+    /// The subject (`sub`) the provider gives the person; null unlinks the account.
+    subject: Option<String>,
+}
+
+/// Re-links a user to their identity at the OpenID Connect provider (after the provider
+/// was redeployed and knows the person under a new subject); memberships and CLI secret
+/// stay. System admins only. Berth's own resource (Harbor has none).
+#[utoipa::path(
+    put,
+    path = "/users/{user_id}/oidc_identity",
+    operation_id = "setUserOidcIdentity",
+    tag = "user",
+    params(("user_id" = i64, Path, description = "The user's id")),
+    request_body = OidcIdentityReq,
+    responses(
+        (status = 200, description = "Linked (or unlinked)"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
+pub async fn oidc_identity(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let who = signed_in(&api, &headers).await?;
+    require_admin(&who)?;
+    let user = user_by_id(&api, &id).await?;
+    let req: OidcIdentityReq = json_body(&body, "an identity")?;
+    let issuer = req
+        .issuer
+        .or_else(|| api.state.oidc.as_ref().map(|o| o.config.issuer.clone()))
+        .unwrap_or_default();
+    let identity = match &req.subject {
+        Some(s) if s.is_empty() || issuer.is_empty() => {
+            return Err(ApiError::bad_request(
+                "an identity needs a non-empty subject and an issuer (or auth.oidc.issuer set)",
+            ));
+        }
+        Some(s) => Some((issuer.as_str(), s.as_str())),
+        None => None,
+    };
+    api.state
+        .content
+        .metadata()
+        .set_user_oidc(user.id, identity)
+        .await?;
+    Ok(StatusCode::OK)
+}
+
 /// Harbor's `UserSysAdminFlag`.
 #[derive(Deserialize, ToSchema)]
 #[schema(as = UserSysAdminFlag)]

@@ -156,6 +156,12 @@ impl Resolved {
         self.sysadmin && self.narrowed.is_none()
     }
 
+    /// Whether these credentials are a narrowed personal access token (which never manages
+    /// its user's account).
+    pub fn is_narrowed(&self) -> bool {
+        self.narrowed.is_some()
+    }
+
     /// Whether a narrowed token lets its holder do `action` in `project`.
     fn narrowing_admits(&self, project: &str, action: roles::Action) -> bool {
         self.narrowed

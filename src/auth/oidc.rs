@@ -329,6 +329,21 @@ impl Oidc {
         Ok((identity, pending.return_to))
     }
 
+    /// Checks an ID token a script presents as a Bearer credential: signed by the
+    /// provider's keys, issued by it for this client, not expired. Returns its (issuer,
+    /// subject). There is no nonce to check: the script got the token on its own.
+    pub async fn verify_id_token(&self, token: &str) -> Result<(String, String), OidcError> {
+        let id_token: openidconnect::core::CoreIdToken = token
+            .parse()
+            .map_err(|e: serde_json::Error| OidcError::Invalid(format!("not an ID token: {e}")))?;
+        let client = self.client(&self.config.issuer).await?;
+        let verifier = client.id_token_verifier();
+        let claims = id_token
+            .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+            .map_err(|e| OidcError::Invalid(e.to_string()))?;
+        Ok((claims.issuer().to_string(), claims.subject().to_string()))
+    }
+
     /// Refreshes a user's sign-in with their refresh token; the new session to store, or
     /// why the provider refused (then the sign-in has lapsed). Unreachable providers are
     /// an `Err(Unreachable)`: try again later, nothing lapses.
