@@ -624,3 +624,161 @@ async fn a_cli_secret_tied_to_a_revoked_sign_in_says_to_sign_in_again() {
         200
     );
 }
+
+/// `GET /api/v2.0/users/current` with `Authorization: Bearer <id token>`.
+async fn current_user_by_id_token(b: &Berth, id_token: &str) -> (u16, serde_json::Value) {
+    let r = client()
+        .get(b.url("/api/v2.0/users/current"))
+        .bearer_auth(id_token)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn the_api_sets_cli_secrets_relinks_and_takes_the_providers_id_tokens() {
+    let p = Provider::from_env();
+    let b = oidc_berth(&p, &[]);
+    let user = p.new_user("ivan", json!({})).await;
+    let name = user["username"].as_str().unwrap().to_string();
+    oidc_sign_in(&b, &mut WebSession::new(), &user).await;
+    let admin = Some(("admin", API_ADMIN_PW));
+    let users = api_send(&b, reqwest::Method::GET, "/api/v2.0/users", admin, None).await;
+    let users: serde_json::Value = users.json().await.unwrap();
+    let id = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == name.as_str())
+        .expect("the onboarded user")["user_id"]
+        .as_i64()
+        .unwrap();
+
+    // An ID token from the provider for this person is a credential for scripts.
+    let token = p.mint_id_token(json!({ "username": name })).await;
+    let (s, me) = current_user_by_id_token(&b, &token).await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["username"], name.as_str());
+    // ... but not one for another client, from another issuer, signed with an unknown key,
+    // or expired.
+    for (what, req) in [
+        (
+            "audience",
+            json!({ "username": name, "client_id": "someone-else" }),
+        ),
+        (
+            "issuer",
+            json!({ "username": name, "claims": { "iss": "http://127.0.0.1:9" } }),
+        ),
+        ("key", json!({ "username": name, "key": "unknown" })),
+        ("expiry", json!({ "username": name, "expires_in": -600 })),
+    ] {
+        let bad = p.mint_id_token(req).await;
+        let (s, body) = current_user_by_id_token(&b, &bad).await;
+        assert_eq!(s, 401, "{what}: {body}");
+        assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED", "{what}");
+    }
+    let stranger = p.new_user("nobody", json!({})).await;
+    let token = p
+        .mint_id_token(json!({ "username": stranger["username"] }))
+        .await;
+    let (s, body) = current_user_by_id_token(&b, &token).await;
+    assert_eq!(s, 401);
+    assert!(
+        body.to_string().contains("sign in to the web UI first"),
+        "{body}"
+    );
+
+    // Harbor's CLI secret rotation: the admin sets it; the old one stops at once.
+    let path = format!("/api/v2.0/users/{id}/cli_secret");
+    let weak = api_send(
+        &b,
+        reqwest::Method::PUT,
+        &path,
+        admin,
+        Some(json!({ "secret": "short" })),
+    )
+    .await;
+    assert!(!harbor_error(weak, 400, "BAD_REQUEST").await.is_empty());
+    for secret in ["Rotated-Secret-1", "Rotated-Secret-2"] {
+        let r = api_send(
+            &b,
+            reqwest::Method::PUT,
+            &path,
+            admin,
+            Some(json!({ "secret": secret })),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        token_status(&b, &name, "Rotated-Secret-1", "repository:library/x:pull")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        token_status(&b, &name, "Rotated-Secret-2", "repository:library/x:pull")
+            .await
+            .0,
+        200
+    );
+    // Another (non-admin) user may not set it.
+    b.cli_ok(&["user", "create", "mallory", "--password", "Mallory-pass-1"]);
+    let r = api_send(
+        &b,
+        reqwest::Method::PUT,
+        &path,
+        Some(("mallory", "Mallory-pass-1")),
+        Some(json!({ "secret": "Mallory-Secret-9" })),
+    )
+    .await;
+    harbor_error(r, 403, "FORBIDDEN").await;
+    assert_eq!(
+        token_status(&b, &name, "Mallory-Secret-9", "repository:library/x:pull")
+            .await
+            .0,
+        401
+    );
+
+    // Re-linking through the API after the provider gave the person a new subject.
+    let new_sub = format!("api-{name}");
+    p.put_user(&name, json!({ "sub": new_sub })).await;
+    assert_eq!(
+        oidc_sign_in(&b, &mut WebSession::new(), &user).await.status,
+        403
+    );
+    let link = format!("/api/v2.0/users/{id}/oidc_identity");
+    let r = api_send(
+        &b,
+        reqwest::Method::PUT,
+        &link,
+        Some(("mallory", "Mallory-pass-1")),
+        Some(json!({ "subject": new_sub })),
+    )
+    .await;
+    harbor_error(r, 403, "FORBIDDEN").await;
+    let r = api_send(
+        &b,
+        reqwest::Method::PUT,
+        &link,
+        admin,
+        Some(json!({ "subject": new_sub })),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let page = oidc_sign_in(&b, &mut WebSession::new(), &user).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(
+        text_of(&page.body, "username").as_deref(),
+        Some(name.as_str())
+    );
+    assert_eq!(
+        token_status(&b, &name, "Rotated-Secret-2", "repository:library/x:pull")
+            .await
+            .0,
+        200
+    );
+}

@@ -330,7 +330,7 @@ async fn welcome(
             .await?;
     }
     if !config.admin_group.is_empty() {
-        let admin = identity.groups.iter().any(|g| *g == config.admin_group);
+        let admin = identity.groups.contains(&config.admin_group);
         if admin != user.sysadmin {
             meta.set_sysadmin(user.id, admin).await?;
         }
