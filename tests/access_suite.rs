@@ -19,6 +19,8 @@
 //! projects, revocation, what a token may be issued for) run where [`Fixture::accounts`] has
 //! some, and pass trivially elsewhere.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,6 +40,7 @@ use berth::metadata::{
     MemberEntity, MetadataStore, NewProject, NewRobot, NewUser, RobotLevel,
     RobotPermission as StoredPermission, RobotUpdate, SqlMetadataStore,
 };
+use common::keys::Keys;
 use futures::future::BoxFuture;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -782,59 +785,26 @@ struct Tokens {
     controller: Arc<dyn AccessController>,
     trusted: EncodingKey,
     untrusted: EncodingKey,
-    _dir: tempfile::TempDir,
+    _keys: Keys,
 }
 
 async fn token_access() -> Tokens {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    for name in ["trusted", "untrusted"] {
-        let private = format!("{name}.key");
-        openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            &private,
-        ]);
-        openssl(&[
-            "pkey",
-            "-in",
-            &private,
-            "-pubout",
-            "-out",
-            &format!("{name}.pub"),
-        ]);
-    }
-    let key = |name: &str| {
-        let pem = std::fs::read(dir.path().join(format!("{name}.key"))).expect("private key");
-        EncodingKey::from_ec_pem(&pem).expect("EC key")
-    };
+    let keys = Keys::generate(&[
+        ("trusted", Algorithm::ES256),
+        ("untrusted", Algorithm::ES256),
+    ]);
     let config = TokenConfig {
         realm: REALM.into(),
         service: SERVICE.into(),
         issuer: ISSUER.into(),
-        public_keys: vec![dir.path().join("trusted.pub")],
+        public_keys: vec![keys.public("trusted")],
         leeway_seconds: 0,
     };
     Tokens {
         controller: Arc::new(TokenAccess::new(&config).expect("token backend")),
-        trusted: key("trusted"),
-        untrusted: key("untrusted"),
-        _dir: dir,
+        trusted: keys.encoding("trusted").1,
+        untrusted: keys.encoding("untrusted").1,
+        _keys: keys,
     }
 }
 

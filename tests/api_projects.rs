@@ -732,9 +732,7 @@ async fn the_api_authorization_matrix_follows_harbors_roles() {
             "repository:pull",
         ],
     );
-    let robot = b.cli_ok(&[
-        "robot",
-        "create",
+    let (_, robot_secret) = b.create_robot(&[
         "rb",
         "--project",
         "team",
@@ -743,11 +741,6 @@ async fn the_api_authorization_matrix_follows_harbors_roles() {
         "--access",
         "repository:push",
     ]);
-    let robot_secret = robot
-        .lines()
-        .find_map(|l| l.strip_prefix("secret: "))
-        .unwrap()
-        .to_string();
 
     let missing = format!("sha256:{}", "0".repeat(64));
     let member = json!({"role_id": 3, "member_user": {"username": "de"}});

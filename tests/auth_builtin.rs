@@ -11,34 +11,20 @@
 //! auth_builtin`.
 
 mod common;
+use common::containers::*;
 use common::*;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-const ADMIN_PASSWORD: &str = "admin-secret-0001";
+/// `admin`'s password on the servers [`Berth::builtin`] starts.
+const ADMIN_PASSWORD: &str = API_ADMIN_PW;
 
 // ---- servers, the admin CLI, tokens ------------------------------------------------------
-
-/// A server with built-in accounts and `admin`'s password configured, plus `extra` env.
-fn builtin(extra: &[(&str, &str)]) -> Berth {
-    let mut env = vec![
-        ("BERTH_AUTH__MODE".to_string(), "builtin".to_string()),
-        (
-            "BERTH_AUTH__ADMIN_PASSWORD".to_string(),
-            ADMIN_PASSWORD.to_string(),
-        ),
-    ];
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Berth::start_with(Options {
-        env,
-        ..Options::default()
-    })
-}
 
 /// `berth ARGS` on the server's database (its data dir, or its PostgreSQL URL).
 fn cli(b: &Berth, args: &[&str]) -> Output {
@@ -49,24 +35,6 @@ fn cli(b: &Berth, args: &[&str]) -> Output {
 #[track_caller]
 fn cli_ok(b: &Berth, args: &[&str]) -> String {
     b.cli_ok(args)
-}
-
-/// The value of the `key: value` line `berth robot create|refresh` prints.
-fn printed(stdout: &str, key: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}: ")))
-        .unwrap_or_else(|| panic!("no `{key}:` line in {stdout:?}"))
-        .trim()
-        .to_string()
-}
-
-/// Creates a robot with `args` (after `robot create`); returns its full name and secret.
-fn robot(b: &Berth, args: &[&str]) -> (String, String) {
-    let mut all = vec!["robot", "create"];
-    all.extend_from_slice(args);
-    let out = cli_ok(b, &all);
-    (printed(&out, "name"), printed(&out, "secret"))
 }
 
 fn user(b: &Berth, name: &str, password: &str) {
@@ -205,7 +173,7 @@ fn token_requests(b: &Berth) -> usize {
 
 #[tokio::test]
 async fn v2_without_credentials_is_challenged_with_the_token_realm() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     let anon = client();
     let r = anon.get(b.url("/v2/")).send().await.expect("GET /v2/");
     assert_eq!(
@@ -253,7 +221,7 @@ async fn v2_without_credentials_is_challenged_with_the_token_realm() {
 
 #[tokio::test]
 async fn admin_token_grants_push_on_library() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     let (t, c) = token(
         &b,
         Some(("admin", ADMIN_PASSWORD)),
@@ -280,7 +248,7 @@ async fn admin_token_grants_push_on_library() {
 
 #[tokio::test]
 async fn anonymous_token_pulls_public_projects_only() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     cli_ok(&b, &["project", "create", "secret"]);
     push_image(&admin(), &b, "library/app", "v1", b"public layer").await;
     push_image(&admin(), &b, "secret/app", "v1", b"private layer").await;
@@ -398,7 +366,7 @@ async fn generated_admin_password_is_logged_once_and_survives_a_restart() {
 
 #[tokio::test]
 async fn wrong_password_and_unknown_user_get_the_same_401() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     user(&b, "alice", "alice-password-1");
     let wrong = token_error(
         token_response(&b, Some(("alice", "not-her-password")), &[]).await,
@@ -432,7 +400,7 @@ async fn wrong_password_and_unknown_user_get_the_same_401() {
 
 #[tokio::test]
 async fn a_bearer_token_is_refused_at_the_token_endpoint() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     let (t, _) = token(
         &b,
         Some(("admin", ADMIN_PASSWORD)),
@@ -449,7 +417,7 @@ async fn a_bearer_token_is_refused_at_the_token_endpoint() {
 
 #[tokio::test]
 async fn a_malformed_scope_is_400() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     for bad in [
         "repository",
         "repository:library",
@@ -483,7 +451,7 @@ fn is_rfc3339_utc(s: &str) -> bool {
 
 #[tokio::test]
 async fn the_token_response_has_token_access_token_expires_in_issued_at() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     let r = token_response(
         &b,
         Some(("admin", ADMIN_PASSWORD)),
@@ -529,7 +497,7 @@ async fn the_token_response_has_token_access_token_expires_in_issued_at() {
 
 #[tokio::test]
 async fn the_catalog_scope_lists_everything_for_admin_and_public_projects_for_anonymous() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     cli_ok(&b, &["project", "create", "secret"]);
     push_image(&admin(), &b, "library/app", "v1", b"cat one").await;
     push_image(&admin(), &b, "secret/app", "v1", b"cat two").await;
@@ -645,7 +613,7 @@ enum Via {
 
 #[tokio::test]
 async fn role_matrix_holds_at_the_token_endpoint_over_v2_with_tokens_and_with_basic() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     let projects = [("priv", false), ("pubp", true)];
     cli_ok(&b, &["project", "create", "priv"]);
     cli_ok(&b, &["project", "create", "pubp", "--public"]);
@@ -842,22 +810,19 @@ async fn role_matrix_holds_at_the_token_endpoint_over_v2_with_tokens_and_with_ba
 
 #[tokio::test]
 async fn a_project_robot_pushes_and_pulls_in_its_project_and_nothing_elsewhere() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     cli_ok(&b, &["project", "create", "team"]);
     cli_ok(&b, &["project", "create", "other"]);
     push_image(&admin(), &b, "other/app", "v1", b"other").await;
-    let (name, secret) = robot(
-        &b,
-        &[
-            "ci",
-            "--project",
-            "team",
-            "--access",
-            "repository:pull",
-            "--access",
-            "repository:push",
-        ],
-    );
+    let (name, secret) = b.create_robot(&[
+        "ci",
+        "--project",
+        "team",
+        "--access",
+        "repository:pull",
+        "--access",
+        "repository:push",
+    ]);
     assert_eq!(name, "robot$team+ci");
 
     let (t, c) = token(
@@ -921,15 +886,13 @@ async fn a_project_robot_pushes_and_pulls_in_its_project_and_nothing_elsewhere()
 
 #[tokio::test]
 async fn a_system_robot_with_every_namespace_pulls_everywhere() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     cli_ok(&b, &["project", "create", "one"]);
     cli_ok(&b, &["project", "create", "two"]);
     push_image(&admin(), &b, "one/app", "v1", b"one").await;
     push_image(&admin(), &b, "two/app", "v1", b"two").await;
-    let (name, secret) = robot(
-        &b,
-        &["reader", "--namespace", "*", "--access", "repository:pull"],
-    );
+    let (name, secret) =
+        b.create_robot(&["reader", "--namespace", "*", "--access", "repository:pull"]);
     assert_eq!(name, "robot$reader");
     let (t, c) = token(
         &b,
@@ -974,12 +937,12 @@ async fn accepted(b: &Berth, name: &str, secret: &str) -> bool {
 fn team_robot(b: &Berth, name: &str, extra: &[&str]) -> (String, String) {
     let mut args = vec![name, "--project", "team", "--access", "repository:pull"];
     args.extend_from_slice(extra);
-    robot(b, &args)
+    b.create_robot(&args)
 }
 
 #[tokio::test]
 async fn a_refreshed_robot_secret_stops_at_the_token_endpoint_at_once() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     cli_ok(&b, &["project", "create", "team"]);
     let (name, old) = team_robot(&b, "pull", &[]);
     assert!(accepted(&b, &name, &old).await);
@@ -997,7 +960,7 @@ async fn a_refreshed_robot_secret_stops_at_the_token_endpoint_at_once() {
 
 #[tokio::test]
 async fn a_disabled_robot_is_refused_and_works_again_when_enabled() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     cli_ok(&b, &["project", "create", "team"]);
     let (name, secret) = team_robot(&b, "pull", &[]);
     assert!(accepted(&b, &name, &secret).await);
@@ -1015,7 +978,7 @@ async fn a_disabled_robot_is_refused_and_works_again_when_enabled() {
 
 #[tokio::test]
 async fn an_expired_robot_is_refused() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     cli_ok(&b, &["project", "create", "team"]);
     let (name, secret) = team_robot(&b, "brief", &["--days", "0"]);
     std::thread::sleep(Duration::from_millis(20));
@@ -1038,7 +1001,7 @@ async fn an_expired_robot_is_refused() {
 
 #[tokio::test]
 async fn a_deleted_robot_is_refused() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     cli_ok(&b, &["project", "create", "team"]);
     let (name, secret) = team_robot(&b, "gone", &[]);
     assert!(accepted(&b, &name, &secret).await);
@@ -1051,7 +1014,7 @@ async fn a_deleted_robot_is_refused() {
 
 #[tokio::test]
 async fn basic_with_a_refreshed_secret_stops_within_the_credential_cache_lifetime() {
-    let b = builtin(&[("BERTH_AUTH__SERVICE__CREDENTIAL_CACHE_SECONDS", "1")]);
+    let b = Berth::builtin(&[("BERTH_AUTH__SERVICE__CREDENTIAL_CACHE_SECONDS", "1")]);
     cli_ok(&b, &["project", "create", "team"]);
     let (name, old) = team_robot(&b, "cached", &[]);
     let r = basic(&name, &old)
@@ -1086,7 +1049,7 @@ async fn basic_with_a_refreshed_secret_stops_within_the_credential_cache_lifetim
 
 #[tokio::test]
 async fn a_push_into_a_missing_project_is_name_unknown_naming_it() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     let a = admin();
     let layer = b"orphan layer";
     let r = a
@@ -1121,7 +1084,7 @@ async fn a_push_into_a_missing_project_is_name_unknown_naming_it() {
 
 #[tokio::test]
 async fn deleting_a_project_that_holds_repositories_is_refused() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     cli_ok(&b, &["project", "create", "full"]);
     push_image(&admin(), &b, "full/app", "v1", b"keep me").await;
     let out = cli(&b, &["project", "delete", "full"]);
@@ -1140,7 +1103,7 @@ async fn deleting_a_project_that_holds_repositories_is_refused() {
 
 #[tokio::test]
 async fn deleting_a_project_with_its_repositories_removes_them() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     cli_ok(&b, &["project", "create", "doomed"]);
     push_image(&admin(), &b, "doomed/a", "v1", b"a").await;
     push_image(&admin(), &b, "doomed/b", "v1", b"b").await;
@@ -1166,7 +1129,7 @@ async fn deleting_a_project_with_its_repositories_removes_them() {
 
 #[tokio::test]
 async fn making_a_project_public_lets_anonymous_pull() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     cli_ok(&b, &["project", "create", "shy"]);
     push_image(&admin(), &b, "shy/app", "v1", b"shy").await;
     let (t, c) = token(&b, None, &["repository:shy/app:pull"]).await;
@@ -1192,128 +1155,6 @@ async fn making_a_project_public_lets_anonymous_pull() {
 }
 
 // ---- 6. real clients ----------------------------------------------------------------------
-
-/// How long one client command may take.
-const COMMAND_LIMIT: Duration = Duration::from_secs(120);
-
-/// Runs `cmd` (killed by its PID after [`COMMAND_LIMIT`]); returns (success, stdout, stderr).
-fn run(cmd: &mut Command) -> (bool, String, String) {
-    let line = format!("{cmd:?}");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (o, e) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&o).expect("out file"))
-        .stderr(std::fs::File::create(&e).expect("err file"))
-        .spawn()
-        .unwrap_or_else(|err| {
-            panic!("cannot start {line}: {err} (run through scripts/test.sh, which installs it)")
-        });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break Some(s);
-        }
-        if start.elapsed() > COMMAND_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (
-        status.is_some_and(|s| s.success()),
-        std::fs::read_to_string(&o).unwrap_or_default(),
-        std::fs::read_to_string(&e).unwrap_or_default(),
-    )
-}
-
-/// Runs `cmd`, which must succeed; panics with its output and the server log.
-#[track_caller]
-fn must(b: &Berth, cmd: &mut Command) -> String {
-    let line = format!("{cmd:?}");
-    let (ok, out, err) = run(cmd);
-    if !ok {
-        panic!(
-            "client command failed: {line}\n--- stdout ---\n{out}\n--- stderr ---\n{err}\n--- berth log ---\n{}",
-            b.log_text()
-        );
-    }
-    out
-}
-
-/// One test's private containers directory (storage, configuration, auth file), passed to
-/// podman and skopeo as environment (docs/testing-clients.md).
-struct Containers {
-    dir: tempfile::TempDir,
-}
-
-impl Containers {
-    fn new() -> Containers {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-auth-")
-            .tempdir()
-            .expect("temp dir");
-        let c = dir.path().display().to_string();
-        let write = |name: &str, text: String| {
-            std::fs::write(dir.path().join(name), text).expect("write containers config")
-        };
-        write(
-            "storage.conf",
-            format!(
-                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{c}/storage\"\nrunroot = \"{c}/runroot\"\n"
-            ),
-        );
-        write(
-            "containers.conf",
-            format!(
-                "[engine]\ntmp_dir = \"{c}/libpod-tmp\"\nimage_copy_tmp_dir = \"{c}/tmp\"\n\
-                 lock_type = \"file\"\nevents_logger = \"none\"\ncgroup_manager = \"cgroupfs\"\n\
-                 [network]\nnetwork_config_dir = \"{c}/networks\"\n"
-            ),
-        );
-        write(
-            "registries.conf",
-            "unqualified-search-registries = []\nshort-name-mode = \"disabled\"\n".into(),
-        );
-        write("auth.json", "{\"auths\":{}}\n".into());
-        std::fs::create_dir_all(dir.path().join("tmp")).expect("mkdir tmp");
-        Containers { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn p(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-
-    fn cmd(&self, prog: &str) -> Command {
-        let mut cmd = Command::new(prog);
-        cmd.current_dir(self.dir.path())
-            .env("STORAGE_DRIVER", "vfs")
-            .env("CONTAINERS_STORAGE_CONF", self.path("storage.conf"))
-            .env("CONTAINERS_CONF", self.path("containers.conf"))
-            .env("CONTAINERS_REGISTRIES_CONF", self.path("registries.conf"))
-            .env("REGISTRY_AUTH_FILE", self.path("auth.json"))
-            .env("TMPDIR", self.path("tmp"));
-        cmd
-    }
-}
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        // vfs layers can be read-only.
-        let _ = Command::new("chmod")
-            .arg("-R")
-            .arg("u+w")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 /// Writes an OCI layout at `dir` holding `tag`: an image of `layers` real gzipped tar
 /// layers (one file each, with `seed` in it). Returns the manifest digest.
@@ -1403,13 +1244,9 @@ fn write_layout(dir: &Path, tag: &str, layers: usize, seed: &str) -> String {
     manifest_digest
 }
 
-fn unique() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
-}
-
 #[tokio::test]
 async fn skopeo_copies_into_library_and_back_out_with_credentials_asking_few_tokens() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     let c = Containers::new();
     let id = unique();
     let layout = c.path("layout");
@@ -1418,16 +1255,20 @@ async fn skopeo_copies_into_library_and_back_out_with_credentials_asking_few_tok
     let creds = format!("admin:{ADMIN_PASSWORD}");
 
     // Without credentials the push is refused and nothing is stored.
-    let (ok, _, err) = run(c.cmd("skopeo").args([
+    let ran = run(c.cmd("skopeo").args([
         "copy",
         "--dest-tls-verify=false",
         &format!("oci:{}:v1", layout.display()),
         &dest,
     ]));
-    assert!(!ok, "an anonymous skopeo push into library succeeded");
     assert!(
-        err.contains("unauthorized") || err.contains("authentication"),
-        "{err}"
+        !ran.success(),
+        "an anonymous skopeo push into library succeeded"
+    );
+    assert!(
+        ran.stderr.contains("unauthorized") || ran.stderr.contains("authentication"),
+        "{}",
+        ran.stderr
     );
     assert_eq!(
         manifest_status(&admin(), &b, &format!("library/three-{id}"), "v1").await,
@@ -1496,24 +1337,21 @@ async fn skopeo_copies_into_library_and_back_out_with_credentials_asking_few_tok
 
 #[tokio::test]
 async fn podman_logs_in_pushes_and_pulls_as_a_user_and_as_a_robot() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     let c = Containers::new();
     let id = unique();
     cli_ok(&b, &["project", "create", "team"]);
     user(&b, "dev", "dev-password-01");
     cli_ok(&b, &["project", "member", "team", "dev", "developer"]);
-    let (robot_name, robot_secret) = robot(
-        &b,
-        &[
-            "builder",
-            "--project",
-            "team",
-            "--access",
-            "repository:pull",
-            "--access",
-            "repository:push",
-        ],
-    );
+    let (robot_name, robot_secret) = b.create_robot(&[
+        "builder",
+        "--project",
+        "team",
+        "--access",
+        "repository:pull",
+        "--access",
+        "repository:push",
+    ]);
     // A base image, pushed by admin with skopeo.
     let layout = c.path("layout");
     write_layout(&layout, "v1", 1, &id);
@@ -1537,7 +1375,7 @@ async fn podman_logs_in_pushes_and_pulls_as_a_user_and_as_a_robot() {
         (robot_name.as_str(), robot_secret.as_str(), "robot"),
     ] {
         // Not logged in: the private project refuses podman.
-        let (ok, _, err) = run(c.cmd("podman").args([
+        let ran = run(c.cmd("podman").args([
             "pull",
             "-q",
             "--tls-verify=false",
@@ -1546,12 +1384,13 @@ async fn podman_logs_in_pushes_and_pulls_as_a_user_and_as_a_robot() {
             &base,
         ]));
         assert!(
-            !ok,
+            !ran.success(),
             "podman pulled from a private project without logging in"
         );
         assert!(
-            err.contains("unauthorized") || err.contains("authentication required"),
-            "{err}"
+            ran.stderr.contains("unauthorized") || ran.stderr.contains("authentication required"),
+            "{}",
+            ran.stderr
         );
 
         must(
@@ -1621,12 +1460,13 @@ async fn podman_logs_in_pushes_and_pulls_as_a_user_and_as_a_robot() {
             &b,
             c.cmd("podman")
                 .args(["image", "inspect", "--format", "{{.Digest}}", &target]),
-        );
+        )
+        .stdout;
         assert_eq!(digest.trim(), pushed.trim(), "{who} pulled another image");
         // Elsewhere it may do nothing: library accepts no push from it.
         let elsewhere = format!("{}/library/podman-{id}:{tag}", b.host());
         must(&b, c.cmd("podman").args(["tag", &target, &elsewhere]));
-        let (ok, _, _) = run(c.cmd("podman").args([
+        let ran = run(c.cmd("podman").args([
             "push",
             "-q",
             "--tls-verify=false",
@@ -1634,7 +1474,7 @@ async fn podman_logs_in_pushes_and_pulls_as_a_user_and_as_a_robot() {
             &auth,
             &elsewhere,
         ]));
-        assert!(!ok, "{who} pushed into library");
+        assert!(!ran.success(), "{who} pushed into library");
         must(&b, c.cmd("podman").args(["rmi", "-f", &target, &elsewhere]));
         must(
             &b,
@@ -1646,32 +1486,26 @@ async fn podman_logs_in_pushes_and_pulls_as_a_user_and_as_a_robot() {
 
 #[tokio::test]
 async fn oras_pushes_and_pulls_with_credentials() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     cli_ok(&b, &["project", "create", "arts"]);
     user(&b, "oras-user", "oras-password-1");
     cli_ok(&b, &["project", "member", "arts", "oras-user", "developer"]);
     let repo = format!("arts/oras-{}", unique());
-    let python = std::env::var("BERTH_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/oras_referrers.py");
     let home = tempfile::tempdir().expect("temp dir");
-    let mut cmd = Command::new(&python);
-    cmd.arg(&script)
-        .arg(b.host())
-        .arg(&repo)
-        .args(["--user", "oras-user:oras-password-1"])
+    let mut cmd = oras_script(home.path(), &b.host(), &repo);
+    cmd.args(["--user", "oras-user:oras-password-1"])
         // oras-py's token backend keeps its first (pull) token and asks for another only
         // after a 403, while Berth, like distribution, answers a missing scope with 401
         // insufficient_scope (docs/testing-clients.md, recipe c); its basic backend sends
         // the credentials with every request, which /v2 accepts.
-        .args(["--auth-backend", "basic"])
-        .env("HOME", home.path())
-        .env("DOCKER_CONFIG", home.path().join(".docker"))
-        .env("TMPDIR", home.path());
-    let (ok, out, err) = run(&mut cmd);
+        .args(["--auth-backend", "basic"]);
+    let ran = run(&mut cmd);
     assert!(
-        ok,
-        "oras push with credentials failed\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
+        ran.success(),
+        "oras push with credentials failed\n{}",
+        ran.describe()
     );
+    let out = ran.stdout;
     let last = out.lines().last().unwrap_or_default();
     let result: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(result["result"], "pass", "{out}");
@@ -1684,16 +1518,13 @@ async fn oras_pushes_and_pulls_with_credentials() {
         );
     }
     // Without credentials the script cannot push into the private project.
-    let mut anon = Command::new(&python);
-    anon.arg(&script)
-        .arg(b.host())
-        .arg(format!("{repo}-anon"))
-        .env("HOME", home.path())
-        .env("DOCKER_CONFIG", home.path().join(".docker"))
-        .env("TMPDIR", home.path());
-    let (ok, _, _) = run(&mut anon);
+    let ran = run(&mut oras_script(
+        home.path(),
+        &b.host(),
+        &format!("{repo}-anon"),
+    ));
     assert!(
-        !ok,
+        !ran.success(),
         "oras pushed into a private project without credentials"
     );
     assert!(
@@ -1703,92 +1534,9 @@ async fn oras_pushes_and_pulls_with_credentials() {
     );
 }
 
-/// A private containerd, stopped by PID when dropped (docs/testing-clients.md, recipe d).
-struct Containerd {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-}
-
-impl Containerd {
-    fn start() -> Containerd {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-ctrd-")
-            .tempdir()
-            .expect("temp dir");
-        let d = dir.path().display().to_string();
-        std::fs::write(
-            dir.path().join("config.toml"),
-            format!(
-                r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "{d}/c.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-"#
-            ),
-        )
-        .expect("containerd config");
-        let log = std::fs::File::create(dir.path().join("log")).expect("containerd log");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.path().join("config.toml"))
-            .arg("--address")
-            .arg(dir.path().join("c.sock"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log)
-            .spawn()
-            .expect("start containerd (scripts/test.sh installs it)");
-        let c = Containerd { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !run(&mut c.ctr(&["version"])).0 {
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not answer within 15 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        c
-    }
-
-    fn ctr(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("--address")
-            .arg(self.dir.path().join("c.sock"))
-            .args(["--namespace", "berth"])
-            .args(args);
-        cmd
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let prefix = self.dir.path().display().to_string();
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        for m in mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|m| m.starts_with(&prefix))
-        {
-            let _ = Command::new("umount").args(["-l", m]).status();
-        }
-    }
-}
-
 #[tokio::test]
 async fn containerd_pulls_with_robot_credentials_like_a_pull_secret() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     let c = Containers::new();
     let id = unique();
     cli_ok(&b, &["project", "create", "prod"]);
@@ -1807,28 +1555,26 @@ async fn containerd_pulls_with_robot_credentials_like_a_pull_secret() {
             &format!("docker://{image}"),
         ]),
     );
-    let (name, secret) = robot(
-        &b,
-        &[
-            "kubelet",
-            "--project",
-            "prod",
-            "--access",
-            "repository:pull",
-        ],
-    );
+    let (name, secret) = b.create_robot(&[
+        "kubelet",
+        "--project",
+        "prod",
+        "--access",
+        "repository:pull",
+    ]);
     let ctrd = Containerd::start();
 
-    let (ok, _, err) = run(&mut ctrd.ctr(&["images", "pull", "--plain-http", &image]));
+    let ran = run(&mut ctrd.ctr(&["images", "pull", "--plain-http", &image]));
     assert!(
-        !ok,
+        !ran.success(),
         "containerd pulled from a private project without credentials"
     );
     // containerd gets an anonymous token (it grants nothing on a private project), and the
     // retry with it is refused for insufficient scope.
     assert!(
-        err.contains("pull access denied") && err.contains("insufficient_scope"),
-        "{err}"
+        ran.stderr.contains("pull access denied") && ran.stderr.contains("insufficient_scope"),
+        "{}",
+        ran.stderr
     );
 
     let user = format!("{name}:{secret}");
@@ -1836,7 +1582,7 @@ async fn containerd_pulls_with_robot_credentials_like_a_pull_secret() {
         &b,
         &mut ctrd.ctr(&["images", "pull", "--plain-http", "--user", &user, &image]),
     );
-    let ls = must(&b, &mut ctrd.ctr(&["images", "ls"]));
+    let ls = must(&b, &mut ctrd.ctr(&["images", "ls"])).stdout;
     let row: Vec<&str> = ls
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
@@ -1845,7 +1591,7 @@ async fn containerd_pulls_with_robot_credentials_like_a_pull_secret() {
     assert_eq!(row.get(2), Some(&digest.as_str()));
 
     // A wrong secret is refused.
-    let (ok, _, _) = run(&mut ctrd.ctr(&[
+    let ran = run(&mut ctrd.ctr(&[
         "images",
         "pull",
         "--plain-http",
@@ -1853,7 +1599,7 @@ async fn containerd_pulls_with_robot_credentials_like_a_pull_secret() {
         &format!("{name}:wrong-secret"),
         &format!("{}/prod/app-{id}:v1", b.host()),
     ]));
-    assert!(!ok, "containerd pulled with a wrong secret");
+    assert!(!ran.success(), "containerd pulled with a wrong secret");
 }
 
 /// Harbor automation, with a client nobody here wrote (PyPI `harbor-api-client`, generated
@@ -1862,7 +1608,7 @@ async fn containerd_pulls_with_robot_credentials_like_a_pull_secret() {
 /// the artifact it now holds.
 #[tokio::test]
 async fn harbor_api_client_creates_a_project_and_a_robot_that_podman_pushes_with() {
-    let b = builtin(&[]);
+    let b = Berth::builtin(&[]);
     let c = Containers::new();
     let id = unique();
     let python = std::env::var("BERTH_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
@@ -1878,7 +1624,8 @@ async fn harbor_api_client_creates_a_project_and_a_robot_that_podman_pushes_with
             project.as_str(),
             "deployer",
         ]),
-    );
+    )
+    .stdout;
     let setup: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("{e}: {out}"));
     let robot_name = setup["robot"].as_str().expect("robot name").to_string();
@@ -1950,7 +1697,8 @@ async fn harbor_api_client_creates_a_project_and_a_robot_that_podman_pushes_with
             project.as_str(),
             "app",
         ]),
-    );
+    )
+    .stdout;
     let seen: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(
@@ -1981,7 +1729,7 @@ async fn harbor_api_client_creates_a_project_and_a_robot_that_podman_pushes_with
 /// key refresh, and tokens the old key signed stay valid.
 #[tokio::test]
 async fn a_rotated_key_signs_new_tokens_and_old_tokens_stay_valid() {
-    let b = builtin(&[("BERTH_AUTH__SERVICE__KEY_REFRESH_SECONDS", "1")]);
+    let b = Berth::builtin(&[("BERTH_AUTH__SERVICE__KEY_REFRESH_SECONDS", "1")]);
     let admin_creds = Some(("admin", ADMIN_PASSWORD));
     let scope = ["repository:library/rotated:pull,push"];
     let (old, _) = token(&b, admin_creds, &scope).await;

@@ -33,18 +33,11 @@ async fn admin_token(b: &Berth, scope: &str) -> String {
 
 #[tokio::test]
 async fn replicas_started_together_share_one_admin_and_one_key_and_accept_each_others_tokens() {
-    let url = fresh_postgres_db().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let options = Options {
-        database_url: Some(url),
-        data_dir: Some(dir.path().to_path_buf()),
-        storage_root: Some(dir.path().join("storage")),
-        env: vec![
-            ("BERTH_AUTH__MODE".into(), "builtin".into()),
-            ("BERTH_AUTH__ADMIN_PASSWORD".into(), ADMIN_PW.into()),
-        ],
-        ..Options::default()
-    };
+    let (mut options, _dir) = replica_options().await;
+    options.env = vec![
+        ("BERTH_AUTH__MODE".into(), "builtin".into()),
+        ("BERTH_AUTH__ADMIN_PASSWORD".into(), ADMIN_PW.into()),
+    ];
     // Both first starts race for the admin account and the signing key.
     let (oa, ob) = (options.clone(), options);
     let ta = std::thread::spawn(move || Berth::start_with(oa));

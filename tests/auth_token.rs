@@ -6,95 +6,20 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
+use common::keys::*;
 use common::*;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use serde_json::json;
 
-const ISSUER: &str = "berth-test-issuer";
-const SERVICE: &str = "berth-test";
-/// Where the challenge sends clients for a token: a loopback port nothing listens on (the
-/// tests sign tokens themselves; no token service runs).
-const REALM: &str = "http://127.0.0.1:1/service/token";
-
-struct Keys {
-    dir: tempfile::TempDir,
-}
-
-impl Keys {
-    /// An RSA and an EC key pair the server trusts, and an RSA pair it does not.
-    fn generate() -> Keys {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        for (name, alg) in [
-            (
-                "rsa",
-                &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"][..],
-            ),
-            (
-                "ec",
-                &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"][..],
-            ),
-            (
-                "other",
-                &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"][..],
-            ),
-        ] {
-            let private = format!("{name}.key");
-            let mut args = vec!["genpkey"];
-            args.extend_from_slice(alg);
-            args.extend_from_slice(&["-out", &private]);
-            openssl(&args);
-            openssl(&[
-                "pkey",
-                "-in",
-                &private,
-                "-pubout",
-                "-out",
-                &format!("{name}.pub"),
-            ]);
-        }
-        Keys { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn encoding(&self, name: &str) -> (Algorithm, EncodingKey) {
-        let pem = std::fs::read(self.path(&format!("{name}.key"))).expect("private key");
-        if name == "ec" {
-            (
-                Algorithm::ES256,
-                EncodingKey::from_ec_pem(&pem).expect("EC key"),
-            )
-        } else {
-            (
-                Algorithm::RS256,
-                EncodingKey::from_rsa_pem(&pem).expect("RSA key"),
-            )
-        }
-    }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64
+/// An RSA and an EC key pair the server trusts, and an RSA pair (`other`) it does not.
+fn generate_keys() -> Keys {
+    Keys::generate(&[
+        ("rsa", Algorithm::RS256),
+        ("ec", Algorithm::ES256),
+        ("other", Algorithm::RS256),
+    ])
 }
 
 /// A token signed with key `key` granting `access` (`[(type, name, actions)]`); `tweak`
@@ -105,19 +30,10 @@ fn token_with(
     access: &[(&str, &str, &[&str])],
     tweak: impl FnOnce(&mut serde_json::Value),
 ) -> String {
-    let mut claims = json!({
-        "iss": ISSUER,
-        "aud": SERVICE,
-        "sub": "alice",
-        "iat": now(),
-        "nbf": now() - 5,
-        "exp": now() + 300,
-        "jti": format!("{}", rand_id()),
-        "access": access.iter().map(|(t, n, a)| json!({"type": t, "name": n, "actions": a})).collect::<Vec<_>>(),
-    });
+    let mut claims = token_claims(access);
+    claims["jti"] = json!(format!("{}", rand_id()));
     tweak(&mut claims);
-    let (alg, enc) = keys.encoding(key);
-    jsonwebtoken::encode(&Header::new(alg), &claims, &enc).expect("sign token")
+    keys.sign(key, &claims)
 }
 
 fn token(keys: &Keys, access: &[(&str, &str, &[&str])]) -> String {
@@ -132,35 +48,7 @@ fn rand_id() -> u128 {
 }
 
 fn start(keys: &Keys) -> Berth {
-    let public_keys = format!(
-        "{},{}",
-        keys.path("rsa.pub").display(),
-        keys.path("ec.pub").display()
-    );
-    Berth::start_with(Options {
-        env: vec![
-            ("BERTH_AUTH__MODE".into(), "token".into()),
-            ("BERTH_AUTH__TOKEN__REALM".into(), REALM.into()),
-            ("BERTH_AUTH__TOKEN__SERVICE".into(), SERVICE.into()),
-            ("BERTH_AUTH__TOKEN__ISSUER".into(), ISSUER.into()),
-            ("BERTH_AUTH__TOKEN__PUBLIC_KEYS".into(), public_keys),
-        ],
-        ..Options::default()
-    })
-}
-
-/// A client that sends `token` with every request.
-fn bearer(token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().expect("header value"),
-    );
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .default_headers(headers)
-        .build()
-        .expect("http client")
+    start_trusting(keys, &["rsa", "ec"])
 }
 
 /// The challenge's parameters, asserting it is a Bearer challenge.
@@ -178,7 +66,7 @@ const PULL: &[&str] = &["pull"];
 
 #[tokio::test]
 async fn requests_without_a_token_get_a_challenge_naming_realm_service_and_scope() {
-    let keys = Keys::generate();
+    let keys = generate_keys();
     let b = start(&keys);
     let anon = client();
 
@@ -230,7 +118,7 @@ async fn requests_without_a_token_get_a_challenge_naming_realm_service_and_scope
 
 #[tokio::test]
 async fn a_push_token_pushes_and_a_pull_token_pulls_but_cannot_push_or_delete() {
-    let keys = Keys::generate();
+    let keys = generate_keys();
     let b = start(&keys);
     let pusher = bearer(&token(&keys, &[("repository", "team/app", PUSH)]));
     let puller = bearer(&token(&keys, &[("repository", "team/app", PULL)]));
@@ -304,7 +192,7 @@ async fn a_push_token_pushes_and_a_pull_token_pulls_but_cannot_push_or_delete() 
 
 #[tokio::test]
 async fn bad_tokens_are_refused_with_a_reason() {
-    let keys = Keys::generate();
+    let keys = generate_keys();
     let b = start(&keys);
     let grant: &[(&str, &str, &[&str])] = &[("repository", "team/app", PULL)];
     let cases: Vec<(&str, String, &str)> = vec![
@@ -374,7 +262,7 @@ async fn bad_tokens_are_refused_with_a_reason() {
 
 #[tokio::test]
 async fn a_remembered_token_still_expires() {
-    let keys = Keys::generate();
+    let keys = generate_keys();
     let b = start(&keys);
     let t = token_with(&keys, "ec", &[("repository", "team/app", PUSH)], |c| {
         c["exp"] = json!(now() + 2)
@@ -394,7 +282,7 @@ async fn a_remembered_token_still_expires() {
 
 #[tokio::test]
 async fn the_catalog_lists_what_the_token_may_pull_and_mounts_need_pull_on_the_source() {
-    let keys = Keys::generate();
+    let keys = generate_keys();
     let b = start(&keys);
     let admin = bearer(&token(
         &keys,
@@ -448,7 +336,7 @@ async fn the_catalog_lists_what_the_token_may_pull_and_mounts_need_pull_on_the_s
 
 #[test]
 fn the_server_refuses_to_start_without_usable_keys() {
-    let keys = Keys::generate();
+    let keys = generate_keys();
     let garbage = keys.path("garbage.pem");
     std::fs::write(&garbage, "not a key").expect("write");
     for (keys_value, expected) in [
@@ -479,7 +367,7 @@ fn the_server_refuses_to_start_without_usable_keys() {
 /// skopeo with `--{src,dest}-registry-token`: a real client sending bearer tokens.
 #[tokio::test]
 async fn skopeo_copies_in_and_out_with_bearer_tokens() {
-    let keys = Keys::generate();
+    let keys = generate_keys();
     let b = start(&keys);
     let work = tempfile::tempdir().expect("temp dir");
     let auth = work.path().join("auth.json");

@@ -9,6 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::keys::{Keys, start_trusting, token_claims};
 use common::*;
 use serde_json::{Value, json};
 
@@ -592,77 +593,18 @@ fn fails_saying(args: &[&str], needle: &str) {
     );
 }
 
-/// An RSA key pair made with openssl, and a token signed with it granting `repos`.
-fn key_and_token(dir: &Path, repos: &[&str]) -> (std::path::PathBuf, String) {
-    let key = dir.join("key.pem");
-    let public = dir.join("pub.pem");
-    for args in [
-        vec![
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            key.to_str().expect("utf-8 path"),
-        ],
-        vec![
-            "pkey",
-            "-in",
-            key.to_str().expect("utf-8 path"),
-            "-pubout",
-            "-out",
-            public.to_str().expect("utf-8 path"),
-        ],
-    ] {
-        let out = Command::new("openssl")
-            .args(&args)
-            .output()
-            .expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let claims = json!({
-        "iss": "bench-test", "aud": "bench-test", "sub": "bench",
-        "iat": now, "nbf": now - 5, "exp": now + 600,
-        "access": repos
-            .iter()
-            .map(|r| json!({"type": "repository", "name": r, "actions": ["pull", "push"]}))
-            .collect::<Vec<_>>(),
-    });
-    let pem = std::fs::read(&key).expect("private key");
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("RSA key"),
-    )
-    .expect("sign token");
-    (public, token)
-}
-
 #[tokio::test]
 async fn with_token_auth_on_it_needs_and_sends_a_bearer_token() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (public, token) = key_and_token(dir.path(), &["bench/manifest", "bench/push"]);
-    let b = Berth::start_with(Options {
-        env: vec![
-            ("BERTH_AUTH__MODE".into(), "token".into()),
-            (
-                "BERTH_AUTH__TOKEN__REALM".into(),
-                "http://127.0.0.1:1/service/token".into(),
-            ),
-            ("BERTH_AUTH__TOKEN__SERVICE".into(), "bench-test".into()),
-            ("BERTH_AUTH__TOKEN__ISSUER".into(), "bench-test".into()),
-            (
-                "BERTH_AUTH__TOKEN__PUBLIC_KEYS".into(),
-                public.to_str().expect("utf-8 path").into(),
-            ),
-        ],
-        ..Options::default()
-    });
+    let keys = Keys::generate(&[("rsa", jsonwebtoken::Algorithm::RS256)]);
+    let push: &[&str] = &["pull", "push"];
+    let token = keys.sign(
+        "rsa",
+        &token_claims(&[
+            ("repository", "bench/manifest", push),
+            ("repository", "bench/push", push),
+        ]),
+    );
+    let b = start_trusting(&keys, &["rsa"]);
     // The whole-blob pull sends its own requests (see `whole_blob_pulls_...`): the token
     // must go with those too.
     let scenario = [

@@ -73,9 +73,7 @@ async fn helm_pushes_a_chart_with_a_robot_over_https_and_oras_pulls_it_back() {
     });
     assert!(b.base.starts_with("https://"), "{}", b.base);
     b.cli_ok(&["project", "create", "charts"]);
-    let printed = b.cli_ok(&[
-        "robot",
-        "create",
+    let (robot, secret) = b.create_robot(&[
         "helm",
         "--project",
         "charts",
@@ -84,15 +82,6 @@ async fn helm_pushes_a_chart_with_a_robot_over_https_and_oras_pulls_it_back() {
         "--access",
         "repository:push",
     ]);
-    let field = |key: &str| {
-        printed
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no {key} in the robot's output:\n{printed}"))
-            .trim()
-            .to_string()
-    };
-    let (robot, secret) = (field("name:"), field("secret:"));
 
     // A tiny chart.
     let work = tempfile::tempdir().expect("temp dir");

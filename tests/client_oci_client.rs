@@ -159,11 +159,8 @@ async fn oci_client_pushes_and_pulls_with_a_robot_through_the_token_flow() {
         ],
         ..Default::default()
     });
-    let run = |args: &[&str]| b.cli_ok(args);
-    run(&["project", "create", "secret"]);
-    let printed = run(&[
-        "robot",
-        "create",
+    b.cli_ok(&["project", "create", "secret"]);
+    let (robot, secret) = b.create_robot(&[
         "rusty",
         "--project",
         "secret",
@@ -172,15 +169,7 @@ async fn oci_client_pushes_and_pulls_with_a_robot_through_the_token_flow() {
         "--access",
         "repository:push",
     ]);
-    let field = |key: &str| {
-        printed
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .expect("robot field")
-            .trim()
-            .to_string()
-    };
-    let auth = RegistryAuth::Basic(field("name:"), field("secret:"));
+    let auth = RegistryAuth::Basic(robot, secret);
     let reference: Reference = format!("{}/secret/app:1.0", b.host()).parse().unwrap();
     let config = Config::oci_v1(br#"{"architecture":"amd64","os":"linux"}"#.to_vec(), None);
     let layer = vec![ImageLayer::oci_v1(b"robot layer".to_vec(), None)];

@@ -22,14 +22,7 @@ struct Replicas {
 }
 
 async fn replicas() -> Replicas {
-    let url = fresh_postgres_db().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let options = Options {
-        database_url: Some(url),
-        data_dir: Some(dir.path().to_path_buf()),
-        storage_root: Some(dir.path().join("storage")),
-        ..Options::default()
-    };
+    let (options, dir) = replica_options().await;
     let a = Berth::start_with(options.clone());
     let b = Berth::start_with(options);
     Replicas { a, b, _dir: dir }
@@ -145,15 +138,7 @@ async fn assert_manifest(
     want: &[u8],
     media_type: &str,
 ) {
-    let r = c
-        .get(server.url(&format!("/v2/{repo}/manifests/{reference}")))
-        .header(
-            "accept",
-            format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
-        )
-        .send()
-        .await
-        .expect("GET manifest");
+    let r = get_any_manifest(c, server, repo, reference).await;
     assert_eq!(
         r.status(),
         200,

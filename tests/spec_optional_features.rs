@@ -7,10 +7,8 @@
 
 #[macro_use]
 mod common;
+use common::keys::*;
 use common::*;
-
-use std::path::PathBuf;
-use std::process::Command;
 
 use serde_json::{Value, json};
 
@@ -105,10 +103,7 @@ async fn fetch_manifest(
 ) -> (u16, String, Vec<u8>) {
     let url = b.url(&format!("/v2/{repo}/manifests/{reference}"));
     let r = if head { c.head(url) } else { c.get(url) }
-        .header(
-            "accept",
-            format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
-        )
+        .header("accept", accept_any_manifest())
         .send()
         .await
         .expect("fetch manifest");
@@ -728,94 +723,19 @@ async fn a_mount_without_from_of_a_blob_no_repository_has_opens_an_upload(auth: 
 }
 
 // With token authentication: keys made with openssl, tokens signed here as a token service
-// would (the same scheme as tests/auth_token.rs).
+// would (tests/common/keys.rs, as in tests/auth_token.rs).
 
-const ISSUER: &str = "berth-test-issuer";
-const SERVICE: &str = "berth-test";
-const REALM: &str = "http://127.0.0.1:1/service/token";
-
-/// An RSA key pair in a temporary directory.
-struct TokenKey {
-    dir: tempfile::TempDir,
+/// One RSA key pair (`rsa`), which [`start_trusting`] is told to trust.
+fn token_key() -> Keys {
+    Keys::generate(&[("rsa", jsonwebtoken::Algorithm::RS256)])
 }
 
-impl TokenKey {
-    fn generate() -> TokenKey {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            "key.pem",
-        ]);
-        openssl(&["pkey", "-in", "key.pem", "-pubout", "-out", "pub.pem"]);
-        TokenKey { dir }
-    }
-
-    fn public(&self) -> PathBuf {
-        self.dir.path().join("pub.pem")
-    }
-
-    /// A client sending a token that grants `access` (`[(repository, actions)]`).
-    fn client(&self, access: &[(&str, &[&str])]) -> reqwest::Client {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs() as i64;
-        let claims = json!({
-            "iss": ISSUER,
-            "aud": SERVICE,
-            "sub": "alice",
-            "iat": now,
-            "nbf": now - 5,
-            "exp": now + 300,
-            "access": access.iter().map(|(n, a)| json!({"type": "repository", "name": n, "actions": a})).collect::<Vec<_>>(),
-        });
-        let pem = std::fs::read(self.dir.path().join("key.pem")).expect("private key");
-        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("RSA key");
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
-            &claims,
-            &key,
-        )
-        .expect("sign token");
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {token}").parse().expect("header value"),
-        );
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .default_headers(headers)
-            .build()
-            .expect("http client")
-    }
-}
-
-fn start_with_tokens(key: &TokenKey) -> Berth {
-    let public = key.public().display().to_string();
-    Berth::start_with(env(&[
-        ("BERTH_AUTH__MODE", "token"),
-        ("BERTH_AUTH__TOKEN__REALM", REALM),
-        ("BERTH_AUTH__TOKEN__SERVICE", SERVICE),
-        ("BERTH_AUTH__TOKEN__ISSUER", ISSUER),
-        ("BERTH_AUTH__TOKEN__PUBLIC_KEYS", &public),
-    ]))
+/// A client sending a token signed with `key` that grants `access`
+/// (`[(repository, actions)]`).
+fn token_client(key: &Keys, access: &[(&str, &[&str])]) -> reqwest::Client {
+    let access: Vec<(&str, &str, &[&str])> =
+        access.iter().map(|&(n, a)| ("repository", n, a)).collect();
+    bearer(&key.sign("rsa", &token_claims(&access)))
 }
 
 const PUSH: &[&str] = &["pull", "push"];
@@ -823,14 +743,14 @@ const PULL: &[&str] = &["pull"];
 
 #[tokio::test]
 async fn a_mount_without_from_never_mounts_a_blob_the_caller_may_not_pull() {
-    let key = TokenKey::generate();
-    let b = start_with_tokens(&key);
-    let admin = key.client(&[("secret/repo", PUSH), ("team/app", PUSH)]);
+    let key = token_key();
+    let b = start_trusting(&key, &["rsa"]);
+    let admin = token_client(&key, &[("secret/repo", PUSH), ("team/app", PUSH)]);
     let digest = push_blob(&admin, &b, "secret/repo", &pattern(2000, 15)).await;
 
     // May push to team/app but not pull from secret/repo: an upload session, as for a
     // blob no repository has, and nothing linked.
-    let pusher = key.client(&[("team/app", PUSH)]);
+    let pusher = token_client(&key, &[("team/app", PUSH)]);
     let r = mount_without_from(&pusher, &b, "team/app", &digest).await;
     assert_eq!(
         r.status(),
@@ -842,7 +762,7 @@ async fn a_mount_without_from_never_mounts_a_blob_the_caller_may_not_pull() {
     assert_eq!(blob_head(&admin, &b, "team/app", &digest).await, 404);
 
     // With pull on the repository that has it, the same request mounts it.
-    let both = key.client(&[("secret/repo", PULL), ("team/app", PUSH)]);
+    let both = token_client(&key, &[("secret/repo", PULL), ("team/app", PUSH)]);
     let r = mount_without_from(&both, &b, "team/app", &digest).await;
     assert_eq!(r.status(), 201, "{:?}", r.headers());
     assert_eq!(header_str(&r, "docker-content-digest"), digest);

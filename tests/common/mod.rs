@@ -2,6 +2,10 @@
 //! directory (and, when asked, its own PostgreSQL database), and talks to it over HTTP.
 #![allow(dead_code)]
 
+/// Real container clients: time-limited commands, private podman/skopeo state, containerd.
+pub mod containers;
+/// Token signing keys made with openssl, and a server in token mode trusting them.
+pub mod keys;
 /// The test OpenID Connect provider and the Chromium driver (tests/oidc).
 pub mod oidc;
 
@@ -409,6 +413,15 @@ impl Berth {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `berth robot create ARGS`; returns the robot's full name and its secret.
+    #[track_caller]
+    pub fn create_robot(&self, args: &[&str]) -> (String, String) {
+        let mut all = vec!["robot", "create"];
+        all.extend_from_slice(args);
+        let out = self.cli_ok(&all);
+        (printed(&out, "name"), printed(&out, "secret"))
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -487,6 +500,20 @@ pub async fn fresh_postgres_db() -> String {
     let _ = conn.close().await;
     let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
     format!("{base}/{name}")
+}
+
+/// Settings for replicas: servers on one fresh PostgreSQL database sharing a data
+/// directory and a storage root in the returned temporary directory (keep it while they run).
+pub async fn replica_options() -> (Options, tempfile::TempDir) {
+    let url = fresh_postgres_db().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = Options {
+        database_url: Some(url),
+        data_dir: Some(dir.path().to_path_buf()),
+        storage_root: Some(dir.path().join("storage")),
+        ..Options::default()
+    };
+    (options, dir)
 }
 
 pub fn client() -> reqwest::Client {
@@ -676,6 +703,37 @@ impl TestCert {
 
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// The value of the `key: value` line the CLI prints (`berth robot create|refresh`).
+#[track_caller]
+pub fn printed(stdout: &str, key: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no `{key}:` line in {stdout:?}"))
+        .trim()
+        .to_string()
+}
+
+/// An `Accept` header value naming every manifest type: OCI image and index, Docker
+/// schema 2 and manifest list.
+pub fn accept_any_manifest() -> String {
+    format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}")
+}
+
+/// `GET /v2/<repo>/manifests/<reference>` accepting every manifest type.
+pub async fn get_any_manifest(
+    c: &impl Http,
+    b: &Berth,
+    repo: &str,
+    reference: &str,
+) -> reqwest::Response {
+    c.get(b.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header("accept", accept_any_manifest())
+        .send()
+        .await
+        .expect("GET manifest")
+}
 
 /// A response header as text, or `""` when it is absent.
 pub fn header_str(r: &reqwest::Response, name: &str) -> String {
