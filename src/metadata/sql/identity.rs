@@ -410,15 +410,42 @@ impl SqlMetadataStore {
         Ok(robots)
     }
 
+    /// One robot with its permissions, in one query (the token endpoint reads a robot on
+    /// every request: one round trip instead of two).
     async fn robot_where(&self, column: &str, value: Arg) -> Result<Option<Robot>, MetaError> {
-        let sql = format!("SELECT {ROBOT_COLS} FROM robots WHERE {column} = $1");
+        let cols = ROBOT_COLS
+            .split(", ")
+            .map(|c| format!("r.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {cols}, p.kind AS p_kind, p.namespace AS p_namespace, \
+             p.resource AS p_resource, p.action AS p_action \
+             FROM robots r LEFT JOIN robot_permissions p ON p.robot_id = r.id \
+             WHERE r.{column} = $1"
+        );
         let args = [value];
-        let row = self
+        let rows = self
             .read
-            .fetch_optional(bind_all(sqlx::query(&sql), &args))
+            .fetch_all(bind_all(sqlx::query(&sql), &args))
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(self.with_permissions(vec![robot_row(&row)?]).await?.pop())
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mut robot = robot_row(first)?;
+        let mut permissions = BTreeSet::new();
+        for row in &rows {
+            if let Some(kind) = row.try_get::<Option<String>, _>("p_kind")? {
+                permissions.insert(RobotPermission {
+                    kind,
+                    namespace: row.try_get("p_namespace")?,
+                    resource: row.try_get("p_resource")?,
+                    action: row.try_get("p_action")?,
+                });
+            }
+        }
+        robot.permissions = permissions.into_iter().collect();
+        Ok(Some(robot))
     }
 
     /// `SELECT COUNT(*)` and one page of `SELECT {cols}` from `table` under `conditions`.
