@@ -211,10 +211,31 @@ async fn a_repository_page_lists_tags_with_pull_commands_and_an_artifact_its_lay
     let r = c
         .put(b.url("/v2/team/sub/app/manifests/stable"))
         .header("content-type", OCI_MANIFEST)
-        .body(manifest)
+        .body(manifest.clone())
         .send()
         .await
         .expect("tag");
+    assert_eq!(r.status(), 201);
+
+    // A signature referring to it.
+    push_blob(&c, &b, "team/sub/app", b"{}").await;
+    push_blob(&c, &b, "team/sub/app", b"sig").await;
+    let sig = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(b"{}"), "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": sha256(b"sig"), "size": 3}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": digest, "size": manifest.len()},
+    }))
+    .expect("json");
+    let r = c
+        .put(b.url(&format!("/v2/team/sub/app/manifests/{}", sha256(&sig))))
+        .header("content-type", OCI_MANIFEST)
+        .body(sig.clone())
+        .send()
+        .await
+        .expect("push signature");
     assert_eq!(r.status(), 201);
 
     let mut anon = WebSession::new();
@@ -224,6 +245,8 @@ async fn a_repository_page_lists_tags_with_pull_commands_and_an_artifact_its_lay
     assert_eq!(
         texts_of(&body, "pull-command"),
         [
+            // The signature, newest and untagged: by digest.
+            format!("docker pull {host}/team/sub/app@{}", sha256(&sig)),
             format!("docker pull {host}/team/sub/app:stable"),
             format!("docker pull {host}/team/sub/app:v1"),
         ]
@@ -244,6 +267,9 @@ async fn a_repository_page_lists_tags_with_pull_commands_and_an_artifact_its_lay
     let (status, body) = get_page(&mut anon, &b, &link).await;
     assert_eq!(status, 200);
     assert_eq!(body.matches("class=\"layer\"").count(), 1);
+    assert_eq!(body.matches("class=\"referrer\"").count(), 1, "{body}");
+    assert!(body.contains("<td>signature</td>"), "{body}");
+    assert!(body.contains(&format!("/-/artifacts/{}", sha256(&sig))));
     assert!(body.contains(&sha256(b"layer bytes")), "the layer's digest");
     assert!(
         body.contains("&quot;architecture&quot;: &quot;amd64&quot;"),
@@ -533,7 +559,6 @@ async fn chromium_walks_from_projects_to_an_artifact() {
     std::fs::create_dir_all(&shots).expect("screenshot dir");
     let b = Berth::builtin(&[]);
     b.cli_ok(&["project", "create", "team"]);
-    b.cli_ok(&["project", "create", "library", "--public"]);
     let c = admin();
     let (digest, _) = push_image(&c, &b, "team/web/app", "v1", b"app layer").await;
     push_chart(
