@@ -8,7 +8,12 @@
 //! - `signin.rs`: the sign-in page, local sign-in, the OpenID Connect redirect, callback
 //!   and onboarding, sign-out.
 //! - `profile.rs`: the CLI secret and personal access tokens.
+//! - `browse.rs`: projects, repositories, artifacts (with pull commands), deletes.
+//! - `markdown.rs`, `chart.rs`: a Helm chart's README (sanitised) and Chart.yaml.
 
+pub mod browse;
+pub mod chart;
+pub mod markdown;
 pub mod profile;
 pub mod session;
 pub mod signin;
@@ -52,7 +57,7 @@ impl std::ops::Deref for Web {
 pub fn router(web: Web) -> Router {
     let callback = web.redirect_path.clone();
     Router::new()
-        .route("/", get(|| async { Redirect::to("/c/profile") }))
+        .route("/", get(|| async { Redirect::to("/c/projects") }))
         .route("/c/login", get(signin::page).post(signin::local))
         .route("/c/logout", post(signin::logout))
         .route("/c/oidc/login", get(signin::oidc_begin))
@@ -62,6 +67,16 @@ pub fn router(web: Web) -> Router {
         .route("/c/profile/cli-secret", post(profile::new_cli_secret))
         .route("/c/profile/tokens", post(profile::new_token))
         .route("/c/profile/tokens/{id}/revoke", post(profile::revoke_token))
+        .route("/c/projects", get(browse::projects))
+        .route("/c/projects/{project}", get(browse::project))
+        .route(
+            "/c/projects/{project}/settings",
+            post(browse::project_settings),
+        )
+        .route(
+            "/c/repositories/{*path}",
+            get(browse::repository_get).post(browse::repository_post),
+        )
         .with_state(web)
 }
 

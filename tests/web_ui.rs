@@ -1,0 +1,675 @@
+//! The web UI's browsing pages against a real server: who sees which projects, search and
+//! pages, a repository's artifacts with their pull commands, an artifact's layers and a Helm
+//! chart's README (sanitised), escaping of pushed text, and deletes (CSRF, permissions, and
+//! the same effect as through `/v2`). One test drives Chromium through the pages and keeps
+//! screenshots (`BERTH_TEST_ARTIFACTS`, run through scripts/test.sh).
+
+mod common;
+
+use std::io::Write as _;
+
+use base64::Engine as _;
+use common::oidc::{Browser, WebSession};
+use common::*;
+use serde_json::json;
+
+const HELM_CONFIG: &str = "application/vnd.cncf.helm.config.v1+json";
+const HELM_CHART: &str = "application/vnd.cncf.helm.chart.content.v1.tar.gz";
+
+/// A client that sends Basic credentials with every request.
+fn as_user(user: &str, password: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Basic {value}").parse().expect("header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+fn admin() -> reqwest::Client {
+    as_user("admin", API_ADMIN_PW)
+}
+
+/// The value of the first `name="csrf"` field of a page.
+fn csrf_field(body: &str) -> String {
+    let at = body
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no csrf field in {body}"));
+    let rest = &body[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').expect("end of value")].to_string()
+}
+
+/// A browser-like session signed in locally as `user`; returns it and the session's CSRF
+/// token.
+async fn sign_in(b: &Berth, user: &str, password: &str) -> (WebSession, String) {
+    let mut web = WebSession::new();
+    let page = web.get(&b.url("/c/login")).await;
+    assert_eq!(page.status(), 200);
+    let pre = csrf_field(&page.text().await.expect("body"));
+    let r = web
+        .post_form(
+            &b.url("/c/login"),
+            &[
+                ("username", user),
+                ("password", password),
+                ("csrf", &pre),
+                ("return_to", "/c/projects"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303, "signing in as {user}");
+    assert!(web.cookie("berth_session").is_some());
+    let page = web.follow(&b.url("/c/projects"), &|_| false).await;
+    assert_eq!(page.status, 200);
+    let csrf = csrf_field(&page.body);
+    (web, csrf)
+}
+
+async fn get_page(web: &mut WebSession, b: &Berth, path: &str) -> (u16, String) {
+    let r = web.get(&b.url(path)).await;
+    let status = r.status().as_u16();
+    (status, r.text().await.expect("body"))
+}
+
+/// The names in `class="<class>"` links or cells of a page, in order.
+fn texts_of(body: &str, class: &str) -> Vec<String> {
+    let marker = format!("class=\"{class}\"");
+    body.match_indices(&marker)
+        .filter_map(|(i, _)| {
+            let rest = &body[i..];
+            let start = rest.find('>')? + 1;
+            let end = rest[start..].find('<')?;
+            Some(rest[start..start + end].to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn projects_are_listed_as_the_viewer_may_see_them() {
+    let b = Berth::builtin(&[]);
+    b.cli_ok(&["project", "create", "open", "--public"]);
+    b.cli_ok(&["project", "create", "secret"]);
+    b.cli_ok(&["project", "create", "other"]);
+    b.cli_ok(&["user", "create", "mia", "--password", "mia-pass-123"]);
+    b.cli_ok(&["user", "create", "ned", "--password", "ned-pass-123"]);
+    b.cli_ok(&["project", "member", "secret", "mia", "developer"]);
+    push_image(&admin(), &b, "secret/app", "v1", b"one").await;
+    push_image(&admin(), &b, "secret/tool", "v1", b"two").await;
+
+    // Anonymous: the public project only; `/` leads to the list.
+    let mut anon = WebSession::new();
+    let page = anon.follow(&b.url("/"), &|_| false).await;
+    assert_eq!(page.status, 200);
+    assert!(page.url.ends_with("/c/projects"), "{}", page.url);
+    // `library` is the public project every registry starts with.
+    assert_eq!(texts_of(&page.body, "project-name"), ["library", "open"]);
+    // A private project is "not found" to those who may not see it, like a missing one.
+    let (status, body) = get_page(&mut anon, &b, "/c/projects/secret").await;
+    assert_eq!(status, 404);
+    assert!(!body.contains("repository-name"));
+    let (status, _) = get_page(&mut anon, &b, "/c/projects/nothing-here").await;
+    assert_eq!(status, 404);
+    let (status, _) = get_page(&mut anon, &b, "/c/repositories/secret/app").await;
+    assert_eq!(status, 404);
+
+    // A member sees their private project with its repository count; a non-member does not.
+    let (mut mia, _) = sign_in(&b, "mia", "mia-pass-123").await;
+    let (_, body) = get_page(&mut mia, &b, "/c/projects").await;
+    assert_eq!(
+        texts_of(&body, "project-name"),
+        ["library", "open", "secret"]
+    );
+    assert_eq!(texts_of(&body, "repo-count"), ["0", "0", "2"]);
+    let (status, body) = get_page(&mut mia, &b, "/c/projects/secret").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        texts_of(&body, "repository-name"),
+        ["secret/app", "secret/tool"]
+    );
+    assert_eq!(texts_of(&body, "member-name"), ["mia"]);
+    assert!(
+        !body.contains("id=\"settings\""),
+        "a developer may not change the project"
+    );
+
+    let (mut ned, _) = sign_in(&b, "ned", "ned-pass-123").await;
+    let (_, body) = get_page(&mut ned, &b, "/c/projects").await;
+    assert_eq!(texts_of(&body, "project-name"), ["library", "open"]);
+    let (status, _) = get_page(&mut ned, &b, "/c/projects/secret").await;
+    assert_eq!(status, 404);
+
+    // The admin sees all of them; search narrows by name.
+    let (mut adm, _) = sign_in(&b, "admin", API_ADMIN_PW).await;
+    let (_, body) = get_page(&mut adm, &b, "/c/projects").await;
+    assert_eq!(
+        texts_of(&body, "project-name"),
+        ["library", "open", "other", "secret"]
+    );
+    let (_, body) = get_page(&mut adm, &b, "/c/projects?q=ECR").await;
+    assert_eq!(texts_of(&body, "project-name"), ["secret"]);
+    let (_, body) = get_page(&mut adm, &b, "/c/projects/secret?q=too").await;
+    assert_eq!(texts_of(&body, "repository-name"), ["secret/tool"]);
+}
+
+#[tokio::test]
+async fn project_and_repository_lists_are_paged() {
+    let b = Berth::builtin(&[]);
+    for i in 0..27 {
+        b.cli_ok(&["project", "create", &format!("p{i:02}"), "--public"]);
+    }
+    let mut anon = WebSession::new();
+    let (_, body) = get_page(&mut anon, &b, "/c/projects").await;
+    assert_eq!(texts_of(&body, "project-name").len(), 25);
+    assert!(body.contains("Page 1 of 2 (28 in all)"), "{body}");
+    assert!(body.contains("href=\"/c/projects?page=2\""), "{body}");
+    let (_, body) = get_page(&mut anon, &b, "/c/projects?page=2").await;
+    assert_eq!(
+        texts_of(&body, "project-name"),
+        ["p24", "p25", "p26"],
+        "after library and p00..p23"
+    );
+    let (_, body) = get_page(&mut anon, &b, "/c/projects?q=p2&page=1").await;
+    assert_eq!(texts_of(&body, "project-name").len(), 7, "p20..p26");
+    // A nonsense page number is the first page, not an error.
+    let (status, _) = get_page(&mut anon, &b, "/c/projects?page=x").await;
+    assert_eq!(status, 200);
+
+    // 35 artifacts in one repository: pages of 30, newest first.
+    let c = admin();
+    let mut digests = Vec::new();
+    for i in 0..35 {
+        let (d, _) = push_image(
+            &c,
+            &b,
+            "p00/many",
+            &format!("t{i:02}"),
+            format!("layer {i}").as_bytes(),
+        )
+        .await;
+        digests.push(d);
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let (_, body) = get_page(&mut anon, &b, "/c/repositories/p00/many").await;
+    assert_eq!(body.matches("class=\"artifact\"").count(), 30);
+    assert!(body.contains(&format!("data-digest=\"{}\"", digests[34])));
+    assert!(body.contains("Page 1 of 2 (35 in all)"));
+    let (_, body) = get_page(&mut anon, &b, "/c/repositories/p00/many?page=2").await;
+    assert_eq!(body.matches("class=\"artifact\"").count(), 5);
+    assert!(body.contains(&format!("data-digest=\"{}\"", digests[0])));
+}
+
+#[tokio::test]
+async fn a_repository_page_lists_tags_with_pull_commands_and_an_artifact_its_layers() {
+    let b = Berth::builtin(&[]);
+    b.cli_ok(&["project", "create", "team", "--public"]);
+    let c = admin();
+    let (digest, manifest) = push_image(&c, &b, "team/sub/app", "v1", b"layer bytes").await;
+    let r = c
+        .put(b.url("/v2/team/sub/app/manifests/stable"))
+        .header("content-type", OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .expect("tag");
+    assert_eq!(r.status(), 201);
+
+    // A signature referring to it.
+    push_blob(&c, &b, "team/sub/app", b"{}").await;
+    push_blob(&c, &b, "team/sub/app", b"sig").await;
+    let sig = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(b"{}"), "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": sha256(b"sig"), "size": 3}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": digest, "size": manifest.len()},
+    }))
+    .expect("json");
+    let r = c
+        .put(b.url(&format!("/v2/team/sub/app/manifests/{}", sha256(&sig))))
+        .header("content-type", OCI_MANIFEST)
+        .body(sig.clone())
+        .send()
+        .await
+        .expect("push signature");
+    assert_eq!(r.status(), 201);
+
+    let mut anon = WebSession::new();
+    let (status, body) = get_page(&mut anon, &b, "/c/repositories/team/sub/app").await;
+    assert_eq!(status, 200);
+    let host = b.host();
+    assert_eq!(
+        texts_of(&body, "pull-command"),
+        [
+            // The signature, newest and untagged: by digest.
+            format!("docker pull {host}/team/sub/app@{}", sha256(&sig)),
+            format!("docker pull {host}/team/sub/app:stable"),
+            format!("docker pull {host}/team/sub/app:v1"),
+        ]
+    );
+    assert_eq!(texts_of(&body, "tag-name"), ["stable", "v1"]);
+    assert!(
+        body.contains(&format!("title=\"{digest}\"")),
+        "the full digest"
+    );
+    assert!(body.contains(&digest[..19]), "the short digest");
+    assert!(body.contains("application/vnd.oci.image.config.v1+json"));
+    // Anonymous viewers are offered no deletes.
+    assert!(!body.contains("delete-tag"));
+    assert!(!body.contains("delete-artifact"));
+
+    let link = format!("/c/repositories/team/sub/app/-/artifacts/{digest}");
+    assert!(body.contains(&format!("href=\"{link}\"")));
+    let (status, body) = get_page(&mut anon, &b, &link).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.matches("class=\"layer\"").count(), 1);
+    assert_eq!(body.matches("class=\"referrer\"").count(), 1, "{body}");
+    assert!(body.contains("<td>signature</td>"), "{body}");
+    assert!(body.contains(&format!("/-/artifacts/{}", sha256(&sig))));
+    assert!(body.contains(&sha256(b"layer bytes")), "the layer's digest");
+    assert!(
+        body.contains("&quot;architecture&quot;: &quot;amd64&quot;"),
+        "the config, pretty and escaped: {body}"
+    );
+    assert!(
+        body.contains("&quot;schemaVersion&quot;: 2"),
+        "the manifest, pretty"
+    );
+    assert!(body.contains(&format!("docker pull {host}/team/sub/app@{digest}")));
+    // Unknown digests and malformed ones are "not found".
+    let missing = format!(
+        "/c/repositories/team/sub/app/-/artifacts/sha256:{}",
+        "0".repeat(64)
+    );
+    assert_eq!(get_page(&mut anon, &b, &missing).await.0, 404);
+    assert_eq!(
+        get_page(
+            &mut anon,
+            &b,
+            "/c/repositories/team/sub/app/-/artifacts/nope"
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        get_page(&mut anon, &b, "/c/repositories/team/none").await.0,
+        404
+    );
+}
+
+/// A chart archive: `<name>/Chart.yaml`, `<name>/README.md`, `<name>/values.yaml`.
+fn chart_tgz(name: &str, readme: &str) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let chart_yaml = format!(
+        "apiVersion: v2\nname: {name}\nversion: 0.1.0\nappVersion: \"1.2.3\"\ndescription: A <b>demo</b> chart\n"
+    );
+    for (path, data) in [
+        (format!("{name}/Chart.yaml"), chart_yaml.as_bytes()),
+        (format!("{name}/values.yaml"), b"replicas: 1\n".as_slice()),
+        (format!("{name}/README.md"), readme.as_bytes()),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, path, data)
+            .expect("append");
+    }
+    let tar = builder.into_inner().expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+/// Pushes a chart as Helm does (config and chart layer with Helm's media types).
+async fn push_chart(c: &reqwest::Client, b: &Berth, repo: &str, tag: &str, tgz: &[u8]) -> String {
+    let config = br#"{"name":"demo","version":"0.1.0","apiVersion":"v2"}"#;
+    push_blob(c, b, repo, config).await;
+    push_blob(c, b, repo, tgz).await;
+    let m = image_manifest(
+        (HELM_CONFIG, &sha256(config), config.len()),
+        &[(HELM_CHART, &sha256(tgz), tgz.len())],
+    );
+    let r = c
+        .put(b.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("content-type", OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .expect("push chart");
+    assert_eq!(r.status(), 201);
+    sha256(&m)
+}
+
+#[tokio::test]
+async fn a_helm_charts_readme_is_rendered_without_its_scripts() {
+    let b = Berth::builtin(&[]);
+    b.cli_ok(&["project", "create", "charts", "--public"]);
+    let readme = "# Demo chart\n\nInstall it **now**.\n\n<script>alert('x')</script>\n\n<a href=\"javascript:alert(1)\" onclick=\"alert(2)\">click</a>\n";
+    let digest = push_chart(
+        &admin(),
+        &b,
+        "charts/demo",
+        "0.1.0",
+        &chart_tgz("demo", readme),
+    )
+    .await;
+
+    let mut anon = WebSession::new();
+    let (_, body) = get_page(&mut anon, &b, "/c/repositories/charts/demo").await;
+    let host = b.host();
+    assert_eq!(
+        texts_of(&body, "pull-command"),
+        [format!(
+            "helm pull oci://{host}/charts/demo --version 0.1.0"
+        )]
+    );
+    let (status, body) = get_page(
+        &mut anon,
+        &b,
+        &format!("/c/repositories/charts/demo/-/artifacts/{digest}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<h1>Demo chart</h1>"), "{body}");
+    assert!(body.contains("<strong>now</strong>"), "{body}");
+    assert!(!body.contains("<script>alert"), "{body}");
+    assert!(!body.contains("javascript:alert"), "{body}");
+    assert!(!body.contains("onclick=\"alert"), "{body}");
+    // Chart.yaml's fields, escaped.
+    assert!(body.contains("data-key=\"appVersion\">1.2.3<"), "{body}");
+    assert!(body.contains("A &lt;b&gt;demo&lt;/b&gt; chart"), "{body}");
+    assert!(!body.contains("A <b>demo</b>"), "{body}");
+}
+
+#[tokio::test]
+async fn pushed_text_is_escaped() {
+    let b = Berth::builtin(&[]);
+    b.cli_ok(&["project", "create", "team", "--public"]);
+    let c = admin();
+    push_blob(&c, &b, "team/app", IMAGE_CONFIG).await;
+    push_blob(&c, &b, "team/app", b"l").await;
+    let m = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256(IMAGE_CONFIG), "size": IMAGE_CONFIG.len()},
+        "layers": [{"mediaType": OCI_LAYER, "digest": sha256(b"l"), "size": 1,
+            "annotations": {"org.opencontainers.image.title": "<img src=x onerror=alert(1)>"}}],
+        "annotations": {"<script>k</script>": "<script>alert('v')</script>"},
+    }))
+    .expect("json");
+    let r = c
+        .put(b.url("/v2/team/app/manifests/v1"))
+        .header("content-type", OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .expect("push");
+    assert_eq!(r.status(), 201);
+    let mut anon = WebSession::new();
+    let (status, body) = get_page(
+        &mut anon,
+        &b,
+        &format!("/c/repositories/team/app/-/artifacts/{}", sha256(&m)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!body.contains("<script>"), "{body}");
+    assert!(!body.contains("<img"), "{body}");
+    assert!(
+        body.contains("&lt;script&gt;alert('v')&lt;/script&gt;"),
+        "{body}"
+    );
+    assert!(
+        body.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn deletes_need_the_csrf_token_and_the_permission_and_act_as_through_v2() {
+    let b = Berth::builtin(&[]);
+    b.cli_ok(&["project", "create", "team"]);
+    b.cli_ok(&["user", "create", "gus", "--password", "gus-pass-123"]);
+    b.cli_ok(&["user", "create", "max", "--password", "max-pass-123"]);
+    b.cli_ok(&["project", "member", "team", "gus", "guest"]);
+    b.cli_ok(&["project", "member", "team", "max", "maintainer"]);
+    let c = admin();
+    let (digest, manifest) = push_image(&c, &b, "team/app", "v1", b"one").await;
+    for tag in ["v2", "v3"] {
+        let r = c
+            .put(b.url(&format!("/v2/team/app/manifests/{tag}")))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest.clone())
+            .send()
+            .await
+            .expect("tag");
+        assert_eq!(r.status(), 201);
+    }
+    let delete_tag = b.url("/c/repositories/team/app/-/delete-tag");
+    let delete_artifact = b.url("/c/repositories/team/app/-/delete-artifact");
+
+    // A guest sees the repository but no delete buttons, and is refused.
+    let (mut gus, gus_csrf) = sign_in(&b, "gus", "gus-pass-123").await;
+    let (status, body) = get_page(&mut gus, &b, "/c/repositories/team/app").await;
+    assert_eq!(status, 200);
+    assert!(!body.contains("delete-tag"));
+    let r = gus
+        .post_form(&delete_tag, &[("csrf", &gus_csrf), ("tag", "v1")])
+        .await;
+    assert_eq!(r.status(), 403);
+
+    // A maintainer without (or with a wrong) CSRF token is refused.
+    let (mut max, csrf) = sign_in(&b, "max", "max-pass-123").await;
+    let (_, body) = get_page(&mut max, &b, "/c/repositories/team/app").await;
+    assert!(body.contains("class=\"delete-tag inline\""), "{body}");
+    assert!(body.contains("class=\"delete-artifact\""), "{body}");
+    let r = max.post_form(&delete_tag, &[("tag", "v1")]).await;
+    assert_eq!(r.status(), 403);
+    let r = max
+        .post_form(&delete_tag, &[("csrf", &gus_csrf), ("tag", "v1")])
+        .await;
+    assert_eq!(r.status(), 403, "another session's token");
+    // Anonymous: no session, refused.
+    let r = WebSession::new()
+        .post_form(&delete_tag, &[("csrf", &csrf), ("tag", "v1")])
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        tags_of(&c, &b, "team/app").await,
+        Some(vec!["v1".into(), "v2".into(), "v3".into()])
+    );
+
+    // With both, the tag goes, as a DELETE of the tag through /v2 would.
+    let r = max
+        .post_form(&delete_tag, &[("csrf", &csrf), ("tag", "v1")])
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        tags_of(&c, &b, "team/app").await,
+        Some(vec!["v2".into(), "v3".into()])
+    );
+    let r = max
+        .post_form(&delete_tag, &[("csrf", &csrf), ("tag", "v1")])
+        .await;
+    assert_eq!(r.status(), 404, "already gone");
+
+    // Deleting the artifact takes its remaining tags.
+    let r = max
+        .post_form(&delete_artifact, &[("csrf", &csrf), ("digest", &digest)])
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(manifest_status(&c, &b, "team/app", &digest).await, 404);
+    assert_eq!(tags_of(&c, &b, "team/app").await, Some(vec![]));
+}
+
+#[tokio::test]
+async fn project_admins_make_a_project_public_from_its_page() {
+    let b = Berth::builtin(&[]);
+    b.cli_ok(&["project", "create", "team"]);
+    b.cli_ok(&["user", "create", "ida", "--password", "ida-pass-123"]);
+    b.cli_ok(&["user", "create", "dev", "--password", "dev-pass-123"]);
+    b.cli_ok(&["project", "member", "team", "ida", "projectAdmin"]);
+    b.cli_ok(&["project", "member", "team", "dev", "developer"]);
+    let settings = b.url("/c/projects/team/settings");
+
+    let (mut dev, dev_csrf) = sign_in(&b, "dev", "dev-pass-123").await;
+    let r = dev
+        .post_form(&settings, &[("csrf", &dev_csrf), ("public", "true")])
+        .await;
+    assert_eq!(r.status(), 403);
+
+    let (mut ida, csrf) = sign_in(&b, "ida", "ida-pass-123").await;
+    let (_, body) = get_page(&mut ida, &b, "/c/projects/team").await;
+    assert!(body.contains("id=\"settings\""), "{body}");
+    let r = ida.post_form(&settings, &[("public", "true")]).await;
+    assert_eq!(r.status(), 403, "no CSRF token");
+    let r = ida
+        .post_form(&settings, &[("csrf", &csrf), ("public", "true")])
+        .await;
+    assert_eq!(r.status(), 303);
+    let r = api_send(
+        &b,
+        reqwest::Method::GET,
+        "/api/v2.0/projects/team",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200, "public now, as the API shows");
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["metadata"]["public"], "true");
+}
+
+/// Signs in with Chromium and walks projects → project → repository → artifact, keeping a
+/// screenshot of each page in `$BERTH_TEST_ARTIFACTS/web_ui/`.
+#[tokio::test]
+async fn chromium_walks_from_projects_to_an_artifact() {
+    let shots = format!(
+        "{}/web_ui",
+        std::env::var("BERTH_TEST_ARTIFACTS")
+            .expect("BERTH_TEST_ARTIFACTS is not set: run the tests through scripts/test.sh")
+    );
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let b = Berth::builtin(&[]);
+    b.cli_ok(&["project", "create", "team"]);
+    let c = admin();
+    let (digest, _) = push_image(&c, &b, "team/web/app", "v1", b"app layer").await;
+    push_chart(
+        &c,
+        &b,
+        "team/charts/demo",
+        "0.1.0",
+        &chart_tgz("demo", "# Demo\n\nA *chart*.\n"),
+    )
+    .await;
+
+    let mut browser = Browser::start(json!({
+        "timeout_ms": 15000,
+        "base_url": b.url(""),
+        "failure_screenshot_dir": shots,
+    }))
+    .await;
+    assert_eq!(
+        browser
+            .step(json!({"op": "goto", "url": b.url("/c/login")}))
+            .await,
+        200
+    );
+    browser
+        .step(json!({"op": "fill", "selector": "#username", "value": "admin"}))
+        .await;
+    browser
+        .step(json!({"op": "fill", "selector": "#password", "value": API_ADMIN_PW}))
+        .await;
+    browser
+        .step(json!({"op": "click", "selector": "#submit"}))
+        .await;
+    browser
+        .step(json!({"op": "wait_url", "pattern": "/c/projects$"}))
+        .await;
+    assert_eq!(browser.text("#user").await, "admin");
+    let shot = |name: &str| format!("{shots}/{name}.png");
+    browser
+        .step(json!({"op": "screenshot", "path": shot("1-projects")}))
+        .await;
+
+    browser
+        .step(json!({"op": "click", "selector": "a.project-name:text-is('team')"}))
+        .await;
+    browser
+        .step(json!({"op": "wait_url", "pattern": "/c/projects/team$"}))
+        .await;
+    assert_eq!(browser.text("#project-name").await, "team");
+    browser
+        .step(json!({"op": "screenshot", "path": shot("2-project")}))
+        .await;
+
+    browser
+        .step(json!({"op": "click", "selector": "a.repository-name:text-is('team/web/app')"}))
+        .await;
+    browser
+        .step(json!({"op": "wait_url", "pattern": "/c/repositories/team/web/app$"}))
+        .await;
+    let pull = browser.text(".pull-command").await;
+    assert_eq!(pull, format!("docker pull {}/team/web/app:v1", b.host()));
+    browser
+        .step(json!({"op": "screenshot", "path": shot("3-repository")}))
+        .await;
+
+    browser
+        .step(json!({"op": "click", "selector": "a.digest"}))
+        .await;
+    browser
+        .step(json!({"op": "wait_url", "pattern": format!("/-/artifacts/{digest}$")}))
+        .await;
+    let layers = browser
+        .step(json!({"op": "count", "selector": "tr.layer"}))
+        .await;
+    assert_eq!(layers, 1);
+    browser
+        .step(json!({"op": "screenshot", "path": shot("4-artifact")}))
+        .await;
+
+    // The chart's page, with its README rendered.
+    browser
+        .step(json!({"op": "goto", "url": b.url("/c/repositories/team/charts/demo")}))
+        .await;
+    browser
+        .step(json!({"op": "click", "selector": "a.digest"}))
+        .await;
+    browser
+        .step(json!({"op": "wait_selector", "selector": "#readme h1"}))
+        .await;
+    assert_eq!(browser.text("#readme h1").await, "Demo");
+    browser
+        .step(json!({"op": "screenshot", "path": shot("5-chart")}))
+        .await;
+    let errors: Vec<_> = browser
+        .events
+        .iter()
+        .filter(|e| e["event"] == "pageerror")
+        .cloned()
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    browser.close().await;
+    for name in [
+        "1-projects",
+        "2-project",
+        "3-repository",
+        "4-artifact",
+        "5-chart",
+    ] {
+        let path = shot(name);
+        assert!(
+            std::fs::metadata(&path).is_ok_and(|m| m.len() > 1000),
+            "{path}"
+        );
+    }
+}
