@@ -23,7 +23,7 @@
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use futures::StreamExt;
 use maud::{Markup, PreEscaped, html};
@@ -31,7 +31,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::session::Viewer;
-use super::{Web, WebError, WebResult, chart, encode, layout, markdown};
+use super::{
+    Web, WebError, WebResult, chart, copy_button, encode, layout, markdown, registry_host,
+};
 use crate::auth::builtin::rfc3339;
 use crate::auth::roles::{self, Action, ProjectRole, Resource};
 use crate::content::ContentError;
@@ -138,25 +140,6 @@ fn short_digest(d: &str) -> String {
     match d.split_once(':') {
         Some((alg, hex)) => format!("{alg}:{}", &hex[..hex.len().min(12)]),
         None => d.to_string(),
-    }
-}
-
-/// The registry's host as the browser reaches it, for the commands shown.
-fn registry_host(web: &Web, headers: &HeaderMap) -> String {
-    if !web.external_url.is_empty() {
-        let u = web.external_url.trim_end_matches('/');
-        return u.split_once("://").map_or(u, |(_, h)| h).to_string();
-    }
-    crate::http::header_str(headers, header::HOST)
-        .unwrap_or("localhost")
-        .to_string()
-}
-
-/// A button that copies an element's text (the page works without it).
-fn copy_button(id: &str) -> Markup {
-    html! {
-        button type="button" .copy data-copy=(id)
-            onclick="navigator.clipboard.writeText(document.getElementById(this.dataset.copy).textContent)" { "Copy" }
     }
 }
 
@@ -342,7 +325,7 @@ pub async fn project(
                     tr { th { "Name" } th { "Description" } th { "Expires" } th { "State" } }
                     @for r in &robots.items {
                         tr .robot {
-                            td .robot-name { (r.name) }
+                            td .robot-name { (crate::admin::robot_full_name(&web.state.robot_prefix, &r.name)) }
                             td { (r.description) }
                             td { (if r.expires_at < 0 { "never".to_string() } else { when(r.expires_at) }) }
                             td { (if r.disabled { "disabled" } else { "enabled" }) }

@@ -172,6 +172,25 @@ table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:.3em .
 code,pre{background:#f4f4f4;padding:.1em .3em}.error{color:#a00}.notice{background:#ffe;padding:.6em;border:1px solid #cc9}\
 .secret{font-size:1.1em;word-break:break-all}";
 
+/// The registry's host as the browser reaches it, for the commands pages show.
+pub fn registry_host(web: &Web, headers: &axum::http::HeaderMap) -> String {
+    if !web.external_url.is_empty() {
+        let u = web.external_url.trim_end_matches('/');
+        return u.split_once("://").map_or(u, |(_, h)| h).to_string();
+    }
+    crate::http::header_str(headers, axum::http::header::HOST)
+        .unwrap_or("localhost")
+        .to_string()
+}
+
+/// A button that copies an element's text (the page works without it).
+pub fn copy_button(id: &str) -> Markup {
+    html! {
+        button type="button" .copy data-copy=(id)
+            onclick="navigator.clipboard.writeText(document.getElementById(this.dataset.copy).textContent)" { "Copy" }
+    }
+}
+
 /// Percent-encodes a value for a query string.
 pub fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()

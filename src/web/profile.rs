@@ -5,13 +5,13 @@
 
 use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::{Markup, html};
+use maud::html;
 use serde::Deserialize;
 
 use super::session::SignedIn;
-use super::{Web, WebError, WebResult, layout};
+use super::{Web, WebError, WebResult, copy_button, layout, registry_host};
 use crate::auth::builtin::rfc3339;
 use crate::auth::secrets::{generate_secret, secret_digest};
 use crate::metadata::signin::{NewUserSecret, SecretKind, UserSecret};
@@ -25,17 +25,6 @@ fn when(ms: Option<i64>, none: &str) -> String {
         Some(ms) => rfc3339((ms / 1000).max(0) as u64),
         None => none.to_string(),
     }
-}
-
-/// The registry's host as the browser reaches it, for the commands shown.
-fn registry_host(web: &Web, headers: &HeaderMap) -> String {
-    if !web.external_url.is_empty() {
-        let u = web.external_url.trim_end_matches('/');
-        return u.split_once("://").map_or(u, |(_, h)| h).to_string();
-    }
-    crate::http::header_str(headers, header::HOST)
-        .unwrap_or("localhost")
-        .to_string()
 }
 
 /// What a secret just made looks like: shown once.
@@ -143,14 +132,6 @@ async fn render(
         }
     };
     Ok(layout("Profile", Some((name, csrf)), body).into_response())
-}
-
-/// A button that copies an element's text (the page works without it).
-fn copy_button(id: &str) -> Markup {
-    html! {
-        button type="button" .copy data-copy=(id)
-            onclick="navigator.clipboard.writeText(document.getElementById(this.dataset.copy).textContent)" { "Copy" }
-    }
 }
 
 #[derive(Deserialize)]
