@@ -5,7 +5,7 @@
 
 use anyhow::{Context, bail};
 
-use crate::auth::builtin::flatten;
+use crate::auth::builtin::{Resolved, flatten};
 use crate::auth::roles::{self, ProjectRole, RobotAccess, RobotPermission};
 use crate::auth::secrets;
 use crate::metadata::identity::{
@@ -286,6 +286,33 @@ pub struct RobotSpec {
     /// Days until it expires; -1: never.
     pub duration_days: i64,
     pub disabled: bool,
+}
+
+/// May `who` manage (create, change, refresh, delete) a robot with `perms` at `level`?
+/// A system admin may; a project admin may manage its project's robots; a robot may only
+/// within its own permissions, and never wider than itself.
+pub fn may_manage_robot(who: &Resolved, level: RobotLevel, perms: &[RobotPermission]) -> bool {
+    if who.is_sysadmin() {
+        return true;
+    }
+    if let Some(mine) = who.robot_permissions() {
+        return roles::may_create_robot(mine, perms);
+    }
+    level == RobotLevel::Project
+        && perms.iter().all(|p| {
+            who.may_in_project(&p.namespace, roles::Resource::Robot, roles::Action::Create)
+        })
+}
+
+/// May `who` see a robot with `perms` at `level`: manage it, or, for a project robot, read
+/// its project's robots (Harbor gives that to guests and up)?
+pub fn may_see_robot(who: &Resolved, level: RobotLevel, perms: &[RobotPermission]) -> bool {
+    may_manage_robot(who, level, perms)
+        || (level == RobotLevel::Project
+            && !perms.is_empty()
+            && perms.iter().all(|p| {
+                who.may_in_project(&p.namespace, roles::Resource::Robot, roles::Action::Read)
+            }))
 }
 
 /// Creates a robot account: `<project>+<name>` for a project robot, `<name>` for a system

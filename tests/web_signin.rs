@@ -10,24 +10,9 @@ mod common;
 use std::time::Duration;
 
 use common::oidc::{Provider, WebSession};
+use common::web::{hidden, text_of};
 use common::*;
 use serde_json::json;
-
-/// The value of `<... id="ID" ...>TEXT<` in a page (the first element with that id).
-fn text_of(html: &str, id: &str) -> Option<String> {
-    let at = html.find(&format!("id=\"{id}\""))?;
-    let rest = &html[at..];
-    let start = rest.find('>')? + 1;
-    let end = rest[start..].find('<')?;
-    Some(rest[start..start + end].to_string())
-}
-
-/// The `value` of the hidden input `name` in a page.
-fn hidden(html: &str, name: &str) -> Option<String> {
-    let at = html.find(&format!("name=\"{name}\" value=\""))?;
-    let rest = &html[at + name.len() + 15..];
-    Some(rest[..rest.find('"')?].to_string())
-}
 
 /// Status of a token request for `scope` with Basic `user`/`secret`.
 async fn token_status(b: &Berth, user: &str, secret: &str, scope: &str) -> (u16, String) {

@@ -10,6 +10,7 @@ use std::io::Write as _;
 
 use base64::Engine as _;
 use common::oidc::{Browser, WebSession};
+use common::web::*;
 use common::*;
 use serde_json::json;
 
@@ -34,58 +35,10 @@ fn admin() -> reqwest::Client {
     as_user("admin", API_ADMIN_PW)
 }
 
-/// The value of the first `name="csrf"` field of a page.
-fn csrf_field(body: &str) -> String {
-    let at = body
-        .find("name=\"csrf\" value=\"")
-        .unwrap_or_else(|| panic!("no csrf field in {body}"));
-    let rest = &body[at + "name=\"csrf\" value=\"".len()..];
-    rest[..rest.find('"').expect("end of value")].to_string()
-}
-
-/// A browser-like session signed in locally as `user`; returns it and the session's CSRF
-/// token.
-async fn sign_in(b: &Berth, user: &str, password: &str) -> (WebSession, String) {
-    let mut web = WebSession::new();
-    let page = web.get(&b.url("/c/login")).await;
-    assert_eq!(page.status(), 200);
-    let pre = csrf_field(&page.text().await.expect("body"));
-    let r = web
-        .post_form(
-            &b.url("/c/login"),
-            &[
-                ("username", user),
-                ("password", password),
-                ("csrf", &pre),
-                ("return_to", "/c/projects"),
-            ],
-        )
-        .await;
-    assert_eq!(r.status(), 303, "signing in as {user}");
-    assert!(web.cookie("berth_session").is_some());
-    let page = web.follow(&b.url("/c/projects"), &|_| false).await;
-    assert_eq!(page.status, 200);
-    let csrf = csrf_field(&page.body);
-    (web, csrf)
-}
-
 async fn get_page(web: &mut WebSession, b: &Berth, path: &str) -> (u16, String) {
     let r = web.get(&b.url(path)).await;
     let status = r.status().as_u16();
     (status, r.text().await.expect("body"))
-}
-
-/// The names in `class="<class>"` links or cells of a page, in order.
-fn texts_of(body: &str, class: &str) -> Vec<String> {
-    let marker = format!("class=\"{class}\"");
-    body.match_indices(&marker)
-        .filter_map(|(i, _)| {
-            let rest = &body[i..];
-            let start = rest.find('>')? + 1;
-            let end = rest[start..].find('<')?;
-            Some(rest[start..start + end].to_string())
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -117,7 +70,7 @@ async fn projects_are_listed_as_the_viewer_may_see_them() {
     assert_eq!(status, 404);
 
     // A member sees their private project with its repository count; a non-member does not.
-    let (mut mia, _) = sign_in(&b, "mia", "mia-pass-123").await;
+    let (mut mia, _) = web_sign_in(&b, "mia", "mia-pass-123").await;
     let (_, body) = get_page(&mut mia, &b, "/c/projects").await;
     assert_eq!(
         texts_of(&body, "project-name"),
@@ -136,14 +89,14 @@ async fn projects_are_listed_as_the_viewer_may_see_them() {
         "a developer may not change the project"
     );
 
-    let (mut ned, _) = sign_in(&b, "ned", "ned-pass-123").await;
+    let (mut ned, _) = web_sign_in(&b, "ned", "ned-pass-123").await;
     let (_, body) = get_page(&mut ned, &b, "/c/projects").await;
     assert_eq!(texts_of(&body, "project-name"), ["library", "open"]);
     let (status, _) = get_page(&mut ned, &b, "/c/projects/secret").await;
     assert_eq!(status, 404);
 
     // The admin sees all of them; search narrows by name.
-    let (mut adm, _) = sign_in(&b, "admin", API_ADMIN_PW).await;
+    let (mut adm, _) = web_sign_in(&b, "admin", API_ADMIN_PW).await;
     let (_, body) = get_page(&mut adm, &b, "/c/projects").await;
     assert_eq!(
         texts_of(&body, "project-name"),
@@ -456,7 +409,7 @@ async fn deletes_need_the_csrf_token_and_the_permission_and_act_as_through_v2() 
     let delete_artifact = b.url("/c/repositories/team/app/-/delete-artifact");
 
     // A guest sees the repository but no delete buttons, and is refused.
-    let (mut gus, gus_csrf) = sign_in(&b, "gus", "gus-pass-123").await;
+    let (mut gus, gus_csrf) = web_sign_in(&b, "gus", "gus-pass-123").await;
     let (status, body) = get_page(&mut gus, &b, "/c/repositories/team/app").await;
     assert_eq!(status, 200);
     assert!(!body.contains("delete-tag"));
@@ -466,7 +419,7 @@ async fn deletes_need_the_csrf_token_and_the_permission_and_act_as_through_v2() 
     assert_eq!(r.status(), 403);
 
     // A maintainer without (or with a wrong) CSRF token is refused.
-    let (mut max, csrf) = sign_in(&b, "max", "max-pass-123").await;
+    let (mut max, csrf) = web_sign_in(&b, "max", "max-pass-123").await;
     let (_, body) = get_page(&mut max, &b, "/c/repositories/team/app").await;
     assert!(body.contains("class=\"delete-tag inline\""), "{body}");
     assert!(body.contains("class=\"delete-artifact\""), "{body}");
@@ -519,13 +472,13 @@ async fn project_admins_make_a_project_public_from_its_page() {
     b.cli_ok(&["project", "member", "team", "dev", "developer"]);
     let settings = b.url("/c/projects/team/settings");
 
-    let (mut dev, dev_csrf) = sign_in(&b, "dev", "dev-pass-123").await;
+    let (mut dev, dev_csrf) = web_sign_in(&b, "dev", "dev-pass-123").await;
     let r = dev
         .post_form(&settings, &[("csrf", &dev_csrf), ("public", "true")])
         .await;
     assert_eq!(r.status(), 403);
 
-    let (mut ida, csrf) = sign_in(&b, "ida", "ida-pass-123").await;
+    let (mut ida, csrf) = web_sign_in(&b, "ida", "ida-pass-123").await;
     let (_, body) = get_page(&mut ida, &b, "/c/projects/team").await;
     assert!(body.contains("id=\"settings\""), "{body}");
     let r = ida.post_form(&settings, &[("public", "true")]).await;
@@ -672,4 +625,219 @@ async fn chromium_walks_from_projects_to_an_artifact() {
             "{path}"
         );
     }
+}
+
+/// Status of a token request for `scope` with Basic `user`/`secret`.
+async fn token_status(b: &Berth, user: &str, secret: &str, scope: &str) -> u16 {
+    reqwest::Client::new()
+        .get(b.url(&format!("/service/token?service=berth&scope={scope}")))
+        .basic_auth(user, Some(secret))
+        .send()
+        .await
+        .expect("token request")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn project_admins_manage_robot_accounts_from_the_project_page() {
+    let b = Berth::builtin(&[]);
+    b.cli_ok(&["project", "create", "team"]);
+    b.cli_ok(&["user", "create", "pam", "--password", "pam-pass-123"]);
+    b.cli_ok(&["user", "create", "gus", "--password", "gus-pass-123"]);
+    b.cli_ok(&["project", "member", "team", "pam", "projectAdmin"]);
+    b.cli_ok(&["project", "member", "team", "gus", "guest"]);
+    let (mut pam, csrf) = web_sign_in(&b, "pam", "pam-pass-123").await;
+    let (status, body) = get_page(&mut pam, &b, "/c/projects/team").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("id=\"new-robot\""), "{body}");
+    let (status, form) = get_page(&mut pam, &b, "/c/projects/team/robots/new").await;
+    assert_eq!(status, 200);
+    assert!(form.contains("value=\"repository:push\""));
+    let new = b.url("/c/projects/team/robots/new");
+    // Nothing ticked, a bad name, no CSRF: refused, nothing made.
+    for (fields, status) in [
+        (
+            vec![("csrf", csrf.as_str()), ("name", "ci"), ("duration", "30")],
+            200,
+        ),
+        (
+            vec![
+                ("csrf", csrf.as_str()),
+                ("name", "Bad Name"),
+                ("duration", "30"),
+                ("perm", "repository:pull"),
+            ],
+            200,
+        ),
+        (
+            vec![
+                ("name", "ci"),
+                ("duration", "30"),
+                ("perm", "repository:pull"),
+            ],
+            403,
+        ),
+    ] {
+        let r = pam.post_form(&new, &fields).await;
+        assert_eq!(r.status(), status, "{fields:?}");
+        let html = r.text().await.unwrap();
+        assert!(text_of(&html, "robot-secret").is_none(), "{fields:?}");
+    }
+    // Made with pull and push for 30 days: the secret shown once works for exactly that.
+    let r = pam
+        .post_form(
+            &new,
+            &[
+                ("csrf", &csrf),
+                ("name", "ci"),
+                ("description", "the <CI> robot"),
+                ("duration", "30"),
+                ("perm", "repository:pull"),
+                ("perm", "repository:push"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    let name = text_of(&html, "robot-name").expect("its name");
+    assert_eq!(name, "robot$team+ci");
+    let secret = text_of(&html, "robot-secret").expect("its secret");
+    assert_eq!(
+        token_status(&b, &name, &secret, "repository:team/app:pull,push").await,
+        200
+    );
+    let (_, page) = get_page(&mut pam, &b, "/c/projects/team").await;
+    assert_eq!(
+        texts_of(&page, "robot-name"),
+        vec!["robot$team+ci".to_string()]
+    );
+    assert!(page.contains("the &lt;CI&gt; robot"), "escaped");
+    assert!(!page.contains(&secret), "never shown again");
+    let id = page
+        .split("action=\"/c/robots/")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .expect("the robot's buttons")
+        .to_string();
+
+    // A guest sees the robot but may not change it.
+    let (mut gus, gus_csrf) = web_sign_in(&b, "gus", "gus-pass-123").await;
+    let (_, page) = get_page(&mut gus, &b, "/c/projects/team").await;
+    assert_eq!(
+        texts_of(&page, "robot-name"),
+        vec!["robot$team+ci".to_string()]
+    );
+    assert!(!page.contains("robot-refresh"));
+    let (status, _) = get_page(&mut gus, &b, "/c/projects/team/robots/new").await;
+    assert_eq!(status, 403);
+    for what in ["refresh", "toggle", "delete"] {
+        let r = gus
+            .post_form(
+                &b.url(&format!("/c/robots/{id}/{what}")),
+                &[("csrf", &gus_csrf)],
+            )
+            .await;
+        assert_eq!(r.status(), 403, "{what}");
+    }
+    assert_eq!(
+        token_status(&b, &name, &secret, "repository:team/app:pull").await,
+        200
+    );
+
+    // Refresh: a new secret, the old one stops at once.
+    let r = pam
+        .post_form(
+            &b.url(&format!("/c/robots/{id}/refresh")),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    let fresh = text_of(&r.text().await.unwrap(), "robot-secret").expect("new secret");
+    assert_ne!(fresh, secret);
+    assert_eq!(
+        token_status(&b, &name, &secret, "repository:team/app:pull").await,
+        401
+    );
+    assert_eq!(
+        token_status(&b, &name, &fresh, "repository:team/app:pull").await,
+        200
+    );
+    // Disable, enable, delete.
+    let toggle = b.url(&format!("/c/robots/{id}/toggle"));
+    assert_eq!(
+        pam.post_form(&toggle, &[("csrf", &csrf)]).await.status(),
+        303
+    );
+    assert_eq!(
+        token_status(&b, &name, &fresh, "repository:team/app:pull").await,
+        401
+    );
+    let (_, page) = get_page(&mut pam, &b, "/c/projects/team").await;
+    assert_eq!(texts_of(&page, "robot-state"), vec!["disabled".to_string()]);
+    assert_eq!(
+        pam.post_form(&toggle, &[("csrf", &csrf)]).await.status(),
+        303
+    );
+    assert_eq!(
+        token_status(&b, &name, &fresh, "repository:team/app:pull").await,
+        200
+    );
+    let r = pam
+        .post_form(
+            &b.url(&format!("/c/robots/{id}/delete")),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        token_status(&b, &name, &fresh, "repository:team/app:pull").await,
+        401
+    );
+    let (_, page) = get_page(&mut pam, &b, "/c/projects/team").await;
+    assert!(texts_of(&page, "robot-name").is_empty());
+}
+
+#[tokio::test]
+async fn administrators_see_users_and_their_cli_secret_use() {
+    let b = Berth::builtin(&[]);
+    b.cli_ok(&["user", "create", "uma", "--password", "uma-pass-123"]);
+    // uma makes a CLI secret and uses it.
+    let (mut uma, csrf) = web_sign_in(&b, "uma", "uma-pass-123").await;
+    let html = uma
+        .post_form(&b.url("/c/profile/cli-secret"), &[("csrf", &csrf)])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let secret = text_of(&html, "cli-secret").unwrap();
+    assert_eq!(
+        token_status(&b, "uma", &secret, "repository:library/x:pull").await,
+        200
+    );
+    // Not an administrator: no users page.
+    let (status, _) = get_page(&mut uma, &b, "/c/admin/users").await;
+    assert_eq!(status, 403);
+    let (mut adm, _) = web_sign_in(&b, "admin", API_ADMIN_PW).await;
+    let (status, page) = get_page(&mut adm, &b, "/c/admin/users?q=uma").await;
+    assert_eq!(status, 200);
+    assert_eq!(texts_of(&page, "user-name"), vec!["uma".to_string()]);
+    let row = &page[page.find("class=\"user-name\"").unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(!row.contains(">never<"), "made and used: {row}");
+    // Re-linking needs a configured provider: a clear refusal here.
+    let id = row
+        .split("action=\"/c/admin/users/")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap()
+        .to_string();
+    let admin_csrf = hidden(&page, "csrf").unwrap();
+    let r = adm
+        .post_form(
+            &b.url(&format!("/c/admin/users/{id}/link")),
+            &[("csrf", &admin_csrf), ("subject", "x")],
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("no identity provider"));
 }

@@ -10,7 +10,9 @@ use utoipa::ToSchema;
 
 use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized};
 use super::{Api, ApiError, ApiResult, Paging, json_body, signed_in, timestamp};
-use crate::admin::{self, AccountError, RobotSpec};
+use crate::admin::{
+    self, AccountError, RobotSpec, may_manage_robot as may_manage, may_see_robot as may_see,
+};
 use crate::auth::builtin::{Resolved, flatten, grouped};
 use crate::auth::roles::{self, RobotPermission};
 use crate::auth::secrets;
@@ -112,22 +114,6 @@ pub struct RobotSec {
     secret: String,
 }
 
-/// May `who` manage (create, change, refresh, delete) a robot with `perms` at `level`?
-/// A system admin may; a project admin may manage its project's robots; a robot may only
-/// within its own permissions, and never wider than itself.
-fn may_manage(who: &Resolved, level: RobotLevel, perms: &[RobotPermission]) -> bool {
-    if who.is_sysadmin() {
-        return true;
-    }
-    if let Some(mine) = who.robot_permissions() {
-        return roles::may_create_robot(mine, perms);
-    }
-    level == RobotLevel::Project
-        && perms.iter().all(|p| {
-            who.may_in_project(&p.namespace, roles::Resource::Robot, roles::Action::Create)
-        })
-}
-
 async fn robot_by_id(api: &Api, id: &str) -> ApiResult<Robot> {
     let id: i64 = id
         .parse()
@@ -138,17 +124,6 @@ async fn robot_by_id(api: &Api, id: &str) -> ApiResult<Robot> {
         .get_robot_by_id(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("robot {id} not found")))
-}
-
-/// May `who` see a robot with `perms` at `level`: manage it, or, for a project robot, read
-/// its project's robots (Harbor gives that to guests and up)?
-fn may_see(who: &Resolved, level: RobotLevel, perms: &[RobotPermission]) -> bool {
-    may_manage(who, level, perms)
-        || (level == RobotLevel::Project
-            && !perms.is_empty()
-            && perms.iter().all(|p| {
-                who.may_in_project(&p.namespace, roles::Resource::Robot, roles::Action::Read)
-            }))
 }
 
 /// The robot, when `who` may see it; one `who` may not see is not found.

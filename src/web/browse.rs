@@ -105,7 +105,7 @@ fn may(p: &Project, viewer: &Viewer, resource: Resource, action: Action) -> bool
 }
 
 /// The project named, if the viewer may see it; else "not found" (whether it exists or not).
-async fn visible_project(web: &Web, viewer: &Viewer, name: &str) -> WebResult<Project> {
+pub async fn visible_project(web: &Web, viewer: &Viewer, name: &str) -> WebResult<Project> {
     let not_found = || WebError::NotFound(format!("project {name} not found"));
     let p = web.meta().get_project(name).await?.ok_or_else(not_found)?;
     if may(&p, viewer, Resource::Project, Action::Read) {
@@ -268,6 +268,10 @@ pub async fn project(
     let may_update = viewer
         .access
         .may_in_project(&p.name, Resource::Project, Action::Update);
+    let may_manage_robots = viewer.signed_in()
+        && viewer
+            .access
+            .may_in_project(&p.name, Resource::Robot, Action::Create);
     let base = format!("/c/projects/{}", p.name);
     let body = html! {
         p .crumbs { a href="/c/projects" { "Projects" } " / " }
@@ -318,17 +322,21 @@ pub async fn project(
         }
         @if let Some(robots) = &robots {
             h2 { "Robot accounts" }
+            @if may_manage_robots {
+                p { a #new-robot href={ (base) "/robots/new" } { "New robot account" } }
+            }
             @if robots.items.is_empty() {
                 p #no-robots { "No robot accounts." }
             } @else {
                 table #robots {
-                    tr { th { "Name" } th { "Description" } th { "Expires" } th { "State" } }
+                    tr { th { "Name" } th { "Description" } th { "Expires" } th { "State" } th {} }
                     @for r in &robots.items {
                         tr .robot {
                             td .robot-name { (crate::admin::robot_full_name(&web.state.robot_prefix, &r.name)) }
                             td { (r.description) }
                             td { (if r.expires_at < 0 { "never".to_string() } else { when(r.expires_at) }) }
-                            td { (if r.disabled { "disabled" } else { "enabled" }) }
+                            td .robot-state { (if r.disabled { "disabled" } else { "enabled" }) }
+                            td { @if may_manage_robots { (super::robots::actions(r.id, r.disabled, &viewer.csrf)) } }
                         }
                     }
                 }

@@ -11,10 +11,12 @@
 //! - `browse.rs`: projects, repositories, artifacts (with pull commands), deletes.
 //! - `markdown.rs`, `chart.rs`: a Helm chart's README (sanitised) and Chart.yaml.
 
+pub mod admin;
 pub mod browse;
 pub mod chart;
 pub mod markdown;
 pub mod profile;
+pub mod robots;
 pub mod session;
 pub mod signin;
 
@@ -63,6 +65,15 @@ pub fn router(web: Web) -> Router {
         .route("/c/oidc/login", get(signin::oidc_begin))
         .route(&callback, get(signin::oidc_callback))
         .route("/c/oidc/onboard", post(signin::onboard))
+        .route(
+            "/c/projects/{project}/robots/new",
+            get(robots::new_form).post(robots::create),
+        )
+        .route("/c/admin/users", get(admin::users))
+        .route("/c/admin/users/{id}/link", post(admin::link))
+        .route("/c/robots/{id}/refresh", post(robots::refresh))
+        .route("/c/robots/{id}/toggle", post(robots::toggle))
+        .route("/c/robots/{id}/delete", post(robots::delete))
         .route("/c/profile", get(profile::page))
         .route("/c/profile/cli-secret", post(profile::new_cli_secret))
         .route("/c/profile/tokens", post(profile::new_token))
@@ -146,6 +157,7 @@ pub fn layout(title: &str, user: Option<(&str, &str)>, body: Markup) -> Html<Str
                 header {
                     a .brand href="/" { "Berth" }
                     nav {
+                        a href="/c/projects" { "Projects" }
                         @if let Some((name, csrf)) = user {
                             a href="/c/profile" #user { (name) }
                             form method="post" action="/c/logout" .inline {

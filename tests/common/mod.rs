@@ -8,6 +8,7 @@ pub mod containers;
 pub mod keys;
 /// The test OpenID Connect provider and the Chromium driver (tests/oidc).
 pub mod oidc;
+pub mod web;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
