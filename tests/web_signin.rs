@@ -416,6 +416,42 @@ async fn oidc_sign_in_onboards_and_an_administrator_relinks_a_new_subject() {
         vec!["pull", "push"],
         "still a developer of team"
     );
+
+    // Once more, re-linked from the administrators' page this time.
+    let newer = format!("again-{name}");
+    p.put_user(&name, json!({ "sub": newer })).await;
+    assert_eq!(
+        oidc_sign_in(&b, &mut WebSession::new(), &user).await.status,
+        403
+    );
+    let (mut adm, _) = common::web::web_sign_in(&b, "admin", API_ADMIN_PW).await;
+    let page = adm
+        .follow(&b.url(&format!("/c/admin/users?q={name}")), &|_| false)
+        .await;
+    let row = &page.body[page
+        .body
+        .find("class=\"user-name\"")
+        .expect("the user's row")..];
+    let id = row
+        .split("action=\"/c/admin/users/")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .expect("a re-link form")
+        .to_string();
+    let csrf = hidden(&page.body, "csrf").unwrap();
+    let r = adm
+        .post_form(
+            &b.url(&format!("/c/admin/users/{id}/link")),
+            &[("csrf", &csrf), ("subject", &newer)],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let page = oidc_sign_in(&b, &mut WebSession::new(), &user).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(
+        text_of(&page.body, "username").as_deref(),
+        Some(name.as_str())
+    );
 }
 
 #[tokio::test]
