@@ -10,21 +10,9 @@ mod common;
 use std::time::Duration;
 
 use common::oidc::{Provider, WebSession};
-use common::web::{hidden, text_of};
+use common::web::{hidden, text_of, token_status};
 use common::*;
 use serde_json::json;
-
-/// Status of a token request for `scope` with Basic `user`/`secret`.
-async fn token_status(b: &Berth, user: &str, secret: &str, scope: &str) -> (u16, String) {
-    let r = client()
-        .get(b.url(&format!("/service/token?service=berth&scope={scope}")))
-        .basic_auth(user, Some(secret))
-        .send()
-        .await
-        .expect("token request");
-    let status = r.status().as_u16();
-    (status, r.text().await.unwrap_or_default())
-}
 
 /// The actions a token granted (its `access` claim), for the first entry.
 fn granted(body: &str) -> Vec<String> {

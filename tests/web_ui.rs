@@ -627,18 +627,6 @@ async fn chromium_walks_from_projects_to_an_artifact() {
     }
 }
 
-/// Status of a token request for `scope` with Basic `user`/`secret`.
-async fn token_status(b: &Berth, user: &str, secret: &str, scope: &str) -> u16 {
-    reqwest::Client::new()
-        .get(b.url(&format!("/service/token?service=berth&scope={scope}")))
-        .basic_auth(user, Some(secret))
-        .send()
-        .await
-        .expect("token request")
-        .status()
-        .as_u16()
-}
-
 #[tokio::test]
 async fn project_admins_manage_robot_accounts_from_the_project_page() {
     let b = Berth::builtin(&[]);
@@ -704,7 +692,7 @@ async fn project_admins_manage_robot_accounts_from_the_project_page() {
     assert_eq!(name, "robot$team+ci");
     let secret = text_of(&html, "robot-secret").expect("its secret");
     assert_eq!(
-        token_status(&b, &name, &secret, "repository:team/app:pull,push").await,
+        token_status_of(&b, &name, &secret, "repository:team/app:pull,push").await,
         200
     );
     let (_, page) = get_page(&mut pam, &b, "/c/projects/team").await;
@@ -741,7 +729,7 @@ async fn project_admins_manage_robot_accounts_from_the_project_page() {
         assert_eq!(r.status(), 403, "{what}");
     }
     assert_eq!(
-        token_status(&b, &name, &secret, "repository:team/app:pull").await,
+        token_status_of(&b, &name, &secret, "repository:team/app:pull").await,
         200
     );
 
@@ -755,11 +743,11 @@ async fn project_admins_manage_robot_accounts_from_the_project_page() {
     let fresh = text_of(&r.text().await.unwrap(), "robot-secret").expect("new secret");
     assert_ne!(fresh, secret);
     assert_eq!(
-        token_status(&b, &name, &secret, "repository:team/app:pull").await,
+        token_status_of(&b, &name, &secret, "repository:team/app:pull").await,
         401
     );
     assert_eq!(
-        token_status(&b, &name, &fresh, "repository:team/app:pull").await,
+        token_status_of(&b, &name, &fresh, "repository:team/app:pull").await,
         200
     );
     // Disable, enable, delete.
@@ -769,7 +757,7 @@ async fn project_admins_manage_robot_accounts_from_the_project_page() {
         303
     );
     assert_eq!(
-        token_status(&b, &name, &fresh, "repository:team/app:pull").await,
+        token_status_of(&b, &name, &fresh, "repository:team/app:pull").await,
         401
     );
     let (_, page) = get_page(&mut pam, &b, "/c/projects/team").await;
@@ -779,7 +767,7 @@ async fn project_admins_manage_robot_accounts_from_the_project_page() {
         303
     );
     assert_eq!(
-        token_status(&b, &name, &fresh, "repository:team/app:pull").await,
+        token_status_of(&b, &name, &fresh, "repository:team/app:pull").await,
         200
     );
     let r = pam
@@ -790,7 +778,7 @@ async fn project_admins_manage_robot_accounts_from_the_project_page() {
         .await;
     assert_eq!(r.status(), 303);
     assert_eq!(
-        token_status(&b, &name, &fresh, "repository:team/app:pull").await,
+        token_status_of(&b, &name, &fresh, "repository:team/app:pull").await,
         401
     );
     let (_, page) = get_page(&mut pam, &b, "/c/projects/team").await;
@@ -811,7 +799,7 @@ async fn administrators_see_users_and_their_cli_secret_use() {
         .unwrap();
     let secret = text_of(&html, "cli-secret").unwrap();
     assert_eq!(
-        token_status(&b, "uma", &secret, "repository:library/x:pull").await,
+        token_status_of(&b, "uma", &secret, "repository:library/x:pull").await,
         200
     );
     // Not an administrator: no users page.

@@ -59,3 +59,20 @@ pub async fn web_sign_in(b: &Berth, user: &str, password: &str) -> (WebSession, 
     let csrf = hidden(&page.body, "csrf").expect("the session's csrf field");
     (web, csrf)
 }
+
+/// Status and body of a token request for `scope` with Basic `user`/`secret`.
+pub async fn token_status(b: &Berth, user: &str, secret: &str, scope: &str) -> (u16, String) {
+    let r = super::client()
+        .get(b.url(&format!("/service/token?service=berth&scope={scope}")))
+        .basic_auth(user, Some(secret))
+        .send()
+        .await
+        .expect("token request");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+/// Status of a token request for `scope` with Basic `user`/`secret`.
+pub async fn token_status_of(b: &Berth, user: &str, secret: &str, scope: &str) -> u16 {
+    token_status(b, user, secret, scope).await.0
+}
