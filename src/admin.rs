@@ -365,6 +365,16 @@ pub async fn create_robot(
                     "a system robot needs at least one permission".into(),
                 ));
             }
+            for p in &spec.permissions {
+                if p.kind == roles::KIND_PROJECT
+                    && p.namespace != roles::ALL_PROJECTS
+                    && meta.get_project(&p.namespace).await?.is_none()
+                {
+                    return Err(
+                        MetaError::NotFound(format!("project {} not found", p.namespace)).into(),
+                    );
+                }
+            }
             (name.clone(), None)
         }
     };

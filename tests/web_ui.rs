@@ -829,3 +829,122 @@ async fn administrators_see_users_and_their_cli_secret_use() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("no identity provider"));
 }
+
+#[tokio::test]
+async fn administrators_manage_system_robots_spanning_projects() {
+    let b = Berth::builtin(&[]);
+    for p in ["alpha", "beta", "gamma"] {
+        b.cli_ok(&["project", "create", p]);
+    }
+    b.cli_ok(&["user", "create", "uma", "--password", "uma-pass-123"]);
+    let (mut uma, uma_csrf) = web_sign_in(&b, "uma", "uma-pass-123").await;
+    assert_eq!(get_page(&mut uma, &b, "/c/admin/robots").await.0, 403);
+    let r = uma
+        .post_form(
+            &b.url("/c/admin/robots"),
+            &[
+                ("csrf", &uma_csrf),
+                ("name", "x"),
+                ("duration", "1"),
+                ("projects", "*"),
+                ("perm", "repository:pull"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+
+    let (mut adm, csrf) = web_sign_in(&b, "admin", API_ADMIN_PW).await;
+    let (status, page) = get_page(&mut adm, &b, "/c/admin/robots").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"no-robots\""));
+    // A project that does not exist: refused, nothing made.
+    let r = adm
+        .post_form(
+            &b.url("/c/admin/robots"),
+            &[
+                ("csrf", &csrf),
+                ("name", "ci"),
+                ("duration", "-1"),
+                ("projects", "alpha, nope"),
+                ("perm", "repository:pull"),
+            ],
+        )
+        .await;
+    let html = r.text().await.unwrap();
+    assert!(text_of(&html, "error").is_some(), "{html}");
+    assert!(text_of(&html, "robot-secret").is_none());
+    let r = adm
+        .post_form(
+            &b.url("/c/admin/robots"),
+            &[
+                ("csrf", &csrf),
+                ("name", "ci"),
+                ("duration", "-1"),
+                ("projects", "alpha, beta"),
+                ("perm", "repository:pull"),
+                ("perm", "repository:push"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert_eq!(text_of(&html, "robot-name").as_deref(), Some("robot$ci"));
+    let secret = text_of(&html, "robot-secret").expect("its secret");
+    for (project, want) in [("alpha", 200), ("beta", 200)] {
+        let (s, body) = token_status(
+            &b,
+            "robot$ci",
+            &secret,
+            &format!("repository:{project}/app:pull,push"),
+        )
+        .await;
+        assert_eq!(s, want);
+        assert!(body.contains("token"));
+    }
+    let (s, body) = token_status(&b, "robot$ci", &secret, "repository:gamma/app:pull").await;
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let claims: serde_json::Value = {
+        use base64::Engine as _;
+        let payload = v["token"].as_str().unwrap().split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert!(
+        claims["access"].as_array().is_none_or(|a| a.is_empty()),
+        "nothing in gamma: {claims}"
+    );
+    let (_, page) = get_page(&mut adm, &b, "/c/admin/robots").await;
+    assert_eq!(texts_of(&page, "robot-name"), vec!["robot$ci".to_string()]);
+    let id = page
+        .split("action=\"/c/robots/")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap()
+        .to_string();
+    // The project admin of alpha may not touch a system robot.
+    b.cli_ok(&["project", "member", "alpha", "uma", "projectAdmin"]);
+    let r = uma
+        .post_form(
+            &b.url(&format!("/c/robots/{id}/delete")),
+            &[("csrf", &uma_csrf)],
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+    let r = adm
+        .post_form(
+            &b.url(&format!("/c/robots/{id}/delete")),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(header_str(&r, "location"), "/c/admin/robots");
+    assert_eq!(
+        token_status_of(&b, "robot$ci", &secret, "repository:alpha/app:pull").await,
+        401
+    );
+}

@@ -70,6 +70,10 @@ pub fn router(web: Web) -> Router {
             get(robots::new_form).post(robots::create),
         )
         .route("/c/admin/users", get(admin::users))
+        .route(
+            "/c/admin/robots",
+            get(robots::system_list).post(robots::system_create),
+        )
         .route("/c/admin/users/{id}/link", post(admin::link))
         .route("/c/robots/{id}/refresh", post(robots::refresh))
         .route("/c/robots/{id}/toggle", post(robots::toggle))

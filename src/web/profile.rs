@@ -68,7 +68,8 @@ async fn render(
                 tr { th { "Identity provider" } td { (iss) " (subject " code { (sub) } ")" } }
             }
         }
-        @if user.sysadmin { p { "Administration: " a #admin-users href="/c/admin/users" { "users" } } }
+        @if user.sysadmin { p { "Administration: " a #admin-users href="/c/admin/users" { "users" } ", "
+            a #admin-robots href="/c/admin/robots" { "system robot accounts" } } }
         @if let Some(e) = &error { p #error .error { (e) } }
         h2 { "CLI secret" }
         p { "Use it as the password of " code { "docker login" } ", " code { "podman login" } ", "

@@ -163,7 +163,7 @@ pub async fn create(
             &headers,
             &viewer.csrf,
             &user.username,
-            &p.name,
+            &format!("/c/projects/{}", p.name),
             &full,
             &secret,
         )),
@@ -179,20 +179,19 @@ fn secret_page(
     headers: &HeaderMap,
     csrf: &str,
     user: &str,
-    project: &str,
+    back: &str,
     full: &str,
     secret: &str,
 ) -> Response {
     let host = registry_host(web, headers);
     let body = html! {
-        p .crumbs { a href="/c/projects" { "Projects" } " / " a href={ "/c/projects/" (project) } { (project) } " / " }
         h1 { "Robot account " code #robot-name { (full) } }
         div .notice {
             p { "Its secret (shown only now; copy it):" }
             p { code #robot-secret .secret { (secret) } " " (copy_button("robot-secret")) }
             pre { "docker login " (host) " -u '" (full) "'" }
         }
-        p { a href={ "/c/projects/" (project) } { "Back to " (project) } }
+        p { a #back href=(back) { "Back" } }
     };
     layout("Robot account", Some((user, csrf)), body).into_response()
 }
@@ -203,8 +202,9 @@ pub struct CsrfForm {
     csrf: String,
 }
 
-/// The robot, when the viewer may manage it (a project robot of a project they see);
-/// otherwise not found or forbidden, as the API answers.
+/// The robot, when the viewer may manage it (a project robot of a project they see, or a
+/// system robot for a system admin), and the page it is listed on; otherwise not found or
+/// forbidden, as the API answers.
 async fn managed(
     web: &Web,
     viewer: &super::session::Viewer,
@@ -222,6 +222,7 @@ async fn managed(
             .get_project_by_id(pid)
             .await?
             .ok_or_else(not_found)?,
+        None if viewer.access.is_sysadmin() => return Ok((r, "/c/admin/robots".into())),
         None => return Err(not_found()),
     };
     visible_project(web, viewer, &project.name)
@@ -233,7 +234,7 @@ async fn managed(
             project.name
         )));
     }
-    Ok((r, project.name))
+    Ok((r, format!("/c/projects/{}", project.name)))
 }
 
 pub async fn refresh(
@@ -244,7 +245,7 @@ pub async fn refresh(
     Form(f): Form<CsrfForm>,
 ) -> WebResult<Response> {
     viewer.check_csrf(&f.csrf)?;
-    let (r, project) = managed(&web, &viewer, id).await?;
+    let (r, back) = managed(&web, &viewer, id).await?;
     let secret = generate_secret().map_err(|e| WebError::Internal(e.to_string()))?;
     web.meta()
         .set_robot_secret(r.id, &secret_digest(&secret))
@@ -255,7 +256,7 @@ pub async fn refresh(
         &headers,
         &viewer.csrf,
         &user.username,
-        &project,
+        &back,
         &full,
         &secret,
     ))
@@ -268,7 +269,7 @@ pub async fn toggle(
     Form(f): Form<CsrfForm>,
 ) -> WebResult<Response> {
     viewer.check_csrf(&f.csrf)?;
-    let (r, project) = managed(&web, &viewer, id).await?;
+    let (r, back) = managed(&web, &viewer, id).await?;
     web.meta()
         .update_robot(
             r.id,
@@ -281,7 +282,7 @@ pub async fn toggle(
             },
         )
         .await?;
-    Ok(Redirect::to(&format!("/c/projects/{project}")).into_response())
+    Ok(Redirect::to(&back).into_response())
 }
 
 pub async fn delete(
@@ -291,7 +292,150 @@ pub async fn delete(
     Form(f): Form<CsrfForm>,
 ) -> WebResult<Response> {
     viewer.check_csrf(&f.csrf)?;
-    let (r, project) = managed(&web, &viewer, id).await?;
+    let (r, back) = managed(&web, &viewer, id).await?;
     web.meta().delete_robot(r.id).await?;
-    Ok(Redirect::to(&format!("/c/projects/{project}")).into_response())
+    Ok(Redirect::to(&back).into_response())
+}
+
+/// `/c/admin/robots`: system robots (spanning projects, or all of them), for system admins.
+pub async fn system_list(
+    State(web): State<Web>,
+    SignedIn(viewer, user): SignedIn,
+) -> WebResult<Response> {
+    if !viewer.access.is_sysadmin() {
+        return Err(WebError::Forbidden(
+            "only system administrators see this page".into(),
+        ));
+    }
+    Ok(system_page(&web, &viewer.csrf, &user.username, None).await?)
+}
+
+async fn system_page(
+    web: &Web,
+    csrf: &str,
+    user: &str,
+    error: Option<&str>,
+) -> WebResult<Response> {
+    let all = web.meta().list_robots(None, 1, 500).await?;
+    let system: Vec<&Robot> = all
+        .items
+        .iter()
+        .filter(|r| r.level == RobotLevel::System)
+        .collect();
+    let body = html! {
+        h1 { "System robot accounts" }
+        @if let Some(e) = error { p #error .error { (e) } }
+        @if system.is_empty() {
+            p #no-robots { "No system robot accounts." }
+        } @else {
+            table #robots {
+                tr { th { "Name" } th { "Description" } th { "Permissions" } th { "State" } th {} }
+                @for r in &system {
+                    tr .robot {
+                        td .robot-name { (robot_full_name(&web.state.robot_prefix, &r.name)) }
+                        td { (r.description) }
+                        td { @for p in &r.permissions { (p.namespace) ": " (p.resource) " " (p.action) br; } }
+                        td .robot-state { (if r.disabled { "disabled" } else { "enabled" }) }
+                        td { (actions(r.id, r.disabled, csrf)) }
+                    }
+                }
+            }
+        }
+        h2 { "New system robot account" }
+        form #robot-form method="post" action="/c/admin/robots" {
+            input type="hidden" name="csrf" value=(csrf);
+            p { label { "Name " input name="name" required; } }
+            p { label { "Description " input name="description"; } }
+            p { label { "Expires in days (-1: never) " input name="duration" type="number" value="30" min="-1"; } }
+            p { label { "Projects (comma-separated, or * for every project) " input name="projects" value="*"; } }
+            fieldset {
+                legend { "Permissions in those projects" }
+                @for (resource, action, meaning) in OFFERED {
+                    p { label { input type="checkbox" name="perm" value={ (resource) ":" (action) }; " " (meaning) } }
+                }
+            }
+            p { button #create-robot type="submit" { "Create" } }
+        }
+    };
+    Ok(layout("System robot accounts", Some((user, csrf)), body).into_response())
+}
+
+pub async fn system_create(
+    State(web): State<Web>,
+    SignedIn(viewer, user): SignedIn,
+    headers: HeaderMap,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> WebResult<Response> {
+    let field = |k: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    viewer.check_csrf(&field("csrf"))?;
+    if !viewer.access.is_sysadmin() {
+        return Err(WebError::Forbidden(
+            "only system administrators create system robot accounts".into(),
+        ));
+    }
+    let ticked: Vec<String> = fields
+        .iter()
+        .filter(|(n, _)| n == "perm")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let projects: Vec<String> = field("projects")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    if ticked.is_empty() || projects.is_empty() {
+        return system_page(
+            &web,
+            &viewer.csrf,
+            &user.username,
+            Some("choose at least one permission and one project (or *)"),
+        )
+        .await;
+    }
+    let Ok(duration_days) = field("duration").parse::<i64>() else {
+        return system_page(
+            &web,
+            &viewer.csrf,
+            &user.username,
+            Some("the expiry is a number of days, or -1 for never"),
+        )
+        .await;
+    };
+    let made = create_robot(
+        web.meta().as_ref(),
+        &web.state.robot_prefix,
+        RobotSpec {
+            name: field("name"),
+            description: field("description"),
+            level: RobotLevel::System,
+            permissions: projects.iter().map(|p| permission(p, &ticked)).collect(),
+            duration_days,
+            disabled: false,
+        },
+    )
+    .await;
+    match made {
+        Ok((_, full, secret)) => Ok(secret_page(
+            &web,
+            &headers,
+            &viewer.csrf,
+            &user.username,
+            "/c/admin/robots",
+            &full,
+            &secret,
+        )),
+        Err(AccountError::Invalid(why))
+        | Err(AccountError::Store(crate::metadata::MetaError::Conflict(why)))
+        | Err(AccountError::Store(crate::metadata::MetaError::NotFound(why))) => {
+            system_page(&web, &viewer.csrf, &user.username, Some(&why)).await
+        }
+        Err(e) => Err(WebError::Internal(e.to_string())),
+    }
 }
