@@ -1600,6 +1600,65 @@ async fn containerd_pulls_with_robot_credentials_like_a_pull_secret() {
         &format!("{}/prod/app-{id}:v1", b.host()),
     ]));
     assert!(!ran.success(), "containerd pulled with a wrong secret");
+
+    // A person's CLI secret as the pull secret's password: set through Harbor's API; the
+    // secret it replaced is refused.
+    self::user(&b, "kube-user", "kube-user-pass-1");
+    cli_ok(&b, &["project", "member", "prod", "kube-user", "guest"]);
+    let id = api_user_id(&b, "kube-user").await;
+    let path = format!("/api/v2.0/users/{id}/cli_secret");
+    for secret in ["Kube-Cli-Secret-1", "Kube-Cli-Secret-2"] {
+        let r = api_send(
+            &b,
+            reqwest::Method::PUT,
+            &path,
+            Some(("admin", ADMIN_PASSWORD)),
+            Some(serde_json::json!({ "secret": secret })),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    must(
+        &b,
+        &mut ctrd.ctr(&[
+            "images",
+            "pull",
+            "--plain-http",
+            "--user",
+            "kube-user:Kube-Cli-Secret-2",
+            &image,
+        ]),
+    );
+    let ran = run(&mut ctrd.ctr(&[
+        "images",
+        "pull",
+        "--plain-http",
+        "--user",
+        "kube-user:Kube-Cli-Secret-1",
+        &image,
+    ]));
+    assert!(
+        !ran.success(),
+        "containerd pulled with a replaced CLI secret"
+    );
+}
+
+/// A user's id, as the API lists it.
+async fn api_user_id(b: &Berth, name: &str) -> i64 {
+    let r = api_send(
+        b,
+        reqwest::Method::GET,
+        &format!("/api/v2.0/users?q=username%3D~{name}"),
+        Some(("admin", ADMIN_PASSWORD)),
+        None,
+    )
+    .await;
+    let users: serde_json::Value = r.json().await.expect("users JSON");
+    users
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["username"] == name))
+        .and_then(|u| u["user_id"].as_i64())
+        .unwrap_or_else(|| panic!("{name} not listed: {users}"))
 }
 
 /// Harbor automation, with a client nobody here wrote (PyPI `harbor-api-client`, generated

@@ -193,4 +193,72 @@ async fn helm_pushes_a_chart_with_a_robot_over_https_and_oras_pulls_it_back() {
         got == packaged,
         "the pulled chart differs from the packaged one"
     );
+
+    // A person's CLI secret works for `helm registry login` too: set through Harbor's API
+    // (PUT /users/{id}/cli_secret), then a login and push as that user.
+    b.cli_ok(&[
+        "user",
+        "create",
+        "helm-user",
+        "--password",
+        "Helm-user-pass-1",
+    ]);
+    b.cli_ok(&["project", "member", "charts", "helm-user", "developer"]);
+    let users: Value = http
+        .get(b.url("/api/v2.0/users?q=username%3D~helm-user"))
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .expect("list users")
+        .json()
+        .await
+        .expect("users JSON");
+    let id = users[0]["user_id"].as_i64().expect("the user's id");
+    let cli_secret = "Helm-Cli-Secret-0042";
+    let r = http
+        .put(b.url(&format!("/api/v2.0/users/{id}/cli_secret")))
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .json(&serde_json::json!({ "secret": cli_secret }))
+        .send()
+        .await
+        .expect("set the CLI secret");
+    assert_eq!(r.status(), 200);
+    let user_home = tempfile::tempdir().expect("temp dir");
+    let out = helm_script(
+        user_home.path(),
+        &tls.ca,
+        &[
+            "push",
+            &host,
+            &chart_s,
+            &dist_s,
+            "charts",
+            "helm-user",
+            cli_secret,
+        ],
+    );
+    let pushed = last_json(&b, "helm login + push with a CLI secret", &out);
+    assert!(
+        pushed["error"].is_null(),
+        "helm push with the CLI secret: {pushed}"
+    );
+    let wrong_home = tempfile::tempdir().expect("temp dir");
+    let out = helm_script(
+        wrong_home.path(),
+        &tls.ca,
+        &[
+            "push",
+            &host,
+            &chart_s,
+            &dist_s,
+            "charts",
+            "helm-user",
+            "Not-The-Secret-1",
+        ],
+    );
+    let refused = last_json(&b, "helm push with a wrong secret", &out);
+    assert!(
+        refused["error"].as_str().is_some_and(|e| e.contains("401")),
+        "a wrong CLI secret was not refused: {refused}"
+    );
 }
