@@ -65,6 +65,24 @@ fn form_page(web: &Web, csrf: &str, user: &str, project: &str, error: Option<&st
     layout("New robot account", Some((user, csrf)), body).into_response()
 }
 
+/// A posted field's value (trimmed; empty when absent).
+fn form_field(fields: &[(String, String)], name: &str) -> String {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The `resource:action` values of the ticked permission boxes.
+fn ticked_permissions(fields: &[(String, String)]) -> Vec<String> {
+    fields
+        .iter()
+        .filter(|(n, _)| n == "perm")
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
 /// The project's robot permission for what was ticked.
 fn permission(project: &str, ticked: &[String]) -> RobotPermission {
     RobotPermission {
@@ -108,20 +126,10 @@ pub async fn create(
     Path(project): Path<String>,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> WebResult<Response> {
-    let field = |k: &str| {
-        fields
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
+    let field = |k: &str| form_field(&fields, k);
     viewer.check_csrf(&field("csrf"))?;
     let p = visible_project(&web, &viewer, &project).await?;
-    let ticked: Vec<String> = fields
-        .iter()
-        .filter(|(n, _)| n == "perm")
-        .map(|(_, v)| v.clone())
-        .collect();
+    let ticked = ticked_permissions(&fields);
     let perms = vec![permission(&p.name, &ticked)];
     if !may_manage_robot(&viewer.access, RobotLevel::Project, &perms) {
         return Err(WebError::Forbidden(format!(
@@ -366,24 +374,14 @@ pub async fn system_create(
     headers: HeaderMap,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> WebResult<Response> {
-    let field = |k: &str| {
-        fields
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
+    let field = |k: &str| form_field(&fields, k);
     viewer.check_csrf(&field("csrf"))?;
     if !viewer.access.is_sysadmin() {
         return Err(WebError::Forbidden(
             "only system administrators create system robot accounts".into(),
         ));
     }
-    let ticked: Vec<String> = fields
-        .iter()
-        .filter(|(n, _)| n == "perm")
-        .map(|(_, v)| v.clone())
-        .collect();
+    let ticked = ticked_permissions(&fields);
     let projects: Vec<String> = field("projects")
         .split(',')
         .map(str::trim)
