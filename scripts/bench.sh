@@ -19,7 +19,10 @@
 #                      server without auth (berth-sqlite-token-notoken); then the token
 #                      service's own scenarios (token-issue-c1/c16, token-basic-manifest-c16
 #                      with a user's password) and, on a third server with its access log
-#                      on, token-pull-10layers (skopeo; the token requests it makes)
+#                      on, token-pull-10layers (skopeo; the token requests it makes);
+#                      and the web UI's first pages (ui-project-page, ui-repository-page:
+#                      a project with 1,000/10,000 repositories, a repository with as
+#                      many tags, signed in through the form)
 #   berth-postgres-token the same on PostgreSQL (without token-pull)
 # then prints a comparison table (Berth/reference ratios, vs the machine baselines, the
 # issue's targets met or missed) and keeps the markdown in target/bench/ and the JSON
@@ -489,6 +492,10 @@ run_berth() { # NAME ENV
     # the credential cache). The user's password is used here first.
     bench "$name-service" "http://$addr" "$pid" "${login[@]}" --basic-user "$USER_CREDS" \
       --scenario token-basic --scenario token-issue
+    # The web UI's first pages (issue 18): a project with the catalog fixture's
+    # repositories and a repository with the tags fixture's tags, signed in as the user.
+    bench "$name-ui" "http://$addr" "$pid" "${login[@]}" --basic-user "$USER_CREDS" \
+      --scenario ui-
     [[ $envspec == *@PG_URL@* ]] || token_pull "$name"
   else
     # Pushes are also measured against a write+fsync of their size to the same disk, just

@@ -227,6 +227,8 @@ for b in berths:
             chk(b, f"{s}: the first {fw['clients']} requests with one password, at once, within 3x one argon2 check (argon2 runs once)",
                 f"max {fw['max_ms']:.1f} ms vs one check {fw['password_check_ms']:.1f} ms",
                 fw["max_ms"] <= 3 * fw["password_check_ms"])
+        if s.startswith("ui-") and r and r["ok"]:
+            chk(b, f"{s}: the first page in < 50 ms (client-side p99, loopback)", f"p99 {r['p99_ms']:.1f} ms", r["p99_ms"] < 50)
         if (s.startswith("tags-list") or s.startswith("catalog")) and r and r["ok"]:
             chk(b, f"{s} every page < 5 ms (client-side p99)", f"p99 {r['p99_ms']:.2f} ms", r["p99_ms"] < 5)
     # Against the same server without auth measured in turns with it (NAME-notoken),

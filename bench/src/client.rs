@@ -146,8 +146,13 @@ impl Registry {
                 let Some(path) = url.strip_prefix(&self.base) else {
                     return Ok(None);
                 };
-                let path = path.split('?').next().unwrap_or_default();
-                self.token(login, &scope_of(path)).await.map(Some)
+                let (path, query) = path.split_once('?').unwrap_or((path, ""));
+                let mut scope = scope_of(path);
+                // A mount also needs pull on its source, which docker asks for up front.
+                if let Some(from) = query.split('&').find_map(|kv| kv.strip_prefix("from=")) {
+                    scope.push_str(&format!(" repository:{from}:pull"));
+                }
+                self.token(login, &scope).await.map(Some)
             }
         }
     }
@@ -188,8 +193,9 @@ impl Registry {
         let (realm, service) = self.token_service(login).await?;
         let mut u = reqwest::Url::parse(&realm).context("the realm is not a URL")?;
         u.query_pairs_mut().append_pair("service", &service);
-        if !scope.is_empty() {
-            u.query_pairs_mut().append_pair("scope", scope);
+        // One `scope` parameter per scope, as docker sends them.
+        for s in scope.split(' ').filter(|s| !s.is_empty()) {
+            u.query_pairs_mut().append_pair("scope", s);
         }
         Ok(u.to_string())
     }

@@ -37,8 +37,9 @@ const DEFAULT_GROUPS: &[&str] = &["push", "pull", "manifest", "mixed", "tags", "
     after_help = "A scenario filter is a whole name (--scenario manifest-get-tag-c1 runs that one) \
                   or a prefix (--scenario push runs every push-* scenario). \
                   Without --scenario every registry scenario runs; machine-* (SHA-256, disk), \
-                  file-* (a static file server such as nginx) and token-* (a registry's token \
-                  service: --login, --basic-user, --server-log) run only when named."
+                  file-* (a static file server such as nginx), token-* (a registry's token \
+                  service: --login, --basic-user, --server-log) and ui-* (Berth's web UI: \
+                  --basic-user) run only when named."
 )]
 struct Args {
     /// Registry base URL, e.g. http://127.0.0.1:5000 (loopback only). Not needed for

@@ -130,6 +130,8 @@ pub fn names(p: &Plan) -> Vec<String> {
     v.push("token-issue-c16".to_string());
     v.push("token-basic-manifest-c16".to_string());
     v.push("token-pull-10layers".to_string());
+    v.push("ui-project-page".to_string());
+    v.push("ui-repository-page".to_string());
     v.push(format!("machine-sha256-{}", s(p.big)));
     v.push(format!("machine-disk-{}", s(p.big)));
     v.push(format!("file-get-{}", s(p.big)));
@@ -318,6 +320,8 @@ impl Ctx {
             }
             ["token", "basic", "manifest", _] => self.basic_manifest(16).await,
             ["token", "pull", _] => self.token_pull(10).await,
+            ["ui", "project", "page"] => self.ui_page(false).await,
+            ["ui", "repository", "page"] => self.ui_page(true).await,
             ["tags", "list", n] => {
                 let n: u64 = n.trim_start_matches('n').parse().context("page size")?;
                 let url = format!("/v2/{TAGS_REPO}/tags/list?n={n}");
@@ -791,6 +795,69 @@ impl Ctx {
         out.note = format!(
             "token requests with Basic credentials (--login) for repository:{MANIFEST_REPO}:pull,push, \
              {c} clients, keep-alive; req/s = tokens/s, each checked to grant pull and push"
+        );
+        Ok(out)
+    }
+
+    /// The web UI's first page of a project with `plan.listing` repositories (the catalog
+    /// fixture, under project `bench`) or of a repository with `plan.listing` tags (the
+    /// tags fixture), as a signed-in user (`--basic-user`, through the sign-in form, with
+    /// its CSRF cookie and field): one browser, page after page, the whole HTML read.
+    async fn ui_page(&self, repository: bool) -> Result<Outcome> {
+        if repository {
+            self.tags_fixture().await?;
+        } else {
+            self.catalog_fixture().await?;
+        }
+        let reg = self.reg()?.clone();
+        let creds = self
+            .basic_user
+            .clone()
+            .context("ui-* scenarios need --basic-user USER:PASS (a member of project bench)")?;
+        let (user, password) = creds.split_once(':').context("--basic-user is USER:PASS")?;
+        let session = web_sign_in(&reg, user, password).await?;
+        let path = if repository {
+            format!("/c/repositories/{TAGS_REPO}")
+        } else {
+            "/c/projects/bench".to_string()
+        };
+        let url = reg.url(&path);
+        let marker = if repository {
+            "class=\"artifact\""
+        } else {
+            "class=\"repository\""
+        };
+        let load = run_load(
+            1,
+            Duration::from_secs_f64(self.plan.load_secs),
+            10_000_000,
+            3,
+            move |_, _| {
+                let (reg, url, session) = (reg.clone(), url.clone(), session.clone());
+                async move {
+                    let r = reg
+                        .http
+                        .get(&url)
+                        .header(header::COOKIE, format!("berth_session={session}"))
+                        .timeout(SMALL_TIMEOUT)
+                        .send()
+                        .await
+                        .with_context(|| format!("GET {url}"))?;
+                    let r = expect(r, StatusCode::OK, "UI page").await?;
+                    let body = r.bytes().await.context("page body")?;
+                    if !String::from_utf8_lossy(&body).contains(marker) {
+                        bail!("the page lists nothing ({marker} missing)");
+                    }
+                    Ok(Done::new(body.len() as u64, 1))
+                }
+            },
+        )
+        .await;
+        let mut out = load.into_outcome("", "req/s");
+        out.note = format!(
+            "GET {path} (first page of {} {}), signed in, 1 browser; p99 = one page",
+            self.plan.listing,
+            if repository { "tags" } else { "repositories" }
         );
         Ok(out)
     }
@@ -1640,4 +1707,64 @@ async fn write_fsync_mb_s(dir: &std::path::Path, size: u64) -> Result<f64> {
     let secs = write_fsync(path.clone(), Blob::new(FILE_SEED, size)).await;
     let _ = std::fs::remove_file(&path);
     Ok(size as f64 / secs? / 1e6)
+}
+
+/// Signs in through the web UI's form as a browser does (the pre-session CSRF cookie and
+/// field, then the form POST); the `berth_session` cookie's value.
+async fn web_sign_in(reg: &Registry, user: &str, password: &str) -> Result<String> {
+    let r = reg
+        .http
+        .get(reg.url("/c/login"))
+        .timeout(SMALL_TIMEOUT)
+        .send()
+        .await
+        .context("GET /c/login")?;
+    let r = expect(r, StatusCode::OK, "sign-in page").await?;
+    let pre = set_cookie(r.headers(), "berth_csrf").context("no berth_csrf cookie")?;
+    let page = r.text().await.context("sign-in page body")?;
+    let marker = "name=\"csrf\" value=\"";
+    let at = page
+        .find(marker)
+        .context("no csrf field on the sign-in page")?
+        + marker.len();
+    let csrf = page[at..]
+        .split('"')
+        .next()
+        .context("csrf field")?
+        .to_string();
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("username", user),
+        ("password", password),
+        ("return_to", "/c/projects"),
+    ];
+    // The answer is a redirect whose Set-Cookie is the point: not followed.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("HTTP client")?;
+    let r = http
+        .post(reg.url("/c/login"))
+        .header(header::COOKIE, format!("berth_csrf={pre}"))
+        .form(&form)
+        .timeout(SMALL_TIMEOUT)
+        .send()
+        .await
+        .context("POST /c/login")?;
+    if r.status() != StatusCode::SEE_OTHER {
+        bail!("signing in as {user} answered {}", r.status());
+    }
+    set_cookie(r.headers(), "berth_session").context("signing in set no session cookie")
+}
+
+/// The value a response's `Set-Cookie` gives cookie `name`.
+fn set_cookie(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim().to_string())
 }
