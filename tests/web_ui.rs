@@ -948,3 +948,25 @@ async fn administrators_manage_system_robots_spanning_projects() {
         401
     );
 }
+
+#[tokio::test]
+async fn an_artifact_with_many_tags_shows_twenty_and_says_how_many_more() {
+    let b = Berth::builtin(&[]);
+    b.cli_ok(&["project", "create", "team", "--public"]);
+    let c = admin();
+    let (_, manifest) = push_image(&c, &b, "team/many", "t00", b"many").await;
+    for i in 1..25 {
+        let r = c
+            .put(b.url(&format!("/v2/team/many/manifests/t{i:02}")))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest.clone())
+            .send()
+            .await
+            .expect("tag");
+        assert_eq!(r.status(), 201);
+    }
+    let (status, body) = get_page(&mut WebSession::new(), &b, "/c/repositories/team/many").await;
+    assert_eq!(status, 200);
+    assert_eq!(texts_of(&body, "tag-name").len(), 20, "{body}");
+    assert!(body.contains("… and 5 more tags"), "{body}");
+}

@@ -44,6 +44,8 @@ use crate::oci::{Digest, Reference, RepoName};
 const PAGE_SIZE: u64 = 25;
 /// Artifacts per page of a repository.
 const ARTIFACT_PAGE_SIZE: u64 = 30;
+/// Tags shown on one artifact's row (one image may carry thousands: the page stays small).
+const TAGS_SHOWN: usize = 20;
 /// Members and robots shown on a project's page at most.
 const MAX_MEMBERS_SHOWN: usize = 200;
 const ROBOTS_SHOWN: u64 = 100;
@@ -514,7 +516,7 @@ async fn repository(
                                     " " (copy_button(&id))
                                 }
                             }
-                            @for (j, (tag, moved)) in a.tags.iter().enumerate() {
+                            @for (j, (tag, moved)) in a.tags.iter().take(TAGS_SHOWN).enumerate() {
                                 @let id = format!("pull-{i}-{j}");
                                 div .tag data-tag=(tag) {
                                     strong .tag-name title={ "moved " (when(*moved)) } { (tag) } " "
@@ -530,6 +532,10 @@ async fn repository(
                                         }
                                     }
                                 }
+                            }
+                            @if a.tags.len() > TAGS_SHOWN {
+                                p .more-tags { "… and " (a.tags.len() - TAGS_SHOWN) " more tags (see "
+                                    code { "GET /v2/" (repo) "/tags/list" } ")" }
                             }
                         }
                         td {
