@@ -743,6 +743,23 @@ async fn the_api_authorization_matrix_follows_harbors_roles() {
     ]);
 
     let missing = format!("sha256:{}", "0".repeat(64));
+    cli(
+        &b,
+        &["user", "create", "other", "--password", "Matrix-pass-1"],
+    );
+    let users: Value = api_send(&b, reqwest::Method::GET, "/api/v2.0/users", ADMIN, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let other_id = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "other")
+        .expect("other is listed")["user_id"]
+        .as_i64()
+        .unwrap();
     let member = json!({"role_id": 3, "member_user": {"username": "de"}});
     let dup_robot = json!({"name": "dup", "level": "project", "duration": -1,
         "permissions": [{"kind": "project", "namespace": "team",
@@ -853,6 +870,24 @@ async fn the_api_authorization_matrix_follows_harbors_roles() {
             "/api/v2.0/projects".into(),
             Some(json!({"project_name": "team"})),
             409,
+            [true, false, false, false, false, false, false, false, false],
+        ),
+        // Another user's account: admins only (asked with values refused as bad input, so
+        // nothing changes).
+        (
+            "set another user's CLI secret",
+            M::PUT,
+            format!("/api/v2.0/users/{other_id}/cli_secret"),
+            Some(json!({"secret": "weak"})),
+            400,
+            [true, false, false, false, false, false, false, false, false],
+        ),
+        (
+            "re-link another user's identity",
+            M::PUT,
+            format!("/api/v2.0/users/{other_id}/oidc_identity"),
+            Some(json!({"issuer": "http://idp.test", "subject": ""})),
+            400,
             [true, false, false, false, false, false, false, false, false],
         ),
     ];
