@@ -131,6 +131,7 @@ macro_rules! metadata_suite {
                 referrers_by_subject_with_and_without_artifact_type,
                 project_repositories_are_those_under_the_project_with_counts_and_pages,
                 artifacts_list_newest_first_with_sizes_and_tags,
+                artifacts_leave_out_referrers_of_listed_subjects_and_cap_tags,
             ]);
 
             rules!($open, uploads => [
@@ -980,7 +981,7 @@ mod repositories {
         put(m, &first).await;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         put(m, &tagged(manifest(&r, b"second"), &["v2"])).await;
-        let page = m.artifacts(&r, 1, 10).await.unwrap();
+        let page = m.artifacts(&r, 1, 10, 100).await.unwrap();
         assert_eq!(page.total, 2);
         assert_eq!(
             page.items[0].digest,
@@ -992,13 +993,64 @@ mod repositories {
         let tags: Vec<&str> = a.tags.iter().map(|(t, _)| t.as_str()).collect();
         assert_eq!(tags, ["stable", "v1"]);
         assert!(a.pushed_at > 0);
-        let p2 = m.artifacts(&r, 2, 1).await.unwrap();
+        let p2 = m.artifacts(&r, 2, 1, 100).await.unwrap();
         assert_eq!(p2.items.len(), 1);
         assert_eq!(p2.items[0].digest, Digest::sha256(b"first manifest"));
         assert_eq!(
-            m.artifacts(&repo("arts/none"), 1, 10).await.unwrap().total,
+            m.artifacts(&repo("arts/none"), 1, 10, 100)
+                .await
+                .unwrap()
+                .total,
             0
         );
+    }
+
+    pub(crate) async fn artifacts_leave_out_referrers_of_listed_subjects_and_cap_tags(m: &Store) {
+        let r = repo("arts/refs");
+        let tags: Vec<String> = (0..25).map(|i| format!("t{i:02}")).collect();
+        let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
+        let image = tagged(manifest(&r, b"the image"), &tag_refs);
+        put(m, &image).await;
+        let mut sig = manifest(&r, b"its signature");
+        sig.subject = Some(image.digest.clone());
+        let mut sbom = tagged(manifest(&r, b"its sbom"), &["sbom"]);
+        sbom.subject = Some(image.digest.clone());
+        // A referrer whose subject is not (or not yet) here is listed on its own.
+        let mut orphan = manifest(&r, b"refers elsewhere");
+        orphan.subject = Some(Digest::sha256(b"not pushed"));
+        for nm in [&sig, &sbom, &orphan] {
+            put(m, nm).await;
+        }
+        let page = m.artifacts(&r, 1, 10, 20).await.unwrap();
+        assert_eq!(page.total, 2, "the image and the orphan");
+        let listed: Vec<&Digest> = page.items.iter().map(|a| &a.digest).collect();
+        assert!(listed.contains(&&image.digest) && listed.contains(&&orphan.digest));
+        let a = page
+            .items
+            .iter()
+            .find(|a| a.digest == image.digest)
+            .unwrap();
+        assert_eq!(a.referrers, 2);
+        assert_eq!(a.tag_count, 25);
+        let shown: Vec<&str> = a.tags.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(shown, tag_refs[..20], "the first 20 in byte order");
+        let o = page
+            .items
+            .iter()
+            .find(|a| a.digest == orphan.digest)
+            .unwrap();
+        assert_eq!((o.referrers, o.tag_count, o.tags.len()), (0, 0, 0));
+
+        let p1 = m.manifest_tags(&r, &image.digest, 1, 10).await.unwrap();
+        assert_eq!(p1.total, 25);
+        let names: Vec<&str> = p1.items.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(names, tag_refs[..10]);
+        let p3 = m.manifest_tags(&r, &image.digest, 3, 10).await.unwrap();
+        assert_eq!(p3.items.len(), 5);
+        assert_eq!(p3.items[0].0, "t20");
+        assert!(p3.items.iter().all(|(_, at)| *at > 0));
+        let none = m.manifest_tags(&r, &sig.digest, 1, 10).await.unwrap();
+        assert_eq!((none.total, none.items.len()), (0, 0));
     }
 
     pub(crate) async fn referrers_by_subject_with_and_without_artifact_type(m: &Store) {

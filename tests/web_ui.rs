@@ -198,13 +198,14 @@ async fn a_repository_page_lists_tags_with_pull_commands_and_an_artifact_its_lay
     assert_eq!(
         texts_of(&body, "pull-command"),
         [
-            // The signature, newest and untagged: by digest.
-            format!("docker pull {host}/team/sub/app@{}", sha256(&sig)),
+            // The signature is not a row of its own: it belongs to its subject.
             format!("docker pull {host}/team/sub/app:stable"),
             format!("docker pull {host}/team/sub/app:v1"),
         ]
     );
     assert_eq!(texts_of(&body, "tag-name"), ["stable", "v1"]);
+    assert_eq!(body.matches("class=\"artifact\"").count(), 1, "{body}");
+    assert!(body.contains(">1 referrer<"), "{body}");
     assert!(
         body.contains(&format!("title=\"{digest}\"")),
         "the full digest"
@@ -220,6 +221,9 @@ async fn a_repository_page_lists_tags_with_pull_commands_and_an_artifact_its_lay
     let (status, body) = get_page(&mut anon, &b, &link).await;
     assert_eq!(status, 200);
     assert_eq!(body.matches("class=\"layer\"").count(), 1);
+    // Its tags, each with its pull command.
+    assert_eq!(texts_of(&body, "tag-name"), ["stable", "v1"]);
+    assert!(body.contains(&format!("docker pull {host}/team/sub/app:stable")));
     assert_eq!(body.matches("class=\"referrer\"").count(), 1, "{body}");
     assert!(body.contains("<td>signature</td>"), "{body}");
     assert!(body.contains(&format!("/-/artifacts/{}", sha256(&sig))));
@@ -969,4 +973,12 @@ async fn an_artifact_with_many_tags_shows_twenty_and_says_how_many_more() {
     assert_eq!(status, 200);
     assert_eq!(texts_of(&body, "tag-name").len(), 20, "{body}");
     assert!(body.contains("… and 5 more tags"), "{body}");
+    // The artifact's own page lists them all, paged.
+    let digest = sha256(&manifest);
+    let page = format!("/c/repositories/team/many/-/artifacts/{digest}");
+    let (status, body) = get_page(&mut WebSession::new(), &b, &page).await;
+    assert_eq!(status, 200);
+    let tags: Vec<String> = (0..25).map(|i| format!("t{i:02}")).collect();
+    assert_eq!(texts_of(&body, "tag-name"), tags, "{body}");
+    assert!(body.contains("(25 in all)"), "{body}");
 }

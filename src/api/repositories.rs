@@ -222,7 +222,7 @@ pub async fn artifacts(
         .state
         .content
         .metadata()
-        .artifacts(&repo, page, size)
+        .artifacts(&repo, page, size, u64::MAX)
         .await?;
     let items: Vec<Artifact> = result
         .items

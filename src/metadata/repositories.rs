@@ -62,8 +62,12 @@ pub struct ArtifactSummary {
     /// The manifest's own size plus its config's and layers'.
     pub size: u64,
     pub pushed_at: i64,
-    /// Its tags with when each last moved, in byte order.
+    /// Its first tags with when each last moved, in byte order (as many as asked for).
     pub tags: Vec<(String, i64)>,
+    /// How many tags it has in all.
+    pub tag_count: u64,
+    /// How many manifests in the repository name it as their subject (signatures, SBOMs).
+    pub referrers: u64,
 }
 
 #[async_trait]
@@ -107,14 +111,26 @@ pub trait RepositoryStore: Send + Sync + 'static {
         page_size: u64,
     ) -> Result<Page<RepositorySummary>, MetaError>;
 
-    /// The manifests of a repository, most recently pushed first: page `page` (from 1),
-    /// and the total.
+    /// The artifacts of a repository, most recently pushed first: page `page` (from 1),
+    /// and the total. A referrer whose subject is in the repository is not one of them (it
+    /// is counted in its subject's `referrers`); each carries at most `tags_each` tags.
     async fn artifacts(
         &self,
         repo: &RepoName,
         page: u64,
         page_size: u64,
+        tags_each: u64,
     ) -> Result<Page<ArtifactSummary>, MetaError>;
+
+    /// The tags of manifest `digest` in byte order with when each last moved: page `page`
+    /// (from 1), and the total.
+    async fn manifest_tags(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        page: u64,
+        page_size: u64,
+    ) -> Result<Page<(String, i64)>, MetaError>;
 
     /// Removes a blob's link from `repo`; `false` when there was none.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;

@@ -46,6 +46,8 @@ const PAGE_SIZE: u64 = 25;
 const ARTIFACT_PAGE_SIZE: u64 = 30;
 /// Tags shown on one artifact's row (one image may carry thousands: the page stays small).
 const TAGS_SHOWN: usize = 20;
+/// Tags on a page of an artifact's tags.
+const TAG_PAGE_SIZE: u64 = 100;
 /// Members and robots shown on a project's page at most.
 const MAX_MEMBERS_SHOWN: usize = 200;
 const ROBOTS_SHOWN: u64 = 100;
@@ -445,7 +447,9 @@ pub async fn repository_get(
 ) -> WebResult<Response> {
     match repo_path(&path) {
         RepoPath::Repository(name) => repository(&web, &viewer, name, &q, &headers).await,
-        RepoPath::Artifact(name, digest) => artifact(&web, &viewer, name, digest, &headers).await,
+        RepoPath::Artifact(name, digest) => {
+            artifact(&web, &viewer, name, digest, &q, &headers).await
+        }
         RepoPath::Action(..) => Err(WebError::NotFound(format!("no page at {path}"))),
     }
 }
@@ -470,7 +474,7 @@ async fn repository(
     let page = q.page();
     let found = web
         .meta()
-        .artifacts(&repo, page, ARTIFACT_PAGE_SIZE)
+        .artifacts(&repo, page, ARTIFACT_PAGE_SIZE, TAGS_SHOWN as u64)
         .await?;
     if found.total == 0 && !web.meta().repository_exists(&repo).await? {
         return Err(WebError::NotFound(format!("repository {name} not found")));
@@ -516,7 +520,7 @@ async fn repository(
                                     " " (copy_button(&id))
                                 }
                             }
-                            @for (j, (tag, moved)) in a.tags.iter().take(TAGS_SHOWN).enumerate() {
+                            @for (j, (tag, moved)) in a.tags.iter().enumerate() {
                                 @let id = format!("pull-{i}-{j}");
                                 div .tag data-tag=(tag) {
                                     strong .tag-name title={ "moved " (when(*moved)) } { (tag) } " "
@@ -533,9 +537,14 @@ async fn repository(
                                     }
                                 }
                             }
-                            @if a.tags.len() > TAGS_SHOWN {
-                                p .more-tags { "… and " (a.tags.len() - TAGS_SHOWN) " more tags (see "
-                                    code { "GET /v2/" (repo) "/tags/list" } ")" }
+                            @if a.tag_count > a.tags.len() as u64 {
+                                p .more-tags { "… and " (a.tag_count - a.tags.len() as u64) " more tags ("
+                                    a href={ (base) "/-/artifacts/" (digest) "#tags" } { "all of them" } ")" }
+                            }
+                            @if a.referrers > 0 {
+                                p .referrer-count { a href={ (base) "/-/artifacts/" (digest) "#referrers" } {
+                                    (a.referrers) @if a.referrers == 1 { " referrer" } @else { " referrers" } }
+                                    " (signatures, SBOMs, attestations)" }
                             }
                         }
                         td {
@@ -668,6 +677,7 @@ async fn artifact(
     viewer: &Viewer,
     name: &str,
     digest: &str,
+    q: &ListQuery,
     headers: &HeaderMap,
 ) -> WebResult<Response> {
     let (p, repo) = visible_repository(web, viewer, name).await?;
@@ -732,10 +742,19 @@ async fn artifact(
         .unwrap_or_default();
     let mut referrers = web.state.content.referrers(&repo, &digest, None).await?;
     referrers.sort_by(|a, b| a.artifact_type.cmp(&b.artifact_type));
+    let page = q.page();
+    let tags = web
+        .meta()
+        .manifest_tags(&repo, &digest, page, TAG_PAGE_SIZE)
+        .await?;
+    let may_delete_tag = viewer
+        .access
+        .may_in_project(&p.name, Resource::Tag, Action::Delete);
     let host = registry_host(web, headers);
     let base = format!("/c/repositories/{repo}");
     let pull = pull_command(&host, &repo, is_chart, &Reference::Digest(digest.clone()));
     let artifact_link = |d: &str| format!("{base}/-/artifacts/{d}");
+    let this_page = artifact_link(&digest.to_string());
     let body = html! {
         p .crumbs { a href="/c/projects" { "Projects" } " / " a href={ "/c/projects/" (p.name) } { (p.name) } " / "
             a href=(base) { (repo) } " / " }
@@ -745,6 +764,31 @@ async fn artifact(
             tr { th { "Media type" } td { (record.media_type) } }
             @if let Some(t) = json["artifactType"].as_str() { tr { th { "Artifact type" } td #artifact-type { (t) } } }
             tr { th { "Pull" } td { code .pull-command #pull { (pull) } " " (copy_button("pull")) } }
+        }
+        h2 #tags { "Tags" }
+        @if tags.total == 0 {
+            p #no-tags { "Not tagged: pull it by its digest." }
+        } @else {
+            table #tag-list {
+                tr { th { "Tag" } th { "Pull command" } th { "Moved here" } }
+                @for (j, (tag, moved)) in tags.items.iter().enumerate() {
+                    @let id = format!("pull-tag-{j}");
+                    tr .tag data-tag=(tag) {
+                        td { strong .tag-name { (tag) } }
+                        td { code .pull-command id=(id) { (pull_command(&host, &repo, is_chart, &Reference::Tag(tag.clone()))) } " " (copy_button(&id)) }
+                        td { (when(*moved)) }
+                        @if may_delete_tag {
+                            td { form .delete-tag .inline method="post" action={ (base) "/-/delete-tag" }
+                                onsubmit="return confirm('Delete this tag?')" {
+                                input type="hidden" name="csrf" value=(viewer.csrf);
+                                input type="hidden" name="tag" value=(tag);
+                                button type="submit" { "Delete tag" }
+                            } }
+                        }
+                    }
+                }
+            }
+            (pager(&this_page, None, page, TAG_PAGE_SIZE, tags.total))
         }
         @if let Some(chart_view) = &chart_view {
             h2 { "Helm chart" }
@@ -814,7 +858,7 @@ async fn artifact(
                 }
             }
         }
-        h2 { "Referrers" }
+        h2 #referrers-heading { "Referrers" }
         @if referrers.is_empty() {
             p #no-referrers { "No signatures, SBOMs or other artifacts refer to this one." }
         } @else {

@@ -226,12 +226,18 @@ impl RepositoryStore for SqlMetadataStore {
         repo: &RepoName,
         page: u64,
         page_size: u64,
+        tags_each: u64,
     ) -> Result<Page<ArtifactSummary>, MetaError> {
+        // A referrer of a manifest that is here belongs to that manifest, not to the list.
+        const LISTED: &str = "m.repository = $1 AND (m.subject IS NULL OR NOT EXISTS \
+             (SELECT 1 FROM manifests s WHERE s.repository = m.repository AND s.digest = m.subject))";
         let total: i64 = self
             .read
             .fetch_one(
-                sqlx::query("SELECT COUNT(*) AS n FROM manifests WHERE repository = $1")
-                    .bind(repo.as_str()),
+                sqlx::query(&format!(
+                    "SELECT COUNT(*) AS n FROM manifests m WHERE {LISTED}"
+                ))
+                .bind(repo.as_str()),
             )
             .await?
             .try_get("n")?;
@@ -239,13 +245,15 @@ impl RepositoryStore for SqlMetadataStore {
         let rows = self
             .read
             .fetch_all(
-                sqlx::query(
+                sqlx::query(&format!(
                     "SELECT m.digest, m.media_type, m.artifact_type, m.created_at, CAST(m.size + \
                      COALESCE((SELECT SUM(b.size) FROM manifest_references r JOIN blobs b ON b.digest = r.child \
-                     WHERE r.repository = m.repository AND r.manifest = m.digest AND r.is_manifest = 0), 0) AS BIGINT) AS total_size \
-                     FROM manifests m WHERE m.repository = $1 \
-                     ORDER BY m.created_at DESC, m.digest LIMIT $2 OFFSET $3",
-                )
+                     WHERE r.repository = m.repository AND r.manifest = m.digest AND r.is_manifest = 0), 0) AS BIGINT) AS total_size, \
+                     (SELECT COUNT(*) FROM tags t WHERE t.repository = m.repository AND t.digest = m.digest) AS tag_count, \
+                     (SELECT COUNT(*) FROM manifests f WHERE f.repository = m.repository AND f.subject = m.digest) AS referrers \
+                     FROM manifests m WHERE {LISTED} \
+                     ORDER BY m.created_at DESC, m.digest LIMIT $2 OFFSET $3"
+                ))
                 .bind(repo.as_str())
                 .bind(page_size as i64)
                 .bind(offset),
@@ -260,23 +268,73 @@ impl RepositoryStore for SqlMetadataStore {
                 size: r.try_get::<i64, _>("total_size")? as u64,
                 pushed_at: r.try_get("created_at")?,
                 tags: Vec::new(),
+                tag_count: r.try_get::<i64, _>("tag_count")? as u64,
+                referrers: r.try_get::<i64, _>("referrers")? as u64,
             });
         }
-        if !items.is_empty() {
+        let tagged: Vec<&ArtifactSummary> = items.iter().filter(|a| a.tag_count > 0).collect();
+        if !tagged.is_empty() && tags_each > 0 {
+            // The first `tags_each` tags of each: an image with 10,000 tags costs no more
+            // than one with 20.
             let sql = format!(
-                "SELECT name, digest, updated_at FROM tags WHERE repository = $1 AND digest IN ({}) ORDER BY name",
-                placeholders(2, items.len())
+                "SELECT name, digest, updated_at FROM (SELECT name, digest, updated_at, \
+                 ROW_NUMBER() OVER (PARTITION BY digest ORDER BY name) AS pos FROM tags \
+                 WHERE repository = $1 AND digest IN ({})) AS ranked WHERE pos <= $2 ORDER BY name",
+                placeholders(3, tagged.len())
             );
-            let mut q = sqlx::query(&sql).bind(repo.as_str());
-            for a in &items {
+            let mut q = sqlx::query(&sql)
+                .bind(repo.as_str())
+                .bind(tags_each.min(i64::MAX as u64) as i64);
+            for a in &tagged {
                 q = q.bind(a.digest.to_string());
             }
-            for t in self.read.fetch_all(q).await? {
+            let found = self.read.fetch_all(q).await?;
+            for t in found {
                 let digest = digest_col(&t, "digest")?;
                 if let Some(a) = items.iter_mut().find(|a| a.digest == digest) {
                     a.tags.push((t.try_get("name")?, t.try_get("updated_at")?));
                 }
             }
+        }
+        Ok(Page {
+            items,
+            total: total as u64,
+        })
+    }
+
+    async fn manifest_tags(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        page: u64,
+        page_size: u64,
+    ) -> Result<Page<(String, i64)>, MetaError> {
+        let total: i64 = self
+            .read
+            .fetch_one(
+                sqlx::query("SELECT COUNT(*) AS n FROM tags WHERE repository = $1 AND digest = $2")
+                    .bind(repo.as_str())
+                    .bind(digest.to_string()),
+            )
+            .await?
+            .try_get("n")?;
+        let offset = (page.max(1) - 1).saturating_mul(page_size) as i64;
+        let rows = self
+            .read
+            .fetch_all(
+                sqlx::query(
+                    "SELECT name, updated_at FROM tags WHERE repository = $1 AND digest = $2 \
+                     ORDER BY name LIMIT $3 OFFSET $4",
+                )
+                .bind(repo.as_str())
+                .bind(digest.to_string())
+                .bind(page_size as i64)
+                .bind(offset),
+            )
+            .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for r in &rows {
+            items.push((r.try_get("name")?, r.try_get("updated_at")?));
         }
         Ok(Page {
             items,
