@@ -217,13 +217,15 @@ pub struct LogConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebConfig {
-    /// How long a web session lasts.
-    pub session_hours: u64,
+    /// How long a web session lasts, in hours (fractions allowed).
+    pub session_hours: f64,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig { session_hours: 12 }
+        WebConfig {
+            session_hours: 12.0,
+        }
     }
 }
 
@@ -389,8 +391,9 @@ impl Config {
             bail!("tls.cert and tls.key must be set together");
         }
         self.auth.oidc.validate()?;
-        if self.web.session_hours == 0 {
-            bail!("web.session_hours must be positive");
+        // At least a second, at most ten years.
+        if !(self.web.session_hours >= 1.0 / 3600.0 && self.web.session_hours <= 87_600.0) {
+            bail!("web.session_hours must be between 1/3600 (one second) and 87600 (ten years)");
         }
         if self.limits.max_manifest_bytes == 0 {
             bail!("limits.max_manifest_bytes must be positive");
@@ -443,6 +446,13 @@ impl Config {
 fn parse_scalar(v: &str) -> toml::Value {
     if let Ok(i) = v.parse::<i64>() {
         return toml::Value::Integer(i);
+    }
+    if v.contains('.') {
+        if let Ok(f) = v.parse::<f64>() {
+            if f.is_finite() {
+                return toml::Value::Float(f);
+            }
+        }
     }
     match v {
         "true" => toml::Value::Boolean(true),
@@ -512,6 +522,19 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:6000");
         assert_eq!(c.database_url(), "postgres://x@y/z");
         assert_eq!(c.limits.max_manifest_bytes, 1024);
+    }
+
+    #[test]
+    fn session_hours_take_fractions_and_refuse_nonsense() {
+        let hours = |v: &str| {
+            Config::load(None, vec![("BERTH_WEB__SESSION_HOURS".into(), v.into())])
+                .map(|c| c.web.session_hours)
+        };
+        assert_eq!(hours("0.5").unwrap(), 0.5);
+        assert_eq!(hours("24").unwrap(), 24.0);
+        for bad in ["0", "-1", "0.0001", "100000", "soon"] {
+            assert!(hours(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

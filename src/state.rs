@@ -49,7 +49,7 @@ impl WebSettings {
     fn from_config(config: &Config) -> WebSettings {
         let oidc = &config.auth.oidc;
         WebSettings {
-            session_seconds: (config.web.session_hours * 3600) as i64,
+            session_seconds: (config.web.session_hours * 3600.0).round() as i64,
             secure_cookies: config.tls_enabled() || oidc.external_url.starts_with("https://"),
             external_url: oidc.external_url.clone(),
             redirect_path: oidc.redirect_path.clone(),

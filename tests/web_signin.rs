@@ -304,6 +304,61 @@ fn oidc_berth(p: &Provider, extra: &[(&str, &str)]) -> Berth {
     Berth::builtin(&env)
 }
 
+#[tokio::test]
+async fn an_expired_session_changes_nothing_and_says_to_sign_in_again() {
+    // Sessions of two seconds.
+    let b = Berth::builtin(&[("BERTH_WEB__SESSION_HOURS", "0.0006")]);
+    b.cli_ok(&["user", "create", "ivy", "--password", "ivy-pass-123"]);
+    let (mut web, html) = local_sign_in(&b, "ivy", "ivy-pass-123").await;
+    let csrf = hidden(&html, "csrf").unwrap();
+    let session = web.cookie("berth_session").unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+
+    // A form posted with the lapsed session and its once-valid token: refused, clearly.
+    let r = web
+        .post_form(&b.url("/c/profile/cli-secret"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status(), 403);
+    let page = r.text().await.unwrap();
+    assert!(
+        text_of(&page, "error").is_some_and(|e| e.contains("session has expired")
+            && e.contains("nothing was changed")
+            && e.contains("sign in again")),
+        "{page}"
+    );
+    assert!(page.contains("id=\"sign-in-again\""), "{page}");
+    // A page that needs a session sends the person to sign in, says why, and drops the cookie.
+    let r = web.get(&b.url("/c/profile")).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        header_str(&r, "location"),
+        "/c/login?return_to=%2Fc%2Fprofile&lapsed=1"
+    );
+    assert!(
+        web.cookie("berth_session").is_none(),
+        "the stale cookie is removed"
+    );
+    let page = web
+        .get(&b.url("/c/login?return_to=%2Fc%2Fprofile&lapsed=1"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        text_of(&page, "error").as_deref(),
+        Some("Your session has expired: sign in again to go on.")
+    );
+    // The old cookie value stays dead when sent again, and nothing was made for ivy.
+    let mut replay = WebSession::new();
+    replay.set_cookie("berth_session", &session);
+    assert_eq!(replay.get(&b.url("/c/profile")).await.status(), 303);
+    let (_, html) = local_sign_in(&b, "ivy", "ivy-pass-123").await;
+    assert_eq!(
+        text_of(&html, "cli-secret-info").as_deref(),
+        Some("You have no CLI secret yet.")
+    );
+}
+
 /// Signs `user` in through the provider (form filled when shown); the last page.
 async fn oidc_sign_in(
     b: &Berth,

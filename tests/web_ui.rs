@@ -6,40 +6,10 @@
 
 mod common;
 
-use std::io::Write as _;
-
-use base64::Engine as _;
 use common::oidc::{Browser, WebSession};
 use common::web::*;
 use common::*;
 use serde_json::json;
-
-const HELM_CONFIG: &str = "application/vnd.cncf.helm.config.v1+json";
-const HELM_CHART: &str = "application/vnd.cncf.helm.chart.content.v1.tar.gz";
-
-/// A client that sends Basic credentials with every request.
-fn as_user(user: &str, password: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let value = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Basic {value}").parse().expect("header"),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .expect("client")
-}
-
-fn admin() -> reqwest::Client {
-    as_user("admin", API_ADMIN_PW)
-}
-
-async fn get_page(web: &mut WebSession, b: &Berth, path: &str) -> (u16, String) {
-    let r = web.get(&b.url(path)).await;
-    let status = r.status().as_u16();
-    (status, r.text().await.expect("body"))
-}
 
 #[tokio::test]
 async fn projects_are_listed_as_the_viewer_may_see_them() {
@@ -257,51 +227,6 @@ async fn a_repository_page_lists_tags_with_pull_commands_and_an_artifact_its_lay
         get_page(&mut anon, &b, "/c/repositories/team/none").await.0,
         404
     );
-}
-
-/// A chart archive: `<name>/Chart.yaml`, `<name>/README.md`, `<name>/values.yaml`.
-fn chart_tgz(name: &str, readme: &str) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let chart_yaml = format!(
-        "apiVersion: v2\nname: {name}\nversion: 0.1.0\nappVersion: \"1.2.3\"\ndescription: A <b>demo</b> chart\n"
-    );
-    for (path, data) in [
-        (format!("{name}/Chart.yaml"), chart_yaml.as_bytes()),
-        (format!("{name}/values.yaml"), b"replicas: 1\n".as_slice()),
-        (format!("{name}/README.md"), readme.as_bytes()),
-    ] {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, path, data)
-            .expect("append");
-    }
-    let tar = builder.into_inner().expect("tar");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar).expect("gzip");
-    gz.finish().expect("gzip")
-}
-
-/// Pushes a chart as Helm does (config and chart layer with Helm's media types).
-async fn push_chart(c: &reqwest::Client, b: &Berth, repo: &str, tag: &str, tgz: &[u8]) -> String {
-    let config = br#"{"name":"demo","version":"0.1.0","apiVersion":"v2"}"#;
-    push_blob(c, b, repo, config).await;
-    push_blob(c, b, repo, tgz).await;
-    let m = image_manifest(
-        (HELM_CONFIG, &sha256(config), config.len()),
-        &[(HELM_CHART, &sha256(tgz), tgz.len())],
-    );
-    let r = c
-        .put(b.url(&format!("/v2/{repo}/manifests/{tag}")))
-        .header("content-type", OCI_MANIFEST)
-        .body(m.clone())
-        .send()
-        .await
-        .expect("push chart");
-    assert_eq!(r.status(), 201);
-    sha256(&m)
 }
 
 #[tokio::test]

@@ -102,6 +102,10 @@ pub enum WebError {
         "the form was stale or did not come from this site (its security token did not match); go back, reload the page and try again"
     )]
     Csrf,
+    #[error(
+        "your session has expired or was ended, so nothing was changed; sign in again and repeat what you did"
+    )]
+    SessionLapsed,
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -117,7 +121,9 @@ pub enum WebError {
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let status = match &self {
-            WebError::Csrf | WebError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebError::Csrf | WebError::SessionLapsed | WebError::Forbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::Internal(_) | WebError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -137,6 +143,9 @@ impl IntoResponse for WebError {
             html! {
                 h1 { "Something is not right" }
                 p #error .error { (message) }
+                @if matches!(self, WebError::SessionLapsed) {
+                    p { a #sign-in-again href="/c/login" { "Sign in again" } }
+                }
                 p { a href="/" { "Back to the start" } }
             },
         );

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::{Web, WebError};
@@ -57,6 +57,9 @@ pub struct Viewer {
     pub access: Arc<Resolved>,
     /// The session's CSRF token (empty without a session).
     pub csrf: String,
+    /// The request carried a session cookie that no longer names a session (expired,
+    /// signed out elsewhere, or its user removed).
+    pub lapsed: bool,
 }
 
 impl Viewer {
@@ -66,6 +69,9 @@ impl Viewer {
 
     /// Checks a posted form's CSRF token against the session's.
     pub fn check_csrf(&self, posted: &str) -> Result<(), WebError> {
+        if self.lapsed {
+            return Err(WebError::SessionLapsed);
+        }
         if self.user.is_some() && !self.csrf.is_empty() && same_secret(&self.csrf, posted) {
             Ok(())
         } else {
@@ -90,14 +96,22 @@ impl FromRequestParts<Web> for Viewer {
                         user: Some(user),
                         access,
                         csrf: session.csrf,
+                        lapsed: false,
                     });
                 }
             }
+            return Ok(Viewer {
+                user: None,
+                access: web.tokens.anonymous().await?,
+                csrf: String::new(),
+                lapsed: !value.is_empty(),
+            });
         }
         Ok(Viewer {
             user: None,
             access: web.tokens.anonymous().await?,
             csrf: String::new(),
+            lapsed: false,
         })
     }
 }
@@ -111,14 +125,30 @@ impl FromRequestParts<Web> for SignedIn {
             .map_err(IntoResponse::into_response)?;
         match viewer.user.clone() {
             Some(user) => Ok(SignedIn(viewer, user)),
+            // A form posted without a live session: refused as a page (a redirect would
+            // lose the form and come back to a POST-only address).
+            None if !matches!(parts.method, Method::GET | Method::HEAD) => Err(if viewer.lapsed {
+                WebError::SessionLapsed.into_response()
+            } else {
+                WebError::Forbidden("sign in first".into()).into_response()
+            }),
             None => {
                 let back = parts
                     .uri
                     .path_and_query()
                     .map(|p| p.as_str())
                     .unwrap_or("/");
-                let to = format!("/c/login?return_to={}", super::encode(back));
-                Err(Redirect::to(&to).into_response())
+                let mut to = format!("/c/login?return_to={}", super::encode(back));
+                if viewer.lapsed {
+                    to.push_str("&lapsed=1");
+                }
+                let mut response = Redirect::to(&to).into_response();
+                if viewer.lapsed {
+                    response
+                        .headers_mut()
+                        .append(header::SET_COOKIE, set_cookie(web, SESSION_COOKIE, "", 0));
+                }
+                Err(response)
             }
         }
     }

@@ -28,6 +28,9 @@ use crate::metadata::{MetaError, NewUser, User, now_millis};
 pub struct PageQuery {
     #[serde(default)]
     return_to: String,
+    /// Sent here because the session had expired.
+    #[serde(default)]
+    lapsed: String,
 }
 
 /// The sign-in page: the provider's button and, when allowed, the local form.
@@ -36,11 +39,13 @@ pub async fn page(
     headers: HeaderMap,
     Query(q): Query<PageQuery>,
 ) -> WebResult<Response> {
+    let note =
+        (!q.lapsed.is_empty()).then_some("Your session has expired: sign in again to go on.");
     sign_in_page(
         &web,
         &headers,
         &local_path(&q.return_to),
-        None,
+        note,
         StatusCode::OK,
     )
 }

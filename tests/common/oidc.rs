@@ -317,6 +317,12 @@ impl WebSession {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Puts a cookie for every path of the site in the jar (as a replayed request would).
+    pub fn set_cookie(&mut self, name: &str, value: &str) {
+        self.cookies
+            .insert((name.to_string(), "/".to_string()), value.to_string());
+    }
+
     /// Every cookie name in the jar.
     pub fn cookie_names(&self) -> Vec<String> {
         self.cookies.keys().map(|(n, _)| n.clone()).collect()
