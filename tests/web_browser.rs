@@ -1,13 +1,16 @@
 //! A person in Chromium (Playwright, through tests/oidc/browser.mjs) signs in to Berth with
-//! the test OpenID Connect provider, opens their profile, generates a CLI secret and reads
-//! it from the page; podman logs in with it, pushes and pulls; a second secret replaces the
-//! first at once. Screenshots of the pages go to `$BERTH_TEST_ARTIFACTS/web_browser/`.
+//! the test OpenID Connect provider, lands on the projects page, opens their profile,
+//! generates a CLI secret and reads it from the page; podman logs in with it, pushes and
+//! pulls; they walk from the projects page to the image's repository and artifact, and to a
+//! Helm chart's artifact page with its README; a second secret replaces the first at once.
+//! Screenshots of the pages go to `$BERTH_TEST_ARTIFACTS/web_browser/`.
 //! Runs only under scripts/test.sh (it starts the provider and installs Chromium).
 
 mod common;
 
 use common::containers::*;
 use common::oidc::{Browser, Provider};
+use common::web::{as_user, chart_tgz, push_chart};
 use common::*;
 use serde_json::json;
 
@@ -82,7 +85,12 @@ async fn a_person_signs_in_with_the_provider_gets_a_cli_secret_and_pushes_with_p
         .await;
     web.step(json!({"op": "wait_url", "pattern": format!("^{}", regex_escape(&b.url("/c/")))}))
         .await;
-    shot(&mut web, &dir, "2-landed").await;
+    // On the projects page, signed in as themselves.
+    web.step(json!({"op": "wait_selector", "selector": "#user"}))
+        .await;
+    assert_eq!(web.text("#user").await, name);
+    assert_eq!(web.text("h1").await, "Projects");
+    shot(&mut web, &dir, "2-projects").await;
     // The session cookie is HttpOnly and SameSite=Lax.
     let cookies = web.step(json!({"op": "cookies", "url": b.url("/")})).await;
     let session = cookies
@@ -162,6 +170,58 @@ async fn a_person_signs_in_with_the_provider_gets_a_cli_secret_and_pushes_with_p
     .stdout;
     assert_eq!(pulled.trim(), id, "pulled back the image pushed");
 
+    // A Helm chart pushed as an OCI artifact with the same secret.
+    push_chart(
+        &as_user(&name, &first),
+        &b,
+        "team/charts/demo",
+        "0.1.0",
+        &chart_tgz("demo", "# Demo chart\n\nDeploys the *demo*.\n"),
+    )
+    .await;
+
+    // From the projects page to the image's artifact, as a person clicks.
+    web.step(json!({"op": "goto", "url": b.url("/c/projects")}))
+        .await;
+    web.step(json!({"op": "click", "selector": "a.project-name:text-is('team')"}))
+        .await;
+    web.step(json!({"op": "wait_url", "pattern": "/c/projects/team$"}))
+        .await;
+    shot(&mut web, &dir, "4-project").await;
+    web.step(json!({"op": "click", "selector": "a.repository-name:text-is('team/app')"}))
+        .await;
+    web.step(json!({"op": "wait_url", "pattern": "/c/repositories/team/app$"}))
+        .await;
+    assert_eq!(
+        web.text(".pull-command").await,
+        format!("docker pull {}/team/app:1", b.host())
+    );
+    shot(&mut web, &dir, "5-repository").await;
+    web.step(json!({"op": "click", "selector": "a.digest"}))
+        .await;
+    web.step(json!({"op": "wait_url", "pattern": "/-/artifacts/sha256:[0-9a-f]{64}$"}))
+        .await;
+    assert_eq!(web.text(".tag-name").await, "1");
+    let layers = web
+        .step(json!({"op": "count", "selector": "tr.layer"}))
+        .await;
+    assert!(layers.as_u64().is_some_and(|n| n >= 1), "{layers}");
+    shot(&mut web, &dir, "6-artifact").await;
+    // The chart's artifact page shows its README, rendered.
+    web.step(json!({"op": "goto", "url": b.url("/c/projects/team")}))
+        .await;
+    web.step(json!({"op": "click", "selector": "a.repository-name:text-is('team/charts/demo')"}))
+        .await;
+    web.step(json!({"op": "click", "selector": "a.digest"}))
+        .await;
+    web.step(json!({"op": "wait_selector", "selector": "#readme h1"}))
+        .await;
+    assert_eq!(web.text("#readme h1").await, "Demo chart");
+    assert_eq!(web.text("#readme em").await, "demo");
+    shot(&mut web, &dir, "7-chart").await;
+    web.step(json!({"op": "goto", "url": b.url("/c/profile")}))
+        .await;
+
     // A new secret: the old one is refused at once, the new one works.
     web.step(json!({"op": "click", "selector": "#generate-cli-secret button"}))
         .await;
@@ -173,7 +233,7 @@ async fn a_person_signs_in_with_the_provider_gets_a_cli_secret_and_pushes_with_p
     check(&b, !old.success(), "the replaced secret still logs in");
     let new = podman_login(&c, &b, &c.p("auth-new.json"), &name, &second);
     check(&b, new.success(), new.describe());
-    shot(&mut web, &dir, "4-profile").await;
+    shot(&mut web, &dir, "8-profile").await;
 
     // Signing out ends the session.
     web.step(json!({"op": "click", "selector": "#logout"}))

@@ -497,6 +497,65 @@ async fn oidc_sign_in_onboards_and_an_administrator_relinks_a_new_subject() {
     );
 }
 
+/// A provider whose certificate is signed by a private CA: trusted through
+/// `auth.oidc.ca_file`, refused with a clear message without it.
+#[tokio::test]
+async fn a_private_issuer_is_trusted_through_its_ca_file() {
+    let p = Provider::from_env();
+    let cert = TestCert::generate();
+    let (status, tls) = p
+        .admin_call(
+            "POST",
+            "/tls",
+            Some(json!({
+                "cert": std::fs::read_to_string(&cert.cert).unwrap(),
+                "key": std::fs::read_to_string(&cert.key).unwrap(),
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{tls}");
+    let issuer = tls["issuer"].as_str().unwrap().to_string();
+    assert!(issuer.starts_with("https://127.0.0.1:"), "{issuer}");
+    let ca = cert.ca.to_string_lossy().to_string();
+    let user = p.new_user("tess", json!({})).await;
+
+    // Without the CA: the sign-in link says the provider cannot be reached, and why.
+    let b = Berth::builtin(&[
+        ("BERTH_AUTH__OIDC__ISSUER", issuer.as_str()),
+        ("BERTH_AUTH__OIDC__CLIENT_ID", p.client_id.as_str()),
+        ("BERTH_AUTH__OIDC__CLIENT_SECRET", p.client_secret.as_str()),
+    ]);
+    let r = WebSession::trusting(&cert.ca)
+        .get(&b.url("/c/oidc/login"))
+        .await;
+    let status = r.status().as_u16();
+    let page = r.text().await.unwrap();
+    assert!(status == 502 || status == 503, "{status}: {page}");
+    let error = text_of(&page, "error").unwrap_or_default();
+    assert!(error.contains("identity provider"), "{page}");
+    assert!(
+        error.contains("certificate") || error.contains("ca_file"),
+        "{page}"
+    );
+    drop(b);
+
+    // With it: the whole sign-in goes through.
+    let b = Berth::builtin(&[
+        ("BERTH_AUTH__OIDC__ISSUER", issuer.as_str()),
+        ("BERTH_AUTH__OIDC__CLIENT_ID", p.client_id.as_str()),
+        ("BERTH_AUTH__OIDC__CLIENT_SECRET", p.client_secret.as_str()),
+        ("BERTH_AUTH__OIDC__CA_FILE", ca.as_str()),
+    ]);
+    let mut web = WebSession::trusting(&cert.ca);
+    let page = oidc_sign_in(&b, &mut web, &user).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.url.ends_with("/c/profile"), "{}", page.url);
+    assert_eq!(
+        text_of(&page.body, "username").as_deref(),
+        user["username"].as_str()
+    );
+}
+
 #[tokio::test]
 async fn a_verified_email_links_a_new_subject_when_allowed() {
     let p = Provider::from_env();

@@ -112,6 +112,9 @@ pub enum WebError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// A service Berth relies on (the identity provider) failed; try again later.
+    #[error("{0}")]
+    Upstream(String),
     #[error("{0}")]
     Internal(String),
     #[error(transparent)]
@@ -126,6 +129,7 @@ impl IntoResponse for WebError {
             }
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::Upstream(_) => StatusCode::BAD_GATEWAY,
             WebError::Internal(_) | WebError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

@@ -206,6 +206,16 @@ fn oidc_failure(e: OidcError) -> WebError {
     match e {
         OidcError::Store(e) => WebError::Store(e),
         OidcError::UnknownState => WebError::BadRequest(e.to_string()),
+        OidcError::Unreachable(ref why) => {
+            tracing::warn!(error = %e, "OpenID Connect provider unreachable");
+            let lower = why.to_ascii_lowercase();
+            let hint = if lower.contains("certificate") || lower.contains("unknownissuer") {
+                " (its TLS certificate is not trusted: if it is signed by a private CA, set auth.oidc.ca_file to that CA's certificate)"
+            } else {
+                ""
+            };
+            WebError::Upstream(format!("Signing in failed: {e}{hint}"))
+        }
         e => {
             tracing::warn!(error = %e, "OpenID Connect sign-in failed");
             WebError::BadRequest(format!("Signing in failed: {e}"))

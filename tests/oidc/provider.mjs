@@ -74,6 +74,9 @@
 //                                           ... as in RFC 7591). Defaults: grant_types
 //                                           authorization_code + refresh_token, response_types
 //                                           code, client_secret "ID-secret". Answers it.
+//   POST   /tls {"cert":PEM,"key":PEM}      start a second issuer over HTTPS with that
+//                                           certificate (same users, clients and grants);
+//                                           answers {"issuer":"https://127.0.0.1:P","admin":...}
 //   PUT    /settings {..}                   access_token_ttl, id_token_ttl, refresh_token_ttl
 //                                           (seconds), issue_refresh_tokens (bool); answers all.
 //   POST   /id-token {..}                   mint an ID token without a login, for bearer-token
@@ -87,6 +90,7 @@
 
 import crypto from 'node:crypto';
 import http from 'node:http';
+import https from 'node:https';
 import process from 'node:process';
 
 import Provider from 'oidc-provider';
@@ -278,7 +282,8 @@ const signingJwk = { ...signingKey.export({ format: 'jwk' }), kid: `test-${crypt
 // A key that is not in the JWKS, for "signed with an unknown key" tests.
 const unknownKey = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
 
-const provider = new Provider(ISSUER, {
+function makeProvider(issuer) {
+const provider = new Provider(issuer, {
   adapter: TestAdapter,
   async findAccount(_ctx, sub) {
     const user = userBySub(sub);
@@ -333,6 +338,9 @@ const provider = new Provider(ISSUER, {
 provider.on('server_error', (_ctx, err) => log('server_error', err.stack ?? err));
 provider.on('grant.error', (_ctx, err) => log('grant.error', err.message, err.error_description ?? ''));
 provider.on('authorization.error', (_ctx, err) => log('authorization.error', err.message, err.error_description ?? ''));
+return provider;
+}
+const provider = makeProvider(ISSUER);
 
 function claimsOf(user) {
   const claims = { sub: user.sub };
@@ -437,7 +445,7 @@ function sendJson(res, status, value) {
   send(res, status, 'application/json', `${JSON.stringify(value)}\n`);
 }
 
-async function interaction(req, res, uid, action) {
+async function interaction(provider, req, res, uid, action) {
   const details = await provider.interactionDetails(req, res);
   if (details.uid !== uid) throw new AdminError(400, 'interaction mismatch');
   const { prompt, params } = details;
@@ -613,13 +621,19 @@ async function admin(req, res, path, query) {
   if (m === 'POST' && path === '/id-token') {
     return sendJson(res, 200, { id_token: mintIdToken(await readJson(req)) });
   }
+  if (m === 'POST' && path === '/tls') {
+    const body = await readJson(req);
+    if (typeof body.cert !== 'string' || typeof body.key !== 'string') throw new AdminError(400, 'cert and key (PEM) are needed');
+    return sendJson(res, 200, await startTls(body.cert, body.key));
+  }
   throw new AdminError(404, `no admin route ${m} ${path}`);
 }
 
-const providerHandler = provider.callback();
-
-server.on('request', async (req, res) => {
-  const url = new URL(req.url, ISSUER);
+// One handler per issuer: the admin routes, the login form, then the provider itself.
+function handlerFor(instance, issuer) {
+const providerHandler = instance.callback();
+return async (req, res) => {
+  const url = new URL(req.url, issuer);
   try {
     if (url.pathname === ADMIN || url.pathname.startsWith(`${ADMIN}/`)) {
       await admin(req, res, url.pathname.slice(ADMIN.length) || '/', url.searchParams);
@@ -632,7 +646,7 @@ server.on('request', async (req, res) => {
     }
     const m = url.pathname.match(/^\/interaction\/([^/]+)(?:\/(login|abort))?$/);
     if (m) {
-      await interaction(req, res, m[1], m[2]);
+      await interaction(instance, req, res, m[1], m[2]);
       return;
     }
     providerHandler(req, res);
@@ -645,7 +659,24 @@ server.on('request', async (req, res) => {
       sendJson(res, status, { error: err.message });
     }
   }
-});
+};
+}
+server.on('request', handlerFor(provider, ISSUER));
+
+// A second issuer at https://127.0.0.1:PORT with the certificate and key a test gives (PEM),
+// sharing users, clients and everything issued: for relying parties that must trust a
+// private CA. Started by POST ADMIN/tls; answers {"issuer": ..., "admin": ...}.
+async function startTls(cert, key) {
+  const tls = https.createServer({ cert, key });
+  await new Promise((resolve, reject) => {
+    tls.once('error', reject);
+    tls.listen(0, '127.0.0.1', resolve);
+  });
+  const issuer = `https://127.0.0.1:${tls.address().port}`;
+  tls.on('request', handlerFor(makeProvider(issuer), issuer));
+  log('listening', issuer);
+  return { issuer, admin: `${issuer}${ADMIN}` };
+}
 
 // Everything is in memory: nothing to flush.
 process.on('SIGTERM', () => process.exit(0));
