@@ -784,6 +784,29 @@ async fn the_api_sets_cli_secrets_relinks_and_takes_the_providers_id_tokens() {
     let (s, me) = current_user_by_id_token(&b, &token).await;
     assert_eq!(s, 200, "{me}");
     assert_eq!(me["username"], name.as_str());
+    // Harbor's oidc_user_meta: who the provider says this is; the secret is never kept.
+    let meta = &me["oidc_user_meta"];
+    assert_eq!(meta["user_id"], id, "{me}");
+    assert_eq!(
+        meta["subiss"],
+        format!("{}{}", user["sub"].as_str().unwrap(), p.issuer)
+    );
+    assert_eq!(meta["secret"], "");
+    let admin_view: serde_json::Value = api_send(
+        &b,
+        reqwest::Method::GET,
+        "/api/v2.0/users/current",
+        admin,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert!(
+        admin_view.get("oidc_user_meta").is_none(),
+        "a local user has none: {admin_view}"
+    );
     // ... but not one for another client, from another issuer, signed with an unknown key,
     // or expired.
     for (what, req) in [

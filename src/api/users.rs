@@ -29,6 +29,23 @@ pub struct UserResp {
     /// RFC 3339, UTC.
     creation_time: String,
     update_time: String,
+    /// The identity provider's account this user signs in with (absent for local users).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oidc_user_meta: Option<OidcUserInfo>,
+}
+
+/// Harbor's `OIDCUserInfo`. `secret` is always empty: Berth keeps only a digest of a CLI
+/// secret, which is shown once when it is made (`PUT /users/{id}/cli_secret` or the
+/// profile page).
+#[derive(Serialize, ToSchema)]
+pub struct OidcUserInfo {
+    id: i64,
+    user_id: i64,
+    /// The subject followed by the issuer, as Harbor joins them.
+    subiss: String,
+    secret: String,
+    creation_time: String,
+    update_time: String,
 }
 
 impl From<&User> for UserResp {
@@ -43,6 +60,17 @@ impl From<&User> for UserResp {
             admin_role_in_auth: false,
             creation_time: timestamp(u.created_at),
             update_time: timestamp(u.updated_at),
+            oidc_user_meta: match (&u.oidc_issuer, &u.oidc_subject) {
+                (Some(issuer), Some(subject)) => Some(OidcUserInfo {
+                    id: u.id,
+                    user_id: u.id,
+                    subiss: format!("{subject}{issuer}"),
+                    secret: String::new(),
+                    creation_time: timestamp(u.created_at),
+                    update_time: timestamp(u.updated_at),
+                }),
+                _ => None,
+            },
         }
     }
 }
