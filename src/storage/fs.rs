@@ -313,6 +313,28 @@ fn spawn_hasher(
     (tx, handle)
 }
 
+/// After a write failed mid-body, the rest of the body is read and dropped for a while
+/// (up to [`DRAIN_BYTES`] or [`DRAIN_TIME`]) before the error is answered: a server that
+/// closes a connection with a request's bytes unread resets it, and the client (docker in
+/// the middle of a layer) would see "connection reset" instead of the answer that says
+/// why (a full disk).
+async fn drain(data: &mut ByteStream) {
+    let mut left = DRAIN_BYTES;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = data.next().await {
+            left = left.saturating_sub(chunk.len() as u64);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// See [`drain`].
+const DRAIN_BYTES: u64 = 256 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Blocks until this process holds `f`'s exclusive `flock`; it is released when `f` is
 /// closed. (`File::lock` from Rust 1.89 does the same; the crate still builds with 1.85.)
 fn lock_exclusive(f: &std::fs::File) -> std::io::Result<()> {
@@ -762,7 +784,14 @@ impl BlobStore for FsBlobStore {
                 if e.is_out_of_space() {
                     self.free.forget();
                 }
-            })?;
+            });
+        let written = match written {
+            Ok(n) => n,
+            Err(e) => {
+                drain(&mut data).await;
+                return Err(e);
+            }
+        };
         if let Some(handle) = hashed {
             *hasher = handle
                 .await
