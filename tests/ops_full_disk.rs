@@ -100,7 +100,10 @@ impl Drop for SmallDisk {
     fn drop(&mut self) {
         // Lazily: the server's log file may still be open in a thread of this process for a
         // moment after the server is gone.
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
