@@ -391,10 +391,11 @@ impl FreeSpace {
             }
         }
         match free_bytes(root) {
-            Ok(free) => {
+            Ok(Some(free)) => {
                 *measured = Some((std::time::Instant::now(), free));
                 Some(free)
             }
+            Ok(None) => None,
             Err(e) => {
                 tracing::warn!(root = %root.display(), error = %e, "cannot measure the blob store's free space");
                 None
@@ -408,8 +409,10 @@ impl FreeSpace {
     }
 }
 
-/// The bytes an unprivileged writer may still use on the filesystem holding `path`.
-fn free_bytes(path: &Path) -> std::io::Result<u64> {
+/// The bytes an unprivileged writer may still use on the filesystem holding `path`;
+/// `None` for a filesystem without a size (ramfs and some FUSE filesystems report no
+/// blocks at all).
+fn free_bytes(path: &Path) -> std::io::Result<Option<u64>> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -420,8 +423,13 @@ fn free_bytes(path: &Path) -> std::io::Result<u64> {
     }
     // SAFETY: statvfs succeeded, so it filled `st`.
     let st = unsafe { st.assume_init() };
+    if st.f_blocks == 0 {
+        return Ok(None);
+    }
     #[allow(clippy::unnecessary_cast)] // c_ulong: u32 on 32-bit targets
-    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    Ok(Some(
+        (st.f_bavail as u64).saturating_mul(st.f_frsize as u64),
+    ))
 }
 
 pub struct FsBlobStore {
