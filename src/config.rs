@@ -170,6 +170,10 @@ pub struct StorageConfig {
     /// The filesystem store writes upload data with direct I/O (`O_DIRECT`) where the
     /// filesystem allows it; false: through the page cache.
     pub direct_io: bool,
+    /// The filesystem store refuses new uploads (507) while less than this many bytes are
+    /// free on its filesystem, so that the metadata database beside it keeps room; 0: only
+    /// once it is full.
+    pub min_free_bytes: u64,
     /// The S3 store's settings (`backend = "s3"`).
     pub s3: crate::storage::s3::S3Config,
 }
@@ -312,6 +316,7 @@ impl Default for StorageConfig {
             backend: StorageBackend::Fs,
             root: PathBuf::new(),
             direct_io: true,
+            min_free_bytes: 64 * 1024 * 1024,
             s3: Default::default(),
         }
     }

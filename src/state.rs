@@ -91,7 +91,8 @@ impl AppState {
                         UploadIo::Buffered
                     },
                 )
-                .await?,
+                .await?
+                .with_min_free_bytes(config.storage.min_free_bytes),
             ),
         };
         let meta: Arc<dyn MetadataStore> = Arc::new(meta);

@@ -68,7 +68,14 @@ impl Content {
             store_state,
             started_at: now_millis(),
         };
-        self.meta.create_upload(&session).await?;
+        if let Err(e) = self.meta.create_upload(&session).await {
+            // No session was recorded: its (empty) data goes too.
+            let _ = self
+                .blobs
+                .upload_abort(&session.id, &session.store_state)
+                .await;
+            return Err(e.into());
+        }
         Ok(session)
     }
 
@@ -200,7 +207,15 @@ impl Content {
         match self.finish_upload(session, digest, Some(data)).await {
             Ok(size) => Ok(size),
             Err(e) => {
-                self.discard(&id, &store_state).await?;
+                // The data goes even if the session row cannot (a full database): no
+                // client knows the session, and its bytes may be what filled the disk.
+                // The refusal the client gets is the upload's, not the cleanup's.
+                if let Err(d) = self.meta.delete_upload(&id).await {
+                    tracing::warn!(upload = %id, error = %d, "cannot forget a refused upload; the purge will");
+                }
+                if let Err(d) = self.blobs.upload_abort(&id, &store_state).await {
+                    tracing::warn!(upload = %id, error = %d, "cannot remove a refused upload's data; the purge will");
+                }
                 Err(e)
             }
         }

@@ -68,6 +68,21 @@ pub enum MetaError {
     Corrupt(String),
 }
 
+impl MetaError {
+    /// The database cannot serve now: unreachable, restarting, the connection lost, out of
+    /// connections. A request that meets this is answered 503 (retry later), and readiness
+    /// reports the database down.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, MetaError::Database(e) if sql::retry::unavailable(e))
+    }
+
+    /// The database's disk is full (SQLite's "database or disk is full", PostgreSQL's
+    /// disk_full): answered like a full blob store.
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, MetaError::Database(e) if sql::retry::out_of_space(e))
+    }
+}
+
 #[async_trait]
 pub trait MetadataStore: RepositoryStore + UploadStore + IdentityStore + SignInStore {
     /// Closes every connection, once the server has stopped serving: PostgreSQL sees its

@@ -8,6 +8,7 @@
 //!
 //! Writes stay on sqlx's pool: they are few, and transactions want its handling.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, Pool, PoolError, QueueMode, RecycleError, RecycleResult};
@@ -16,6 +17,7 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Connection, Executor};
 
 use super::MetaError;
+use super::sql::retry::{Health, Replay, connection_lost, retrying};
 
 /// How long a caller waits for a free connection, or for a new one to open, before the
 /// read fails (sqlx's pool waits as long).
@@ -38,6 +40,8 @@ pub struct Opener {
     url: String,
     /// Run on each new connection (SQLite's pragmas); `None` for none.
     setup: Option<&'static str>,
+    /// When a connection was last seen lost: older connections are replaced.
+    health: Arc<Health>,
 }
 
 impl managed::Manager for Opener {
@@ -59,6 +63,11 @@ impl managed::Manager for Opener {
         if metrics.age() > MAX_AGE {
             return Err(RecycleError::message("retired after its maximum age"));
         }
+        if self.health.predates_loss(metrics.created) {
+            return Err(RecycleError::message(
+                "opened before the database was last seen lost",
+            ));
+        }
         if !c.in_step || metrics.last_used() > IDLE_CHECK {
             c.conn.ping().await?;
             c.in_step = true;
@@ -73,10 +82,17 @@ pub struct Readers {
 
 impl Readers {
     /// Opens connections to `url` on demand, at most `max` at once; `setup` runs on each.
-    pub fn new(url: &str, max: u32, setup: Option<&'static str>) -> Result<Readers, MetaError> {
+    /// A connection found lost is recorded in `health` (and so are the writers').
+    pub fn new(
+        url: &str,
+        max: u32,
+        setup: Option<&'static str>,
+        health: &Arc<Health>,
+    ) -> Result<Readers, MetaError> {
         let pool = Pool::builder(Opener {
             url: url.to_string(),
             setup,
+            health: health.clone(),
         })
         .max_size(max.max(1) as usize)
         .wait_timeout(Some(WAIT))
@@ -95,49 +111,59 @@ impl Readers {
         Ok(Readers { pool })
     }
 
-    async fn get(&self) -> Result<managed::Object<Opener>, MetaError> {
-        self.pool.get().await.map_err(|e| {
-            MetaError::Database(match e {
-                PoolError::Backend(e) => e,
-                PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
-                PoolError::Closed => sqlx::Error::PoolClosed,
-                other => sqlx::Error::Configuration(other.to_string().into()),
-            })
+    async fn get(&self) -> Result<managed::Object<Opener>, sqlx::Error> {
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => e,
+            PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
+            PoolError::Closed => sqlx::Error::PoolClosed,
+            other => sqlx::Error::Configuration(other.to_string().into()),
         })
     }
 
     /// Runs `query` on a pooled connection, marking the connection in doubt until the
-    /// database has answered (a dropped future leaves it so).
-    async fn run<T>(
-        &self,
-        query: impl AsyncFnOnce(&mut AnyConnection) -> Result<T, sqlx::Error>,
-    ) -> Result<T, MetaError> {
-        let mut c = self.get().await?;
-        c.in_step = false;
-        let r = query(&mut c.conn).await;
-        c.in_step = answered(&r);
-        Ok(r?)
+    /// database has answered (a dropped future leaves it so); returns its rows. A
+    /// connection found lost is dropped, and the read runs again on one opened since
+    /// (`sql/retry.rs`).
+    async fn run(&self, query: Replay<'_>) -> Result<Vec<AnyRow>, MetaError> {
+        let query = &query;
+        let results = retrying(&self.pool.manager().health, "read", || async move {
+            let mut c = self.get().await?;
+            c.in_step = false;
+            let r = query.run(&mut c.conn).await;
+            c.in_step = answered(&r);
+            if r.as_ref().is_err_and(connection_lost) {
+                // Not back into the pool: its ping would only confirm it.
+                drop(managed::Object::take(c));
+            }
+            r
+        })
+        .await?;
+        Ok(results.into_iter().filter_map(|r| r.right()).collect())
     }
 
     pub async fn fetch_optional<'q>(
         &self,
         q: Query<'q, Any, AnyArguments<'q>>,
     ) -> Result<Option<AnyRow>, MetaError> {
-        self.run(async |c| q.fetch_optional(c).await).await
+        Ok(self.run(Replay::of(q)?).await?.into_iter().next())
     }
 
     pub async fn fetch_one<'q>(
         &self,
         q: Query<'q, Any, AnyArguments<'q>>,
     ) -> Result<AnyRow, MetaError> {
-        self.run(async |c| q.fetch_one(c).await).await
+        self.run(Replay::of(q)?)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(MetaError::Database(sqlx::Error::RowNotFound))
     }
 
     pub async fn fetch_all<'q>(
         &self,
         q: Query<'q, Any, AnyArguments<'q>>,
     ) -> Result<Vec<AnyRow>, MetaError> {
-        self.run(async |c| q.fetch_all(c).await).await
+        self.run(Replay::of(q)?).await
     }
 
     /// Closes the idle connections and refuses further reads.
@@ -176,7 +202,7 @@ mod tests {
     use sqlx::Row;
     use sqlx::error::{DatabaseError, ErrorKind};
 
-    use super::{Readers, answered};
+    use super::{Health, Readers, answered};
 
     #[derive(Debug)]
     struct Reported(&'static str);
@@ -243,7 +269,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_ping_that_does_not_come_back_is_given_up_for_another_connection() {
-        let readers = Readers::new(&postgres(), 1, None).expect("pool");
+        let readers = Readers::new(&postgres(), 1, None, &Health::new()).expect("pool");
         let first = backend_pid(&readers).await;
         // Given up while the database is still at work: the connection's ping has to wait
         // for that answer, half a minute away.
@@ -261,7 +287,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_connection_used_last_serves_next() {
-        let readers = Readers::new(&postgres(), 2, None).expect("pool");
+        let readers = Readers::new(&postgres(), 2, None, &Health::new()).expect("pool");
         // Two reads at once open two connections.
         let both = "SELECT pg_backend_pid()::int8 AS pid FROM pg_sleep(0.2)";
         let (a, b) = tokio::join!(

@@ -25,6 +25,8 @@ pub enum ErrorCode {
     /// Not a spec code: a failure inside the registry (storage, database).
     Internal,
     Unavailable,
+    /// Not a spec code: the registry's storage is full (507); nothing was stored.
+    InsufficientStorage,
 }
 
 impl ErrorCode {
@@ -47,6 +49,7 @@ impl ErrorCode {
             ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::Internal => "INTERNAL_ERROR",
             ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::InsufficientStorage => "INSUFFICIENT_STORAGE",
         }
     }
 
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 }

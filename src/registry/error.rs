@@ -13,24 +13,53 @@ use crate::oci::name::{NameError, ReferenceError};
 use crate::oci::{ErrorCode, RegistryError};
 use crate::storage::StorageError;
 
-/// A failure of the database: logged, and answered as 500.
+/// A failure of the database as the client sees it: a database that cannot be reached
+/// (stopped, restarting, connection lost, out of connections) is 503 with `Retry-After`, a
+/// full disk 507, anything else 500; all are logged with the driver's words, which the
+/// client is not shown.
 impl From<MetaError> for RegistryError {
     fn from(e: MetaError) -> RegistryError {
+        if e.is_unavailable() {
+            tracing::error!(error = %e, "database unavailable");
+            return unavailable("the registry's database is unavailable; retry shortly");
+        }
+        if e.is_out_of_space() {
+            tracing::error!(error = %e, "database out of space");
+            return out_of_space();
+        }
         RegistryError::internal(e)
     }
 }
 
+/// 503 `UNAVAILABLE` with `Retry-After`: clients retry.
+fn unavailable(message: impl Into<String>) -> RegistryError {
+    RegistryError::new(ErrorCode::Unavailable, message)
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
+}
+
+/// 507 `INSUFFICIENT_STORAGE`: the disk (blob store or database) is full. What the failed
+/// request wrote is gone already; pushes work again once space is freed.
+fn out_of_space() -> RegistryError {
+    RegistryError::new(
+        ErrorCode::InsufficientStorage,
+        "the registry is out of storage space; nothing of this request was kept (an upload \
+         resumes from the offset its status reports); retry once an administrator has freed space",
+    )
+}
+
 /// A blob-store failure as the client sees it: an unreachable or refusing object store is
-/// 503 (retry later), anything else 500; both are logged with the store's own words.
+/// 503 (retry later), a full filesystem 507, anything else 500; all are logged with the
+/// store's own words.
 impl From<StorageError> for RegistryError {
     fn from(e: StorageError) -> RegistryError {
         tracing::error!(error = %e, "blob store failed");
+        if e.is_out_of_space() {
+            return out_of_space();
+        }
         match e {
-            StorageError::Backend(msg) => RegistryError::new(
-                ErrorCode::Unavailable,
-                format!("blob storage is unavailable: {msg}"),
-            )
-            .with_header(header::RETRY_AFTER, HeaderValue::from_static("5")),
+            StorageError::Backend(msg) => {
+                unavailable(format!("blob storage is unavailable: {msg}"))
+            }
             StorageError::BlobNotFound(d) => RegistryError::blob_unknown(d),
             other => RegistryError::internal(other),
         }

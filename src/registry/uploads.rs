@@ -32,13 +32,13 @@ pub async fn start(req: Req<'_>, name: RepoName, body: Body) -> Result<Response>
     if let Some(digest) = digest {
         let chunk = chunk_of(req, body, None)?;
         // The client never learns of the session the upload used: an error must not point
-        // at it.
+        // at it (a `Retry-After` stays).
         content
             .upload_whole(&name, &digest, chunk)
             .await
             .map_err(|e| {
                 let mut e = RegistryError::from(e);
-                e.headers.clear();
+                e.headers.retain(|(name, _)| name == header::RETRY_AFTER);
                 e
             })?;
         return Ok(blob_created(&name, &digest));

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{BlobReader, BlobStore, ByteStream, StorageError, Verify, check_range};
+use super::{BlobReader, BlobStore, ByteStream, Space, StorageError, Verify, check_range};
 use crate::oci::{Digest, Hasher};
 
 /// Read buffer for streaming blobs out: large enough that a 1 GiB pull is a few thousand
@@ -313,6 +313,28 @@ fn spawn_hasher(
     (tx, handle)
 }
 
+/// After a write failed mid-body, the rest of the body is read and dropped for a while
+/// (up to [`DRAIN_BYTES`] or [`DRAIN_TIME`]) before the error is answered: a server that
+/// closes a connection with a request's bytes unread resets it, and the client (docker in
+/// the middle of a layer) would see "connection reset" instead of the answer that says
+/// why (a full disk).
+async fn drain(data: &mut ByteStream) {
+    let mut left = DRAIN_BYTES;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = data.next().await {
+            left = left.saturating_sub(chunk.len() as u64);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// See [`drain`].
+const DRAIN_BYTES: u64 = 256 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Blocks until this process holds `f`'s exclusive `flock`; it is released when `f` is
 /// closed. (`File::lock` from Rust 1.89 does the same; the crate still builds with 1.85.)
 fn lock_exclusive(f: &std::fs::File) -> std::io::Result<()> {
@@ -347,6 +369,69 @@ fn probe_direct(dir: &Path) -> std::io::Result<()> {
     tried.and(removed)
 }
 
+/// How long a measure of the free space is trusted: new uploads and readiness probes ask
+/// for it, and `statvfs` runs at most this often.
+const SPACE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The last measure of the filesystem's free space.
+#[derive(Default)]
+struct FreeSpace {
+    /// When and what `statvfs` said; `None` until measured, or after a write ran out.
+    measured: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl FreeSpace {
+    /// Bytes free under `root`, measured at most [`SPACE_TTL`] ago; `None` when the
+    /// filesystem cannot tell.
+    fn get(&self, root: &Path) -> Option<u64> {
+        let mut measured = self.measured.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, free)) = *measured {
+            if at.elapsed() < SPACE_TTL {
+                return Some(free);
+            }
+        }
+        match free_bytes(root) {
+            Ok(Some(free)) => {
+                *measured = Some((std::time::Instant::now(), free));
+                Some(free)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(root = %root.display(), error = %e, "cannot measure the blob store's free space");
+                None
+            }
+        }
+    }
+
+    /// A write ran out of space: the next question measures again.
+    fn forget(&self) {
+        *self.measured.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// The bytes an unprivileged writer may still use on the filesystem holding `path`;
+/// `None` for a filesystem without a size (ramfs and some FUSE filesystems report no
+/// blocks at all).
+fn free_bytes(path: &Path) -> std::io::Result<Option<u64>> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `path` is a NUL-terminated string and `st` a buffer statvfs fills.
+    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    if st.f_blocks == 0 {
+        return Ok(None);
+    }
+    #[allow(clippy::unnecessary_cast)] // c_ulong: u32 on 32-bit targets
+    Ok(Some(
+        (st.f_bavail as u64).saturating_mul(st.f_frsize as u64),
+    ))
+}
+
 pub struct FsBlobStore {
     root: PathBuf,
     io: UploadIo,
@@ -357,6 +442,9 @@ pub struct FsBlobStore {
     solo_max: usize,
     /// Bytes of upload bodies received and not yet written, all uploads together.
     upload_buffer: Arc<Semaphore>,
+    /// New uploads are refused while less than this is free (`storage.min_free_bytes`).
+    min_free_bytes: u64,
+    free: FreeSpace,
 }
 
 impl FsBlobStore {
@@ -401,7 +489,17 @@ impl FsBlobStore {
             active_appends: Arc::default(),
             solo_max: SOLO_APPENDS_PER_CORE * cores,
             upload_buffer: Arc::new(Semaphore::new(UPLOAD_BUFFER)),
+            min_free_bytes: 0,
+            free: FreeSpace::default(),
         })
+    }
+
+    /// Refuses new uploads while less than `bytes` are free on the store's filesystem (the
+    /// low-water mark; 0: only when it is full), so that what shares the disk (the SQLite
+    /// database) keeps room to record what happens.
+    pub fn with_min_free_bytes(mut self, bytes: u64) -> FsBlobStore {
+        self.min_free_bytes = bytes;
+        self
     }
 
     /// How this store writes upload data.
@@ -552,7 +650,20 @@ impl BlobStore for FsBlobStore {
         }
     }
 
+    fn space(&self) -> Option<Space> {
+        Some(Space {
+            free_bytes: self.free.get(&self.root)?,
+            min_free_bytes: self.min_free_bytes,
+        })
+    }
+
     async fn upload_start(&self, id: &str) -> Result<Vec<u8>, StorageError> {
+        if let Some(space) = self.space().filter(Space::low) {
+            return Err(StorageError::LowSpace {
+                free: space.free_bytes,
+                min: space.min_free_bytes,
+            });
+        }
         let path = self.upload_path(id)?;
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             std::fs::File::create(&path)?;
@@ -617,8 +728,17 @@ impl BlobStore for FsBlobStore {
                 }
                 UploadIo::Direct => Sink::Direct(DirectWriter::new(&f, offset, DIRECT_BUF)?),
             };
-            let written = write_durably(&f, sink, &mut rx)?;
-            Ok(written)
+            match write_durably(&f, sink, &mut rx) {
+                Ok(written) => Ok(written),
+                Err(e) => {
+                    // Back to what was acknowledged, at once (not at the next append): on
+                    // a full disk this gives the room the failed request took back.
+                    if let Err(cut) = f.set_len(offset) {
+                        tracing::warn!(upload = %id_owned, error = %cut, "cannot cut a failed upload back to its acknowledged length");
+                    }
+                    Err(e.into())
+                }
+            }
         });
         let mut hash_thread = None;
         let mut received = 0u64;
@@ -667,7 +787,19 @@ impl BlobStore for FsBlobStore {
         });
         let written = writer
             .await
-            .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+            .inspect_err(|e| {
+                if e.is_out_of_space() {
+                    self.free.forget();
+                }
+            });
+        let written = match written {
+            Ok(n) => n,
+            Err(e) => {
+                drain(&mut data).await;
+                return Err(e);
+            }
+        };
         if let Some(handle) = hashed {
             *hasher = handle
                 .await

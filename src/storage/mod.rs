@@ -38,6 +38,45 @@ pub enum StorageError {
     Body(std::io::Error),
     #[error("storage I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    /// A new upload refused because free space is below the low-water mark.
+    #[error(
+        "{free} bytes free in the blob store, below storage.min_free_bytes ({min}); new uploads are refused"
+    )]
+    LowSpace { free: u64, min: u64 },
+}
+
+impl StorageError {
+    /// The store is out of space: its filesystem said so (`ENOSPC`, or `EDQUOT` for a
+    /// quota), or a new upload met the low-water mark.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            StorageError::LowSpace { .. } => true,
+            StorageError::Io(e) => is_out_of_space(e),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an I/O error is the filesystem's "no space left" or "quota exceeded".
+pub fn is_out_of_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// Room left in a store that keeps its bytes on a filesystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes an unprivileged writer may still use (`statvfs`'s `f_bavail`).
+    pub free_bytes: u64,
+    /// The low-water mark (`storage.min_free_bytes`): below it new uploads are refused.
+    pub min_free_bytes: u64,
+}
+
+impl Space {
+    /// Below the low-water mark (or full, with no mark set): new uploads are refused, and
+    /// readiness should report it.
+    pub fn low(&self) -> bool {
+        self.free_bytes < self.min_free_bytes || self.free_bytes == 0
+    }
 }
 
 /// A committed blob, or part of one, ready to stream to a client.
@@ -66,6 +105,13 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn open_file(&self, digest: &Digest) -> Result<Option<std::fs::File>, StorageError> {
         let _ = digest;
         Ok(None)
+    }
+
+    /// The room left, for stores that can run out of it (a filesystem), as last measured
+    /// (at most a second old); `None` for stores that cannot say (S3). Cheap: no I/O on
+    /// most calls.
+    fn space(&self) -> Option<Space> {
+        None
     }
 
     /// Removes a committed blob's bytes (garbage collection; repositories only unlink).

@@ -8,20 +8,23 @@
 
 mod identity;
 mod repositories;
+pub(crate) mod retry;
 mod signin;
 mod uploads;
 
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{Executor, Row};
 
 use super::cache::ManifestCache;
 use super::readers::Readers;
 use super::{MetaError, MetadataStore};
 use crate::oci::Digest;
+use retry::{Health, Writer};
 
 /// Run on every SQLite connection.
 const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
@@ -29,6 +32,10 @@ const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How long a write waits for a PostgreSQL connection (a free one, or a new one while the
+/// server refuses them) before it is answered 503 (sqlx's default is 30 s).
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
@@ -52,8 +59,9 @@ pub struct SqlMetadataStore {
     /// Connections for reads (see [`Readers`]: no round trip when a connection goes back).
     read: Readers,
     /// Pool for writes: on SQLite a single connection, so that this process's writers
-    /// queue instead of failing with SQLITE_BUSY.
-    write: AnyPool,
+    /// queue instead of failing with SQLITE_BUSY. Retries what a dead connection refused
+    /// (`retry.rs`).
+    write: Writer,
     dialect: Dialect,
     /// The SQLite database file (`None` on PostgreSQL and for in-memory databases).
     sqlite_file: Option<std::path::PathBuf>,
@@ -72,6 +80,9 @@ impl SqlMetadataStore {
                 format!("database URL {url:?} must start with sqlite:// or postgres://").into(),
             ))
         })?;
+        // A connection opened before the database was last seen lost is not used again
+        // (`retry.rs`): a clock comparison, no round trip.
+        let health = Health::new();
         match dialect {
             Dialect::Sqlite => {
                 let url = sqlite_url(url)?;
@@ -81,6 +92,7 @@ impl SqlMetadataStore {
                 // Create the file and switch it to WAL before the readers open it.
                 let write = AnyPoolOptions::new()
                     .test_before_acquire(false)
+                    .before_acquire(retry::drop_stale(health.clone()))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             conn.execute(SQLITE_SETUP).await?;
@@ -90,10 +102,10 @@ impl SqlMetadataStore {
                     .max_connections(1)
                     .connect(&url)
                     .await?;
-                let read = Readers::new(&url, max_connections, Some(SQLITE_SETUP))?;
+                let read = Readers::new(&url, max_connections, Some(SQLITE_SETUP), &health)?;
                 Ok(SqlMetadataStore {
                     read,
-                    write,
+                    write: Writer::new(write, health),
                     dialect,
                     sqlite_file: sqlite_file(&url),
                     manifest_cache: None,
@@ -103,12 +115,16 @@ impl SqlMetadataStore {
             Dialect::Postgres => {
                 let pool = AnyPoolOptions::new()
                     .test_before_acquire(false)
+                    .before_acquire(retry::drop_stale(health.clone()))
+                    // sqlx keeps trying to connect to a database that refuses connections
+                    // until this runs out; then the write is answered 503.
+                    .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
                     .max_connections(max_connections.max(1))
                     .connect(url)
                     .await?;
                 Ok(SqlMetadataStore {
-                    read: Readers::new(url, max_connections, None)?,
-                    write: pool,
+                    read: Readers::new(url, max_connections, None, &health)?,
+                    write: Writer::new(pool, health),
                     dialect,
                     sqlite_file: None,
                     manifest_cache: None,
@@ -121,8 +137,8 @@ impl SqlMetadataStore {
     /// Applies the dialect's pending migrations.
     pub async fn migrate(&self) -> Result<(), MetaError> {
         match self.dialect {
-            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&self.write).await?,
-            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&self.write).await?,
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(self.write.pool()).await?,
+            Dialect::Postgres => POSTGRES_MIGRATIONS.run(self.write.pool()).await?,
         }
         Ok(())
     }
