@@ -11,9 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Change, Content, ContentError, Result};
+use crate::metadata::gc::{BlobTouch, GC_LEASE};
 use crate::metadata::{MetaError, MetadataStore, UploadSession, now_millis};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 use crate::storage::{ByteStream, StorageError, Verify};
+
+/// How long a push waits for a garbage collection that is deleting the blob it publishes
+/// (a collection forgets a batch within moments of deciding about it).
+const COLLECTION_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a writing request holds an upload session without renewing its claim, and how
 /// often it renews while it writes. A writer that dies stops renewing, and the session is
@@ -147,6 +152,8 @@ impl Content {
             size,
         };
         self.before(&change).await?;
+        // No collection may be deleting these bytes while they are published.
+        self.touch_blob(digest).await?;
         // Bytes first, then the link that makes them visible, then forget the session: a
         // crash in between leaves at worst an unreferenced blob for garbage collection. The
         // stream was hashed with sha256; a digest in another algorithm is checked by the
@@ -221,6 +228,25 @@ impl Content {
         }
     }
 
+    /// Says a push is about to publish `digest`'s bytes: waits while a collection is
+    /// deleting them (it forgets them within moments), so the push never writes bytes a
+    /// collection then removes. A collection that takes longer than [`COLLECTION_WAIT`]
+    /// gets the client a 503 to retry.
+    async fn touch_blob(&self, digest: &Digest) -> Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.meta.touch_blob(digest, GC_LEASE).await? {
+                BlobTouch::Ready => return Ok(()),
+                BlobTouch::Collecting { run } => {
+                    if started.elapsed() >= COLLECTION_WAIT {
+                        return Err(MetaError::BlobCollecting(run).into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
     /// Cancels a session and drops its data.
     pub async fn cancel_upload(&self, session: &UploadSession) -> Result<()> {
         self.discard(&session.id, &session.store_state).await
@@ -237,6 +263,10 @@ impl Content {
         let Some(size) = self.meta.linked_blob(from, digest).await? else {
             return Ok(false);
         };
+        // A blob a collection is deleting is not mounted: the client uploads it instead.
+        if self.meta.touch_blob(digest, GC_LEASE).await? != BlobTouch::Ready {
+            return Ok(false);
+        }
         if self.blobs.stat(digest).await?.is_none() {
             return Ok(false);
         }
@@ -246,7 +276,11 @@ impl Content {
             from: from.clone(),
         };
         self.before(&change).await?;
-        self.meta.link_blob(repository, digest, size).await?;
+        match self.meta.link_blob(repository, digest, size).await {
+            Ok(()) => {}
+            Err(MetaError::BlobCollecting(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
         self.after(change);
         Ok(true)
     }

@@ -1,7 +1,8 @@
 //! The metadata seam, one trait per domain: [`RepositoryStore`] (repositories, blob links,
 //! manifests, tags, referrers), [`UploadStore`] (upload sessions and their claims) and
 //! [`IdentityStore`] (projects, users, groups, members, robot accounts, signing keys) and
-//! [`SignInStore`] (web sessions, OpenID Connect sign-ins, CLI secrets, personal tokens).
+//! [`SignInStore`] (web sessions, OpenID Connect sign-ins, CLI secrets, personal tokens) and
+//! [`GcStore`] (garbage collection: leases, unreferenced blobs, marks, runs).
 //! [`MetadataStore`] is all of them at once, the one name the server holds
 //! (`Arc<dyn MetadataStore>`); a new domain (policy, audit) is one more trait in
 //! a file of its own, one more supertrait here and one more file under `sql/`.
@@ -15,6 +16,7 @@
 //! `tests/metadata_suite.rs`, grouped by the same domains.
 
 pub mod cache;
+pub mod gc;
 pub mod identity;
 mod readers;
 pub mod repositories;
@@ -26,6 +28,7 @@ use async_trait::async_trait;
 
 use crate::oci::Digest;
 
+pub use gc::GcStore;
 pub use identity::{
     Group, IdentityStore, Member, MemberEntity, NewProject, NewRobot, NewUser, Page, Project,
     ProjectQuery, ProjectRoles, Robot, RobotLevel, RobotPermission, RobotUpdate, SigningKey, User,
@@ -39,7 +42,9 @@ pub use uploads::{UploadSession, UploadStore};
 
 /// The domain traits, for calling their methods on a concrete store.
 pub mod prelude {
-    pub use super::{IdentityStore, MetadataStore, RepositoryStore, SignInStore, UploadStore};
+    pub use super::{
+        GcStore, IdentityStore, MetadataStore, RepositoryStore, SignInStore, UploadStore,
+    };
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +65,9 @@ pub enum MetaError {
         "project {project} still holds {repositories} repositories: delete them first, or delete the project with them"
     )]
     ProjectNotEmpty { project: String, repositories: u64 },
+    /// A garbage collection (run `.0`) is deleting the blob: wait for it, or push it again.
+    #[error("the blob is being garbage-collected (run {0}); push it again in a moment")]
+    BlobCollecting(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -84,7 +92,9 @@ impl MetaError {
 }
 
 #[async_trait]
-pub trait MetadataStore: RepositoryStore + UploadStore + IdentityStore + SignInStore {
+pub trait MetadataStore:
+    RepositoryStore + UploadStore + IdentityStore + SignInStore + GcStore
+{
     /// Closes every connection, once the server has stopped serving: PostgreSQL sees its
     /// sessions end instead of sockets reset, and the last SQLite connection checkpoints
     /// the write-ahead log into the database file and removes it.

@@ -27,6 +27,9 @@ impl From<MetaError> for RegistryError {
             tracing::error!(error = %e, "database out of space");
             return out_of_space();
         }
+        if let MetaError::BlobCollecting(_) = e {
+            return unavailable(e.to_string());
+        }
         RegistryError::internal(e)
     }
 }

@@ -117,6 +117,23 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes a committed blob's bytes (garbage collection; repositories only unlink).
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError>;
 
+    /// Removes many blobs' bytes (garbage collection's sweep); a blob already gone counts
+    /// as removed. Returns the ones the store refused, with why; the rest are gone.
+    async fn delete_many(&self, digests: &[Digest]) -> Vec<(Digest, StorageError)> {
+        use futures::StreamExt;
+        futures::stream::iter(digests.iter().cloned())
+            .map(|d| async move {
+                match self.delete(&d).await {
+                    Ok(()) | Err(StorageError::BlobNotFound(_)) => None,
+                    Err(e) => Some((d, e)),
+                }
+            })
+            .buffer_unordered(16)
+            .filter_map(std::future::ready)
+            .collect()
+            .await
+    }
+
     /// Creates the storage for a new upload session; returns the session's initial store
     /// state (opaque bytes the metadata store keeps with the session and hands back to every
     /// later call, so that any process can continue the upload).

@@ -645,6 +645,59 @@ impl BlobStore for S3BlobStore {
         self.delete_key(&self.blob_key(digest)).await
     }
 
+    /// `DeleteObjects`, 1,000 keys per call (S3's limit); keys already gone are not errors.
+    async fn delete_many(&self, digests: &[Digest]) -> Vec<(Digest, StorageError)> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let mut refused = Vec::new();
+        for batch in digests.chunks(1000) {
+            let keys: Vec<(String, &Digest)> =
+                batch.iter().map(|d| (self.blob_key(d), d)).collect();
+            let objects: Result<Vec<ObjectIdentifier>, _> = keys
+                .iter()
+                .map(|(k, _)| ObjectIdentifier::builder().key(k).build())
+                .collect();
+            let delete = objects.and_then(|o| Delete::builder().set_objects(Some(o)).quiet(true).build());
+            let delete = match delete {
+                Ok(d) => d,
+                Err(e) => {
+                    let why = format!("building a DeleteObjects request: {e}");
+                    refused.extend(batch.iter().map(|d| (d.clone(), StorageError::Backend(why.clone()))));
+                    continue;
+                }
+            };
+            match self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    for err in out.errors() {
+                        let key = err.key().unwrap_or_default();
+                        if let Some((_, d)) = keys.iter().find(|(k, _)| k == key) {
+                            refused.push((
+                                (*d).clone(),
+                                StorageError::Backend(format!(
+                                    "deleting {key}: {} {}",
+                                    err.code().unwrap_or_default(),
+                                    err.message().unwrap_or_default()
+                                )),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => {
+                    let e = backend("DeleteObjects", e);
+                    let why = e.to_string();
+                    refused.extend(batch.iter().map(|d| (d.clone(), StorageError::Backend(why.clone()))));
+                }
+            }
+        }
+        refused
+    }
+
     async fn upload_start(&self, id: &str) -> Result<Vec<u8>, StorageError> {
         // Nothing to create yet: the multipart upload starts with the first full part.
         self.upload_prefix(id)?;

@@ -6,6 +6,7 @@
 //! SQLite file and the row helpers; each domain's queries are in a file of their own
 //! (`repositories.rs`, `uploads.rs`, `identity.rs`, `signin.rs`), implementing that domain's trait.
 
+mod gc;
 mod identity;
 mod repositories;
 pub(crate) mod retry;

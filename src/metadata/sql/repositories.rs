@@ -61,12 +61,28 @@ impl RepositoryStore for SqlMetadataStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        // Touched, so no collection decides to delete it within its grace period; a blob a
+        // collection has marked is not linked (the caller waits for the collection).
+        sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at, touched_at) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at WHERE blobs.gc_mark IS NULL",
+        )
+        .bind(digest.to_string())
+        .bind(size as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let marked = sqlx::query("SELECT gc_mark FROM blobs WHERE digest = $1")
             .bind(digest.to_string())
-            .bind(size as i64)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get::<Option<String>, _>("gc_mark"))
+            .transpose()?
+            .flatten();
+        if let Some(run) = marked {
+            tx.rollback().await?;
+            return Err(MetaError::BlobCollecting(run));
+        }
         sqlx::query(
             "INSERT INTO repository_blobs (repository, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
@@ -368,14 +384,29 @@ impl RepositoryStore for SqlMetadataStore {
         .await?;
 
         let mut missing = Vec::new();
-        for (set, table) in [(&blobs, "repository_blobs"), (&children, "manifests")] {
+        // A blob a collection has marked counts as missing (the client pushes it again,
+        // and waits for the collection); on PostgreSQL the rows are locked against a
+        // collection deciding about them until this manifest's references are committed.
+        let lock_blobs = match self.dialect {
+            super::Dialect::Postgres => " FOR SHARE OF b",
+            super::Dialect::Sqlite => "",
+        };
+        for (set, is_blobs) in [(&blobs, true), (&children, false)] {
             if set.is_empty() {
                 continue;
             }
-            let sql = format!(
-                "SELECT digest FROM {table} WHERE repository = $1 AND digest IN ({})",
-                placeholders(2, set.len())
-            );
+            let sql = if is_blobs {
+                format!(
+                    "SELECT l.digest FROM repository_blobs l JOIN blobs b ON b.digest = l.digest \
+                     WHERE l.repository = $1 AND l.digest IN ({}) AND b.gc_mark IS NULL{lock_blobs}",
+                    placeholders(2, set.len())
+                )
+            } else {
+                format!(
+                    "SELECT digest FROM manifests WHERE repository = $1 AND digest IN ({})",
+                    placeholders(2, set.len())
+                )
+            };
             let mut q = sqlx::query(&sql).bind(repo);
             for d in set {
                 q = q.bind(d.as_str());
