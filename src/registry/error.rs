@@ -16,6 +16,9 @@ use crate::storage::StorageError;
 /// A failure of the database: logged, and answered as 500.
 impl From<MetaError> for RegistryError {
     fn from(e: MetaError) -> RegistryError {
+        if matches!(e, MetaError::Database(_)) {
+            crate::ops::metrics::metrics().database_error();
+        }
         RegistryError::internal(e)
     }
 }
@@ -25,6 +28,9 @@ impl From<MetaError> for RegistryError {
 impl From<StorageError> for RegistryError {
     fn from(e: StorageError) -> RegistryError {
         tracing::error!(error = %e, "blob store failed");
+        if matches!(e, StorageError::Backend(_) | StorageError::Io(_)) {
+            crate::ops::metrics::metrics().storage_error();
+        }
         match e {
             StorageError::Backend(msg) => RegistryError::new(
                 ErrorCode::Unavailable,

@@ -593,6 +593,17 @@ fn urlencode_key(key: &str) -> String {
 
 #[async_trait]
 impl BlobStore for S3BlobStore {
+    /// `HeadBucket`: the endpoint answers, and the bucket is there and ours to use.
+    async fn reachable(&self) -> Result<(), StorageError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| backend(&format!("HeadBucket {:?}", self.bucket), e))?;
+        Ok(())
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
         let key = self.blob_key(digest);
         match self
