@@ -146,7 +146,7 @@ fn route_template(req: &Request) -> &'static str {
     if let Some(rest) = path.strip_prefix("/v2/") {
         return match crate::registry::Route::parse(rest) {
             Some(route) => route.template(),
-            None => "/v2/{unknown}",
+            None => "/v2/<unknown>",
         };
     }
     if path == "/v2" {
@@ -154,29 +154,34 @@ fn route_template(req: &Request) -> &'static str {
     }
     match req.extensions().get::<MatchedPath>() {
         Some(matched) => intern(matched.as_str()),
-        None => "{unmatched}",
+        None => "<unmatched>",
     }
 }
 
-/// A matched route's pattern as a `&'static str`. Patterns are the router's own (a fixed
-/// set), so each is leaked once and found again by a lookup that allocates nothing.
+/// A matched route's pattern as a `&'static str`, its `{param}`s written `<param>` like the
+/// `/v2` templates (braces in label values trip some parsers). Patterns are the router's
+/// own (a fixed set), so each is converted and leaked once and found again by a lookup that
+/// allocates nothing.
 fn intern(pattern: &str) -> &'static str {
-    use std::collections::HashSet;
+    use std::collections::HashMap;
     use std::sync::{LazyLock, RwLock};
-    static PATTERNS: LazyLock<RwLock<HashSet<&'static str>>> =
-        LazyLock::new(|| RwLock::new(HashSet::new()));
-    if let Some(p) = PATTERNS
+    static PATTERNS: LazyLock<RwLock<HashMap<&'static str, &'static str>>> =
+        LazyLock::new(|| RwLock::new(HashMap::new()));
+    if let Some(label) = PATTERNS
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .get(pattern)
     {
-        return p;
+        return label;
     }
     let mut patterns = PATTERNS.write().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = patterns.get(pattern) {
-        return p;
+    if let Some(label) = patterns.get(pattern) {
+        return label;
     }
-    let leaked: &'static str = Box::leak(pattern.to_string().into_boxed_str());
-    patterns.insert(leaked);
-    leaked
+    let label = pattern.replace('{', "<").replace('}', ">");
+    let label: &'static str = Box::leak(label.into_boxed_str());
+    // Found again under the router's spelling.
+    let key: &'static str = Box::leak(pattern.to_string().into_boxed_str());
+    patterns.insert(key, label);
+    label
 }

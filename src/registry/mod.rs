@@ -84,18 +84,19 @@ impl<'a> Route<'a> {
         None
     }
 
-    /// The route with its arguments as placeholders (`/v2/{name}/blobs/{digest}`): what
-    /// metrics label requests with, so that names and digests never become series.
+    /// The route with its arguments as placeholders, in the distribution spec's notation
+    /// (`/v2/<name>/blobs/<digest>`): what metrics label requests with, so that names and
+    /// digests never become series.
     pub fn template(&self) -> &'static str {
         match self {
             Route::Base => "/v2/",
             Route::Catalog => "/v2/_catalog",
-            Route::Tags { .. } => "/v2/{name}/tags/list",
-            Route::Manifest { .. } => "/v2/{name}/manifests/{reference}",
-            Route::Blob { .. } => "/v2/{name}/blobs/{digest}",
-            Route::UploadStart { .. } => "/v2/{name}/blobs/uploads/",
-            Route::Upload { .. } => "/v2/{name}/blobs/uploads/{uuid}",
-            Route::Referrers { .. } => "/v2/{name}/referrers/{digest}",
+            Route::Tags { .. } => "/v2/<name>/tags/list",
+            Route::Manifest { .. } => "/v2/<name>/manifests/<reference>",
+            Route::Blob { .. } => "/v2/<name>/blobs/<digest>",
+            Route::UploadStart { .. } => "/v2/<name>/blobs/uploads/",
+            Route::Upload { .. } => "/v2/<name>/blobs/uploads/<uuid>",
+            Route::Referrers { .. } => "/v2/<name>/referrers/<digest>",
         }
     }
 
