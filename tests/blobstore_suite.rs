@@ -305,7 +305,10 @@ async fn upload(store: &dyn BlobStore, bytes: &[u8], chunk: usize) -> Digest {
 // Rules
 
 async fn the_store_is_reachable(b: &Backend) {
-    b.store.reachable().await.expect("a store just opened is reachable");
+    b.store
+        .reachable()
+        .await
+        .expect("a store just opened is reachable");
     // The filesystem store: not once its root is gone, and again once it is back.
     if let Some(root) = fs_root(b) {
         let away = root.with_file_name("moved-away");

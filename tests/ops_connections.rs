@@ -117,7 +117,10 @@ async fn half_sent_headers_are_cut_off_while_a_normal_client_is_served() {
     raise_fd_limit(8192);
     let b = Berth::start_with(Options {
         env: vec![
-            ("BERTH_SERVER__HEADER_READ_TIMEOUT_SECONDS".into(), "3".into()),
+            (
+                "BERTH_SERVER__HEADER_READ_TIMEOUT_SECONDS".into(),
+                "3".into(),
+            ),
             ("BERTH_SERVER__MAX_CONNECTIONS".into(), "4000".into()),
         ],
         ..Options::default()
@@ -148,12 +151,18 @@ async fn half_sent_headers_are_cut_off_while_a_normal_client_is_served() {
         (opened, still_open, started.elapsed())
     };
     let ((ok, failed), (opened, still_open, took)) = tokio::join!(serving, hoarding);
-    assert_eq!(still_open, 0, "connections still open after the header timeout");
+    assert_eq!(
+        still_open, 0,
+        "connections still open after the header timeout"
+    );
     assert!(
         took < opened + Duration::from_secs(20),
         "closing took {took:?} (opening {opened:?})"
     );
-    assert_eq!(failed, 0, "the normal client failed {failed} times ({ok} ok)");
+    assert_eq!(
+        failed, 0,
+        "the normal client failed {failed} times ({ok} ok)"
+    );
     assert!(ok >= 10, "the normal client was answered {ok} times");
 }
 
@@ -205,7 +214,10 @@ async fn the_connection_cap_holds_and_the_server_answers_after_the_hoarders_go()
             assert_eq!(r.status(), 200);
             break;
         }
-        assert!(Instant::now() < deadline, "not answering after the hoarders left");
+        assert!(
+            Instant::now() < deadline,
+            "not answering after the hoarders left"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let text = c
@@ -262,7 +274,10 @@ async fn a_tls_handshake_that_never_completes_is_cut_off() {
     let cert = TestCert::generate();
     let b = Berth::start_with(Options {
         tls: Some((cert.cert.clone(), cert.key.clone())),
-        env: vec![("BERTH_SERVER__HEADER_READ_TIMEOUT_SECONDS".into(), "2".into())],
+        env: vec![(
+            "BERTH_SERVER__HEADER_READ_TIMEOUT_SECONDS".into(),
+            "2".into(),
+        )],
         ..Options::default()
     });
     // Nothing at all, and the first bytes of a ClientHello record.
@@ -354,7 +369,10 @@ async fn a_stalled_upload_body_times_out_and_the_upload_resumes() {
     let r = c
         .patch(&url)
         .header("content-type", "application/octet-stream")
-        .header("content-range", format!("{}-{}", first.len(), data.len() - 1))
+        .header(
+            "content-range",
+            format!("{}-{}", first.len(), data.len() - 1),
+        )
         .body(rest.to_vec())
         .send()
         .await

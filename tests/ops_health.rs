@@ -71,7 +71,11 @@ async fn probes_answer_200_without_credentials_and_stay_out_of_the_log() {
     assert_eq!(r.status(), 401);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !b.log_text().contains("path=/v2/") {
-        assert!(Instant::now() < deadline, "no request line: {}", b.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "no request line: {}",
+            b.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let log = b.log_text();
@@ -111,7 +115,10 @@ async fn readyz_is_503_while_the_blob_store_root_is_gone() {
     let blobs = check(&body, "blob store");
     assert_eq!(blobs["ok"], false);
     assert!(
-        blobs["reason"].as_str().unwrap_or("").contains("No such file"),
+        blobs["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("No such file"),
         "{body}"
     );
     assert_eq!(check(&body, "database")["ok"], true, "{body}");
@@ -168,7 +175,11 @@ impl PrivatePostgres {
             .prefix("berth-ops-pg")
             .tempdir_in("/tmp")
             .expect("temp dir");
-        run_ok(Command::new("chown").arg("postgres:postgres").arg(dir.path()));
+        run_ok(
+            Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir.path()),
+        );
         let data = dir.path().join("data");
         run_ok(as_postgres(&bin.join("initdb")).args([
             "-D",
@@ -377,7 +388,10 @@ async fn readyz_is_503_while_the_s3_server_is_down() {
         ("BERTH_STORAGE__S3__SECRET_ACCESS_KEY", "test".into()),
     ];
     let b = Berth::start_with(Options {
-        env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
         ..Options::default()
     });
     let c = client();

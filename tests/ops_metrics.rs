@@ -143,7 +143,11 @@ async fn metrics_count_requests_by_route_template_never_by_repository() {
             ],
         )
     };
-    assert_eq!(lat(&after) - lat(&before), 4.0, "3 hits and 1 miss observed");
+    assert_eq!(
+        lat(&after) - lat(&before),
+        4.0,
+        "3 hits and 1 miss observed"
+    );
     // No label anywhere names the repository or the digest.
     for s in &after.samples {
         for part in ["metrics-secret-team", &digest[7..]] {
@@ -232,10 +236,7 @@ async fn metrics_listen_serves_them_on_their_own_port_only() {
         l.local_addr().expect("addr").port()
     };
     let b = Berth::start_with(Options {
-        env: vec![(
-            "BERTH_METRICS__LISTEN".into(),
-            format!("127.0.0.1:{port}"),
-        )],
+        env: vec![("BERTH_METRICS__LISTEN".into(), format!("127.0.0.1:{port}"))],
         ..Options::default()
     });
     let c = client();

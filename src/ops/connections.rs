@@ -6,8 +6,8 @@
 //! a slot from the connection cap before anything else (a connection past the cap is closed
 //! at once: no file descriptor is kept for it), bounds the inner acceptor (the TLS
 //! handshake) by the header read timeout, and wraps the stream in [`Watched`], which ends a
-//! connection that stays idle (no request in flight, no byte of a next request) for the
-//! keep-alive timeout. Requests on the connection carry its [`Activity`], which the
+//! connection that stays idle (no request in flight, nothing received) for the keep-alive
+//! timeout. Requests on the connection carry its [`Activity`], which the
 //! request middleware (`ops::observe`) marks busy from a request's arrival until its
 //! response body is done.
 
@@ -166,7 +166,7 @@ where
 }
 
 /// A connection's stream: ends it (as if the client had closed it) once it has been idle
-/// for the keep-alive timeout.
+/// for the keep-alive timeout (see [`Watched::idle_expired`]).
 pub struct Watched<S> {
     io: S,
     activity: Activity,
@@ -178,18 +178,19 @@ pub struct Watched<S> {
 }
 
 impl<S> Watched<S> {
-    /// Whether the connection has been idle for the keep-alive timeout. Idle: no request in
-    /// flight and no byte read since the last one ended (bytes of a next request mean its
-    /// header is arriving, which hyper's header timeout bounds).
+    /// Whether the connection has been idle for the keep-alive timeout: no request in
+    /// flight, and nothing read since the last one ended or since the last byte came,
+    /// whichever is later. (A half-sent HTTP/1 header is also bounded by hyper's header
+    /// timeout; an HTTP/2 connection, which hyper's header timeout does not cover, only by
+    /// this.)
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
         let state = &self.activity.0;
-        let idle_since = state.idle_since.load(Ordering::Relaxed);
-        if state.in_flight.load(Ordering::Relaxed) > 0 || self.last_read > idle_since {
+        if state.in_flight.load(Ordering::Relaxed) > 0 {
             return false;
         }
-        let deadline =
-            tokio::time::Instant::from_std(state.epoch + Duration::from_millis(idle_since))
-                + self.keepalive;
+        let since = state.idle_since.load(Ordering::Relaxed).max(self.last_read);
+        let deadline = tokio::time::Instant::from_std(state.epoch + Duration::from_millis(since))
+            + self.keepalive;
         let timer = self
             .idle_timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
