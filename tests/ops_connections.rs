@@ -166,6 +166,34 @@ async fn half_sent_headers_are_cut_off_while_a_normal_client_is_served() {
     assert!(ok >= 10, "the normal client was answered {ok} times");
 }
 
+#[tokio::test]
+async fn half_sent_headers_are_cut_off_without_sendfile_too() {
+    let b = Berth::start_with(Options {
+        env: vec![
+            (
+                "BERTH_SERVER__HEADER_READ_TIMEOUT_SECONDS".into(),
+                "2".into(),
+            ),
+            ("BERTH_SERVER__SENDFILE".into(), "false".into()),
+        ],
+        ..Options::default()
+    });
+    let mut conns = open_many(
+        b.addr,
+        50,
+        b"GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+        Duration::from_secs(30),
+    )
+    .await;
+    let started = Instant::now();
+    for conn in conns.iter_mut() {
+        assert!(closed_within(conn, Duration::from_secs(10)).await);
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    let r = client().get(b.url("/v2/")).send().await.expect("v2");
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_cap_holds_and_the_server_answers_after_the_hoarders_go() {
     raise_fd_limit(4096);

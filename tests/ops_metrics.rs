@@ -260,3 +260,23 @@ async fn metrics_enabled_false_serves_none() {
     let r = client().get(b.url("/metrics")).send().await.expect("get");
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn blob_store_failures_are_counted() {
+    let b = Berth::start();
+    let c = client();
+    let errors = |s: &Scrape| series(s, "berth_storage_errors_total", &[]);
+    assert_eq!(errors(&scrape(&c, &b.base).await), 0.0);
+    let root = b.storage_root();
+    let away = root.with_file_name("storage-away");
+    std::fs::rename(&root, &away).expect("move the store away");
+    let r = c
+        .post(b.url("/v2/library/app/blobs/uploads/"))
+        .header("content-length", "0")
+        .send()
+        .await
+        .expect("open upload");
+    assert_eq!(r.status(), 500, "{:?}", r.text().await);
+    std::fs::rename(&away, &root).expect("move it back");
+    assert_eq!(errors(&scrape(&c, &b.base).await), 1.0);
+}

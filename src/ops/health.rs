@@ -132,3 +132,57 @@ impl Readiness {
         report
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn counting(name: &'static str, runs: Arc<AtomicUsize>, ok: bool) -> Check {
+        Check::new(name, move || {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if ok { Ok(()) } else { Err("broken".into()) }
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn concurrent_probes_share_one_round_and_a_round_answers_for_a_second() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = Readiness::new(vec![counting("a", runs.clone(), true)]);
+        let reports = futures::future::join_all((0..50).map(|_| r.report())).await;
+        assert!(reports.iter().all(|x| x.ready()));
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "one round for 50 probes");
+        tokio::time::sleep(FRESH_FOR + Duration::from_millis(100)).await;
+        r.report().await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "a new round after a second");
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_hanging_check_makes_the_report_unavailable_with_reasons() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = Readiness::new(vec![counting("fine", runs.clone(), true)])
+            .with(counting("broken", runs.clone(), false))
+            .with(Check::new("hangs", || std::future::pending()));
+        let started = Instant::now();
+        let report = r.report().await;
+        assert!(started.elapsed() < CHECK_TIMEOUT + Duration::from_secs(1));
+        assert!(!report.ready());
+        assert_eq!(report.status, "unavailable");
+        let by_name = |n: &str| report.checks.iter().find(|c| c.name == n).cloned();
+        assert!(by_name("fine").is_some_and(|c| c.ok && c.reason.is_none()));
+        assert_eq!(
+            by_name("broken").and_then(|c| c.reason),
+            Some("broken".into())
+        );
+        assert!(
+            by_name("hangs")
+                .and_then(|c| c.reason)
+                .is_some_and(|m| m.contains("no answer within 2"))
+        );
+    }
+}
