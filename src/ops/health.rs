@@ -167,7 +167,7 @@ mod tests {
         let runs = Arc::new(AtomicUsize::new(0));
         let r = Readiness::new(vec![counting("fine", runs.clone(), true)])
             .with(counting("broken", runs.clone(), false))
-            .with(Check::new("hangs", || std::future::pending()));
+            .with(Check::new("hangs", std::future::pending));
         let started = Instant::now();
         let report = r.report().await;
         assert!(started.elapsed() < CHECK_TIMEOUT + Duration::from_secs(1));
