@@ -71,21 +71,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         storage = %config.storage_description(),
         "listening"
     );
+    let limits = connection_limits(&config.server);
     let metrics_handle = Handle::new();
     if let Some(metrics_addr) = config.metrics_listen()? {
         let l = std::net::TcpListener::bind(metrics_addr)
             .with_context(|| format!("binding metrics.listen {metrics_addr}"))?;
         l.set_nonblocking(true)?;
-        tracing::info!(addr = %l.local_addr()?, "metrics listening");
+        // Not "listening": that line names the registry's address.
+        tracing::info!(addr = %l.local_addr()?, "metrics endpoint");
         let metrics = crate::ops::metrics_router(ops.clone()).into_make_service();
-        let server = axum_server::from_tcp(l).handle(metrics_handle.clone());
+        let server = bounded(axum_server::from_tcp(l), &limits).handle(metrics_handle.clone());
         tokio::spawn(async move {
             if let Err(e) = server.serve(metrics).await {
                 tracing::error!(error = %e, "metrics server failed");
             }
         });
     }
-    let limits = connection_limits(&config.server);
     let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if config.tls_enabled() {
         let _ = rustls::crypto::ring::default_provider().install_default();

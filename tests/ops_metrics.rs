@@ -245,7 +245,7 @@ async fn metrics_listen_serves_them_on_their_own_port_only() {
     let s = scrape(&c, &format!("http://127.0.0.1:{port}")).await;
     assert!(has_metric(&s, "berth_uploads_open"));
     assert!(
-        b.log_text().contains("metrics listening"),
+        b.log_text().contains("metrics endpoint"),
         "{}",
         b.log_text()
     );

@@ -87,12 +87,14 @@ impl Drop for Busy {
 }
 
 /// One place under the connection cap; counted in `berth_connections_open`.
-struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
 
 impl Slot {
     fn new(permit: OwnedSemaphorePermit) -> Slot {
         metrics().connection_opened();
-        Slot(permit)
+        Slot { _permit: permit }
     }
 }
 
