@@ -17,6 +17,7 @@ use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let proxies = state.trusted_proxies.clone();
+    let ops = state.ops.clone();
     let mut app = Router::new()
         .route("/v2", any(crate::registry::dispatch))
         .route("/v2/", any(crate::registry::dispatch))
@@ -42,7 +43,13 @@ pub fn router(state: AppState) -> Router {
                 tokens,
             }));
     }
-    app
+    // The probes and `/metrics` stay out of the request log (and the request metrics)
+    // unless `server.log_probes`.
+    let ops_routes = crate::ops::routes(ops.clone());
+    if ops.log_probes {
+        app = app.merge(ops_routes.clone());
+    }
+    let app = app
         // Blob bodies are streamed and manifests have their own limit.
         .layer(DefaultBodyLimit::disable())
         // Inside the header layer, so that a 500 from a panic carries the version header too.
@@ -57,6 +64,10 @@ pub fn router(state: AppState) -> Router {
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("docker-distribution-api-version"),
             HeaderValue::from_static("registry/2.0"),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            ops.clone(),
+            crate::ops::observe,
         ))
         .layer(
             TraceLayer::new_for_http()
@@ -80,5 +91,10 @@ pub fn router(state: AppState) -> Router {
                     );
                 })
                 .on_failure(()),
-        )
+        );
+    if ops.log_probes {
+        app
+    } else {
+        app.merge(ops_routes)
+    }
 }

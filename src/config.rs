@@ -25,6 +25,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub web: WebConfig,
     pub manifests: ManifestsConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// A configuration choice among fixed names: parsed once at load time into an enum, and
@@ -245,6 +246,42 @@ pub struct ServerConfig {
     /// networks: `["10.0.0.0/8", "127.0.0.1"]`, or one comma-separated string from the
     /// environment). Failed logins are throttled per client address.
     pub trusted_proxies: ProxyList,
+    /// How long a client has to send a request's whole header, from the moment its
+    /// connection opens (after the TLS handshake, which has as long) or its previous
+    /// response ends. nginx: `client_header_timeout`.
+    pub header_read_timeout_seconds: u64,
+    /// How long a connection may stay open with no request in flight (no longer than
+    /// `header_read_timeout_seconds` in effect). nginx: `keepalive_timeout`.
+    pub keepalive_timeout_seconds: u64,
+    /// How long a request body may stop arriving before the request fails (an upload's
+    /// session stays, at its last acknowledged offset, for the client to resume). nginx:
+    /// `client_body_timeout`.
+    pub body_timeout_seconds: u64,
+    /// The most client connections open at once; more are closed as soon as they are
+    /// accepted. 0: three quarters of the open-file limit. nginx: `worker_connections`.
+    pub max_connections: usize,
+    /// Log `/healthz`, `/readyz` and `/metrics` requests like any other.
+    pub log_probes: bool,
+}
+
+/// Prometheus metrics (`/metrics`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all.
+    pub enabled: bool,
+    /// Serve `/metrics` on this address only (e.g. `127.0.0.1:9090`), not on the main port;
+    /// empty: on the main port.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: String::new(),
+        }
+    }
 }
 
 /// Addresses and networks, from a list or a comma-separated string; a bare address is a
@@ -297,6 +334,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             web: WebConfig::default(),
             manifests: ManifestsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -345,6 +383,11 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 30,
             sendfile: true,
             trusted_proxies: ProxyList::default(),
+            header_read_timeout_seconds: 30,
+            keepalive_timeout_seconds: 20,
+            body_timeout_seconds: 60,
+            max_connections: 0,
+            log_probes: false,
         }
     }
 }
@@ -400,10 +443,36 @@ impl Config {
         if !(self.web.session_hours >= 1.0 / 3600.0 && self.web.session_hours <= 87_600.0) {
             bail!("web.session_hours must be between 1/3600 (one second) and 87600 (ten years)");
         }
+        let s = &self.server;
+        for (key, v) in [
+            ("header_read_timeout_seconds", s.header_read_timeout_seconds),
+            ("keepalive_timeout_seconds", s.keepalive_timeout_seconds),
+            ("body_timeout_seconds", s.body_timeout_seconds),
+        ] {
+            if v == 0 {
+                bail!("server.{key} must be positive");
+            }
+        }
+        if !self.metrics.listen.is_empty() {
+            self.metrics_listen()?;
+        }
         if self.limits.max_manifest_bytes == 0 {
             bail!("limits.max_manifest_bytes must be positive");
         }
         Ok(())
+    }
+
+    /// The separate address `/metrics` is served on, if any.
+    pub fn metrics_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.metrics.listen.is_empty() || !self.metrics.enabled {
+            return Ok(None);
+        }
+        self.metrics.listen.parse().map(Some).map_err(|_| {
+            anyhow::anyhow!(
+                "metrics.listen = {:?} is not an address (like 127.0.0.1:9090)",
+                self.metrics.listen
+            )
+        })
     }
 
     pub fn database_url(&self) -> String {

@@ -15,6 +15,7 @@ pub mod content;
 pub mod http;
 pub mod metadata;
 pub mod oci;
+pub mod ops;
 pub mod registry;
 pub mod server;
 pub mod state;

@@ -9,6 +9,7 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use crate::app::router;
 use crate::config::Config;
+use crate::ops::connections::{ConnectionLimits, Guarded};
 use crate::state::AppState;
 
 /// How long closing the database connections may take at shutdown.
@@ -49,6 +50,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     spawn_memory_trimmer();
     let content = state.content.clone();
+    let ops = state.ops.clone();
     let app = router(state);
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
@@ -69,6 +71,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         storage = %config.storage_description(),
         "listening"
     );
+    let limits = connection_limits(&config.server);
+    let metrics_handle = Handle::new();
+    if let Some(metrics_addr) = config.metrics_listen()? {
+        let l = std::net::TcpListener::bind(metrics_addr)
+            .with_context(|| format!("binding metrics.listen {metrics_addr}"))?;
+        l.set_nonblocking(true)?;
+        // Not "listening": that line names the registry's address.
+        tracing::info!(addr = %l.local_addr()?, "metrics endpoint");
+        let metrics = crate::ops::metrics_router(ops.clone()).into_make_service();
+        let server = bounded(axum_server::from_tcp(l), &limits).handle(metrics_handle.clone());
+        tokio::spawn(async move {
+            if let Err(e) = server.serve(metrics).await {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        });
+    }
     let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if config.tls_enabled() {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -81,22 +99,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     config.tls.key.display()
                 )
             })?;
-        axum_server::from_tcp_rustls(listener, tls)
+        bounded(axum_server::from_tcp_rustls(listener, tls), &limits)
+            .map(|tls| Guarded::new(tls, limits))
             .handle(handle)
             .serve(service)
             .await?;
     } else if config.server.sendfile {
-        axum_server::from_tcp(listener)
-            .acceptor(crate::http::sendfile::SendfileAcceptor)
+        bounded(axum_server::from_tcp(listener), &limits)
+            .acceptor(Guarded::new(
+                crate::http::sendfile::SendfileAcceptor,
+                limits,
+            ))
             .handle(handle)
             .serve(service)
             .await?;
     } else {
-        axum_server::from_tcp(listener)
+        bounded(axum_server::from_tcp(listener), &limits)
+            .map(|plain| Guarded::new(plain, limits))
             .handle(handle)
             .serve(service)
             .await?;
     }
+    metrics_handle.shutdown();
     // In-flight requests have finished (or the grace period ran out): close the
     // database connections before the process exits. Bounded, since closing a pool waits
     // for connections still lent out.
@@ -108,6 +132,81 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The connection guards' settings from `[server]`; `max_connections = 0` becomes three
+/// quarters of the open-file limit (raised to its hard maximum first), and a larger
+/// setting is lowered to that, so that connections never use up the descriptors the
+/// database, the blob files and the logs need.
+fn connection_limits(server: &crate::config::ServerConfig) -> ConnectionLimits {
+    let files = raise_open_file_limit();
+    let ceiling = (files / 4 * 3).max(64) as usize;
+    let max_connections = match server.max_connections {
+        0 => ceiling,
+        n if n > ceiling => {
+            tracing::warn!(
+                configured = n,
+                open_file_limit = files,
+                using = ceiling,
+                "server.max_connections is above three quarters of the open-file limit; lowered"
+            );
+            ceiling
+        }
+        n => n,
+    };
+    let header = Duration::from_secs(server.header_read_timeout_seconds);
+    tracing::info!(
+        max_connections,
+        header_read_timeout_seconds = server.header_read_timeout_seconds,
+        keepalive_timeout_seconds = server.keepalive_timeout_seconds,
+        body_timeout_seconds = server.body_timeout_seconds,
+        "connection limits"
+    );
+    ConnectionLimits {
+        max_connections,
+        handshake_timeout: header,
+        keepalive_timeout: Duration::from_secs(server.keepalive_timeout_seconds),
+        header_read_timeout: header,
+    }
+}
+
+/// hyper's HTTP/1 header read timeout: the header of a request must arrive within it of the
+/// connection's start or the previous response's end.
+fn bounded<A>(
+    mut server: axum_server::Server<A>,
+    limits: &ConnectionLimits,
+) -> axum_server::Server<A> {
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    server
+}
+
+/// Raises the soft limit on open files to the hard limit (as most servers do: the default
+/// soft limit of 1024 is for programs that never meant to hold many files) and returns it.
+fn raise_open_file_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    lim.rlim_cur
 }
 
 async fn shutdown_on_signal(handle: Handle, grace: Duration) {

@@ -33,6 +33,8 @@ pub struct AppState {
     pub oidc: Option<Arc<Oidc>>,
     /// The web UI's settings.
     pub web: WebSettings,
+    /// Probes, metrics and the request middleware's settings.
+    pub ops: Arc<crate::ops::Ops>,
 }
 
 /// How the web UI behaves (from `web.*`, `auth.oidc.*` and `tls.*`).
@@ -129,8 +131,10 @@ impl AppState {
             sparse_indexes: config.manifests.sparse_indexes,
             projects_required: config.auth.mode == AuthMode::Builtin,
         };
+        let content = Arc::new(Content::new(blobs, meta, rules));
         Ok(AppState {
-            content: Arc::new(Content::new(blobs, meta, rules)),
+            ops: Arc::new(crate::ops::Ops::new(content.clone(), config)),
+            content,
             access,
             tokens,
             project_creation: config.auth.project_creation,

@@ -118,6 +118,7 @@ macro_rules! blobstore_suite {
                 };
             }
 
+            rule!(the_store_is_reachable);
             rule!(commit_makes_the_blob_readable_byte_exact);
             rule!(the_hasher_sees_exactly_the_appended_bytes);
             rule!(append_at_the_old_offset_after_an_unacknowledged_partial_append);
@@ -302,6 +303,22 @@ async fn upload(store: &dyn BlobStore, bytes: &[u8], chunk: usize) -> Digest {
 
 // ---------------------------------------------------------------------------------------
 // Rules
+
+async fn the_store_is_reachable(b: &Backend) {
+    b.store
+        .reachable()
+        .await
+        .expect("a store just opened is reachable");
+    // The filesystem store: not once its root is gone, and again once it is back.
+    if let Some(root) = fs_root(b) {
+        let away = root.with_file_name("moved-away");
+        std::fs::rename(&root, &away).expect("move the root");
+        let e = b.store.reachable().await.expect_err("root gone");
+        assert!(e.to_string().contains("blobs"), "{e}");
+        std::fs::rename(&away, &root).expect("move it back");
+        b.store.reachable().await.expect("reachable again");
+    }
+}
 
 async fn commit_makes_the_blob_readable_byte_exact(b: &Backend) {
     let s = &*b.store;

@@ -114,6 +114,13 @@ macro_rules! metadata_suite {
                 backend.sql.close().await;
             }
 
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn ping_answers_and_the_pools_report_their_use() {
+                let backend = $open().await;
+                crate::ping_answers_and_the_pools_report_their_use(&backend).await;
+                backend.sql.close().await;
+            }
+
             rules!($open, repositories => [
                 repositories_are_created_by_link_blob_and_put_manifest,
                 repositories_list_in_byte_order_with_pagination,
@@ -141,6 +148,7 @@ macro_rules! metadata_suite {
                 upload_claims_admit_one_writer_until_released_or_expired,
                 concurrent_claims_have_exactly_one_winner,
                 stale_uploads_are_listed_by_last_write_and_live_claims_are_spared,
+                count_uploads_counts_the_sessions,
             ]);
 
             rules!($open, identity => [
@@ -205,6 +213,22 @@ fn digest_of(label: &str) -> Digest {
 
 // ---------------------------------------------------------------------------------------
 // The store as a whole
+
+async fn ping_answers_and_the_pools_report_their_use(b: &Backend) {
+    use berth::metadata::MetadataStore;
+    b.sql.ping().await.expect("ping");
+    let pools = b.sql.pool_usage();
+    let names: Vec<&str> = pools.iter().map(|p| p.pool).collect();
+    assert_eq!(names, ["read", "write"]);
+    for p in &pools {
+        assert!(p.max >= 1, "{p:?}");
+        assert!(p.idle <= p.open && p.open <= p.max, "{p:?}");
+    }
+    // The ping's read connection went back to its pool.
+    assert!(pools[0].open >= 1, "{:?}", pools[0]);
+    b.sql.close().await;
+    assert!(b.sql.ping().await.is_err(), "a closed store answers a ping");
+}
 
 async fn migrations_are_idempotent(b: &Backend) {
     let m = b.store();
@@ -1221,6 +1245,21 @@ mod uploads {
         let mut h = Hasher::new(Algorithm::Sha256);
         h.update(bytes);
         h.save()
+    }
+
+    pub(crate) async fn count_uploads_counts_the_sessions(m: &Store) {
+        let r = repo("up/counted");
+        assert_eq!(m.count_uploads().await.unwrap(), 0);
+        let ids = [
+            "0b8a6c1e-1111-4222-8333-000000000001",
+            "0b8a6c1e-1111-4222-8333-000000000002",
+        ];
+        for id in ids {
+            m.create_upload(&session(id, &r)).await.unwrap();
+        }
+        assert_eq!(m.count_uploads().await.unwrap(), 2);
+        assert!(m.delete_upload(ids[0]).await.unwrap());
+        assert_eq!(m.count_uploads().await.unwrap(), 1);
     }
 
     pub(crate) async fn upload_sessions_create_get_and_delete(m: &Store) {

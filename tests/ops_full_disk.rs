@@ -342,11 +342,57 @@ async fn the_low_water_mark_refuses_new_uploads_before_the_disk_is_full_while_up
         .expect("manifest PUT");
     assert_eq!(r.status(), 201, "a manifest below the mark");
     assert_pulls(&c, &b, "low/app", "v1", &layer_v1).await;
+    // Readiness says so but stays 200 (pulls go on); the metric shows it.
+    let r = c.get(b.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(r.status(), 200);
+    let ready: serde_json::Value = r.json().await.expect("readyz JSON");
+    let space = ready["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == "disk space"))
+        .cloned()
+        .expect("a disk space check");
+    assert_eq!(space["ok"], false, "{ready}");
+    assert_eq!(space["advisory"], true, "{ready}");
+    assert!(
+        space["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("min_free_bytes"),
+        "{ready}"
+    );
+    let text = c
+        .get(b.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines().any(|l| l == "berth_storage_low_space 1"),
+        "{text}"
+    );
 
     std::fs::remove_file(&filler).expect("remove filler");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let layer_v2 = pattern(MIB, 13);
     push_image(&c, &b, "low/app", "v2", &layer_v2).await;
+    let ready: serde_json::Value = c
+        .get(b.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        ready["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["ok"] == true),
+        "{ready}"
+    );
     assert_pulls(&c, &b, "low/app", "v2", &layer_v2).await;
     assert_pulls(&c, &b, "low/app", "again", &layer_v1).await;
 }

@@ -207,11 +207,16 @@ impl From<MetaError> for ApiError {
                 "PRECONDITION",
                 e.to_string(),
             ),
-            e => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL_SERVER_ERROR",
-                format!("internal error: {e}"),
-            ),
+            e => {
+                if matches!(e, MetaError::Database(_)) {
+                    crate::ops::metrics::metrics().database_error();
+                }
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL_SERVER_ERROR",
+                    format!("internal error: {e}"),
+                )
+            }
         }
     }
 }

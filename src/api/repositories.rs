@@ -18,6 +18,7 @@ use crate::content::ContentError;
 use crate::http::Query;
 use crate::metadata::identity::Project;
 use crate::oci::{Reference, RepoName};
+use crate::storage::StorageError;
 
 impl From<ContentError> for ApiError {
     fn from(e: ContentError) -> ApiError {
@@ -26,11 +27,19 @@ impl From<ContentError> for ApiError {
                 ApiError::not_found(e.to_string())
             }
             ContentError::Metadata(m) => m.into(),
-            e => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL_SERVER_ERROR",
-                e.to_string(),
-            ),
+            e => {
+                if matches!(
+                    e,
+                    ContentError::Storage(StorageError::Backend(_) | StorageError::Io(_))
+                ) {
+                    crate::ops::metrics::metrics().storage_error();
+                }
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL_SERVER_ERROR",
+                    e.to_string(),
+                )
+            }
         }
     }
 }

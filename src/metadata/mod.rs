@@ -99,6 +99,26 @@ pub trait MetadataStore:
     /// sessions end instead of sockets reset, and the last SQLite connection checkpoints
     /// the write-ahead log into the database file and removes it.
     async fn close(&self);
+
+    /// Whether the database answers a trivial query, for the readiness probe (callers bound
+    /// the wait).
+    async fn ping(&self) -> Result<(), MetaError>;
+
+    /// The connection pools' use, for the metrics.
+    fn pool_usage(&self) -> Vec<PoolUsage>;
+}
+
+/// One connection pool's use at a moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// `read` or `write`.
+    pub pool: &'static str,
+    /// Connections open.
+    pub open: u32,
+    /// Open and not lent out.
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
 }
 
 pub(crate) fn now_millis() -> i64 {

@@ -166,6 +166,17 @@ impl Readers {
         self.run(Replay::of(q)?).await
     }
 
+    /// The pool's use, for the metrics.
+    pub fn usage(&self) -> super::PoolUsage {
+        let status = self.pool.status();
+        super::PoolUsage {
+            pool: "read",
+            open: status.size as u32,
+            idle: status.available as u32,
+            max: status.max_size as u32,
+        }
+    }
+
     /// Closes the idle connections and refuses further reads.
     pub async fn close(&self) {
         let idle = self.pool.retain(|_, _| false).removed;

@@ -71,4 +71,7 @@ pub trait UploadStore: Send + Sync + 'static {
 
     /// The ids of every upload session.
     async fn upload_ids(&self) -> Result<Vec<String>, MetaError>;
+
+    /// How many upload sessions exist (the `berth_uploads_open` gauge).
+    async fn count_uploads(&self) -> Result<u64, MetaError>;
 }

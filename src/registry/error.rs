@@ -19,6 +19,9 @@ use crate::storage::StorageError;
 /// client is not shown.
 impl From<MetaError> for RegistryError {
     fn from(e: MetaError) -> RegistryError {
+        if matches!(e, MetaError::Database(_)) {
+            crate::ops::metrics::metrics().database_error();
+        }
         if e.is_unavailable() {
             tracing::error!(error = %e, "database unavailable");
             return unavailable("the registry's database is unavailable; retry shortly");
@@ -56,6 +59,9 @@ fn out_of_space() -> RegistryError {
 impl From<StorageError> for RegistryError {
     fn from(e: StorageError) -> RegistryError {
         tracing::error!(error = %e, "blob store failed");
+        if matches!(e, StorageError::Backend(_) | StorageError::Io(_)) {
+            crate::ops::metrics::metrics().storage_error();
+        }
         if e.is_out_of_space() {
             return out_of_space();
         }

@@ -55,9 +55,8 @@ impl<'a> Route<'a> {
         }
         // `name/kind/arg`: the name is everything before the last resource keyword whose
         // argument contains no slash.
-        let split = |keyword: &str| -> Option<(&'a str, &'a str)> {
-            let pat = format!("/{keyword}/");
-            let i = rest.rfind(&pat)?;
+        let split = |pat: &'static str| -> Option<(&'a str, &'a str)> {
+            let i = rest.rfind(pat)?;
             let (name, arg) = (&rest[..i], &rest[i + pat.len()..]);
             (!name.is_empty() && !arg.contains('/')).then_some((name, arg))
         };
@@ -70,19 +69,35 @@ impl<'a> Route<'a> {
         {
             return (!name.is_empty()).then_some(Route::UploadStart { name });
         }
-        if let Some((name, id)) = split("blobs/uploads") {
+        if let Some((name, id)) = split("/blobs/uploads/") {
             return Some(Route::Upload { name, id });
         }
-        if let Some((name, reference)) = split("manifests") {
+        if let Some((name, reference)) = split("/manifests/") {
             return Some(Route::Manifest { name, reference });
         }
-        if let Some((name, digest)) = split("blobs") {
+        if let Some((name, digest)) = split("/blobs/") {
             return Some(Route::Blob { name, digest });
         }
-        if let Some((name, digest)) = split("referrers") {
+        if let Some((name, digest)) = split("/referrers/") {
             return Some(Route::Referrers { name, digest });
         }
         None
+    }
+
+    /// The route with its arguments as placeholders, in the distribution spec's notation
+    /// (`/v2/<name>/blobs/<digest>`): what metrics label requests with, so that names and
+    /// digests never become series.
+    pub fn template(&self) -> &'static str {
+        match self {
+            Route::Base => "/v2/",
+            Route::Catalog => "/v2/_catalog",
+            Route::Tags { .. } => "/v2/<name>/tags/list",
+            Route::Manifest { .. } => "/v2/<name>/manifests/<reference>",
+            Route::Blob { .. } => "/v2/<name>/blobs/<digest>",
+            Route::UploadStart { .. } => "/v2/<name>/blobs/uploads/",
+            Route::Upload { .. } => "/v2/<name>/blobs/uploads/<uuid>",
+            Route::Referrers { .. } => "/v2/<name>/referrers/<digest>",
+        }
     }
 
     fn name(&self) -> Option<&'a str> {

@@ -589,6 +589,41 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
 
 #[async_trait]
 impl BlobStore for FsBlobStore {
+    /// The root's `blobs` and `uploads` directories exist, and `uploads` may be written
+    /// (`access(2)`: refused on a read-only filesystem, even to root).
+    async fn reachable(&self) -> Result<(), StorageError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            for dir in ["blobs", "uploads"] {
+                let path = root.join(dir);
+                let meta = std::fs::metadata(&path).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                })?;
+                if !meta.is_dir() {
+                    return Err(std::io::Error::other(format!(
+                        "{} is not a directory",
+                        path.display()
+                    )));
+                }
+            }
+            let uploads = root.join("uploads");
+            let c = std::ffi::CString::new(uploads.as_os_str().as_encoded_bytes())
+                .map_err(std::io::Error::other)?;
+            // SAFETY: a NUL-terminated path, valid for the call.
+            if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+                let e = std::io::Error::last_os_error();
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{} is not writable: {e}", uploads.display()),
+                ));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+        .map_err(StorageError::Io)
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
         match tokio::fs::metadata(self.blob_path(digest)).await {
             Ok(m) => Ok(Some(m.len())),

@@ -174,6 +174,10 @@ pub trait BlobStore: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Whether the store can be used now: for the readiness probe, so cheap (one metadata
+    /// call) and without side effects. `Err` says what is wrong. Callers bound the wait.
+    async fn reachable(&self) -> Result<(), StorageError>;
+
     /// Removes upload data that no session in `live` owns and that was begun before
     /// `before` (Unix ms): what a crash between steps can leave behind. Returns how many
     /// uploads were removed.

@@ -593,6 +593,17 @@ fn urlencode_key(key: &str) -> String {
 
 #[async_trait]
 impl BlobStore for S3BlobStore {
+    /// `HeadBucket`: the endpoint answers, and the bucket is there and ours to use.
+    async fn reachable(&self) -> Result<(), StorageError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| backend(&format!("HeadBucket {:?}", self.bucket), e))?;
+        Ok(())
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
         let key = self.blob_key(digest);
         match self
@@ -656,12 +667,17 @@ impl BlobStore for S3BlobStore {
                 .iter()
                 .map(|(k, _)| ObjectIdentifier::builder().key(k).build())
                 .collect();
-            let delete = objects.and_then(|o| Delete::builder().set_objects(Some(o)).quiet(true).build());
+            let delete =
+                objects.and_then(|o| Delete::builder().set_objects(Some(o)).quiet(true).build());
             let delete = match delete {
                 Ok(d) => d,
                 Err(e) => {
                     let why = format!("building a DeleteObjects request: {e}");
-                    refused.extend(batch.iter().map(|d| (d.clone(), StorageError::Backend(why.clone()))));
+                    refused.extend(
+                        batch
+                            .iter()
+                            .map(|d| (d.clone(), StorageError::Backend(why.clone()))),
+                    );
                     continue;
                 }
             };
@@ -691,7 +707,11 @@ impl BlobStore for S3BlobStore {
                 Err(e) => {
                     let e = backend("DeleteObjects", e);
                     let why = e.to_string();
-                    refused.extend(batch.iter().map(|d| (d.clone(), StorageError::Backend(why.clone()))));
+                    refused.extend(
+                        batch
+                            .iter()
+                            .map(|d| (d.clone(), StorageError::Backend(why.clone()))),
+                    );
                 }
             }
         }

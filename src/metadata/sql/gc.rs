@@ -75,13 +75,12 @@ impl GcStore for SqlMetadataStore {
         let d = digest.to_string();
         // On PostgreSQL this waits for a collection deciding about the row, then sees its
         // mark.
-        let touched = sqlx::query(
-            "UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND gc_mark IS NULL",
-        )
-        .bind(&d)
-        .bind(now)
-        .execute(&self.write)
-        .await?;
+        let touched =
+            sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND gc_mark IS NULL")
+                .bind(&d)
+                .bind(now)
+                .execute(&self.write)
+                .await?;
         if touched.rows_affected() > 0 {
             return Ok(BlobTouch::Ready);
         }

@@ -23,7 +23,7 @@ use sqlx::{Executor, Row};
 
 use super::cache::ManifestCache;
 use super::readers::Readers;
-use super::{MetaError, MetadataStore};
+use super::{MetaError, MetadataStore, PoolUsage};
 use crate::oci::Digest;
 use retry::{Health, Writer};
 
@@ -257,5 +257,24 @@ fn placeholders(from: usize, count: usize) -> String {
 impl MetadataStore for SqlMetadataStore {
     async fn close(&self) {
         SqlMetadataStore::close(self).await;
+    }
+
+    /// On a read connection: the SQLite write connection may be busy with a long write,
+    /// which says nothing about whether the database answers.
+    async fn ping(&self) -> Result<(), MetaError> {
+        self.read.fetch_one(sqlx::query("SELECT 1")).await?;
+        Ok(())
+    }
+
+    fn pool_usage(&self) -> Vec<PoolUsage> {
+        vec![
+            self.read.usage(),
+            PoolUsage {
+                pool: "write",
+                open: self.write.pool().size(),
+                idle: self.write.pool().num_idle() as u32,
+                max: self.write.pool().options().get_max_connections(),
+            },
+        ]
     }
 }

@@ -61,6 +61,14 @@ impl UploadStore for SqlMetadataStore {
             .collect()
     }
 
+    async fn count_uploads(&self) -> Result<u64, MetaError> {
+        let row = self
+            .read
+            .fetch_one(sqlx::query("SELECT COUNT(*) AS n FROM uploads"))
+            .await?;
+        Ok(row.try_get::<i64, _>("n")?.max(0) as u64)
+    }
+
     async fn claim_upload(
         &self,
         id: &str,
