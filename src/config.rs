@@ -18,6 +18,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
     pub uploads: UploadsConfig,
+    pub gc: GcConfig,
     pub tls: TlsConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
@@ -179,6 +180,29 @@ pub struct StorageConfig {
     pub s3: crate::storage::s3::S3Config,
 }
 
+/// Garbage collection (`berth gc`, and the schedule inside `berth serve`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// How often `berth serve` collects, in hours (0: never; one replica at a time).
+    pub interval_hours: f64,
+    /// Blobs touched more recently than this are spared (a push's time between a layer and
+    /// its manifest).
+    pub grace_seconds: u64,
+    /// Scheduled runs also delete manifests no tag keeps.
+    pub untagged: bool,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval_hours: 0.0,
+            grace_seconds: 3600,
+            untagged: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UploadsConfig {
@@ -327,6 +351,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             storage: StorageConfig::default(),
             uploads: UploadsConfig::default(),
+            gc: GcConfig::default(),
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
@@ -455,6 +480,9 @@ impl Config {
         }
         if !self.metrics.listen.is_empty() {
             self.metrics_listen()?;
+        }
+        if !(self.gc.interval_hours >= 0.0 && self.gc.interval_hours <= 87_600.0) {
+            bail!("gc.interval_hours must be between 0 (never) and 87600");
         }
         if self.limits.max_manifest_bytes == 0 {
             bail!("limits.max_manifest_bytes must be positive");

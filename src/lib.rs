@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod content;
 pub mod http;
+pub mod jobs;
 pub mod metadata;
 pub mod oci;
 pub mod ops;

@@ -32,12 +32,28 @@ enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Discard abandoned upload sessions (older than uploads.purge_after_seconds, or
-    /// --older-than) and upload data no session owns, then exit.
+    /// Garbage collection while the registry serves: discard abandoned upload sessions
+    /// (older than uploads.purge_after_seconds, or --older-than) and upload data no session
+    /// owns, then delete blobs no manifest references any more (and, with --untagged,
+    /// manifests no tag keeps); prints what it freed, then exits.
     Gc {
         /// Age in seconds after which an untouched upload session is abandoned.
         #[arg(long)]
         older_than: Option<u64>,
+        /// Report what would be freed (blobs, bytes, manifests); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete manifests no tag keeps (untagged images; children of kept indexes
+        /// and referrers of kept images stay).
+        #[arg(long)]
+        untagged: bool,
+        /// Spare blobs pushed, mounted or linked within this many seconds (default
+        /// gc.grace_seconds). 0 is safe only while nobody pushes.
+        #[arg(long)]
+        grace_seconds: Option<u64>,
+        /// Blobs per batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
     },
     /// Local users (built-in accounts); works on the database directly, server up or down.
     #[command(subcommand)]
@@ -225,8 +241,27 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve { .. } => berth::server::serve(config).await,
-            Command::Gc { older_than } => {
-                let state = berth::state::AppState::from_config(&config).await?;
+            Command::Gc {
+                older_than,
+                dry_run,
+                untagged,
+                grace_seconds,
+                batch,
+            } => {
+                // Deleting manifests behind a server's manifest cache (embedded SQLite) is
+                // refused while it serves.
+                let state = berth::state::AppState::for_gc(&config, untagged && !dry_run)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("berth gc: {e}"))?;
+                let options = berth::jobs::gc::GcOptions {
+                    dry_run,
+                    untagged,
+                    grace: std::time::Duration::from_secs(
+                        grace_seconds.unwrap_or(config.gc.grace_seconds),
+                    ),
+                    batch,
+                    started_by: "cli".into(),
+                };
                 let age = older_than.unwrap_or(config.uploads.purge_after_seconds);
                 let purged = state
                     .content
@@ -238,7 +273,44 @@ fn main() -> anyhow::Result<()> {
                     older_than_seconds = age,
                     "purged abandoned uploads"
                 );
-                Ok(())
+                let report = berth::jobs::gc::collect(
+                    &state.content,
+                    &options,
+                    &berth::jobs::gc::log_progress(),
+                )
+                .await?;
+                let verb = if report.dry_run {
+                    "would free"
+                } else {
+                    "freed"
+                };
+                println!(
+                    "garbage collection {}: {verb} {} blobs ({} bytes), {} manifests in {:.1} s{}",
+                    report.run,
+                    report.blobs,
+                    report.bytes,
+                    report.manifests,
+                    report.took.as_secs_f64(),
+                    if report.failed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; the blob store refused to delete {} (kept for the next run): {}",
+                            report.failed.len(),
+                            report
+                                .failed
+                                .iter()
+                                .map(|(d, e)| format!("{d} ({e})"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                );
+                if report.failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("some blobs could not be deleted"))
+                }
             }
             Command::User(c) => admin_user(&config, c).await,
             Command::Project(c) => admin_project(&config, c).await,

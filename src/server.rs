@@ -44,6 +44,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Duration::from_secs(config.uploads.purge_interval_seconds),
         );
     }
+    if config.gc.interval_hours > 0.0 {
+        crate::state::spawn_collector(
+            state.clone(),
+            crate::jobs::gc::GcOptions {
+                untagged: config.gc.untagged,
+                grace: Duration::from_secs(config.gc.grace_seconds),
+                started_by: "schedule".into(),
+                ..Default::default()
+            },
+            Duration::from_secs_f64(config.gc.interval_hours * 3600.0).max(Duration::from_secs(1)),
+        );
+    }
     if let Some(tokens) = &state.tokens {
         crate::state::spawn_key_refresher(tokens.clone());
         crate::state::spawn_sign_in_keeper(state.clone());

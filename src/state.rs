@@ -60,6 +60,14 @@ impl WebSettings {
     }
 }
 
+/// How [`AppState::open_with`] opens the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Open {
+    Server,
+    Maintenance,
+    Gc { exclusive: bool },
+}
+
 impl AppState {
     /// Opens the stores the configuration names, migrating the database, for a maintenance
     /// command that may run beside the server (`gc`).
@@ -74,11 +82,42 @@ impl AppState {
         Self::open(config, true).await
     }
 
+    /// Opens the stores for garbage collection: the schema must be exactly this binary's
+    /// (no migration on the side); `exclusive` takes an embedded SQLite database from any
+    /// server (refused while one serves it, whose manifest cache would go stale).
+    pub async fn for_gc(config: &Config, exclusive: bool) -> anyhow::Result<AppState> {
+        Self::open_with(config, Open::Gc { exclusive }).await
+    }
+
     async fn open(config: &Config, server: bool) -> anyhow::Result<AppState> {
+        Self::open_with(
+            config,
+            if server {
+                Open::Server
+            } else {
+                Open::Maintenance
+            },
+        )
+        .await
+    }
+
+    async fn open_with(config: &Config, how: Open) -> anyhow::Result<AppState> {
+        let server = how == Open::Server;
         let mut meta =
             SqlMetadataStore::connect(&config.database_url(), config.database.max_connections)
                 .await?;
-        meta.migrate().await?;
+        if let Open::Gc { exclusive } = how {
+            meta.check_schema().await?;
+            if exclusive {
+                meta.own_exclusively().map_err(|e| {
+                    anyhow::anyhow!(
+                        "{e}. Deleting untagged manifests changes what a running server on the embedded database keeps cached: stop the server first, or let it collect on its schedule (gc.interval_hours with gc.untagged); collecting blobs alone (without --untagged) works beside it"
+                    )
+                })?;
+            }
+        } else {
+            meta.migrate().await?;
+        }
         if server {
             meta.own_exclusively()?;
         }
@@ -285,6 +324,34 @@ pub fn spawn_upload_purger(state: AppState, max_age: Duration, every: Duration) 
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purging abandoned uploads failed"),
+            }
+        }
+    });
+}
+
+/// Every `every`, a garbage collection (`config.gc`); with several replicas the lease lets
+/// one run at a time, and the others skip their turn. The first run waits one interval.
+pub fn spawn_collector(state: AppState, options: crate::jobs::gc::GcOptions, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let progress = crate::jobs::gc::log_progress();
+        loop {
+            tick.tick().await;
+            match crate::jobs::gc::collect(&state.content, &options, &progress).await {
+                Ok(r) => tracing::info!(
+                    run = %r.run,
+                    blobs = r.blobs,
+                    bytes = r.bytes,
+                    manifests = r.manifests,
+                    failed = r.failed.len(),
+                    seconds = r.took.as_secs_f64(),
+                    "garbage collection finished"
+                ),
+                Err(crate::jobs::gc::GcError::Busy { holder, .. }) => {
+                    tracing::info!(%holder, "garbage collection skipped: another replica is collecting")
+                }
+                Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
             }
         }
     });

@@ -144,6 +144,42 @@ impl SqlMetadataStore {
         Ok(())
     }
 
+    /// Refuses a database whose schema is not exactly the one this binary knows: older (run
+    /// `berth migrate` first) or newer (written by a later release). For maintenance that
+    /// must not migrate on its own (`berth gc`).
+    pub async fn check_schema(&self) -> Result<(), MetaError> {
+        let known: Vec<i64> = match self.dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS.iter().map(|m| m.version).collect(),
+            Dialect::Postgres => POSTGRES_MIGRATIONS.iter().map(|m| m.version).collect(),
+        };
+        let latest = known.iter().copied().max().unwrap_or(0);
+        let applied: Vec<i64> = match sqlx::query(
+            "SELECT version FROM _sqlx_migrations WHERE success = TRUE ORDER BY version",
+        )
+        .fetch_all(self.write.pool())
+        .await
+        {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| r.try_get::<i64, _>("version"))
+                .collect::<Result<_, _>>()?,
+            Err(_) => Vec::new(),
+        };
+        let at = applied.iter().copied().max().unwrap_or(0);
+        let schema_error = |m: String| MetaError::Database(sqlx::Error::Configuration(m.into()));
+        if let Some(newer) = applied.iter().find(|v| !known.contains(v)) {
+            return Err(schema_error(format!(
+                "the database's schema is at version {at} (it has migration {newer}), newer than this berth knows (version {latest}): run this command with the release that migrated it"
+            )));
+        }
+        if let Some(missing) = known.iter().find(|v| !applied.contains(v)) {
+            return Err(schema_error(format!(
+                "the database's schema is at version {at}, older than this berth needs (version {latest}, missing migration {missing}): run `berth migrate` first"
+            )));
+        }
+        Ok(())
+    }
+
     /// For `serve` on SQLite: takes an exclusive lock on the database file for as long as
     /// this store lives and, since no other process can then change it, caches manifest
     /// lookups in memory ([`ManifestCache`]). A second server on the same file is refused
