@@ -44,6 +44,23 @@ pub struct Options {
     pub s3_bucket: Option<String>,
 }
 
+/// The settings that put a server's (or the CLI's) blobs in `bucket` on the test S3 server.
+pub fn s3_env(bucket: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("BERTH_STORAGE__BACKEND", "s3".into()),
+        ("BERTH_STORAGE__S3__BUCKET", bucket.into()),
+        ("BERTH_STORAGE__S3__ENDPOINT", s3_endpoint()),
+        ("BERTH_STORAGE__S3__FORCE_PATH_STYLE", "true".into()),
+        ("BERTH_STORAGE__S3__REGION", "us-east-1".into()),
+        ("BERTH_STORAGE__S3__ACCESS_KEY_ID", "test".into()),
+        ("BERTH_STORAGE__S3__SECRET_ACCESS_KEY", "test".into()),
+        (
+            "BERTH_STORAGE__S3__PART_SIZE",
+            (5 * 1024 * 1024).to_string(),
+        ),
+    ]
+}
+
 /// Whether this test run keeps blobs in S3 (`BERTH_TEST_BACKEND=s3`).
 pub fn s3_by_default() -> bool {
     std::env::var("BERTH_TEST_BACKEND").is_ok_and(|v| v == "s3")
@@ -214,17 +231,7 @@ impl Berth {
                 });
                 name
             });
-            cmd.env("BERTH_STORAGE__BACKEND", "s3")
-                .env("BERTH_STORAGE__S3__BUCKET", &bucket)
-                .env("BERTH_STORAGE__S3__ENDPOINT", s3_endpoint())
-                .env("BERTH_STORAGE__S3__FORCE_PATH_STYLE", "true")
-                .env("BERTH_STORAGE__S3__REGION", "us-east-1")
-                .env("BERTH_STORAGE__S3__ACCESS_KEY_ID", "test")
-                .env("BERTH_STORAGE__S3__SECRET_ACCESS_KEY", "test")
-                .env(
-                    "BERTH_STORAGE__S3__PART_SIZE",
-                    (5 * 1024 * 1024).to_string(),
-                );
+            cmd.envs(s3_env(&bucket));
             options.s3 = true;
             options.s3_bucket = Some(bucket);
         }
@@ -396,6 +403,13 @@ impl Berth {
         }
         if let Some(url) = &self.options.database_url {
             cmd.env("BERTH_DATABASE__URL", url);
+        }
+        // The server's blob store, for commands that reach it (gc).
+        if let Some(root) = &self.options.storage_root {
+            cmd.env("BERTH_STORAGE__ROOT", root);
+        }
+        if let (true, Some(bucket)) = (self.options.s3, &self.options.s3_bucket) {
+            cmd.envs(s3_env(bucket));
         }
         cmd.output().expect("run the berth CLI")
     }
