@@ -514,6 +514,7 @@ fi
 S3_FILTER='(binary(client_cli) | binary(client_oci_client) | binary(spec_blobs) | binary(spec_manifests)
   | binary(spec_uploads) | binary(spec_errors) | binary(spec_listing) | binary(spec_referrers)
   | binary(replicas) | test(a_large_blob_streams_through_without_raising_memory)
+  | test(=gc_collects_exactly_the_garbage_on_the_default_stores)
   | test(=whole_blob_pulls_without_verify_take_the_body_off_the_socket_in_the_kernel))
   & not test(/^chunk_whose_content_range_is_not_at_the_session_offset_is_416(::|$)/)
   & not test(/^a_client_that_hangs_up_mid_patch_does_not_lock_the_session(::|$)/)
