@@ -273,12 +273,29 @@ fn main() -> anyhow::Result<()> {
                     older_than_seconds = age,
                     "purged abandoned uploads"
                 );
-                let report = berth::jobs::gc::collect(
-                    &state.content,
-                    &options,
-                    &berth::jobs::gc::log_progress(),
-                )
-                .await?;
+                // A bar on a terminal, periodic log lines otherwise.
+                let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+                    let bar = indicatif::ProgressBar::new_spinner();
+                    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+                    bar
+                });
+                let logged = berth::jobs::gc::log_progress();
+                let progress = |p: &berth::jobs::gc::Progress| match &bar {
+                    Some(bar) => bar.set_message(format!(
+                        "{}: {} blobs ({}) {}, {} manifests",
+                        p.phase,
+                        p.blobs,
+                        indicatif::HumanBytes(p.bytes),
+                        if dry_run { "would be freed" } else { "freed" },
+                        p.manifests
+                    )),
+                    None => logged(p),
+                };
+                let report = berth::jobs::gc::collect(&state.content, &options, &progress).await;
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                let report = report?;
                 let verb = if report.dry_run {
                     "would free"
                 } else {
