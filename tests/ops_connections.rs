@@ -248,18 +248,8 @@ async fn the_connection_cap_holds_and_the_server_answers_after_the_hoarders_go()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let text = c
-        .get(b.url("/metrics"))
-        .send()
+    let refused_total = metric_value(&c, &b, "berth_connections_refused_total")
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let refused_total = text
-        .lines()
-        .find_map(|l| l.strip_prefix("berth_connections_refused_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
         .expect("berth_connections_refused_total");
     assert!(refused_total >= (2 * cap - 10) as f64, "{refused_total}");
     assert!(fd_count(b.pid()) <= baseline + 16);

@@ -360,17 +360,9 @@ async fn the_low_water_mark_refuses_new_uploads_before_the_disk_is_full_while_up
             .contains("min_free_bytes"),
         "{ready}"
     );
-    let text = c
-        .get(b.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        text.lines().any(|l| l == "berth_storage_low_space 1"),
-        "{text}"
+    assert_eq!(
+        metric_value(&c, &b, "berth_storage_low_space").await,
+        Some(1.0)
     );
 
     std::fs::remove_file(&filler).expect("remove filler");

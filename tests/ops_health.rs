@@ -293,17 +293,8 @@ async fn readyz_is_503_while_postgres_is_stopped() {
 
 /// `berth_database_errors_total` from `/metrics`.
 async fn database_errors(c: &reqwest::Client, b: &Berth) -> f64 {
-    let text = c
-        .get(b.url("/metrics"))
-        .send()
+    metric_value(c, b, "berth_database_errors_total")
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix("berth_database_errors_total "))
-        .and_then(|v| v.trim().parse().ok())
         .expect("berth_database_errors_total")
 }
 

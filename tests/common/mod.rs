@@ -624,6 +624,22 @@ pub async fn push_image(
     (sha256(&m), m)
 }
 
+/// The value of the unlabelled series `name` on the server's `/metrics`.
+pub async fn metric_value(c: &reqwest::Client, b: &Berth, name: &str) -> Option<f64> {
+    let text = c
+        .get(b.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The `errors[0].code` of an error response body.
 pub async fn error_code(r: reqwest::Response) -> String {
     let v: serde_json::Value = r.json().await.expect("error body is JSON");

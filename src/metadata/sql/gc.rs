@@ -23,6 +23,14 @@ impl SqlMetadataStore {
     }
 }
 
+/// A `digest, size` row of `blobs`.
+fn garbage_row(r: &sqlx::any::AnyRow) -> Result<GarbageBlob, MetaError> {
+    Ok(GarbageBlob {
+        digest: digest_col(r, "digest")?,
+        size: r.try_get::<i64, _>("size")?.max(0) as u64,
+    })
+}
+
 fn texts(digests: &[Digest]) -> Vec<String> {
     digests.iter().map(|d| d.to_string()).collect()
 }
@@ -135,14 +143,7 @@ impl GcStore for SqlMetadataStore {
                 .bind(limit),
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(GarbageBlob {
-                    digest: digest_col(r, "digest")?,
-                    size: r.try_get::<i64, _>("size")?.max(0) as u64,
-                })
-            })
-            .collect()
+        rows.iter().map(garbage_row).collect()
     }
 
     async fn mark_garbage(
@@ -189,14 +190,7 @@ impl GcStore for SqlMetadataStore {
         }
         let rows = q.fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        rows.iter()
-            .map(|r| {
-                Ok(GarbageBlob {
-                    digest: digest_col(r, "digest")?,
-                    size: r.try_get::<i64, _>("size")?.max(0) as u64,
-                })
-            })
-            .collect()
+        rows.iter().map(garbage_row).collect()
     }
 
     async fn forget_blobs(&self, run: &str, digests: &[Digest]) -> Result<u64, MetaError> {
