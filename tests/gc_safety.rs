@@ -239,7 +239,7 @@ fn gc_when_free(b: &Berth, args: &[&str], within: Duration) -> (String, Duration
 /// Freezes a run (SIGSTOP) at a moment it has no statement or transaction open: a frozen
 /// transaction would hold row locks every other writer waits on.
 async fn freeze_outside_transaction(child: &Child, db: &mut sqlx::PgConnection) {
-    for _ in 0..200 {
+    for _ in 0..300 {
         signal(child, "STOP");
         tokio::time::sleep(Duration::from_millis(100)).await;
         let open: i64 = sqlx::query(
@@ -254,9 +254,9 @@ async fn freeze_outside_transaction(child: &Child, db: &mut sqlx::PgConnection) 
             return;
         }
         signal(child, "CONT");
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    panic!("could not freeze the run outside a transaction");
+    panic!("could not freeze the run where the test wants it");
 }
 
 async fn pg(b: &Berth) -> sqlx::PgConnection {
@@ -916,8 +916,8 @@ async fn a_collection_frozen_past_its_lease_deletes_nothing_more() {
     let b = Berth::start_with(options);
     let c = client();
     let kept = make_kept(&c, &b, 3).await;
-    let garbage = make_garbage(&c, &b, 0, 300, 300).await;
-    let bytes_of: HashMap<String, Vec<u8>> = (0..300u64)
+    let garbage = make_garbage(&c, &b, 0, 600, 300).await;
+    let bytes_of: HashMap<String, Vec<u8>> = (0..600u64)
         .map(|i| pattern(300 + i as usize, 300 + 10_000 + i))
         .map(|b| (sha256(&b), b))
         .collect();
@@ -932,7 +932,52 @@ async fn a_collection_frozen_past_its_lease_deletes_nothing_more() {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    freeze_outside_transaction(&child, &mut db).await;
+    // Frozen between marking a batch and deleting it, with the renewal it sent before
+    // deleting answered only after the lease has lapsed: the test holds the lease row until
+    // the run waits for it there, freezes the run, then lets the renewal through.
+    let lock_wait = "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+                     AND wait_event_type = 'Lock'";
+    let mut holder = pg(&b).await;
+    let mut caught = false;
+    for _ in 0..200 {
+        let mut tx = holder.begin().await.expect("begin");
+        sqlx::query("SELECT holder FROM leases WHERE name = 'gc' FOR UPDATE")
+            .fetch_optional(&mut *tx)
+            .await
+            .expect("lock the lease");
+        let waiting = Instant::now();
+        while waiting.elapsed() < Duration::from_secs(2) {
+            let n: i64 = sqlx::query(lock_wait)
+                .fetch_one(&mut db)
+                .await
+                .expect("waits")
+                .get("n");
+            if n > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Waiting at the renewal between marking and deleting: the batch is marked.
+        let marks: i64 = sqlx::query(
+            "SELECT count(*) AS n FROM blobs b JOIN leases l ON l.holder = b.gc_mark WHERE l.name = 'gc'",
+        )
+        .fetch_one(&mut db)
+        .await
+        .expect("marks")
+        .get("n");
+        if marks > 0 {
+            signal(&child, "STOP");
+            tx.commit().await.expect("let the renewal through");
+            caught = true;
+            break;
+        }
+        tx.rollback().await.expect("rollback");
+        tokio::time::sleep(Duration::from_micros(300)).await;
+    }
+    assert!(
+        caught,
+        "the run never waited at its renewal before deleting"
+    );
     let run: String = sqlx::query("SELECT holder FROM leases WHERE name = 'gc'")
         .fetch_one(&mut db)
         .await
@@ -948,6 +993,7 @@ async fn a_collection_frozen_past_its_lease_deletes_nothing_more() {
         .map(|r| r.get("digest"))
         .collect();
     eprintln!("frozen with {} blobs marked", marked.len());
+    assert!(!marked.is_empty());
 
     // Another run takes over once the lease lapses, and finishes the job.
     let (out, waited) = gc_when_free(&b, &["--grace-seconds", "0"], Duration::from_secs(60));
@@ -1034,7 +1080,9 @@ async fn a_dry_run_changes_nothing_and_a_second_run_at_once_is_refused() {
     let garbage = make_garbage(&c, &b, 10, 300, 400).await;
     let own = pattern(123, 4 + 998);
     let mut all_garbage = garbage.clone();
+    // What the deleted image in junk/shared had of its own.
     all_garbage.push(sha256(&own));
+    all_garbage.push(sha256(b"{\"os\":\"linux\"}"));
     let garbage_bytes: u64 = {
         let mut db = pg(&b).await;
         let mut total = 0u64;
@@ -1116,22 +1164,28 @@ async fn berth_gc_refuses_a_database_at_another_schema() {
         .expect("migrations")
         .get("v");
 
-    // Older: the last migration not applied.
-    sqlx::query("UPDATE _sqlx_migrations SET version = -version WHERE version = $1")
-        .bind(latest)
-        .execute(&mut db)
-        .await
-        .expect("hide the last migration");
+    // Older: the last migration not applied (its row set aside).
+    for sql in [
+        "CREATE TABLE hidden_migration AS SELECT * FROM _sqlx_migrations WHERE version = $1",
+        "DELETE FROM _sqlx_migrations WHERE version = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(latest)
+            .execute(&mut db)
+            .await
+            .expect("hide the last migration");
+    }
     let out = b.cli(&["gc", "--grace-seconds", "0"]);
     assert!(!out.status.success(), "{}", text(&out));
     let said = text(&out);
     assert!(said.contains("older than this berth needs"), "{said}");
     assert!(said.contains("run `berth migrate` first"), "{said}");
-    sqlx::query("UPDATE _sqlx_migrations SET version = -version WHERE version = $1")
-        .bind(-latest)
-        .execute(&mut db)
-        .await
-        .expect("restore it");
+    for sql in [
+        "INSERT INTO _sqlx_migrations SELECT * FROM hidden_migration",
+        "DROP TABLE hidden_migration",
+    ] {
+        sqlx::query(sql).execute(&mut db).await.expect("restore it");
+    }
 
     // Newer: a migration this berth does not know.
     sqlx::query(

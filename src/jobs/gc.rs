@@ -228,7 +228,11 @@ async fn sweep(
             let digests: Vec<Digest> = page.into_iter().map(|b| b.digest).collect();
             let marked = meta.mark_garbage(run, &digests, cutoff).await?;
             // A run that lost its lease must not delete: a push may have cleared its marks.
-            renew(meta, run).await?;
+            // Nor may one whose renewal is old news (the process stalled after sending it).
+            let held_until = renew(meta, run).await?;
+            if Instant::now() + LEASE_TTL / 2 > held_until {
+                return Err(GcError::LeaseLost(LEASE_TTL));
+            }
             let doomed: Vec<Digest> = marked.iter().map(|b| b.digest.clone()).collect();
             let refused = blobs.delete_many(&doomed).await;
             let refused_set: HashSet<&Digest> = refused.iter().map(|(d, _)| d).collect();
@@ -303,13 +307,16 @@ impl Heartbeat {
 }
 
 /// Extends the run's lease; a lease that lapsed is lost for good (pushes may have cleared
-/// the run's marks since), even if nobody else took it.
-async fn renew(meta: &Arc<dyn MetadataStore>, run: &str) -> Result<(), GcError> {
+/// the run's marks since), even if nobody else took it. Returns until when, on this
+/// process's clock, the run holds it: counted from before the request was sent, so a reply
+/// read late (the process stalled) is not trusted for longer than it was true.
+async fn renew(meta: &Arc<dyn MetadataStore>, run: &str) -> Result<Instant, GcError> {
+    let asked = Instant::now();
     if meta
         .renew_lease(GC_LEASE, run, LEASE_TTL.as_millis() as i64)
         .await?
     {
-        Ok(())
+        Ok(asked + LEASE_TTL)
     } else {
         Err(GcError::LeaseLost(LEASE_TTL))
     }
