@@ -48,8 +48,13 @@ impl Default for GcOptions {
     }
 }
 
-/// How long the lease lasts without renewal; a run renews it before every batch.
-pub const LEASE_TTL: Duration = Duration::from_secs(300);
+/// How long the lease lasts without renewal. A live run renews it before every batch and,
+/// from a task of its own, every [`LEASE_HEARTBEAT`] (so a slow batch keeps it); a run that
+/// was killed stops renewing, and the next run may start this long after its last renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// How often a live run renews its lease, whatever its batches are doing.
+pub const LEASE_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// What a run did (or, dry, would do).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -122,6 +127,7 @@ pub async fn collect(
     {
         return Err(GcError::Busy { holder, until });
     }
+    let heartbeat = Heartbeat::start(meta.clone(), run.clone());
     let mut record = GcRun {
         id: run.clone(),
         started_at: now_millis(),
@@ -154,6 +160,8 @@ pub async fn collect(
     if let Err(e) = meta.record_gc_run(&record).await {
         tracing::warn!(run = %run, error = %e, "cannot record the collection's result");
     }
+    // Stopped (and waited for) first, so no renewal takes the lease again after it is given up.
+    heartbeat.stop().await;
     if let Err(e) = meta.release_lease(GC_LEASE, &run).await {
         tracing::warn!(run = %run, error = %e, "cannot release the collection's lease; it lapses by itself");
     }
@@ -220,7 +228,11 @@ async fn sweep(
             let digests: Vec<Digest> = page.into_iter().map(|b| b.digest).collect();
             let marked = meta.mark_garbage(run, &digests, cutoff).await?;
             // A run that lost its lease must not delete: a push may have cleared its marks.
-            renew(meta, run).await?;
+            // Nor may one whose renewal is old news (the process stalled after sending it).
+            let held_until = renew(meta, run).await?;
+            if Instant::now() + LEASE_TTL / 2 > held_until {
+                return Err(GcError::LeaseLost(LEASE_TTL));
+            }
             let doomed: Vec<Digest> = marked.iter().map(|b| b.digest.clone()).collect();
             let refused = blobs.delete_many(&doomed).await;
             let refused_set: HashSet<&Digest> = refused.iter().map(|(d, _)| d).collect();
@@ -252,13 +264,61 @@ async fn sweep(
     Ok(())
 }
 
-async fn renew(meta: &Arc<dyn MetadataStore>, run: &str) -> Result<(), GcError> {
-    match meta
-        .take_lease(GC_LEASE, run, LEASE_TTL.as_millis() as i64)
+/// Renews a run's lease every [`LEASE_HEARTBEAT`] until stopped. A renewal that fails (the
+/// database is unreachable, or the lease went to another run) is not fatal here: the run
+/// checks its lease itself before every batch, and stops there when it has lost it.
+struct Heartbeat {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    fn start(meta: Arc<dyn MetadataStore>, run: String) -> Heartbeat {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    () = tokio::time::sleep(LEASE_HEARTBEAT) => {}
+                }
+                // Not cancelled half-way: a stop waits for the renewal to finish.
+                match meta
+                    .renew_lease(GC_LEASE, &run, LEASE_TTL.as_millis() as i64)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(run = %run, "the collection lost its lease");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(run = %run, error = %e, "cannot renew the collection's lease")
+                    }
+                }
+            }
+        });
+        Heartbeat { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Extends the run's lease; a lease that lapsed is lost for good (pushes may have cleared
+/// the run's marks since), even if nobody else took it. Returns until when, on this
+/// process's clock, the run holds it: counted from before the request was sent, so a reply
+/// read late (the process stalled) is not trusted for longer than it was true.
+async fn renew(meta: &Arc<dyn MetadataStore>, run: &str) -> Result<Instant, GcError> {
+    let asked = Instant::now();
+    if meta
+        .renew_lease(GC_LEASE, run, LEASE_TTL.as_millis() as i64)
         .await?
     {
-        Ok(()) => Ok(()),
-        Err(_) => Err(GcError::LeaseLost(LEASE_TTL)),
+        Ok(asked + LEASE_TTL)
+    } else {
+        Err(GcError::LeaseLost(LEASE_TTL))
     }
 }
 

@@ -73,6 +73,11 @@ pub trait GcStore: Send + Sync + 'static {
         ttl_ms: i64,
     ) -> Result<Result<(), (String, i64)>, MetaError>;
 
+    /// Extends lease `name` to `now + ttl_ms` if `holder` still holds it unexpired; `false`
+    /// when it lapsed (even if nobody took it since: in between, pushes may have cleared
+    /// the holder's marks, so the holder must not go on as if it had held it throughout).
+    async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, MetaError>;
+
     /// Gives lease `name` up, if `holder` holds it.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), MetaError>;
 

@@ -82,7 +82,9 @@ pub trait RepositoryStore: Send + Sync + 'static {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64)
     -> Result<(), MetaError>;
 
-    /// The size of a blob linked to `repo`, or `None`.
+    /// The size of a blob linked to `repo`, or `None`, also while a collection has it
+    /// marked (its bytes may be gone already): a client that asks then uploads the blob,
+    /// which waits for the collection, instead of naming it in a manifest that is refused.
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest)
     -> Result<Option<u64>, MetaError>;
 

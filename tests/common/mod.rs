@@ -388,6 +388,11 @@ impl Berth {
 
     /// `berth ARGS` (the admin CLI) on this server's database, with built-in accounts.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.cli_command(args).output().expect("run the berth CLI")
+    }
+
+    /// The command [`Berth::cli`] runs, to be started (and killed) by the test itself.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
         cmd.args(args)
             .env_remove("BERTH_CONFIG")
@@ -411,7 +416,7 @@ impl Berth {
         if let (true, Some(bucket)) = (self.options.s3, &self.options.s3_bucket) {
             cmd.envs(s3_env(bucket));
         }
-        cmd.output().expect("run the berth CLI")
+        cmd
     }
 
     /// `berth ARGS`, which must succeed; returns its stdout.

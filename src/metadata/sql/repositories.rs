@@ -105,7 +105,7 @@ impl RepositoryStore for SqlMetadataStore {
             .fetch_optional(
                 sqlx::query(
                     "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
-             WHERE rb.repository = $1 AND rb.digest = $2",
+             WHERE rb.repository = $1 AND rb.digest = $2 AND b.gc_mark IS NULL",
                 )
                 .bind(repo.as_str())
                 .bind(digest.to_string()),
