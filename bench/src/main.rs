@@ -113,6 +113,9 @@ struct Args {
     /// Entries in the tags-list and catalog fixtures.
     #[arg(long)]
     listing: Option<u64>,
+    /// Blobs in the gc-* registry (a multiple of 10; a tenth become garbage).
+    #[arg(long)]
+    gc_blobs: Option<u64>,
     /// Fail instead of creating missing listing fixtures.
     #[arg(long)]
     skip_setup: bool,
@@ -167,6 +170,12 @@ async fn run(args: Args) -> Result<()> {
             bail!("--listing must be 1..=99999");
         }
         plan.listing = n;
+    }
+    if let Some(n) = args.gc_blobs {
+        if n < 100 || n % 100 != 0 || n > 10_000_000 {
+            bail!("--gc-blobs must be a multiple of 100 in 100..=10000000");
+        }
+        plan.gc_blobs = n;
     }
     let all = names(&plan);
     if args.list {

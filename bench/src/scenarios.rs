@@ -136,12 +136,21 @@ pub fn names(p: &Plan) -> Vec<String> {
     v.push("token-pull-10layers".to_string());
     v.push("ui-project-page".to_string());
     v.push("ui-repository-page".to_string());
-    v.push(format!("gc-{}k", p.gc_blobs / 1000));
+    v.push(gc_name(p.gc_blobs));
     v.push(format!("machine-sha256-{}", s(p.big)));
     v.push(format!("machine-disk-{}", s(p.big)));
     v.push(format!("file-get-{}", s(p.big)));
     v.push("file-small-c64".to_string());
     v
+}
+
+/// `gc-100k` for 100,000 blobs, `gc-250` for 250.
+pub fn gc_name(blobs: u64) -> String {
+    if blobs % 1000 == 0 {
+        format!("gc-{}k", blobs / 1000)
+    } else {
+        format!("gc-{blobs}")
+    }
 }
 
 pub fn is_local(name: &str) -> bool {
@@ -1291,7 +1300,7 @@ impl Ctx {
             .context("gc-* needs --gc-command (the registry's collector, run with sh -c)")?;
         let reg = self.reg()?.clone();
         let images = (blobs / LAYERS).max(10);
-        let name = format!("gc-{}k", blobs / 1000);
+        let name = gc_name(blobs);
         let repo = format!("bench/gc-{:08x}", self.seed(&name, 0) as u32);
         let config = Bytes::from(format!(
             "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{{}},\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[]}},\"bench\":\"{repo}\"}}"
