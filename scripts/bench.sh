@@ -24,6 +24,11 @@
 #                      a project with 1,000/10,000 repositories, a repository with as
 #                      many tags, signed in through the form)
 #   berth-postgres-token the same on PostgreSQL (without token-pull)
+#   berth-sqlite-gc,     (after berth-sqlite and berth-postgres, on a fresh server each, on a
+#   berth-postgres-gc    new database for PostgreSQL) gc-100k: 100,000 small blobs pushed, a
+#                        tenth made garbage by manifest deletes, then `berth gc --grace-seconds
+#                        0` run beside the server with its settings (dry run, then the run),
+#                        timed (issue 20); not run for the reference
 # then prints a comparison table (Berth/reference ratios, vs the machine baselines, the
 # issue's targets met or missed) and keeps the markdown in target/bench/ and the JSON
 # of each target in target/bench/<timestamp>/. The machine baselines run before and after
@@ -32,7 +37,8 @@
 # Options:
 #   --quick               smaller sizes, shorter loads
 #   --targets a,b,c       only these targets (default: all; names as above)
-#   --scenario NAME       berth-bench scenario name or name prefix (repeatable; default: all)
+#   --scenario NAME       berth-bench scenario name or name prefix (repeatable; default: all);
+#                         gc-* runs on its own server (--scenario gc- runs only that)
 #   --no-machine          skip the machine baselines (SHA-256, disk, nginx)
 #   --write-docs          replace the results section of docs/performance.md
 #   --no-build            use target/release/{berth,berth-bench} as they are
@@ -187,6 +193,21 @@ wait_http() { # URL PID
   return 1
 }
 
+# gc-* (issue 20) runs on a server of its own with the collector's command; the other
+# scenarios run without it. A filter that is a prefix of a gc-* name goes to the former.
+REG_SCENARIOS=() GC_SCENARIOS=()
+for ((i = 1; i < ${#SCENARIOS[@]}; i += 2)); do
+  f=${SCENARIOS[i]}
+  if [[ gc-10k == "$f"* || gc-100k == "$f"* ]]; then
+    GC_SCENARIOS+=(--scenario "$f")
+  else
+    REG_SCENARIOS+=(--scenario "$f")
+  fi
+done
+# Without --scenario every registry scenario runs, and gc-* too.
+run_registry_scenarios() { [[ ${#SCENARIOS[@]} -eq 0 || ${#REG_SCENARIOS[@]} -gt 0 ]]; }
+run_gc_scenarios() { [[ ${#SCENARIOS[@]} -eq 0 || ${#GC_SCENARIOS[@]} -gt 0 ]]; }
+
 mkdir -p "$OUT"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RES=$WORK/results
@@ -334,7 +355,10 @@ EOF
   PIDS+=("$pid")
   wait_http "http://127.0.0.1:$port/v2/" "$pid" || { cat "$d/log" >&2; die "docker-registry did not start"; }
   log "docker-registry $(docker-registry --version | awk '{print $3}') on 127.0.0.1:$port (pid $pid)"
-  bench "$REFERENCE" "http://127.0.0.1:$port" "$pid" "${SCENARIOS[@]}"
+  # (It has no collector a client can run beside it: gc-* is Berth's only.)
+  if run_registry_scenarios; then
+    bench "$REFERENCE" "http://127.0.0.1:$port" "$pid" "${REG_SCENARIOS[@]}"
+  fi
   # It stays up for the Berth targets: their big pull pushes its blob here too and takes
   # turns with GETs of it (the host's speed moves by 2x within minutes, so the reference's
   # own run says little about a pull measured a quarter of an hour later).
@@ -448,6 +472,29 @@ token_pull() { # NAME (of the token target)
   rm -rf "$d"
 }
 
+# gc-100k (issue 20) on a fresh server of its own (a new database on PostgreSQL): the
+# client fills it and deletes a tenth of its manifests, then runs `berth gc` with the
+# server's settings beside it, as an operator would, and times it.
+run_gc() { # NAME ENV (the target's)
+  local name=$1-gc envspec=$2 d=$WORK/$1-gc
+  local envs=() kv
+  for kv in $envspec; do
+    [[ $kv == *@PG_URL@* ]] && kv=${kv//@PG_URL@/$(new_database "bench_${name//-/_}")}
+    envs+=("$kv")
+  done
+  start_berth "$name" "$d" "${envs[@]}"
+  local addr=$SRV_ADDR pid=$SRV_PID unset_vars cmd
+  mapfile -t unset_vars < <(compgen -e | grep '^BERTH_' || true)
+  cmd=$(printf '%q ' env "${unset_vars[@]/#/--unset=}" RUST_BACKTRACE=0 RUST_LOG=warn \
+    BERTH_DATA_DIR="$d/data" "${envs[@]}" "$BERTH" gc --grace-seconds 0)
+  local only=("${GC_SCENARIOS[@]}")
+  [[ ${#only[@]} -eq 0 ]] && only=(--scenario gc-)
+  bench "$name" "http://$addr" "$pid" --gc-command "$cmd" "${only[@]}"
+  forget_pid "$pid"
+  rm -rf "$d"
+  settle_disk
+}
+
 run_berth() { # NAME ENV
   local name=$1 envspec=$2 d=$WORK/$1
   local envs=() kv
@@ -504,11 +551,25 @@ run_berth() { # NAME ENV
     start_beside_nginx
     local ref_args=()
     [[ -n $REF_URL ]] && ref_args=(--reference-url "$REF_URL")
-    bench "$name" "http://$addr" "$pid" --disk-dir "$WORK/beside" --file-url "$BESIDE_URL" "${ref_args[@]}" "${SCENARIOS[@]}"
+    bench "$name" "http://$addr" "$pid" --disk-dir "$WORK/beside" --file-url "$BESIDE_URL" "${ref_args[@]}" "${REG_SCENARIOS[@]}"
   fi
   forget_pid "$pid"
   rm -rf "$d"
   settle_disk
+}
+
+run_target() { # NAME ENV: the target's server, then (SQLite or PostgreSQL, filesystem, no
+  # token) gc-* on one of its own
+  local token=0
+  [[ $2 == *BERTH_AUTH__MODE=builtin* ]] && token=1
+  if [[ $token -eq 1 ]] || run_registry_scenarios; then
+    run_berth "$1" "$2"
+  fi
+  # The collector on the filesystem store, on SQLite and PostgreSQL (issue 20).
+  if [[ $token -eq 0 && $2 != *@S3_ENDPOINT@* ]] && run_gc_scenarios; then
+    [[ $2 == *@PG_URL@* ]] && start_postgres
+    run_gc "$1" "$2"
+  fi
 }
 
 # ---------------------------------------------------------------------------
@@ -521,7 +582,7 @@ log "work dir $WORK; results to $OUT"
 want_target "$REFERENCE" && run_distribution
 for t in "${BERTH_TARGETS[@]}"; do
   name=${t%%|*}
-  want_target "$name" && run_berth "$name" "${t#*|}"
+  want_target "$name" && run_target "$name" "${t#*|}"
 done
 stop_reference
 [[ $MACHINE -eq 1 ]] && machine_baselines "-after"

@@ -74,17 +74,17 @@ def primary(r):
     if not r or not r["ok"]:
         return None
     return {"MB/s": r["mb_s"], "req/s": r["req_s"], "ms": r.get("listing_ms") or r["p50_ms"],
-            "tokens/pull": r.get("count")}.get(r["unit"], r["req_s"])
+            "tokens/pull": r.get("count"), "s": r["seconds"]}.get(r["unit"], r["req_s"])
 def fmt(v, unit=""):
     if v is None: return "FAIL"
     if v == "-": return "-"
-    if unit == "ms" or v < 10: return f"{v:.2f}"
+    if unit in ("ms", "s") or v < 10: return f"{v:.2f}"
     if v < 1000: return f"{v:.1f}"
     return f"{v:,.0f}"
 def ratio(b, a, unit):
     pb, pa = primary(b), primary(a)
     if pb is None or pa is None or pa == 0 or pb == 0: return "-"
-    return f"{(pa / pb if unit == 'ms' else pb / pa):.2f}x"
+    return f"{(pa / pb if unit in ('ms', 's') else pb / pa):.2f}x"
 
 out = []
 w = out.append
@@ -229,6 +229,14 @@ for b in berths:
                 fw["max_ms"] <= 3 * fw["password_check_ms"])
         if s.startswith("ui-") and r and r["ok"]:
             chk(b, f"{s}: the first page in < 50 ms (client-side p99, loopback)", f"p99 {r['p99_ms']:.1f} ms", r["p99_ms"] < 50)
+        # Garbage collection (issue 20): the collector beside the server, on a registry it
+        # filled, a tenth of it garbage.
+        if s.startswith("gc-") and r and r["ok"] and r.get("gc"):
+            g = r["gc"]
+            chk(b, f"{s}: gc of {g['blobs']:,} blobs, {g['garbage']:,} ({g['garbage']*100/max(g['blobs'],1):.0f}%) garbage, < 60 s",
+                f"{g['seconds']:.1f} s, {g['freed']:,} freed ({g['blobs_per_s']:,.0f} blobs/s); dry run {g['dry_run_seconds']:.1f} s; "
+                f"fill {g['fill_seconds']:.0f} s (untimed)" + (f"; collector peak RSS {g['peak_rss_mib']:.0f} MiB" if g.get("peak_rss_mib") else ""),
+                g["seconds"] < 60)
         if (s.startswith("tags-list") or s.startswith("catalog")) and r and r["ok"]:
             chk(b, f"{s} every page < 5 ms (client-side p99)", f"p99 {r['p99_ms']:.2f} ms", r["p99_ms"] < 5)
     # Against the same server without auth measured in turns with it (NAME-notoken),

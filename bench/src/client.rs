@@ -382,6 +382,25 @@ impl Registry {
         Ok(digest)
     }
 
+    /// One `POST /v2/<repo>/blobs/uploads/?digest=` with the whole blob as its body (the
+    /// single-request monolithic upload; no session to finish). For fixtures of many small
+    /// blobs: it does not ask first whether the blob exists.
+    pub async fn post_whole(&self, repo: &str, data: Bytes) -> Result<String> {
+        let digest = sha256_digest(&data);
+        let url = self.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}"));
+        let r = self
+            .req(Method::POST, &url, SMALL_TIMEOUT)
+            .await?
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(data)
+            .send()
+            .await
+            .context("POST blob")?;
+        let r = expect(r, StatusCode::CREATED, "POST blob (?digest=)").await?;
+        check_digest_header(&r, &digest)?;
+        Ok(digest)
+    }
+
     pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let r = self
@@ -426,6 +445,19 @@ impl Registry {
             .await
             .with_context(|| format!("PUT {url}"))?;
         expect(r, StatusCode::CREATED, "PUT manifest").await?;
+        Ok(())
+    }
+
+    /// `DELETE` a manifest by digest (its tags go with it).
+    pub async fn delete_manifest(&self, repo: &str, digest: &str) -> Result<()> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{digest}"));
+        let r = self
+            .req(Method::DELETE, &url, SMALL_TIMEOUT)
+            .await?
+            .send()
+            .await
+            .with_context(|| format!("DELETE {url}"))?;
+        expect(r, StatusCode::ACCEPTED, "DELETE manifest").await?;
         Ok(())
     }
 

@@ -26,8 +26,8 @@ use serde::Serialize;
 use scenarios::{Ctx, Plan, is_local, names};
 use stats::{Outcome, RssSampler};
 
-/// Scenario groups run when no --scenario is given (machine-*, file-* and token-* must be
-/// named).
+/// Scenario groups run when no --scenario is given (machine-*, file-*, token-*, ui-* and
+/// gc-* must be named).
 const DEFAULT_GROUPS: &[&str] = &["push", "pull", "manifest", "mixed", "tags", "catalog"];
 
 #[derive(Parser)]
@@ -38,8 +38,9 @@ const DEFAULT_GROUPS: &[&str] = &["push", "pull", "manifest", "mixed", "tags", "
                   or a prefix (--scenario push runs every push-* scenario). \
                   Without --scenario every registry scenario runs; machine-* (SHA-256, disk), \
                   file-* (a static file server such as nginx), token-* (a registry's token \
-                  service: --login, --basic-user, --server-log) and ui-* (Berth's web UI: \
-                  --basic-user) run only when named."
+                  service: --login, --basic-user, --server-log), ui-* (Berth's web UI: \
+                  --basic-user) and gc-* (a garbage collection: --gc-command) run only when \
+                  named."
 )]
 struct Args {
     /// Registry base URL, e.g. http://127.0.0.1:5000 (loopback only). Not needed for
@@ -69,6 +70,13 @@ struct Args {
     /// The server's log (access log on): token-pull-* counts the token requests in it.
     #[arg(long)]
     server_log: Option<PathBuf>,
+    /// The registry's garbage collector, run with `sh -c` by gc-* after it filled the
+    /// registry and deleted a tenth of the manifests: once with ` --dry-run` appended, then
+    /// as given; its stdout must have a line `garbage collection ...: freed N blobs ...`
+    /// (`would free` for the dry run), e.g. `BERTH_DATA_DIR=/srv/berth berth gc
+    /// --grace-seconds 0`.
+    #[arg(long)]
+    gc_command: Option<String>,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -105,6 +113,9 @@ struct Args {
     /// Entries in the tags-list and catalog fixtures.
     #[arg(long)]
     listing: Option<u64>,
+    /// Blobs in the gc-* registry (a multiple of 10; a tenth become garbage).
+    #[arg(long)]
+    gc_blobs: Option<u64>,
     /// Fail instead of creating missing listing fixtures.
     #[arg(long)]
     skip_setup: bool,
@@ -159,6 +170,12 @@ async fn run(args: Args) -> Result<()> {
             bail!("--listing must be 1..=99999");
         }
         plan.listing = n;
+    }
+    if let Some(n) = args.gc_blobs {
+        if n < 100 || n % 100 != 0 || n > 10_000_000 {
+            bail!("--gc-blobs must be a multiple of 100 in 100..=10000000");
+        }
+        plan.gc_blobs = n;
     }
     let all = names(&plan);
     if args.list {
@@ -244,7 +261,8 @@ async fn run(args: Args) -> Result<()> {
         args.skip_setup,
     )
     .with_beside(files, reference)
-    .with_auth_scenarios(args.basic_user.clone(), args.server_log.clone());
+    .with_auth_scenarios(args.basic_user.clone(), args.server_log.clone())
+    .with_gc_command(args.gc_command.clone());
     println!(
         "berth-bench: target {} ({}), seed {seed:#x}, {} scenario(s){}",
         args.name,

@@ -16,7 +16,7 @@ use crate::client::{
     image_manifest, next_link,
 };
 use crate::data::{BLOCK, Blob, Checker, splitmix64};
-use crate::stats::{Beside, Done, Lat, Load, Outcome, RssSampler, run_load};
+use crate::stats::{Beside, Done, GcFigures, Lat, Load, Outcome, RssSampler, run_load};
 
 const MIB: u64 = 1 << 20;
 /// Seed of the file the machine baselines write and nginx serves.
@@ -43,6 +43,8 @@ pub struct Plan {
     pub listing: u64,
     pub listing_passes: u64,
     pub kube_images: u64,
+    /// Blobs in the gc-* registry (a tenth of them garbage).
+    pub gc_blobs: u64,
 }
 
 impl Plan {
@@ -62,6 +64,7 @@ impl Plan {
             listing: 10_000,
             listing_passes: 3,
             kube_images: 100,
+            gc_blobs: 100_000,
         }
     }
 
@@ -81,6 +84,7 @@ impl Plan {
             listing: 1_000,
             listing_passes: 2,
             kube_images: 20,
+            gc_blobs: 10_000,
         }
     }
 }
@@ -132,11 +136,21 @@ pub fn names(p: &Plan) -> Vec<String> {
     v.push("token-pull-10layers".to_string());
     v.push("ui-project-page".to_string());
     v.push("ui-repository-page".to_string());
+    v.push(gc_name(p.gc_blobs));
     v.push(format!("machine-sha256-{}", s(p.big)));
     v.push(format!("machine-disk-{}", s(p.big)));
     v.push(format!("file-get-{}", s(p.big)));
     v.push("file-small-c64".to_string());
     v
+}
+
+/// `gc-100k` for 100,000 blobs, `gc-250` for 250.
+pub fn gc_name(blobs: u64) -> String {
+    if blobs % 1000 == 0 {
+        format!("gc-{}k", blobs / 1000)
+    } else {
+        format!("gc-{blobs}")
+    }
 }
 
 pub fn is_local(name: &str) -> bool {
@@ -161,6 +175,8 @@ pub struct Ctx {
     pub basic_user: Option<String>,
     /// `--server-log`: the server's access log, for token-pull-*.
     pub server_log: Option<PathBuf>,
+    /// `--gc-command`: the registry's garbage collector, for gc-*.
+    pub gc_command: Option<String>,
     /// A pushed big blob (for the pull scenarios).
     big_blob: Mutex<Option<Blob>>,
     /// The small blobs `push-mono-<small>` pushed, for `pull-small-*`.
@@ -197,6 +213,7 @@ impl Ctx {
             skip_setup,
             basic_user: None,
             server_log: None,
+            gc_command: None,
             big_blob: Mutex::new(None),
             small_blobs: Mutex::new(Vec::new()),
             manifest: Mutex::new(None),
@@ -220,6 +237,12 @@ impl Ctx {
     ) -> Ctx {
         self.basic_user = basic_user;
         self.server_log = server_log;
+        self
+    }
+
+    /// Sets [`Ctx::gc_command`].
+    pub fn with_gc_command(mut self, gc_command: Option<String>) -> Ctx {
+        self.gc_command = gc_command;
         self
     }
 
@@ -322,6 +345,7 @@ impl Ctx {
             ["token", "pull", _] => self.token_pull(10).await,
             ["ui", "project", "page"] => self.ui_page(false).await,
             ["ui", "repository", "page"] => self.ui_page(true).await,
+            ["gc", _] => self.gc(p.gc_blobs).await,
             ["tags", "list", n] => {
                 let n: u64 = n.trim_start_matches('n').parse().context("page size")?;
                 let url = format!("/v2/{TAGS_REPO}/tags/list?n={n}");
@@ -1259,6 +1283,181 @@ impl Ctx {
         })
     }
 
+    // ---------------------------------------------------------------- garbage collection
+
+    /// A registry of `blobs` small unique layers (a tenth of as many manifests, 10 layers
+    /// each, one shared config), filled over HTTP; a tenth of the manifests deleted, which
+    /// leaves a tenth of the layers referenced by nothing; then the collector
+    /// (`--gc-command`, through `sh -c`): once with ` --dry-run` appended, once as given,
+    /// each timed on the wall clock. The fill is setup. The run must free exactly the
+    /// garbage (its summary line says `freed N blobs`).
+    async fn gc(&self, blobs: u64) -> Result<Outcome> {
+        const LAYERS: u64 = 10;
+        const LAYER_SIZE: u64 = 1024;
+        let command = self
+            .gc_command
+            .clone()
+            .context("gc-* needs --gc-command (the registry's collector, run with sh -c)")?;
+        let reg = self.reg()?.clone();
+        let images = (blobs / LAYERS).max(10);
+        let name = gc_name(blobs);
+        let repo = format!("bench/gc-{:08x}", self.seed(&name, 0) as u32);
+        let config = Bytes::from(format!(
+            "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{{}},\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[]}},\"bench\":\"{repo}\"}}"
+        ));
+        let config = Arc::new((
+            reg.post_whole(&repo, config.clone()).await?,
+            config.len() as u64,
+        ));
+
+        // Fill: 16 images at a time, each its layers one after another, then its manifest.
+        let manifests: Arc<std::sync::Mutex<Vec<Option<String>>>> =
+            Arc::new(std::sync::Mutex::new(vec![None; images as usize]));
+        let seeds: Arc<Vec<u64>> = Arc::new(
+            (0..images * LAYERS)
+                .map(|i| self.seed(&name, i + 1))
+                .collect(),
+        );
+        let load = {
+            let (reg, repo, config, manifests, seeds) = (
+                reg.clone(),
+                repo.clone(),
+                config.clone(),
+                manifests.clone(),
+                seeds.clone(),
+            );
+            run_load(16, Duration::from_secs(3600), images, 0, move |_, i| {
+                let (reg, repo, config, manifests, seeds) = (
+                    reg.clone(),
+                    repo.clone(),
+                    config.clone(),
+                    manifests.clone(),
+                    seeds.clone(),
+                );
+                async move {
+                    let mut layers = Vec::with_capacity(LAYERS as usize);
+                    for l in 0..LAYERS {
+                        let data =
+                            Blob::new(seeds[(i * LAYERS + l) as usize], LAYER_SIZE).to_bytes();
+                        layers.push((reg.post_whole(&repo, data).await?, LAYER_SIZE));
+                    }
+                    let manifest = image_manifest((&config.0, config.1), &layers);
+                    reg.put_manifest(&repo, &format!("m{i:06}"), manifest.clone())
+                        .await?;
+                    let digest = crate::data::sha256_digest(&manifest);
+                    manifests.lock().unwrap_or_else(|e| e.into_inner())[i as usize] = Some(digest);
+                    Ok(Done::new(
+                        LAYERS * LAYER_SIZE + manifest.len() as u64,
+                        LAYERS + 1,
+                    ))
+                }
+            })
+            .await
+        };
+        let fill_seconds = load.seconds;
+        let mut fill = load.into_outcome("", "req/s");
+        fill.scenario = format!("setup-{name}");
+        fill.note = format!(
+            "{} blobs ({images} images of {LAYERS} {LAYER_SIZE}-byte layers, one shared config): \
+             one POST ?digest= per blob, PUT manifest per image, 16 clients (untimed fixture)",
+            images * LAYERS + 1
+        );
+        let (ok, err) = (fill.ok, fill.error.clone());
+        self.setups.lock().await.push(fill);
+        if !ok || load_incomplete(&manifests) {
+            bail!(
+                "filling the registry failed: {}",
+                err.unwrap_or_else(|| "not every image was pushed".into())
+            );
+        }
+
+        // A tenth of the images deleted: their layers become garbage.
+        let doomed: Arc<Vec<String>> = Arc::new(
+            manifests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .step_by(10)
+                .flatten()
+                .cloned()
+                .collect(),
+        );
+        let garbage = doomed.len() as u64 * LAYERS;
+        let deletes = {
+            let (reg, repo, doomed) = (reg.clone(), repo.clone(), doomed.clone());
+            run_load(
+                16,
+                Duration::from_secs(1200),
+                doomed.len() as u64,
+                0,
+                move |_, i| {
+                    let (reg, repo, doomed) = (reg.clone(), repo.clone(), doomed.clone());
+                    async move {
+                        reg.delete_manifest(&repo, &doomed[i as usize]).await?;
+                        Ok(Done::new(0, 1))
+                    }
+                },
+            )
+            .await
+        };
+        if deletes.errors > 0 || deletes.ops != doomed.len() as u64 {
+            bail!(
+                "deleting {} manifests failed: {}",
+                doomed.len(),
+                deletes.first_error.unwrap_or_default()
+            );
+        }
+        let delete_seconds = deletes.seconds;
+
+        let dry = run_collector(&format!("{command} --dry-run")).await?;
+        let dry_freed = freed_blobs(&dry.stdout, "would free")?;
+        let run = run_collector(&command).await?;
+        let freed = freed_blobs(&run.stdout, "freed")?;
+        if dry_freed != garbage || freed != garbage {
+            bail!(
+                "the registry held {garbage} unreferenced blobs; the dry run reported {dry_freed}, \
+                 the collection freed {freed}: {} / {}",
+                summary_line(&dry.stdout),
+                summary_line(&run.stdout)
+            );
+        }
+        let total = images * LAYERS + 1;
+        let blobs_per_s = freed as f64 / run.seconds.max(1e-9);
+        Ok(Outcome {
+            unit: "s",
+            ok: true,
+            ops: freed,
+            requests: 0,
+            seconds: run.seconds,
+            req_s: blobs_per_s,
+            p50_ms: run.seconds * 1000.0,
+            p99_ms: run.seconds * 1000.0,
+            max_ms: run.seconds * 1000.0,
+            concurrency: 1,
+            gc: Some(GcFigures {
+                blobs: total,
+                garbage,
+                fill_seconds,
+                delete_seconds,
+                dry_run_seconds: dry.seconds,
+                seconds: run.seconds,
+                freed,
+                blobs_per_s,
+                peak_rss_mib: children_peak_rss_mib(),
+                summary: vec![summary_line(&dry.stdout), summary_line(&run.stdout)],
+            }),
+            note: format!(
+                "{total} blobs, {garbage} garbage ({} manifests deleted): collected in {:.1} s \
+                 ({blobs_per_s:.0} blobs/s; dry run {:.1} s); fill {fill_seconds:.0} s, deletes {delete_seconds:.1} s (untimed); \
+                 req/s = blobs freed per second, latency = the collection",
+                doomed.len(),
+                run.seconds,
+                dry.seconds
+            ),
+            ..Outcome::default()
+        })
+    }
+
     // ---------------------------------------------------------------- machine baselines
 
     async fn machine_sha256(&self) -> Result<Outcome> {
@@ -1767,4 +1966,84 @@ fn set_cookie(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| k.trim() == name)
         .map(|(_, v)| v.trim().to_string())
+}
+
+/// Whether an image of the gc fill has no manifest digest (it was not pushed).
+fn load_incomplete(manifests: &std::sync::Mutex<Vec<Option<String>>>) -> bool {
+    manifests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(Option::is_none)
+}
+
+/// What one run of the collector printed, and how long it took.
+struct Collected {
+    stdout: String,
+    seconds: f64,
+}
+
+/// Runs `command` with `sh -c` (at most 30 minutes; killed after that), timed on the wall
+/// clock; fails unless it exits 0.
+async fn run_collector(command: &str) -> Result<Collected> {
+    let t = Instant::now();
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting sh -c {command:?}"))?;
+    let out = tokio::time::timeout(Duration::from_secs(1800), child.wait_with_output())
+        .await
+        .with_context(|| format!("{command:?} ran for more than 30 minutes"))?
+        .with_context(|| format!("running {command:?}"))?;
+    let seconds = t.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(5).collect();
+        bail!(
+            "{command:?} exited with {}: {}; stderr: {}",
+            out.status,
+            stdout.trim(),
+            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+        );
+    }
+    Ok(Collected { stdout, seconds })
+}
+
+/// The collector's summary line (`garbage collection RUN: freed N blobs ...`).
+fn summary_line(stdout: &str) -> String {
+    stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("garbage collection"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// N of "`verb` N blobs" in the collector's summary line.
+fn freed_blobs(stdout: &str, verb: &str) -> Result<u64> {
+    let line = summary_line(stdout);
+    let n = line
+        .split_once(&format!(": {verb} "))
+        .and_then(|(_, rest)| rest.split_once(" blobs"))
+        .and_then(|(n, _)| n.parse().ok());
+    n.with_context(|| {
+        format!(
+            "no \"{verb} N blobs\" in the collector's output: {:?}",
+            stdout.trim()
+        )
+    })
+}
+
+/// The largest peak RSS among the child processes waited for so far (and theirs), in MiB.
+fn children_peak_rss_mib() -> Option<f64> {
+    // SAFETY: getrusage writes into the struct it is given and nothing else.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    (rc == 0 && u.ru_maxrss > 0).then(|| u.ru_maxrss as f64 / 1024.0)
 }

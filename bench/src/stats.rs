@@ -49,7 +49,32 @@ pub struct Outcome {
     /// token-basic-*: the first requests with a credential, sent at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_wave: Option<FirstWave>,
+    /// gc-*: the registry that was filled and what the collector did with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gc: Option<GcFigures>,
     pub note: String,
+}
+
+/// A garbage collection timed on a filled registry (the gc-* scenarios).
+#[derive(Debug, Clone, Serialize)]
+pub struct GcFigures {
+    /// Blobs in the registry before the collection, and how many of them no manifest
+    /// references any more.
+    pub blobs: u64,
+    pub garbage: u64,
+    /// Untimed setup: the fill (blobs and manifests over HTTP) and the manifest deletes.
+    pub fill_seconds: f64,
+    pub delete_seconds: f64,
+    /// The collector's `--dry-run`, then the collection itself (wall clock of the command).
+    pub dry_run_seconds: f64,
+    pub seconds: f64,
+    /// Blobs the collection freed (from its summary line), and per second of its run.
+    pub freed: u64,
+    pub blobs_per_s: f64,
+    /// The largest peak RSS of the collector's processes so far (`getrusage` of children).
+    pub peak_rss_mib: Option<f64>,
+    /// The collector's summary lines (dry run, run).
+    pub summary: Vec<String>,
 }
 
 /// The first requests with a credential the server has not seen, sent at once, and one
@@ -190,6 +215,7 @@ impl Load {
             beside: BTreeMap::new(),
             count: None,
             first_wave: None,
+            gc: None,
             note: String::new(),
         }
     }
