@@ -258,3 +258,129 @@ async fn gc_collects_exactly_the_garbage_on_postgresql() {
     }))
     .await;
 }
+
+/// An S3 endpoint in front of the test S3 server that refuses `DeleteObjects` (as a bucket
+/// whose policy denies deletes does) and passes everything else through.
+async fn refusing_deletes(upstream: String) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::response::Response;
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let (http, upstream) = (http.clone(), upstream.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let query = parts.uri.query().unwrap_or("");
+            if parts.method == axum::http::Method::POST && query.split('&').any(|p| p == "delete" || p == "delete=") {
+                return Response::builder()
+                    .status(403)
+                    .header("content-type", "application/xml")
+                    .body(Body::from(
+                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>deletes are denied by the bucket policy</Message></Error>",
+                    ))
+                    .unwrap();
+            }
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+            let url = format!("{upstream}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+            let mut forward = http.request(parts.method.clone(), url).body(bytes);
+            for (k, v) in &parts.headers {
+                if k != axum::http::header::HOST && k != axum::http::header::CONTENT_LENGTH {
+                    forward = forward.header(k, v);
+                }
+            }
+            match forward.send().await {
+                Ok(r) => {
+                    let mut out = Response::builder().status(r.status().as_u16());
+                    for (k, v) in r.headers() {
+                        out = out.header(k, v);
+                    }
+                    out.body(Body::from(r.bytes().await.unwrap_or_default())).unwrap()
+                }
+                Err(e) => Response::builder().status(502).body(Body::from(e.to_string())).unwrap(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), task)
+}
+
+/// A store that refuses deletes: the run reports the blobs it could not delete and exits
+/// non-zero, their rows and links stay (they still pull), and the next run, once deletes
+/// are allowed, frees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_keeps_what_the_store_refuses_to_delete_and_the_next_run_frees_it() {
+    let Ok(endpoint) = std::env::var("BERTH_TEST_S3_ENDPOINT") else {
+        panic!(
+            "BERTH_TEST_S3_ENDPOINT is not set: run the tests through scripts/test.sh, which starts an S3 server"
+        );
+    };
+    let b = Berth::start_with(Options {
+        s3: true,
+        ..Options::default()
+    });
+    let c = client();
+    let doomed = push(
+        &c,
+        &b,
+        "r/app",
+        "old",
+        br#"{"image":"old"}"#,
+        &[b"old layer"],
+    )
+    .await;
+    push(
+        &c,
+        &b,
+        "r/app",
+        "new",
+        br#"{"image":"new"}"#,
+        &[b"new layer"],
+    )
+    .await;
+    let r = c
+        .delete(b.url(&format!("/v2/r/app/manifests/{doomed}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let before = stored(&b);
+
+    let (proxy, task) = refusing_deletes(endpoint).await;
+    // The CLI blocks this thread; the endpoint is served by the runtime's other worker.
+    let mut cmd = b.cli_command(&["gc", "--grace-seconds", "0"]);
+    cmd.env("BERTH_STORAGE__S3__ENDPOINT", &proxy);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run berth gc"))
+        .await
+        .expect("the CLI's thread");
+    task.abort();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "a refused delete is a failed run: {stdout}"
+    );
+    assert!(stdout.contains("freed 0 blobs (0 bytes)"), "{stdout}");
+    assert!(
+        stdout.contains("the blob store refused to delete 2"),
+        "{stdout}"
+    );
+    for d in [sha256(b"old layer"), sha256(br#"{"image":"old"}"#)] {
+        assert!(stdout.contains(&d), "{d} is named: {stdout}");
+        assert_eq!(blob_status(&c, &b, "r/app", &d).await, 200, "{d} is kept");
+    }
+    assert_eq!(stored(&b), before, "nothing was deleted");
+
+    // Deletes allowed again: the next run frees them.
+    let done = gc(&b, &["--grace-seconds", "0"]);
+    assert!(done.contains("freed 2 blobs"), "{done}");
+    assert_eq!(
+        blob_status(&c, &b, "r/app", &sha256(b"old layer")).await,
+        404
+    );
+    pulls_whole(&c, &b, "r/app", "new").await;
+}
