@@ -409,7 +409,7 @@ impl Default for ServerConfig {
             sendfile: true,
             trusted_proxies: ProxyList::default(),
             header_read_timeout_seconds: 30,
-            keepalive_timeout_seconds: 20,
+            keepalive_timeout_seconds: 75,
             body_timeout_seconds: 60,
             max_connections: 0,
             log_probes: false,
