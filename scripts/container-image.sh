@@ -296,16 +296,35 @@ fi
 # --- 4. build ------------------------------------------------------------------------------
 build_image() {
   mkdir -p "$CACHE/cargo-target"
-  log "buildah build -t $IMAGE (the release build; a first run compiles every crate)"
-  buildah build --pull=never --network host --layers=false --ulimit "nofile=$NOFILE:$NOFILE" --ulimit "nproc=$NPROC:$NPROC" \
+  # Two passes, because a --volume applies to every RUN of every stage and leaves its mount
+  # point (an empty /src/target, /usr/local/cargo) in the runtime image: the build stage
+  # alone with the caches mounted, then the whole Dockerfile without them, which takes the
+  # build stage from the first pass's layers (--layers; volumes are not part of the key).
+  log "buildah build --target build (the release build; a first run compiles every crate)"
+  buildah build --pull=never --network host --layers --target build \
+    --ulimit "nofile=$NOFILE:$NOFILE" --ulimit "nproc=$NPROC:$NPROC" \
     --volume "$CARGO_DIR/registry:/usr/local/cargo/registry:O" \
     --volume "$CACHE/cargo-target:/src/target" \
+    -f Dockerfile . >"$WORK/build-stage.log" 2>&1 || {
+    tail -n 40 "$WORK/build-stage.log" >&2
+    die "buildah build --target build"
+  }
+  log "buildah build -t $IMAGE"
+  buildah build --pull=never --network host --layers \
+    --ulimit "nofile=$NOFILE:$NOFILE" --ulimit "nproc=$NPROC:$NPROC" \
     -t "$IMAGE" -f Dockerfile . >"$WORK/build.log" 2>&1 || {
     tail -n 40 "$WORK/build.log" >&2
     die "buildah build"
   }
+  grep -q 'cargo build' "$WORK/build.log" && ! grep -A1 'cargo build' "$WORK/build.log" | grep -q 'Using cache' &&
+    die "the second pass compiled again instead of reusing the first pass's build stage"
+  # The runtime image holds the binary, not the build's mount points or sources.
+  podman run --rm --network none --entrypoint sh "$IMAGE" -c \
+    'test -x /usr/local/bin/berth && test ! -e /src && test ! -e /usr/local/cargo' ||
+    die "$IMAGE holds build leftovers (/src or /usr/local/cargo) or no berth binary"
   log "built $IMAGE: $(podman image inspect --format '{{.Size}}' "$IMAGE") bytes"
 }
+
 timed build build_image
 
 # --- 5. run, push, pull, stop -------------------------------------------------------------
@@ -356,7 +375,7 @@ run_and_check() {
   ctr=$(buildah from scratch)
   buildah copy "$ctr" "$WORK/hello.txt" /hello.txt >/dev/null
   buildah config --cmd '["/hello.txt"]' "$ctr"
-  buildah commit --format oci "$ctr" localhost/small:1 >/dev/null
+  buildah commit --quiet --format oci "$ctr" localhost/small:1 >/dev/null
   buildah rm "$ctr" >/dev/null
 
   local target=127.0.0.1:$port/library/small:1
