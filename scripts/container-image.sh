@@ -367,7 +367,11 @@ run_and_check() {
   [[ $user == berth ]] || die "the server runs as $user, not berth"
   user=$(podman top "$CONTAINER" user comm | awk '$2 == "berth" { print $1 }')
   [[ $user == berth ]] || die "process berth runs as '$user', not berth"
-  log "the server process runs as user berth"
+  # docs/deploy/kubernetes.yaml runs the pod as uid 999 (runAsUser, fsGroup): the first
+  # system user Debian's useradd makes on the slim image.
+  user=$(podman exec "$CONTAINER" id -u)
+  [[ $user == 999 ]] || die "berth has uid $user, not the 999 docs/deploy/kubernetes.yaml runs as"
+  log "the server process runs as user berth (uid 999)"
 
   # A small image from scratch: one layer with a file, OCI format.
   printf 'pushed into Berth by %s at %s\n' "$0" "$(date -u +%FT%TZ)" >"$WORK/hello.txt"
