@@ -1,6 +1,7 @@
 # Berth container image: build the release binary, then run it on a slim Debian base.
 #   docker build -t berth .
 #   docker run -p 5000:5000 -v berth-data:/var/lib/berth berth
+# scripts/container-image.sh builds and tries it where no base image can be pulled.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./

@@ -296,6 +296,12 @@ fi
 # --- 4. build ------------------------------------------------------------------------------
 build_image() {
   mkdir -p "$CACHE/cargo-target"
+  # The build takes about 5 GB: the build base and its container (2 GB), the release
+  # target directory (2 GB), the runtime image.
+  local free_gb
+  free_gb=$(df --output=avail -BG "$CACHE" | tail -n1 | tr -dc 0-9)
+  [[ $free_gb -ge ${BERTH_IMAGE_MIN_FREE_GB:-6} ]] ||
+    die "only ${free_gb} GB free under $CACHE; the build needs about 5 (BERTH_IMAGE_MIN_FREE_GB)"
   # Two passes, because a --volume applies to every RUN of every stage and leaves its mount
   # point (an empty /src/target, /usr/local/cargo) in the runtime image: the build stage
   # alone with the caches mounted, then the whole Dockerfile without them, which takes the
