@@ -1,6 +1,7 @@
 # Berth container image: build the release binary, then run it on a slim Debian base.
 #   docker build -t berth .
 #   docker run -p 5000:5000 -v berth-data:/var/lib/berth berth
+# scripts/container-image.sh builds and tries it where no base image can be pulled.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -10,14 +11,17 @@ COPY src ./src
 COPY bench ./bench
 COPY migrations ./migrations
 COPY config ./config
-RUN cargo build --release --locked -p berth --bin berth
+# The binary is copied out of target/ so that a build may mount a cache there (buildah build
+# --volume, as scripts/container-image.sh does) without the next stage losing it.
+RUN cargo build --release --locked -p berth --bin berth \
+    && cp target/release/berth /usr/local/bin/berth
 
 FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home-dir /var/lib/berth --create-home berth
-COPY --from=build /src/target/release/berth /usr/local/bin/berth
+COPY --from=build /usr/local/bin/berth /usr/local/bin/berth
 COPY config/berth.toml /etc/berth/berth.toml
 USER berth
 WORKDIR /var/lib/berth
