@@ -21,31 +21,7 @@ async fn push(
     config: &[u8],
     layers: &[&[u8]],
 ) -> String {
-    push_blob(c, b, repo, config).await;
-    let mut descs = Vec::new();
-    for l in layers {
-        push_blob(c, b, repo, l).await;
-        descs.push(("application/vnd.oci.image.layer.v1.tar", sha256(l), l.len()));
-    }
-    let layer_refs: Vec<(&str, &str, usize)> =
-        descs.iter().map(|(m, d, n)| (*m, d.as_str(), *n)).collect();
-    let m = image_manifest(
-        (
-            "application/vnd.oci.image.config.v1+json",
-            &sha256(config),
-            config.len(),
-        ),
-        &layer_refs,
-    );
-    let r = c
-        .put(b.url(&format!("/v2/{repo}/manifests/{tag}")))
-        .header("content-type", OCI_MANIFEST)
-        .body(m.clone())
-        .send()
-        .await
-        .expect("push manifest");
-    assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    sha256(&m)
+    push_layered(c, b, repo, tag, config, layers).await.0
 }
 
 /// Pulls `repo:reference` as a client does: the manifest, then every blob it references,

@@ -24,19 +24,6 @@ struct Image {
     blobs: Vec<Vec<u8>>,
 }
 
-/// The manifest of an image over `config` and `layers` (all already pushed).
-fn manifest_over(config: &[u8], layers: &[&[u8]]) -> Vec<u8> {
-    let layers: Vec<(&str, String, usize)> = layers
-        .iter()
-        .map(|l| (OCI_LAYER, sha256(l), l.len()))
-        .collect();
-    let refs: Vec<(&str, &str, usize)> = layers
-        .iter()
-        .map(|(m, d, s)| (*m, d.as_str(), *s))
-        .collect();
-    image_manifest((OCI_CONFIG, &sha256(config), config.len()), &refs)
-}
-
 /// Pushes `config` and `layers` and the manifest over them under `tag` (no collection runs
 /// meanwhile in the tests that use this); returns the acknowledged image.
 async fn push_plain(
@@ -47,29 +34,12 @@ async fn push_plain(
     config: &[u8],
     layers: &[&[u8]],
 ) -> Image {
-    push_blob(c, b, repo, config).await;
-    for l in layers {
-        push_blob(c, b, repo, l).await;
-    }
-    let manifest = manifest_over(config, layers);
-    let r = c
-        .put(b.url(&format!("/v2/{repo}/manifests/{tag}")))
-        .header("content-type", OCI_MANIFEST)
-        .body(manifest.clone())
-        .send()
-        .await
-        .expect("push manifest");
-    assert_eq!(
-        r.status(),
-        201,
-        "pushing {repo}:{tag}: {:?}",
-        r.text().await
-    );
+    let (digest, manifest) = push_layered(c, b, repo, tag, config, layers).await;
     let mut blobs = vec![config.to_vec()];
     blobs.extend(layers.iter().map(|l| l.to_vec()));
     Image {
         repo: repo.into(),
-        digest: sha256(&manifest),
+        digest,
         manifest,
         blobs,
     }
@@ -453,7 +423,7 @@ async fn push_as_client(
         send_blob(c, b, repo, blob, style, from, n).await;
     }
     let layers: Vec<&[u8]> = blobs[1..].iter().map(Vec::as_slice).collect();
-    let manifest = manifest_over(&blobs[0], &layers);
+    let manifest = layered_manifest(&blobs[0], &layers);
     for attempt in 0..5 {
         let r = c
             .put(b.url(&format!("/v2/{repo}/manifests/{tag}")))

@@ -629,6 +629,47 @@ pub async fn push_image(
     (sha256(&m), m)
 }
 
+/// The manifest of an image over `config` and `layers` (OCI media types).
+pub fn layered_manifest(config: &[u8], layers: &[&[u8]]) -> Vec<u8> {
+    let digests: Vec<(String, usize)> = layers.iter().map(|l| (sha256(l), l.len())).collect();
+    let refs: Vec<(&str, &str, usize)> = digests
+        .iter()
+        .map(|(d, n)| (OCI_LAYER, d.as_str(), *n))
+        .collect();
+    image_manifest((OCI_CONFIG, &sha256(config), config.len()), &refs)
+}
+
+/// Pushes `config`, `layers` and the manifest over them as `repo:tag`; the manifest's
+/// digest and bytes.
+pub async fn push_layered(
+    c: &impl Http,
+    b: &Berth,
+    repo: &str,
+    tag: &str,
+    config: &[u8],
+    layers: &[&[u8]],
+) -> (String, Vec<u8>) {
+    push_blob(c, b, repo, config).await;
+    for l in layers {
+        push_blob(c, b, repo, l).await;
+    }
+    let m = layered_manifest(config, layers);
+    let r = c
+        .put(b.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("content-type", OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .expect("push manifest");
+    assert_eq!(
+        r.status(),
+        201,
+        "pushing {repo}:{tag}: {:?}",
+        r.text().await
+    );
+    (sha256(&m), m)
+}
+
 /// The value of the unlabelled series `name` on the server's `/metrics`.
 pub async fn metric_value(c: &reqwest::Client, b: &Berth, name: &str) -> Option<f64> {
     let text = c
