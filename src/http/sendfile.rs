@@ -104,8 +104,26 @@ pub struct SendfileBody {
     file: Arc<File>,
     offset: u64,
     remaining: u64,
-    /// Reading the next frame's pages into the page cache on a blocking thread.
-    warming: Option<tokio::task::JoinHandle<io::Result<()>>>,
+    /// A frame being read into the page cache on a blocking thread: the one at `offset`,
+    /// which was not resident, or (started when the frame before it was yielded) the
+    /// next one, read while the one before is sent.
+    warming: Option<Warming>,
+}
+
+/// A frame being read into the page cache.
+struct Warming {
+    offset: u64,
+    task: tokio::task::JoinHandle<io::Result<()>>,
+}
+
+impl Warming {
+    fn start(file: &Arc<File>, offset: u64, len: usize) -> Warming {
+        let file = file.clone();
+        Warming {
+            offset,
+            task: tokio::task::spawn_blocking(move || warm(&file, offset, len)),
+        }
+    }
 }
 
 /// Whether `len` bytes of `file` from `offset` can be sent without waiting for the disk.
@@ -248,8 +266,11 @@ impl Body for SendfileBody {
         }
         let len = this.remaining.min(FRAME as u64) as usize;
         loop {
-            if let Some(task) = this.warming.as_mut() {
-                let warmed = ready!(Pin::new(task).poll(cx));
+            // Always this frame's: started for it below, or for it as the next frame
+            // while the one before was sent (offsets only advance by yielded frames).
+            if let Some(w) = this.warming.as_mut() {
+                let warmed = ready!(Pin::new(&mut w.task).poll(cx));
+                debug_assert_eq!(w.offset, this.offset);
                 this.warming = None;
                 match warmed {
                     Ok(Ok(())) => break,
@@ -260,10 +281,14 @@ impl Body for SendfileBody {
             if resident(&this.file, this.offset, len) {
                 break;
             }
-            let (file, offset) = (this.file.clone(), this.offset);
-            this.warming = Some(tokio::task::spawn_blocking(move || {
-                warm(&file, offset, len)
-            }));
+            this.warming = Some(Warming::start(&this.file, this.offset, len));
+        }
+        // A next frame not all in the page cache is read while this one is sent, so that a
+        // cold blob's disk reads and its sending overlap instead of taking turns.
+        let next = this.offset + len as u64;
+        let next_len = (this.remaining - len as u64).min(FRAME as u64) as usize;
+        if next_len > 0 && !resident(&this.file, next, next_len) {
+            this.warming = Some(Warming::start(&this.file, next, next_len));
         }
         this.regions.lock().push_back(Region {
             file: this.file.clone(),
