@@ -1,8 +1,10 @@
 //! A minimal OCI distribution client: only what the scenarios need, every status checked.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::net::Ipv4Addr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -10,6 +12,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use crate::data::{Blob, sha256_digest};
 
@@ -94,31 +98,125 @@ pub fn scope_of(path: &str) -> String {
     String::new()
 }
 
-/// Only loopback: the benchmark must not load anyone else's server.
+/// Where berth-bench may send requests and which CA it trusts for https: set once from
+/// the command line (`--link-host`, `--ca-file`) before any request.
+pub struct Net {
+    /// Hosts besides loopback (`--link-host`): IPv4 link-local addresses only.
+    pub link_hosts: Vec<Ipv4Addr>,
+    /// The PEM text of `--ca-file`, for reqwest.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The TLS configuration of the raw receivers ([`crate::fetch`]).
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+static NET: OnceLock<Net> = OnceLock::new();
+
+impl Net {
+    /// Checks `link_hosts` (each must be in 169.254.0.0/16) and reads `ca_file`.
+    pub fn new(link_hosts: &[String], ca_file: Option<&Path>) -> Result<Net> {
+        let mut hosts = Vec::new();
+        for h in link_hosts {
+            let ip: Ipv4Addr = h.parse().map_err(|_| {
+                anyhow::anyhow!("--link-host {h:?}: not an IPv4 address (169.254.0.0/16 only)")
+            })?;
+            if !ip.is_link_local() {
+                bail!(
+                    "--link-host {ip}: not a link-local address (169.254.0.0/16 only: \
+                     berth-bench drives no routed host)"
+                );
+            }
+            hosts.push(ip);
+        }
+        // The certificates of `--ca-file`, trusted for every https URL.
+        let (ca, ca_pem) = match ca_file {
+            Some(path) => {
+                let pem =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let certs = CertificateDer::pem_slice_iter(&pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .with_context(|| format!("--ca-file {}: bad PEM", path.display()))?;
+                if certs.is_empty() {
+                    bail!("--ca-file {}: no certificate in it", path.display());
+                }
+                (certs, Some(pem))
+            }
+            None => (Vec::new(), None),
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in &ca {
+            roots
+                .add(c.clone())
+                .context("--ca-file: a certificate rustls does not take")?;
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Net {
+            link_hosts: hosts,
+            ca_pem,
+            tls: Arc::new(tls),
+        })
+    }
+
+    /// Makes `net` the one of this process; fails if one was set already.
+    pub fn install(net: Net) -> Result<()> {
+        NET.set(net)
+            .map_err(|_| anyhow::anyhow!("the network settings were set twice"))
+    }
+
+    /// This process's settings (loopback only, no CA, unless [`Net::install`]ed).
+    pub fn get() -> &'static Net {
+        NET.get_or_init(|| Net::new(&[], None).expect("default network settings"))
+    }
+
+    /// Whether berth-bench may send requests to `host` (a URL's host).
+    pub fn allows(&self, host: Option<&str>) -> bool {
+        match host {
+            Some("127.0.0.1") | Some("localhost") | Some("[::1]") => true,
+            Some(h) => h
+                .parse::<Ipv4Addr>()
+                .is_ok_and(|ip| self.link_hosts.contains(&ip)),
+            None => false,
+        }
+    }
+}
+
+/// Only loopback and the `--link-host` addresses: the benchmark must not load anyone
+/// else's server.
 pub fn check_loopback(url: &str) -> Result<()> {
     let u = reqwest::Url::parse(url).with_context(|| format!("bad URL {url:?}"))?;
-    match u.host_str() {
-        Some("127.0.0.1") | Some("localhost") | Some("[::1]") => Ok(()),
-        other => bail!("refusing to talk to {other:?}: berth-bench only drives 127.0.0.1"),
+    if Net::get().allows(u.host_str()) {
+        return Ok(());
     }
+    bail!(
+        "refusing to talk to {:?}: berth-bench only drives 127.0.0.1 (and --link-host addresses)",
+        u.host_str()
+    )
 }
 
 impl Registry {
     pub fn new(base: &str, auth: Auth, pool: usize) -> Result<Registry> {
         check_loopback(base)?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = &Net::get().ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem).context("--ca-file")? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .pool_max_idle_per_host(pool)
             .pool_idle_timeout(Duration::from_secs(120))
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             // Follow redirects (e.g. Berth on S3 redirects blob GETs to presigned URLs),
-            // but only to loopback and at most 5.
+            // but only to loopback (and --link-host) and at most 5.
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                let loopback = matches!(
-                    attempt.url().host_str(),
-                    Some("127.0.0.1") | Some("localhost") | Some("[::1]")
-                );
-                if !loopback {
+                if !Net::get().allows(attempt.url().host_str()) {
                     attempt.error("berth-bench follows redirects to 127.0.0.1 only")
                 } else if attempt.previous().len() >= 5 {
                     attempt.error("too many redirects")

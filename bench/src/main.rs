@@ -6,11 +6,13 @@
 //! cargo run --release -p berth-bench -- http://127.0.0.1:5000 --pid 1234 --json out.json
 //! berth-bench --list                      # scenario names
 //! berth-bench URL --scenario manifest     # every scenario whose name starts with "manifest"
+//! berth-bench fetch URL --size N --digest sha256:...   # one whole-blob GET, checked
 //! ```
 
 mod client;
 mod data;
-mod discard;
+mod evict;
+mod fetch;
 mod scenarios;
 mod stats;
 
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use reqwest::header::HeaderValue;
 use serde::Serialize;
 
@@ -33,16 +35,22 @@ const DEFAULT_GROUPS: &[&str] = &["push", "pull", "manifest", "mixed", "tags", "
 #[derive(Parser)]
 #[command(
     name = "berth-bench",
-    about = "Benchmark an OCI distribution registry on 127.0.0.1",
+    about = "Benchmark an OCI distribution registry on 127.0.0.1 (or a --link-host)",
     after_help = "A scenario filter is a whole name (--scenario manifest-get-tag-c1 runs that one) \
                   or a prefix (--scenario push runs every push-* scenario). \
                   Without --scenario every registry scenario runs; machine-* (SHA-256, disk), \
                   file-* (a static file server such as nginx), token-* (a registry's token \
                   service: --login, --basic-user, --server-log), ui-* (Berth's web UI: \
                   --basic-user) and gc-* (a garbage collection: --gc-command) run only when \
-                  named."
+                  named. pull-<size> reads each body into a 1 MiB buffer (as containerd does); \
+                  pull-<size>-splice splices it to /dev/null (plain http only, skipped over \
+                  https); pull-<size>-cold evicts the blob from the page cache before every \
+                  GET (needs --evict-dir, skipped without). `berth-bench fetch URL --size N \
+                  [--digest D]` makes one such GET and prints its figures."
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Registry base URL, e.g. http://127.0.0.1:5000 (loopback only). Not needed for
     /// machine-* scenarios.
     url: Option<String>,
@@ -122,6 +130,39 @@ struct Args {
     /// Print the scenario names and exit.
     #[arg(long)]
     list: bool,
+    /// PEM file of the CA trusted for every https URL (the registry, --reference-url,
+    /// --file-url; the copying receiver and reqwest alike).
+    #[arg(long, global = true, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// Besides 127.0.0.1, a host berth-bench may drive (repeatable): an IPv4 link-local
+    /// address (169.254.0.0/16), e.g. a server on the far side of a veth pair.
+    #[arg(long = "link-host", global = true, value_name = "ADDR")]
+    link_hosts: Vec<String>,
+    /// A directory where a server keeps the big blob (repeatable: Berth's data dir, the
+    /// reference's root, the file server's root): pull-<size>-cold syncs and drops from
+    /// the page cache every regular file of the blob's size under them before every GET.
+    #[arg(long = "evict-dir", global = true, value_name = "DIR")]
+    evict_dirs: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One whole-blob GET of URL (anonymous, redirects followed) with the copying receiver
+    /// (read into a 1 MiB buffer) or --splice; prints bytes, seconds and MB/s. Fails,
+    /// naming the URL, when the size or the digest is not the expected one.
+    Fetch {
+        /// The blob's URL, e.g. http://127.0.0.1:5000/v2/REPO/blobs/sha256:...
+        url: String,
+        /// The expected size in bytes (Content-Length and body).
+        #[arg(long)]
+        size: u64,
+        /// The expected digest (sha256:<hex>): the body is hashed and compared.
+        #[arg(long, conflicts_with = "splice")]
+        digest: Option<String>,
+        /// Splice the body to /dev/null instead of reading it (plain http only).
+        #[arg(long)]
+        splice: bool,
+    },
 }
 
 #[derive(Serialize)]
@@ -157,6 +198,17 @@ fn main() -> Result<()> {
 }
 
 async fn run(args: Args) -> Result<()> {
+    // Before anything is sent: where requests may go, and which CA https trusts.
+    client::Net::install(client::Net::new(&args.link_hosts, args.ca_file.as_deref())?)?;
+    if let Some(Command::Fetch {
+        url,
+        size,
+        digest,
+        splice,
+    }) = &args.command
+    {
+        return fetch_once(url, *size, digest.clone(), *splice, &args.evict_dirs).await;
+    }
     let mut plan = if args.quick {
         Plan::quick()
     } else {
@@ -262,7 +314,8 @@ async fn run(args: Args) -> Result<()> {
     )
     .with_beside(files, reference)
     .with_auth_scenarios(args.basic_user.clone(), args.server_log.clone())
-    .with_gc_command(args.gc_command.clone());
+    .with_gc_command(args.gc_command.clone())
+    .with_evict_dirs(args.evict_dirs.clone());
     println!(
         "berth-bench: target {} ({}), seed {seed:#x}, {} scenario(s){}",
         args.name,
@@ -332,6 +385,51 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// `berth-bench fetch`: one GET of `url` with the copying receiver (or the splice one),
+/// after evicting the blob's files under `evict_dirs` when there are any.
+async fn fetch_once(
+    url: &str,
+    size: u64,
+    digest: Option<String>,
+    splice: bool,
+    evict_dirs: &[PathBuf],
+) -> Result<()> {
+    let u = reqwest::Url::parse(url).with_context(|| format!("bad URL {url:?}"))?;
+    let origin = u.origin().ascii_serialization();
+    let reg = client::Registry::new(&origin, client::Auth::None, 1)?;
+    let evicted = if evict_dirs.is_empty() {
+        None
+    } else {
+        let dirs = evict_dirs.to_vec();
+        Some(tokio::task::spawn_blocking(move || evict::evict(&dirs, size)).await??)
+    };
+    let verified = digest.is_some();
+    let receiver = if splice {
+        fetch::Receiver::Splice
+    } else {
+        fetch::Receiver::Copy { digest }
+    };
+    let t = Instant::now();
+    let n = fetch::get(&reg, url, size, &receiver).await?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "fetch {url}: {n} bytes in {secs:.3} s, {:.1} MB/s, {}{}{}",
+        n as f64 / secs.max(1e-9) / 1e6,
+        if splice {
+            "spliced to /dev/null"
+        } else {
+            "read into a 1 MiB buffer"
+        },
+        if verified { ", SHA-256 verified" } else { "" },
+        evicted.map_or_else(String::new, |e| format!(
+            ", cold ({} file(s) evicted, at most {:.1}% left cached)",
+            e.files,
+            e.left * 100.0
+        )),
+    );
+    Ok(())
+}
+
 /// The scenarios `filters` name, in run order: a filter that is a scenario's whole name
 /// selects that one (`manifest-get-tag-c1`, not `-c16` too); any other filter is a prefix
 /// (`push` selects every push).
@@ -354,6 +452,10 @@ fn print_header() {
 }
 
 fn print_row(o: &Outcome) {
+    if o.skipped {
+        println!("{:<26} skipped: {}", o.scenario, o.note);
+        return;
+    }
     if !o.ok {
         println!(
             "{:<26} FAILED: {}",

@@ -16,6 +16,7 @@ use crate::client::{
     image_manifest, next_link,
 };
 use crate::data::{BLOCK, Blob, Checker, splitmix64};
+use crate::fetch::Receiver;
 use crate::stats::{Beside, Done, GcFigures, Lat, Load, Outcome, RssSampler, run_load};
 
 const MIB: u64 = 1 << 20;
@@ -115,6 +116,8 @@ pub fn names(p: &Plan) -> Vec<String> {
         format!("push-x64-{}", s(p.x64_push)),
         format!("pull-small-{}", s(p.small)),
         format!("pull-{}", s(p.big)),
+        format!("pull-{}-splice", s(p.big)),
+        format!("pull-{}-cold", s(p.big)),
         "pull-range-1MiB".to_string(),
         format!("pull-x64-{}", s(p.big)),
     ];
@@ -177,6 +180,8 @@ pub struct Ctx {
     pub server_log: Option<PathBuf>,
     /// `--gc-command`: the registry's garbage collector, for gc-*.
     pub gc_command: Option<String>,
+    /// `--evict-dir`: where the servers keep the big blob, for pull-<big>-cold.
+    pub evict_dirs: Vec<PathBuf>,
     /// A pushed big blob (for the pull scenarios).
     big_blob: Mutex<Option<Blob>>,
     /// The small blobs `push-mono-<small>` pushed, for `pull-small-*`.
@@ -214,6 +219,7 @@ impl Ctx {
             basic_user: None,
             server_log: None,
             gc_command: None,
+            evict_dirs: Vec::new(),
             big_blob: Mutex::new(None),
             small_blobs: Mutex::new(Vec::new()),
             manifest: Mutex::new(None),
@@ -246,6 +252,12 @@ impl Ctx {
         self
     }
 
+    /// Sets [`Ctx::evict_dirs`].
+    pub fn with_evict_dirs(mut self, dirs: Vec<PathBuf>) -> Ctx {
+        self.evict_dirs = dirs;
+        self
+    }
+
     fn reg(&self) -> Result<&Registry> {
         self.reg
             .as_ref()
@@ -265,6 +277,9 @@ impl Ctx {
 
     /// Runs one scenario, measuring the server's peak RSS around it.
     pub async fn run(&self, name: &str) -> Outcome {
+        if let Some(why) = self.skip_reason(name) {
+            return Outcome::skipped(name, "MB/s", why);
+        }
         // Fixtures are set up before the RSS window opens.
         if let Err(e) = self.prepare(name).await {
             return Outcome::failed(name, "", &e.context("setup"));
@@ -295,6 +310,29 @@ impl Ctx {
             .into_iter()
             .find(|s| size_name(*s) == *size)
             .map(|s| (dir, s))
+    }
+
+    /// Why scenario `name` cannot run with these arguments (a skip, not a failure).
+    fn skip_reason(&self, name: &str) -> Option<String> {
+        let https =
+            |r: &Option<Registry>| r.as_ref().is_some_and(|r| r.base.starts_with("https://"));
+        if name.starts_with("pull-") && name.ends_with("-splice") {
+            if https(&self.reg) || https(&self.reference) || https(&self.files) {
+                return Some(
+                    "the splice receiver takes plain http only (over https the body is \
+                     decrypted in user space, so only the copying receiver of pull-<size> applies)"
+                        .into(),
+                );
+            }
+        } else if name.starts_with("pull-") && name.ends_with("-cold") && self.evict_dirs.is_empty()
+        {
+            return Some(
+                "a cold pull needs --evict-dir (the directories where the servers keep \
+                 the blob)"
+                    .into(),
+            );
+        }
+        None
     }
 
     async fn prepare(&self, name: &str) -> Result<()> {
@@ -331,7 +369,9 @@ impl Ctx {
             ["pull", "range", _] => self.pull_ranges(8).await,
             ["pull", "small", _] => self.pull_small().await,
             ["pull", "x64", _] => self.pull_concurrent(64).await,
-            ["pull", _] => self.pull_whole().await,
+            ["pull", _, "splice"] => self.pull_whole(Temperature::Warm, true).await,
+            ["pull", _, "cold"] => self.pull_whole(Temperature::Cold, false).await,
+            ["pull", _] => self.pull_whole(Temperature::Warm, false).await,
             ["manifest", verb, by, c] => {
                 let c: usize = c.trim_start_matches('c').parse().context("concurrency")?;
                 self.manifests(verb == &"head", by == &"digest", c).await
@@ -476,7 +516,9 @@ impl Ctx {
         Ok(blob)
     }
 
-    async fn pull_whole(&self) -> Result<Outcome> {
+    /// `pull-<big>` (copying receiver, warm), `pull-<big>-splice` (`splice`) and
+    /// `pull-<big>-cold` (copying, the blob evicted from the page cache before every GET).
+    async fn pull_whole(&self, temperature: Temperature, splice: bool) -> Result<Outcome> {
         let reg = self.reg()?.clone();
         let blob = self.big_blob().await?;
         let digest = blob_digest(blob).await?;
@@ -503,20 +545,32 @@ impl Ctx {
         if let Some((files, file_url, _)) = &file {
             sources.push(("file", files.clone(), file_url.clone()));
         }
-        let got = self.gets_in_turns(reg, url, &sources, blob).await;
+        let how = PullHow {
+            splice,
+            verify: self.verify && !splice,
+            evict: (temperature == Temperature::Cold).then(|| {
+                Arc::new(EvictLog {
+                    dirs: self.evict_dirs.clone(),
+                    done: std::sync::Mutex::new(Vec::new()),
+                })
+            }),
+        };
+        let tls = reg.base.starts_with("https://");
+        let got = self.gets_in_turns(reg, url, &sources, blob, &how).await;
         if let Some((_, _, path)) = file {
             let _ = std::fs::remove_file(&path);
         }
         let mut out = got?;
+        let cache = match &how.evict {
+            Some(log) => format!("cold: {}", log.describe()),
+            None => "warm cache".to_string(),
+        };
         out.note = format!(
-            "{} sequential GETs of one {} blob, warm cache{}",
+            "{} sequential GETs of one {} blob{}, {cache}, {}",
             self.plan.big_pulls,
             size_name(blob.size),
-            if self.verify {
-                ", content verified"
-            } else {
-                ", body spliced to /dev/null"
-            },
+            if tls { " over TLS" } else { "" },
+            how.receiver_note(),
         );
         Ok(out)
     }
@@ -551,28 +605,36 @@ impl Ctx {
         url: String,
         sources: &[(&'static str, Registry, String)],
         blob: Blob,
+        how: &PullHow,
     ) -> Result<Outcome> {
-        let verify = self.verify;
         let source_get = |k: usize| async move {
             let (what, server, url) = &sources[k];
+            how.before_get(blob.size)?;
             let t = Instant::now();
-            let n = pull_once(server, url, blob, verify)
+            let n = pull_once(server, url, blob, how)
                 .await
                 .with_context(|| format!("GET from {what} beside the pull"))?;
             Ok::<f64, anyhow::Error>(n as f64 / t.elapsed().as_secs_f64().max(1e-9) / 1e6)
         };
-        pull_once(&reg, &url, blob, verify).await?;
+        how.before_get(blob.size)?;
+        pull_once(&reg, &url, blob, how).await?;
         for k in 0..sources.len() {
             source_get(k).await?;
         }
         let (load, beside) = in_turns(
             self.plan.big_pulls,
             |_| {
-                let (reg, url) = (reg.clone(), url.clone());
+                let (reg, url, how) = (reg.clone(), url.clone(), how.clone());
+                // Untimed: the eviction happens before the GET's clock starts.
+                let evicted = how.before_get(blob.size).map_err(|e| format!("{e:#}"));
                 move |_, _| {
-                    let (reg, url) = (reg.clone(), url.clone());
+                    let (reg, url, how, evicted) =
+                        (reg.clone(), url.clone(), how.clone(), evicted.clone());
                     async move {
-                        let n = pull_once(&reg, &url, blob, verify).await?;
+                        if let Err(e) = evicted {
+                            bail!("{e}");
+                        }
+                        let n = pull_once(&reg, &url, blob, &how).await?;
                         Ok(Done::new(n, 1))
                     }
                 }
@@ -616,7 +678,7 @@ impl Ctx {
         .await;
         let mut out = load.into_outcome("", "MB/s");
         out.note = format!(
-            "{count} sequential GETs of {} blobs{}",
+            "{count} sequential GETs of {} blobs, reqwest (copies the body into user space){}",
             size_name(self.plan.small),
             if verify { ", content verified" } else { "" }
         );
@@ -667,7 +729,8 @@ impl Ctx {
         .await;
         let mut out = load.into_outcome("", "MB/s");
         out.note = format!(
-            "random 1 MiB ranges of a {} blob, {concurrency} clients, content verified",
+            "random 1 MiB ranges of a {} blob, {concurrency} clients, reqwest (copies the body \
+             into user space), content verified",
             size_name(blob.size)
         );
         Ok(out)
@@ -730,7 +793,8 @@ impl Ctx {
             max_ms: max,
             concurrency,
             note: format!(
-                "{concurrency} concurrent GETs of one {} blob, cut at {:.0} s; {done} finished",
+                "{concurrency} concurrent GETs of one {} blob, reqwest (copies the body into user \
+                 space), cut at {:.0} s; {done} finished",
                 size_name(blob.size),
                 self.plan.x64_pull_secs
             ),
@@ -1511,16 +1575,17 @@ impl Ctx {
         let reg = self.reg()?.clone();
         let blob = Blob::new(FILE_SEED, self.plan.big);
         let url = reg.url(&format!("/bench-{}.bin", size_name(blob.size)));
-        let mut out = self.gets_in_turns(reg, url, &[], blob).await?;
+        let how = PullHow {
+            splice: false,
+            verify: self.verify,
+            evict: None,
+        };
+        let mut out = self.gets_in_turns(reg, url, &[], blob, &how).await?;
         out.note = format!(
-            "{} sequential GETs of a static {} file, warm cache{}",
+            "{} sequential GETs of a static {} file, warm cache, {}",
             self.plan.big_pulls,
             size_name(blob.size),
-            if self.verify {
-                ", content verified"
-            } else {
-                ", body spliced to /dev/null"
-            }
+            how.receiver_note()
         );
         Ok(out)
     }
@@ -1615,18 +1680,98 @@ async fn blob_digest(blob: Blob) -> Result<String> {
     Ok(d)
 }
 
-/// GETs a whole blob and counts its bytes; with `verify`, compares them with the
-/// generator. With a `deadline`, stops reading there (a partial read is not an error).
-/// One whole-blob GET of a sequential pull: read and compared with `--verify`, otherwise
-/// spliced away in the kernel ([`crate::discard`]).
-async fn pull_once(reg: &Registry, url: &str, blob: Blob, verify: bool) -> Result<u64> {
-    if verify {
-        get_whole(reg, url, blob, true, None).await
-    } else {
-        crate::discard::get_discard(reg, url, blob.size).await
+/// Whether a whole-blob pull finds the blob in the page cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Temperature {
+    Warm,
+    /// Evicted before every GET (`--evict-dir`).
+    Cold,
+}
+
+/// How the whole-blob GETs of `pull-<big>*` and `file-get-*` receive the body.
+#[derive(Clone)]
+struct PullHow {
+    /// The splice receiver (else the copying one).
+    splice: bool,
+    /// The copying receiver hashes the body and checks its digest.
+    verify: bool,
+    /// Cold pulls: the directories to evict the blob from before every GET, and what
+    /// each eviction did.
+    evict: Option<Arc<EvictLog>>,
+}
+
+struct EvictLog {
+    dirs: Vec<PathBuf>,
+    done: std::sync::Mutex<Vec<crate::evict::Evicted>>,
+}
+
+impl EvictLog {
+    /// Files evicted per GET and what stayed cached, for the note.
+    fn describe(&self) -> String {
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let lo = done.iter().map(|e| e.files).min().unwrap_or(0);
+        let hi = done.iter().map(|e| e.files).max().unwrap_or(0);
+        let left = done.iter().map(|e| e.left).fold(0.0, f64::max);
+        let files = if lo == hi {
+            format!("{lo}")
+        } else {
+            format!("{lo}-{hi}")
+        };
+        format!(
+            "before each of the {} GETs (every server's) {files} file(s) of the blob's size \
+             under --evict-dir synced and dropped (fdatasync + POSIX_FADV_DONTNEED; at most \
+             {:.1}% of a file's pages left cached)",
+            done.len(),
+            left * 100.0
+        )
     }
 }
 
+impl PullHow {
+    /// Before a GET: a cold pull's eviction (blocking the worker thread it runs on, so
+    /// that nothing else of the benchmark runs meanwhile).
+    fn before_get(&self, size: u64) -> Result<()> {
+        let Some(log) = &self.evict else {
+            return Ok(());
+        };
+        let e = tokio::task::block_in_place(|| crate::evict::evict(&log.dirs, size))?;
+        log.done.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+        Ok(())
+    }
+
+    /// The note's words for the receiver.
+    fn receiver_note(&self) -> &'static str {
+        match (self.splice, self.verify) {
+            (true, _) => {
+                "body spliced to /dev/null in the kernel (never copied to user space, as no \
+                 client does; size checked only)"
+            }
+            (false, true) => "body read into a 1 MiB buffer, SHA-256 and size verified",
+            (false, false) => "body read into a 1 MiB buffer (as containerd does)",
+        }
+    }
+}
+
+/// One whole-blob GET of a sequential pull, with the receiver `how` says
+/// ([`crate::fetch`]).
+async fn pull_once(reg: &Registry, url: &str, blob: Blob, how: &PullHow) -> Result<u64> {
+    let receiver = if how.splice {
+        Receiver::Splice
+    } else {
+        Receiver::Copy {
+            digest: if how.verify {
+                Some(blob_digest(blob).await?)
+            } else {
+                None
+            },
+        }
+    };
+    crate::fetch::get(reg, url, blob.size, &receiver).await
+}
+
+/// GETs a whole blob with reqwest (which copies the body into user space, in pieces of
+/// its own) and counts its bytes; with `verify`, compares them with the generator. With
+/// a `deadline`, stops reading there (a partial read is not an error).
 async fn get_whole(
     reg: &Registry,
     url: &str,

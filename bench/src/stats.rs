@@ -52,6 +52,9 @@ pub struct Outcome {
     /// gc-*: the registry that was filled and what the collector did with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gc: Option<GcFigures>,
+    /// The scenario did not run with these arguments (`ok` stays true; `note` says why).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
     pub note: String,
 }
 
@@ -96,6 +99,18 @@ impl Outcome {
             unit,
             ok: false,
             error: Some(format!("{err:#}")),
+            ..Outcome::default()
+        }
+    }
+
+    /// A scenario that did not run, and why (`note`): not a failure.
+    pub fn skipped(scenario: &str, unit: &'static str, why: String) -> Outcome {
+        Outcome {
+            scenario: scenario.to_string(),
+            unit,
+            ok: true,
+            skipped: true,
+            note: why,
             ..Outcome::default()
         }
     }
@@ -216,6 +231,7 @@ impl Load {
             count: None,
             first_wave: None,
             gc: None,
+            skipped: false,
             note: String::new(),
         }
     }
