@@ -9,6 +9,7 @@
 //! ```
 
 mod client;
+mod ctr;
 mod data;
 mod discard;
 mod scenarios;
@@ -26,8 +27,8 @@ use serde::Serialize;
 use scenarios::{Ctx, Plan, is_local, names};
 use stats::{Outcome, RssSampler};
 
-/// Scenario groups run when no --scenario is given (machine-*, file-*, token-*, ui-* and
-/// gc-* must be named).
+/// Scenario groups run when no --scenario is given (machine-*, file-*, token-*, ui-*,
+/// gc-* and ctr-* must be named).
 const DEFAULT_GROUPS: &[&str] = &["push", "pull", "manifest", "mixed", "tags", "catalog"];
 
 #[derive(Parser)]
@@ -39,8 +40,8 @@ const DEFAULT_GROUPS: &[&str] = &["push", "pull", "manifest", "mixed", "tags", "
                   Without --scenario every registry scenario runs; machine-* (SHA-256, disk), \
                   file-* (a static file server such as nginx), token-* (a registry's token \
                   service: --login, --basic-user, --server-log), ui-* (Berth's web UI: \
-                  --basic-user) and gc-* (a garbage collection: --gc-command) run only when \
-                  named."
+                  --basic-user), gc-* (a garbage collection: --gc-command) and ctr-* \
+                  (containerd's ctr content fetch: --ctr-address) run only when named."
 )]
 struct Args {
     /// Registry base URL, e.g. http://127.0.0.1:5000 (loopback only). Not needed for
@@ -77,6 +78,11 @@ struct Args {
     /// --grace-seconds 0`.
     #[arg(long)]
     gc_command: Option<String>,
+    /// The socket of a containerd (started for the benchmark) for ctr-fetch-*: `ctr
+    /// --address SOCK content fetch` of an image from the registry, in turns with the
+    /// reference.
+    #[arg(long, value_name = "SOCK")]
+    ctr_address: Option<PathBuf>,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -262,7 +268,11 @@ async fn run(args: Args) -> Result<()> {
     )
     .with_beside(files, reference)
     .with_auth_scenarios(args.basic_user.clone(), args.server_log.clone())
-    .with_gc_command(args.gc_command.clone());
+    .with_gc_command(args.gc_command.clone())
+    .with_ctr(args.ctr_address.clone().map(|address| ctr::Containerd {
+        address,
+        ca_file: None,
+    }));
     println!(
         "berth-bench: target {} ({}), seed {seed:#x}, {} scenario(s){}",
         args.name,
