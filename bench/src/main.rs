@@ -10,6 +10,7 @@
 //! ```
 
 mod client;
+mod ctr;
 mod data;
 mod evict;
 mod fetch;
@@ -28,8 +29,8 @@ use serde::Serialize;
 use scenarios::{Ctx, Plan, is_local, names};
 use stats::{Outcome, RssSampler};
 
-/// Scenario groups run when no --scenario is given (machine-*, file-*, token-*, ui-* and
-/// gc-* must be named).
+/// Scenario groups run when no --scenario is given (machine-*, file-*, token-*, ui-*,
+/// gc-* and ctr-* must be named).
 const DEFAULT_GROUPS: &[&str] = &["push", "pull", "manifest", "mixed", "tags", "catalog"];
 
 #[derive(Parser)]
@@ -41,8 +42,9 @@ const DEFAULT_GROUPS: &[&str] = &["push", "pull", "manifest", "mixed", "tags", "
                   Without --scenario every registry scenario runs; machine-* (SHA-256, disk), \
                   file-* (a static file server such as nginx), token-* (a registry's token \
                   service: --login, --basic-user, --server-log), ui-* (Berth's web UI: \
-                  --basic-user) and gc-* (a garbage collection: --gc-command) run only when \
-                  named. pull-<size> reads each body into a 1 MiB buffer (as containerd does); \
+                  --basic-user), gc-* (a garbage collection: --gc-command) and ctr-* \
+                  (containerd's ctr content fetch: --ctr-address) run only when named. \
+                  pull-<size> reads each body into a 1 MiB buffer (as containerd does); \
                   pull-<size>-splice splices it to /dev/null (plain http only, skipped over \
                   https); pull-<size>-cold evicts the blob from the page cache before every \
                   GET (needs --evict-dir, skipped without). `berth-bench fetch URL --size N \
@@ -85,6 +87,11 @@ struct Args {
     /// --grace-seconds 0`.
     #[arg(long)]
     gc_command: Option<String>,
+    /// The socket of a containerd (started for the benchmark) for ctr-fetch-*: `ctr
+    /// --address SOCK content fetch` of an image from the registry, in turns with the
+    /// reference.
+    #[arg(long, value_name = "SOCK")]
+    ctr_address: Option<PathBuf>,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -315,7 +322,11 @@ async fn run(args: Args) -> Result<()> {
     .with_beside(files, reference)
     .with_auth_scenarios(args.basic_user.clone(), args.server_log.clone())
     .with_gc_command(args.gc_command.clone())
-    .with_evict_dirs(args.evict_dirs.clone());
+    .with_evict_dirs(args.evict_dirs.clone())
+    .with_ctr(args.ctr_address.clone().map(|address| ctr::Containerd {
+        address,
+        ca_file: args.ca_file.clone(),
+    }));
     println!(
         "berth-bench: target {} ({}), seed {seed:#x}, {} scenario(s){}",
         args.name,

@@ -46,6 +46,9 @@ pub struct Plan {
     pub kube_images: u64,
     /// Blobs in the gc-* registry (a tenth of them garbage).
     pub gc_blobs: u64,
+    /// ctr-fetch-*: the image's layer bytes, and the timed fetches from each server.
+    pub ctr_image: u64,
+    pub ctr_rounds: u64,
 }
 
 impl Plan {
@@ -66,6 +69,8 @@ impl Plan {
             listing_passes: 3,
             kube_images: 100,
             gc_blobs: 100_000,
+            ctr_image: 300 * MIB,
+            ctr_rounds: 5,
         }
     }
 
@@ -86,6 +91,8 @@ impl Plan {
             listing_passes: 2,
             kube_images: 20,
             gc_blobs: 10_000,
+            ctr_image: 60 * MIB,
+            ctr_rounds: 3,
         }
     }
 }
@@ -140,6 +147,7 @@ pub fn names(p: &Plan) -> Vec<String> {
     v.push("ui-project-page".to_string());
     v.push("ui-repository-page".to_string());
     v.push(gc_name(p.gc_blobs));
+    v.push(format!("ctr-fetch-{}", s(p.ctr_image)));
     v.push(format!("machine-sha256-{}", s(p.big)));
     v.push(format!("machine-disk-{}", s(p.big)));
     v.push(format!("file-get-{}", s(p.big)));
@@ -182,6 +190,8 @@ pub struct Ctx {
     pub gc_command: Option<String>,
     /// `--evict-dir`: where the servers keep the big blob, for pull-<big>-cold.
     pub evict_dirs: Vec<PathBuf>,
+    /// `--ctr-address`: a containerd, for ctr-fetch-*.
+    pub ctr: Option<crate::ctr::Containerd>,
     /// A pushed big blob (for the pull scenarios).
     big_blob: Mutex<Option<Blob>>,
     /// The small blobs `push-mono-<small>` pushed, for `pull-small-*`.
@@ -220,6 +230,7 @@ impl Ctx {
             server_log: None,
             gc_command: None,
             evict_dirs: Vec::new(),
+            ctr: None,
             big_blob: Mutex::new(None),
             small_blobs: Mutex::new(Vec::new()),
             manifest: Mutex::new(None),
@@ -255,6 +266,12 @@ impl Ctx {
     /// Sets [`Ctx::evict_dirs`].
     pub fn with_evict_dirs(mut self, dirs: Vec<PathBuf>) -> Ctx {
         self.evict_dirs = dirs;
+        self
+    }
+
+    /// Sets [`Ctx::ctr`].
+    pub fn with_ctr(mut self, ctr: Option<crate::ctr::Containerd>) -> Ctx {
+        self.ctr = ctr;
         self
     }
 
@@ -386,6 +403,7 @@ impl Ctx {
             ["ui", "project", "page"] => self.ui_page(false).await,
             ["ui", "repository", "page"] => self.ui_page(true).await,
             ["gc", _] => self.gc(p.gc_blobs).await,
+            ["ctr", "fetch", _] => crate::ctr::fetch(self, p.ctr_image, p.ctr_rounds).await,
             ["tags", "list", n] => {
                 let n: u64 = n.trim_start_matches('n').parse().context("page size")?;
                 let url = format!("/v2/{TAGS_REPO}/tags/list?n={n}");
@@ -2015,7 +2033,7 @@ async fn write_fsync(path: PathBuf, blob: Blob) -> Result<f64> {
 /// it), each after one run of every baseline (`base(k)` for `k < bases`, the same work
 /// done another way, in MB/s), and the baselines once more at the end: base, op, base,
 /// ..., op, base. Each operation is compared with each baseline's runs beside it.
-async fn in_turns<F, Fut, B, BFut>(
+pub(crate) async fn in_turns<F, Fut, B, BFut>(
     count: u64,
     op: impl Fn(u64) -> F,
     bases: usize,
