@@ -134,6 +134,7 @@ step_done() { # STEP
     sleep 60 &
     local p=$!
     PIDS+=("$p")
+    log "selftest: started pid $p (sleep, the pause)"
     log "selftest: paused after $1 (pid $$)"
     wait "$p" || true
     forget_pid "$p"
@@ -330,8 +331,8 @@ stop_containerd() {
 }
 
 BERTHS=(
-  "berth|"
-  "berth-nosendfile|BERTH_SERVER__SENDFILE=false"
+  "berth|BERTH_AUTH__MODE=none"
+  "berth-nosendfile|BERTH_AUTH__MODE=none BERTH_SERVER__SENDFILE=false"
 )
 run_combination() { # LINK TLS
   local link=$1 tls=$2 combo=$1-$2

@@ -44,6 +44,10 @@
 #   --no-build            use target/release/{berth,berth-bench} as they are
 #   --berth-bin PATH      benchmark this berth binary (e.g. one built from another commit)
 #   --out DIR             where results go (default target/bench)
+#   --no-pulls            skip scripts/bench-pulls.sh (issue 19: pulls over loopback and a
+#                         veth link, plain and TLS, cold, ctr fetch), which a run without
+#                         --targets and --scenario runs after the report (its own report
+#                         beside this one)
 #
 # More Berth targets (e.g. an S3 blob store) are one line each in BERTH_TARGETS below:
 # a name and the BERTH_* environment for `berth serve`. @PG_URL@ stands for a fresh
@@ -79,6 +83,7 @@ WRITE_DOCS=0
 BUILD=1
 OUT=$ROOT/target/bench
 BERTH_BIN=""
+PULLS=1
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) QUICK=1; shift ;;
@@ -89,6 +94,7 @@ while [[ $# -gt 0 ]]; do
     --no-build) BUILD=0; shift ;;
     --berth-bin) BERTH_BIN=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
+    --no-pulls) PULLS=0; shift ;;
     -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -110,6 +116,7 @@ want_target() {
 WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
 chmod 711 "$WORK" # nginx's workers (not root) read $WORK/disk and $WORK/beside
 PIDS=()
+PULLS_PID=""
 # shellcheck source=scripts/lib/bench-common.sh
 . scripts/lib/bench-common.sh
 # shellcheck source=scripts/lib/postgres.sh
@@ -118,6 +125,9 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   local p
+  # scripts/bench-pulls.sh, if running: a minute to stop its servers and remove its
+  # namespaces.
+  [[ -n $PULLS_PID ]] && stop_pid "$PULLS_PID" 600
   for p in "${PIDS[@]}"; do stop_pid "$p"; done
   stop_private_postgres
   rm -rf "$WORK"
@@ -151,7 +161,6 @@ fi
 BERTH=${BERTH_BIN:-$ROOT/target/release/berth}
 BENCH=$ROOT/target/release/berth-bench
 [[ -x $BERTH && -x $BENCH ]] || die "missing $BERTH or $BENCH (build first)"
-
 
 # gc-* (issue 20) runs on a server of its own with the collector's command; the other
 # scenarios run without it. A filter that is a prefix of a gc-* name goes to the former.
@@ -194,7 +203,6 @@ bench() { # NAME URL PID [ARGS...]
   "$BENCH" "$url" --name "$name" --pid "$pid" --json "$RES/$name.json" "${QUICK_ARGS[@]}" "$@" >&2 || rc=$?
   [[ $rc -eq 0 ]] || log "WARNING: berth-bench reported failures for $name (rc=$rc)"
 }
-
 
 # The big pull of every Berth target takes turns with this nginx's GETs of the same bytes
 # (berth-bench --file-url), written into the directory the pushes' write+fsyncs use.
@@ -489,5 +497,20 @@ b = s.index("<!-- bench-results:end -->")
 open(doc, "w").write(s[:a] + "\n" + open(rep).read() + s[b:])
 EOF
   log "results written into $DOC"
+fi
+
+# Issue 19's pull comparison, on the full run (not on one narrowed by --targets or
+# --scenario). In the background, so that a signal to this script reaches it through
+# cleanup and it removes its namespaces before exiting.
+if [[ $PULLS -eq 1 && -z $ONLY_TARGETS && ${#SCENARIOS[@]} -eq 0 ]]; then
+  log "scripts/bench-pulls.sh"
+  pulls=(--no-build --out "$OUT" --berth-bin "$BERTH")
+  [[ $QUICK -eq 1 ]] && pulls+=(--quick)
+  "$ROOT/scripts/bench-pulls.sh" "${pulls[@]}" &
+  PULLS_PID=$!
+  rc=0
+  wait "$PULLS_PID" || rc=$?
+  PULLS_PID=""
+  [[ $rc -eq 0 ]] || log "WARNING: scripts/bench-pulls.sh failed (rc=$rc)"
 fi
 log "done in $(($(date +%s) - START_EPOCH)) s"
