@@ -44,6 +44,10 @@
 #   --no-build            use target/release/{berth,berth-bench} as they are
 #   --berth-bin PATH      benchmark this berth binary (e.g. one built from another commit)
 #   --out DIR             where results go (default target/bench)
+#   --no-pulls            skip scripts/bench-pulls.sh (issue 19: pulls over loopback and a
+#                         veth link, plain and TLS, cold, ctr fetch), which a run without
+#                         --targets and --scenario runs after the report (its own report
+#                         beside this one)
 #
 # More Berth targets (e.g. an S3 blob store) are one line each in BERTH_TARGETS below:
 # a name and the BERTH_* environment for `berth serve`. @PG_URL@ stands for a fresh
@@ -79,6 +83,7 @@ WRITE_DOCS=0
 BUILD=1
 OUT=$ROOT/target/bench
 BERTH_BIN=""
+PULLS=1
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) QUICK=1; shift ;;
@@ -89,14 +94,13 @@ while [[ $# -gt 0 ]]; do
     --no-build) BUILD=0; shift ;;
     --berth-bin) BERTH_BIN=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
+    --no-pulls) PULLS=0; shift ;;
     -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
 
 START_EPOCH=$(date +%s)
-log() { printf '[%s +%4ss] %s\n' "$(date -u +%H:%M:%S)" "$(($(date +%s) - START_EPOCH))" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 want_target() {
   if [[ -z $ONLY_TARGETS ]]; then
     [[ $OPT_IN_TARGETS != *",$1,"* ]]
@@ -112,19 +116,18 @@ want_target() {
 WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
 chmod 711 "$WORK" # nginx's workers (not root) read $WORK/disk and $WORK/beside
 PIDS=()
+PULLS_PID=""
+# shellcheck source=scripts/lib/bench-common.sh
+. scripts/lib/bench-common.sh
 # shellcheck source=scripts/lib/postgres.sh
 . scripts/lib/postgres.sh
-stop_pid() { # PID: TERM, wait up to 15 s, KILL
-  local pid=$1 n=150
-  kill -TERM "$pid" 2>/dev/null || return 0
-  while kill -0 "$pid" 2>/dev/null && [[ $n -gt 0 ]]; do sleep 0.1; n=$((n - 1)); done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   local p
+  # scripts/bench-pulls.sh, if running: a minute to stop its servers and remove its
+  # namespaces.
+  [[ -n $PULLS_PID ]] && stop_pid "$PULLS_PID" 600
   for p in "${PIDS[@]}"; do stop_pid "$p"; done
   stop_private_postgres
   rm -rf "$WORK"
@@ -147,24 +150,7 @@ install_missing() {
   command -v openssl >/dev/null || missing+=(openssl)
   command -v curl >/dev/null || missing+=(curl)
   [[ -x $PGBIN/initdb ]] || missing+=("postgresql-$PG_VERSION")
-  [[ ${#missing[@]} -eq 0 ]] && return
-  [[ ${BERTH_SKIP_INSTALL:-0} == 1 ]] && die "missing ${missing[*]} and BERTH_SKIP_INSTALL=1"
-  log "apt: installing ${missing[*]}"
-  local sudo=()
-  [[ $(id -u) -ne 0 ]] && sudo=(sudo -n)
-  # Keep maintainer scripts from starting services (nginx, docker-registry).
-  local added_policy=0
-  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
-    "${sudo[@]}" chmod 755 /usr/sbin/policy-rc.d
-    added_policy=1
-  fi
-  local rc=0
-  { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      -o Dpkg::Lock::Timeout=300 "${missing[@]}"; } </dev/null >"$WORK/apt.log" 2>&1 || rc=$?
-  [[ $added_policy -eq 1 ]] && "${sudo[@]}" rm -f /usr/sbin/policy-rc.d
-  [[ $rc -eq 0 ]] || { tail -n 20 "$WORK/apt.log" >&2; die "apt-get failed"; }
+  apt_install "${missing[@]}"
 }
 install_missing
 
@@ -175,23 +161,6 @@ fi
 BERTH=${BERTH_BIN:-$ROOT/target/release/berth}
 BENCH=$ROOT/target/release/berth-bench
 [[ -x $BERTH && -x $BENCH ]] || die "missing $BERTH or $BENCH (build first)"
-
-forget_pid() { # PID: stop it and drop it from PIDS
-  stop_pid "$1"
-  local keep=() p
-  for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { # URL PID
-  local _
-  for _ in $(seq 1 200); do
-    curl -s -o /dev/null "$1" && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
 
 # gc-* (issue 20) runs on a server of its own with the collector's command; the other
 # scenarios run without it. A filter that is a prefix of a gc-* name goes to the former.
@@ -233,41 +202,6 @@ bench() { # NAME URL PID [ARGS...]
   local rc=0
   "$BENCH" "$url" --name "$name" --pid "$pid" --json "$RES/$name.json" "${QUICK_ARGS[@]}" "$@" >&2 || rc=$?
   [[ $rc -eq 0 ]] || log "WARNING: berth-bench reported failures for $name (rc=$rc)"
-}
-
-# ---------------------------------------------------------------------------
-# nginx (sendfile on) serving a directory: the machine's pull ceiling.
-# ---------------------------------------------------------------------------
-start_nginx() { # ROOT DIR: nginx serving ROOT, its files in DIR; sets NG_PORT and NG_PID
-  local root=$1 ng=$2
-  NG_PORT=$(free_port)
-  mkdir -p "$ng/logs" "$ng/tmp"
-  cat >"$ng/nginx.conf" <<EOF
-worker_processes auto;
-pid $ng/nginx.pid;
-error_log $ng/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  access_log off;
-  client_body_temp_path $ng/tmp/body;
-  proxy_temp_path $ng/tmp/proxy;
-  fastcgi_temp_path $ng/tmp/fastcgi;
-  uwsgi_temp_path $ng/tmp/uwsgi;
-  scgi_temp_path $ng/tmp/scgi;
-  types { application/octet-stream bin; application/json json; }
-  server {
-    listen 127.0.0.1:$NG_PORT;
-    root $root;
-  }
-}
-EOF
-  nginx -c "$ng/nginx.conf" -p "$ng" -g 'daemon off;' >"$ng/logs/stdout" 2>&1 &
-  NG_PID=$!
-  PIDS+=("$NG_PID")
-  wait_http "http://127.0.0.1:$NG_PORT/small.json" "$NG_PID" || { cat "$ng/logs/error.log" >&2; die "nginx did not start"; }
 }
 
 # The big pull of every Berth target takes turns with this nginx's GETs of the same bytes
@@ -329,40 +263,15 @@ EOF
 # ---------------------------------------------------------------------------
 REF_URL="" REF_PID=""
 run_distribution() { # sets REF_URL and REF_PID; stop_reference stops it
-  local d=$WORK/distribution port
-  port=$(free_port)
-  mkdir -p "$d"
-  cat >"$d/config.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $d/data
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$port
-  secret: berth-bench-secret
-EOF
-  # distribution reads every REGISTRY_* variable as a config override: start it without.
-  local reg_vars
-  mapfile -t reg_vars < <(compgen -e | grep '^REGISTRY_' || true)
-  env "${reg_vars[@]/#/--unset=}" docker-registry serve "$d/config.yml" >"$d/log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  wait_http "http://127.0.0.1:$port/v2/" "$pid" || { cat "$d/log" >&2; die "docker-registry did not start"; }
-  log "docker-registry $(docker-registry --version | awk '{print $3}') on 127.0.0.1:$port (pid $pid)"
+  start_distribution "$WORK/distribution"
+  local pid=$REF_PID
   # (It has no collector a client can run beside it: gc-* is Berth's only.)
   if run_registry_scenarios; then
-    bench "$REFERENCE" "http://127.0.0.1:$port" "$pid" "${REG_SCENARIOS[@]}"
+    bench "$REFERENCE" "$REF_URL" "$pid" "${REG_SCENARIOS[@]}"
   fi
   # It stays up for the Berth targets: their big pull pushes its blob here too and takes
   # turns with GETs of it (the host's speed moves by 2x within minutes, so the reference's
   # own run says little about a pull measured a quarter of an hour later).
-  REF_URL=http://127.0.0.1:$port REF_PID=$pid
   settle_disk
 }
 stop_reference() {
@@ -425,35 +334,7 @@ make_accounts() { # DATA_DIR [BERTH_*=...] (the server's settings)
   USER_CREDS="bench-user:$pass"
 }
 
-start_berth() { # NAME DIR [BERTH_*=...]: a fresh server; sets SRV_ADDR and SRV_PID
-  local name=$1 d=$2
-  shift 2
-  mkdir -p "$d/data"
-  # The log exists before the server opens it: the loop below reads it straight away, and
-  # under `set -e -o pipefail` a sed that cannot open it ended the whole run.
-  : >"$d/log"
-  # Only this target's BERTH_* settings (the server refuses unknown keys).
-  local unset_vars
-  mapfile -t unset_vars < <(compgen -e | grep '^BERTH_' || true)
-  # Access logs off, as for the reference (unless SRV_LOG says otherwise); the "listening"
-  # line stays.
-  env "${unset_vars[@]/#/--unset=}" RUST_LOG="${SRV_LOG:-warn,berth::server=info}" "$@" \
-    "$BERTH" serve --listen 127.0.0.1:0 --data-dir "$d/data" >"$d/log" 2>&1 &
-  SRV_PID=$!
-  PIDS+=("$SRV_PID")
-  SRV_ADDR=""
-  local _
-  for _ in $(seq 1 300); do
-    SRV_ADDR=$(sed -n 's/.*listening.*addr=\([^ ]*\).*/\1/p' "$d/log" | head -n1) || SRV_ADDR=""
-    [[ -n $SRV_ADDR ]] && break
-    kill -0 "$SRV_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  [[ -n $SRV_ADDR ]] || { cat "$d/log" >&2; die "$name did not start"; }
-  # Any answer will do (401 in builtin mode).
-  wait_http "http://$SRV_ADDR/v2/" "$SRV_PID" || die "$name does not answer on $SRV_ADDR"
-  log "$name on $SRV_ADDR (pid $SRV_PID)"
-}
+# start_berth (scripts/lib/bench-common.sh): a fresh server on 127.0.0.1; SRV_ADDR, SRV_PID.
 
 # token-pull-10layers: skopeo pulls a 10-layer image from a builtin-mode server whose
 # access log is on, and berth-bench counts the token requests in that log. A server of its
@@ -616,5 +497,20 @@ b = s.index("<!-- bench-results:end -->")
 open(doc, "w").write(s[:a] + "\n" + open(rep).read() + s[b:])
 EOF
   log "results written into $DOC"
+fi
+
+# Issue 19's pull comparison, on the full run (not on one narrowed by --targets or
+# --scenario). In the background, so that a signal to this script reaches it through
+# cleanup and it removes its namespaces before exiting.
+if [[ $PULLS -eq 1 && -z $ONLY_TARGETS && ${#SCENARIOS[@]} -eq 0 ]]; then
+  log "scripts/bench-pulls.sh"
+  pulls=(--no-build --out "$OUT" --berth-bin "$BERTH")
+  [[ $QUICK -eq 1 ]] && pulls+=(--quick)
+  "$ROOT/scripts/bench-pulls.sh" "${pulls[@]}" &
+  PULLS_PID=$!
+  rc=0
+  wait "$PULLS_PID" || rc=$?
+  PULLS_PID=""
+  [[ $rc -eq 0 ]] || log "WARNING: scripts/bench-pulls.sh failed (rc=$rc)"
 fi
 log "done in $(($(date +%s) - START_EPOCH)) s"
