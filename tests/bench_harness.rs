@@ -304,14 +304,25 @@ async fn runs_each_kind_of_scenario_against_berth_and_reports_what_it_did() {
 }
 
 #[tokio::test]
-async fn whole_blob_pulls_without_verify_take_the_body_off_the_socket_in_the_kernel() {
+async fn whole_blob_pulls_copy_the_body_and_the_splice_one_is_labelled() {
     // With blobs in S3 (the test command's second pass) GETs are redirected to presigned
     // URLs on the S3 server, which the client follows; on the filesystem this is ignored.
     let b = Berth::start_with(Options {
         env: vec![("BERTH_STORAGE__S3__REDIRECT".into(), "true".into())],
         ..Options::default()
     });
-    let (out, report) = bench_against(&b, &["--quick", "--scenario", "pull-100MiB"]);
+    let (out, report) = bench_against(
+        &b,
+        &[
+            "--quick",
+            "--scenario",
+            "pull-100MiB",
+            "--scenario",
+            "pull-100MiB-splice",
+            "--scenario",
+            "pull-100MiB-cold",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let r = result(&report, "pull-100MiB");
     assert_eq!(r["ok"], true, "{r:#}");
@@ -323,17 +334,36 @@ async fn whole_blob_pulls_without_verify_take_the_body_off_the_socket_in_the_ker
     assert!(
         r["note"]
             .as_str()
-            .is_some_and(|n| n.contains("spliced to /dev/null")),
+            .is_some_and(|n| n.contains("body read into a 1 MiB buffer")),
         "{r:#}"
     );
+    // The splice receiver ran, labelled; the cold one was skipped, saying why, since no
+    // --evict-dir was given.
+    let splice = result(&report, "pull-100MiB-splice");
+    assert_eq!(splice["ok"], true, "{splice:#}");
+    assert_eq!(splice["bytes"], json!(300 * MIB), "{splice:#}");
+    assert!(
+        splice["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("spliced to /dev/null")),
+        "{splice:#}"
+    );
+    let cold = result(&report, "pull-100MiB-cold");
+    assert_eq!(cold["skipped"], true, "{cold:#}");
+    assert!(
+        cold["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("--evict-dir")),
+        "{cold:#}"
+    );
     if b.options.s3 {
-        // Four GETs of the blob (one untimed), each sent on to the S3 server.
+        // Four GETs of the blob (one untimed) per receiver, each sent on to the S3 server.
         let log = b.log_text();
         let redirected = log
             .lines()
             .filter(|l| l.contains("method=GET") && l.contains("status=307"))
             .count();
-        assert_eq!(redirected, 4, "{log}");
+        assert_eq!(redirected, 8, "{log}");
     }
 }
 

@@ -64,34 +64,63 @@ pub fn layer_sizes(total: u64) -> Vec<u64> {
     sizes
 }
 
-/// The arguments of `ctr content fetch` of `REPO:tag` from the registry at `base`:
-/// plain HTTP for `http://`, the CA for `https://`, and the credentials of `--login`.
-pub fn fetch_args(
-    base: &str,
-    tag: &str,
-    ca_file: Option<&Path>,
-    user: Option<&str>,
-) -> Result<Vec<String>> {
+/// `host:port` of a registry URL.
+fn host_port(base: &str) -> Result<(reqwest::Url, String)> {
     let url = reqwest::Url::parse(base).with_context(|| format!("bad URL {base:?}"))?;
     let host = url.host_str().context("a registry URL without a host")?;
     let port = url
         .port_or_known_default()
         .context("a registry URL without a port")?;
+    let hp = format!("{host}:{port}");
+    Ok((url, hp))
+}
+
+/// For an `https://` registry: a `hosts.toml` under `hosts_dir` naming it as an https
+/// server and host. Without one (or with only `server`), ctr (containerd 1.6) speaks
+/// plain HTTP to loopback addresses whatever `--tlscacert` says.
+pub fn write_hosts(hosts_dir: &Path, base: &str) -> Result<()> {
+    let (url, hp) = host_port(base)?;
+    if url.scheme() != "https" {
+        return Ok(());
+    }
+    let dir = hosts_dir.join(&hp);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = dir.join("hosts.toml");
+    let toml = format!(
+        "server = \"https://{hp}\"\n[host.\"https://{hp}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+    );
+    std::fs::write(&file, toml).with_context(|| format!("writing {}", file.display()))
+}
+
+/// The arguments of `ctr content fetch` of `REPO:tag` from the registry at `base`:
+/// plain HTTP for `http://`; for `https://` the CA and `hosts_dir` (see [`write_hosts`]);
+/// and the credentials of `--login`.
+pub fn fetch_args(
+    base: &str,
+    tag: &str,
+    ca_file: Option<&Path>,
+    hosts_dir: &Path,
+    user: Option<&str>,
+) -> Result<Vec<String>> {
+    let (url, hp) = host_port(base)?;
     let mut args = vec!["content".to_string(), "fetch".to_string()];
-    match (url.scheme(), ca_file) {
-        ("http", _) => args.push("--plain-http".into()),
-        ("https", Some(ca)) => {
-            args.push("--tlscacert".into());
-            args.push(ca.display().to_string());
+    match url.scheme() {
+        "http" => args.push("--plain-http".into()),
+        "https" => {
+            args.push("--hosts-dir".into());
+            args.push(hosts_dir.display().to_string());
+            if let Some(ca) = ca_file {
+                args.push("--tlscacert".into());
+                args.push(ca.display().to_string());
+            }
         }
-        ("https", None) => {}
-        (s, _) => bail!("ctr cannot fetch from a {s}:// URL"),
+        s => bail!("ctr cannot fetch from a {s}:// URL"),
     }
     if let Some(u) = user {
         args.push("--user".into());
         args.push(u.to_string());
     }
-    args.push(format!("{host}:{port}/{REPO}:{tag}"));
+    args.push(format!("{hp}/{REPO}:{tag}"));
     Ok(args)
 }
 
@@ -362,10 +391,12 @@ pub async fn fetch(ctx: &Ctx, size: u64, rounds: u64) -> Result<Outcome> {
         .context("pushing the image to the registry")?;
     let user = reg.login().map(|l| l.user_pass.clone());
     let ca = ctr.ca_file.as_deref();
+    let hosts = std::env::temp_dir().join(format!("berth-bench-ctr-hosts-{}", std::process::id()));
     let mut sources = vec![Source {
         what: "registry",
-        args: fetch_args(&reg.base, &image.tag, ca, user.as_deref())?,
+        args: fetch_args(&reg.base, &image.tag, ca, &hosts, user.as_deref())?,
     }];
+    write_hosts(&hosts, &reg.base)?;
     if let Some(refr) = &ctx.reference {
         image
             .push(refr)
@@ -373,8 +404,9 @@ pub async fn fetch(ctx: &Ctx, size: u64, rounds: u64) -> Result<Outcome> {
             .context("pushing the image to the reference")?;
         sources.push(Source {
             what: "reference",
-            args: fetch_args(&refr.base, &image.tag, ca, None)?,
+            args: fetch_args(&refr.base, &image.tag, ca, &hosts, None)?,
         });
+        write_hosts(&hosts, &refr.base)?;
     }
     // The reference does not fsync what it stores: its dirty pages go to the disk now
     // rather than during the fetches.
@@ -395,6 +427,7 @@ pub async fn fetch(ctx: &Ctx, size: u64, rounds: u64) -> Result<Outcome> {
     let run = in_rounds(&fetcher, &sources, rounds).await;
     // Leave nothing behind, whatever happened.
     let cleared = fetcher.clear().await;
+    let _ = std::fs::remove_dir_all(&hosts);
     let mut out = run?;
     cleared.context("removing the image from containerd after the fetches")?;
     let sizes: Vec<String> = fetcher
@@ -504,7 +537,8 @@ mod tests {
 
     #[test]
     fn ctr_fetches_plain_http_or_trusts_the_ca_for_https() {
-        let a = fetch_args("http://127.0.0.1:5000/", "fetch-60MiB", None, None).unwrap();
+        let hosts = PathBuf::from("/tmp/hosts");
+        let a = fetch_args("http://127.0.0.1:5000/", "fetch-60MiB", None, &hosts, None).unwrap();
         assert_eq!(
             a,
             [
@@ -515,12 +549,21 @@ mod tests {
             ]
         );
         let ca = PathBuf::from("/tmp/ca.pem");
-        let a = fetch_args("https://169.254.7.2", "t", Some(&ca), Some("robot:pw")).unwrap();
+        let a = fetch_args(
+            "https://169.254.7.2",
+            "t",
+            Some(&ca),
+            &hosts,
+            Some("robot:pw"),
+        )
+        .unwrap();
         assert_eq!(
             a,
             [
                 "content",
                 "fetch",
+                "--hosts-dir",
+                "/tmp/hosts",
                 "--tlscacert",
                 "/tmp/ca.pem",
                 "--user",
@@ -528,8 +571,17 @@ mod tests {
                 "169.254.7.2:443/bench/ctr:t"
             ]
         );
-        let a = fetch_args("https://127.0.0.1:8443", "t", None, None).unwrap();
-        assert_eq!(a, ["content", "fetch", "127.0.0.1:8443/bench/ctr:t"]);
-        assert!(fetch_args("ftp://127.0.0.1:21", "t", None, None).is_err());
+        let a = fetch_args("https://127.0.0.1:8443", "t", None, &hosts, None).unwrap();
+        assert_eq!(
+            a,
+            [
+                "content",
+                "fetch",
+                "--hosts-dir",
+                "/tmp/hosts",
+                "127.0.0.1:8443/bench/ctr:t"
+            ]
+        );
+        assert!(fetch_args("ftp://127.0.0.1:21", "t", None, &hosts, None).is_err());
     }
 }

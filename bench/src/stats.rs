@@ -121,7 +121,7 @@ impl Outcome {
             let (what, per) = match *key {
                 "disk" => ("write+fsync", "push"),
                 "file" => ("the file server", "GET"),
-                "reference" => ("the reference", "GET"),
+                "reference" => ("the reference", "round"),
                 other => (other, "operation"),
             };
             self.note += &format!(
