@@ -267,7 +267,7 @@ run_distribution() { # sets REF_URL and REF_PID; stop_reference stops it
   local pid=$REF_PID
   # (It has no collector a client can run beside it: gc-* is Berth's only.)
   if run_registry_scenarios; then
-    bench "$REFERENCE" "$REF_URL" "$pid" "${REG_SCENARIOS[@]}"
+    bench "$REFERENCE" "$REF_URL" "$pid" --evict-dir "$WORK/distribution" "${REG_SCENARIOS[@]}"
   fi
   # It stays up for the Berth targets: their big pull pushes its blob here too and takes
   # turns with GETs of it (the host's speed moves by 2x within minutes, so the reference's
@@ -429,10 +429,13 @@ run_berth() { # NAME ENV
     # Pushes are also measured against a write+fsync of their size to the same disk, just
     # before and after each (the disk's speed moves by 2x within a run here).
     # The big pull takes turns with nginx serving the same bytes from that directory.
+    # The cold pull drops each server's copy of the blob from the page cache before every
+    # GET: Berth's data dir, nginx's directory, the reference's root.
     start_beside_nginx
-    local ref_args=()
-    [[ -n $REF_URL ]] && ref_args=(--reference-url "$REF_URL")
-    bench "$name" "http://$addr" "$pid" --disk-dir "$WORK/beside" --file-url "$BESIDE_URL" "${ref_args[@]}" "${REG_SCENARIOS[@]}"
+    local ref_args=() evict_args=(--evict-dir "$d/data" --evict-dir "$WORK/beside")
+    [[ -n $REF_URL ]] && ref_args=(--reference-url "$REF_URL") && evict_args+=(--evict-dir "$WORK/distribution")
+    bench "$name" "http://$addr" "$pid" --disk-dir "$WORK/beside" --file-url "$BESIDE_URL" "${ref_args[@]}" \
+      "${evict_args[@]}" "${REG_SCENARIOS[@]}"
   fi
   forget_pid "$pid"
   rm -rf "$d"

@@ -73,6 +73,8 @@ for t in data:
 def primary(r):
     if not r or not r["ok"]:
         return None
+    if r.get("skipped"):  # not a measurement (the reason is in its note; shown by cell())
+        return None
     return {"MB/s": r["mb_s"], "req/s": r["req_s"], "ms": r.get("listing_ms") or r["p50_ms"],
             "tokens/pull": r.get("count"), "s": r["seconds"]}.get(r["unit"], r["req_s"])
 def fmt(v, unit=""):
@@ -81,6 +83,10 @@ def fmt(v, unit=""):
     if unit in ("ms", "s") or v < 10: return f"{v:.2f}"
     if v < 1000: return f"{v:.1f}"
     return f"{v:,.0f}"
+def cell(r, unit):
+    if not r: return "-"
+    if r.get("skipped"): return "skipped"
+    return fmt(primary(r), unit)
 def ratio(b, a, unit):
     pb, pa = primary(b), primary(a)
     if pb is None or pa is None or pa == 0 or pb == 0: return "-"
@@ -105,10 +111,10 @@ for s in scen:
     unit = next((r["unit"] for r in rs if r and r["unit"]), "")
     a = R.get(ref, {}).get(s)
     label = s + " (splice receiver, informational)" if re.fullmatch(r"pull-\d+[MG]iB-splice", s) else s
-    row = [label, unit, fmt(primary(a) if a else "-", unit)]
+    row = [label, unit, cell(a, unit)]
     for b in berths:
         rb = R[b].get(s)
-        row += [fmt(primary(rb) if rb else "-", unit), ratio(rb, a, unit)]
+        row += [cell(rb, unit), ratio(rb, a, unit)]
     row.append(" / ".join(fmt(r["p99_ms"], "ms") if r and r["ok"] and r["ops"] else "-" for r in rs))
     row.append(" / ".join(f"{r['rss_peak_mib']:.0f}" if r and r.get("rss_peak_mib") else "-" for r in rs))
     w("| " + " | ".join(row) + " |")
