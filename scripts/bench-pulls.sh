@@ -299,16 +299,7 @@ CTRD_PID=""
 start_containerd() {
   local d=$WORK/containerd _
   mkdir -p "$d"
-  cat >"$d/config.toml" <<EOF
-version = 2
-root = "$d/root"
-state = "$d/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "$d/c.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$d/opt"
-EOF
+  sed "s|@DIR@|$d|g" "$ROOT/scripts/lib/containerd.toml" >"$d/config.toml"
   "${CLI_EXEC[@]}" containerd --config "$d/config.toml" --root "$d/root" --state "$d/state" \
     --address "$d/c.sock" </dev/null >"$d/log" 2>&1 &
   CTRD_PID=$!

@@ -2,24 +2,8 @@
 //! and the scenario names it lists. Its runs against a real Berth are in the root
 //! package's `tests/bench_harness.rs` (they start the server binary).
 
-use std::process::{Command, Output};
-
-/// Runs this crate's `berth-bench` binary.
-fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_berth-bench"))
-        .args(args)
-        .output()
-        .expect("run berth-bench")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{bench, text};
 
 /// Runs berth-bench with `args`, expecting exit status 1 and `needle` in its stderr.
 fn fails_saying(args: &[&str], needle: &str) {

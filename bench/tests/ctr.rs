@@ -3,6 +3,9 @@
 //! reference), all on loopback and stopped by PID. Not timed: these check that the
 //! scenario fetches, counts and cleans up, and that it fails clearly without containerd.
 
+mod common;
+use common::{bench, text};
+
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -113,23 +116,9 @@ fn ctr(sock: &Path, ns: &str, args: &[&str]) -> Output {
 /// no snapshotters this machine lacks); its socket.
 fn containerd(dir: &Path) -> (Daemon, PathBuf) {
     std::fs::create_dir_all(dir).expect("containerd dir");
-    let d = dir.display();
     let sock = dir.join("c.sock");
-    std::fs::write(
-        dir.join("config.toml"),
-        format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "{d}/c.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-"#
-        ),
-    )
-    .expect("containerd config");
+    std::fs::write(dir.join("config.toml"), common::containerd_config(dir))
+        .expect("containerd config");
     let mut daemon = Daemon::spawn(
         Command::new("containerd")
             .arg("--config")
@@ -204,23 +193,6 @@ fn docker_registry(dir: &Path) -> (Daemon, u16) {
         status(port, "GET", "/v2/", "*/*") == 200
     });
     (daemon, port)
-}
-
-fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_berth-bench"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run berth-bench")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

@@ -3,6 +3,9 @@
 //! `--ca-file` and nothing else, refuses hosts that are neither loopback nor link-local,
 //! and a cold pull with nothing to evict fails instead of measuring warm.
 
+mod common;
+use common::{bench, text};
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -29,25 +32,6 @@ fn blob() -> Vec<u8> {
 
 fn digest(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
-}
-
-/// Runs this crate's `berth-bench` binary.
-fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_berth-bench"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .output()
-        .expect("run berth-bench")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Runs berth-bench, expecting exit status 1 and every one of `needles` in its output.

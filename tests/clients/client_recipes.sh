@@ -240,16 +240,7 @@ if ! skip d; then
   fi
   D=$W/containerd
   mkdir -p "$D"
-  cat >"$D/config.toml" <<EOF
-version = 2
-root = "$D/root"
-state = "$D/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "$D/c.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$D/opt"
-EOF
+  sed "s|@DIR@|$D|g" "$HERE/../../scripts/lib/containerd.toml" >"$D/config.toml"
   containerd --config "$D/config.toml" --root "$D/root" --state "$D/state" --address "$D/c.sock" >"$D/log" 2>&1 &
   CTRD_PID=$!
   for _ in $(seq 1 100); do ctr --address "$D/c.sock" version >/dev/null 2>&1 && break; sleep 0.1; done

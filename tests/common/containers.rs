@@ -288,22 +288,10 @@ impl Containerd {
             .prefix("berth-ctrd-")
             .tempdir()
             .expect("temp dir");
-        let d = dir.path().display().to_string();
-        std::fs::write(
-            dir.path().join("config.toml"),
-            format!(
-                r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "{d}/c.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-"#
-            ),
-        )
-        .expect("write containerd config");
+        // The one private-containerd configuration the tests and scripts share.
+        let config = include_str!("../../scripts/lib/containerd.toml")
+            .replace("@DIR@", &dir.path().display().to_string());
+        std::fs::write(dir.path().join("config.toml"), config).expect("write containerd config");
         let log = File::create(dir.path().join("log")).expect("containerd log");
         let child = Command::new("containerd")
             .arg("--config")
