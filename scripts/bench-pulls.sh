@@ -293,7 +293,7 @@ bench() { # NAME URL PID [ARGS...]: berth-bench in the client's namespace, JSON 
   [[ $rc -eq 0 ]] || log "WARNING: berth-bench reported failures for $name (rc=$rc)"
 }
 
-# A private containerd (config as tests/common/containers.rs writes it) in the client's
+# A private containerd (scripts/lib/containerd.toml, as the tests use) in the client's
 # namespace: sets CTR_SOCK.
 CTRD_PID=""
 start_containerd() {
