@@ -12,8 +12,11 @@ COPY bench ./bench
 COPY migrations ./migrations
 COPY config ./config
 # The binary is copied out of target/ so that a build may mount a cache there (buildah build
-# --volume, as scripts/container-image.sh does) without the next stage losing it.
-RUN cargo build --release --locked -p berth --bin berth \
+# --volume, as scripts/container-image.sh does) without the next stage losing it. Without the
+# line tables the release profile keeps for profilers (and the standard library's debug
+# info): 39 MB instead of 186, symbol names kept for backtraces.
+RUN CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+    cargo build --release --locked -p berth --bin berth \
     && cp target/release/berth /usr/local/bin/berth
 
 FROM debian:bookworm-slim
