@@ -4,35 +4,13 @@
 //! scenario fetches, counts and cleans up, and that it fails clearly without containerd.
 
 mod common;
-use common::{bench, text};
+use common::{bench, temp_dir, text};
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// A directory of its own under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let p =
-            std::env::temp_dir().join(format!("berth-bench-{what}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A server process, stopped by its PID on drop (SIGTERM, then SIGKILL after 10 s).
 struct Daemon {
@@ -202,11 +180,11 @@ fn ctr_fetches_the_image_from_registry_and_reference_in_turns_and_leaves_nothing
     if !tools_present(&["containerd", "ctr", "docker-registry"]) {
         return;
     }
-    let tmp = TempDir::new("ctr");
-    let (_containerd, sock) = containerd(&tmp.0.join("containerd"));
-    let (_registry, port) = docker_registry(&tmp.0.join("registry"));
-    let (_reference, ref_port) = docker_registry(&tmp.0.join("reference"));
-    let json = tmp.0.join("out.json");
+    let tmp = temp_dir("ctr");
+    let (_containerd, sock) = containerd(&tmp.path().join("containerd"));
+    let (_registry, port) = docker_registry(&tmp.path().join("registry"));
+    let (_reference, ref_port) = docker_registry(&tmp.path().join("reference"));
+    let json = tmp.path().join("out.json");
     let out = bench(&[
         &format!("http://127.0.0.1:{port}"),
         "--reference-url",
@@ -277,13 +255,13 @@ fn without_a_containerd_answering_the_scenario_fails_naming_the_socket_before_pu
     if !tools_present(&["ctr", "docker-registry"]) {
         return;
     }
-    let tmp = TempDir::new("ctr-none");
-    let (_registry, port) = docker_registry(&tmp.0.join("registry"));
+    let tmp = temp_dir("ctr-none");
+    let (_registry, port) = docker_registry(&tmp.path().join("registry"));
     let url = format!("http://127.0.0.1:{port}");
     // A socket nobody listens on any more (connection refused), and no socket at all.
-    let stale = tmp.0.join("stale.sock");
+    let stale = tmp.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind a socket"));
-    let missing = tmp.0.join("missing.sock");
+    let missing = tmp.path().join("missing.sock");
     for (sock, said) in [
         (&stale, "containerd does not answer on"),
         (&missing, "no containerd socket at"),

@@ -4,11 +4,11 @@
 //! and a cold pull with nothing to evict fails instead of measuring warm.
 
 mod common;
-use common::{bench, text};
+use common::{bench, temp_dir, text};
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,28 +143,6 @@ fn answer<S: Read + Write>(mut s: S, data: &[u8]) -> std::io::Result<()> {
             0,
         ),
         _ => reply(&mut s, "404 Not Found", "", b"", 0),
-    }
-}
-
-/// A directory of the test's own, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "berth-bench-test-{what}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -319,12 +297,12 @@ fn the_copying_receiver_takes_the_right_bytes_and_refuses_short_long_or_wrong_on
 
 #[test]
 fn over_tls_the_copying_receiver_trusts_the_ca_file_and_nothing_else() {
-    let dir = TempDir::new("tls");
-    make_certs(&dir.0);
-    let base = serve(Some(tls_config(&dir.0)), 10);
+    let dir = temp_dir("tls");
+    make_certs(dir.path());
+    let base = serve(Some(tls_config(dir.path())), 10);
     let url = format!("{base}/blob/right");
     let (size, d) = (SIZE.to_string(), digest(&blob()));
-    let ca = dir.0.join("ca.pem");
+    let ca = dir.path().join("ca.pem");
     let ca = ca.to_str().expect("path");
     let out = bench(&[
         "fetch",
@@ -455,9 +433,9 @@ fn link_hosts_must_be_link_local_and_other_hosts_are_refused_before_any_request(
 #[test]
 fn a_cold_pull_with_nothing_to_evict_fails_and_without_evict_dirs_is_skipped() {
     let base = serve(None, 10);
-    let empty = TempDir::new("evict");
-    std::fs::write(empty.0.join("not-the-blob"), b"small").expect("write");
-    let dir = empty.0.to_str().expect("path");
+    let empty = temp_dir("evict");
+    std::fs::write(empty.path().join("not-the-blob"), b"small").expect("write");
+    let dir = empty.path().to_str().expect("path");
     // Pushes the 100 MiB blob (the server drops it), then finds nothing of its size.
     fails_saying(
         &[

@@ -16,6 +16,14 @@ pub fn bench(args: &[&str]) -> Output {
         .expect("run berth-bench")
 }
 
+/// A fresh directory under the system temp dir, removed when dropped.
+pub fn temp_dir(what: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("berth-bench-test-{what}-"))
+        .tempdir()
+        .expect("temp dir")
+}
+
 /// An exit status and both outputs, for assertion messages.
 pub fn text(o: &Output) -> String {
     format!(
