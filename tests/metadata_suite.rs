@@ -146,6 +146,7 @@ macro_rules! metadata_suite {
                 advance_upload_from_a_stale_offset_conflicts_and_changes_nothing,
                 concurrent_advance_upload_has_exactly_one_winner,
                 upload_claims_admit_one_writer_until_released_or_expired,
+                leases_renew_only_for_their_holder_with_half_the_term_left,
                 concurrent_claims_have_exactly_one_winner,
                 stale_uploads_are_listed_by_last_write_and_live_claims_are_spared,
                 count_uploads_counts_the_sessions,
@@ -1409,6 +1410,24 @@ mod uploads {
                 "round {round}: with the winner's state"
             );
         }
+    }
+
+    pub(crate) async fn leases_renew_only_for_their_holder_with_half_the_term_left(m: &Store) {
+        m.take_lease("t-lease", "a", 60_000).await.unwrap().unwrap();
+        // Another holder is refused, the holder renews.
+        assert!(!m.renew_lease("t-lease", "b", 60_000).await.unwrap());
+        assert!(m.renew_lease("t-lease", "a", 60_000).await.unwrap());
+        // A renewal asking for a term more than twice what is left is refused: the lease
+        // might have lapsed before a late statement ran.
+        assert!(!m.renew_lease("t-lease", "a", 200_000).await.unwrap());
+        // A lapsed lease is not renewed, even though nobody took it since.
+        m.take_lease("t-short", "a", 50).await.unwrap().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+        assert!(!m.renew_lease("t-short", "a", 50).await.unwrap());
+        // After a release nothing is renewed, and another holder may take it.
+        m.release_lease("t-lease", "a").await.unwrap();
+        assert!(!m.renew_lease("t-lease", "a", 60_000).await.unwrap());
+        m.take_lease("t-lease", "b", 60_000).await.unwrap().unwrap();
     }
 
     pub(crate) async fn upload_claims_admit_one_writer_until_released_or_expired(m: &Store) {

@@ -231,7 +231,7 @@ async fn sweep(
             // Nor may one whose renewal is old news (the process stalled after sending it).
             let held_until = renew(meta, run).await?;
             if Instant::now() + LEASE_TTL / 2 > held_until {
-                return Err(GcError::LeaseLost(LEASE_TTL));
+                return Err(GcError::LeaseLost(LEASE_TTL / 2));
             }
             let doomed: Vec<Digest> = marked.iter().map(|b| b.digest.clone()).collect();
             let refused = blobs.delete_many(&doomed).await;
@@ -318,7 +318,7 @@ async fn renew(meta: &Arc<dyn MetadataStore>, run: &str) -> Result<Instant, GcEr
     {
         Ok(asked + LEASE_TTL)
     } else {
-        Err(GcError::LeaseLost(LEASE_TTL))
+        Err(GcError::LeaseLost(LEASE_TTL / 2))
     }
 }
 

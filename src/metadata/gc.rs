@@ -73,9 +73,12 @@ pub trait GcStore: Send + Sync + 'static {
         ttl_ms: i64,
     ) -> Result<Result<(), (String, i64)>, MetaError>;
 
-    /// Extends lease `name` to `now + ttl_ms` if `holder` still holds it unexpired; `false`
-    /// when it lapsed (even if nobody took it since: in between, pushes may have cleared
-    /// the holder's marks, so the holder must not go on as if it had held it throughout).
+    /// Extends lease `name` to `now + ttl_ms` if `holder` holds it and it runs for at
+    /// least `ttl_ms / 2` more; `false` otherwise, also when it lapsed and nobody took it
+    /// since (in between, pushes may have cleared the holder's marks, so the holder must
+    /// not go on as if it had held it throughout). The half term makes a renewal answered
+    /// within `ttl_ms / 2` of being sent proof that the lease was held when it ran, however
+    /// late the statement ran.
     async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, MetaError>;
 
     /// Gives lease `name` up, if `holder` holds it.

@@ -77,7 +77,9 @@ impl GcStore for SqlMetadataStore {
         .bind(name)
         .bind(holder)
         .bind(now.saturating_add(ttl_ms))
-        .bind(now)
+        // Held for half the term after `now` at least: a statement that runs late (a lock
+        // wait, a slow link) but answers within half the term then ran while it was held.
+        .bind(now.saturating_add(ttl_ms / 2))
         .execute(&self.write)
         .await?;
         Ok(done.rows_affected() > 0)
