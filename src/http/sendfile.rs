@@ -94,6 +94,7 @@ impl ZeroCopy {
             offset,
             remaining: len,
             warming: None,
+            resident_next: false,
         }
     }
 }
@@ -108,6 +109,9 @@ pub struct SendfileBody {
     /// which was not resident, or (started when the frame before it was yielded) the
     /// next one, read while the one before is sent.
     warming: Option<Warming>,
+    /// The frame at `offset` was found resident when the one before it was yielded (it is
+    /// not asked again: `sendfile` reads what went missing since itself).
+    resident_next: bool,
 }
 
 /// A frame being read into the page cache.
@@ -278,7 +282,7 @@ impl Body for SendfileBody {
                     Err(e) => return Poll::Ready(Some(Err(io::Error::other(e)))),
                 }
             }
-            if resident(&this.file, this.offset, len) {
+            if std::mem::take(&mut this.resident_next) || resident(&this.file, this.offset, len) {
                 break;
             }
             this.warming = Some(Warming::start(&this.file, this.offset, len));
@@ -287,8 +291,11 @@ impl Body for SendfileBody {
         // cold blob's disk reads and its sending overlap instead of taking turns.
         let next = this.offset + len as u64;
         let next_len = (this.remaining - len as u64).min(FRAME as u64) as usize;
-        if next_len > 0 && !resident(&this.file, next, next_len) {
-            this.warming = Some(Warming::start(&this.file, next, next_len));
+        if next_len > 0 {
+            this.resident_next = resident(&this.file, next, next_len);
+            if !this.resident_next {
+                this.warming = Some(Warming::start(&this.file, next, next_len));
+            }
         }
         this.regions.lock().push_back(Region {
             file: this.file.clone(),
