@@ -149,6 +149,8 @@ missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v python3 >/dev/null || missing+=(python3)
+command -v free >/dev/null || missing+=(procps)
 if [[ $SELFTEST -eq 0 ]]; then
   command -v docker-registry >/dev/null || missing+=(docker-registry)
   command -v nginx >/dev/null || missing+=(nginx-light)
@@ -384,9 +386,10 @@ if [[ -z $BERTH_BIN ]]; then
   git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && BERTH_DESC="$BERTH_DESC + uncommitted changes"
 fi
 REPORT=$OUT/bench-pulls-$STAMP.md
-python3 "$ROOT/scripts/bench_pulls_report.py" "$RES" "$REPORT" "$MACHINE_DESC" "$QUICK" "$BERTH_DESC" \
-  "$(docker-registry --version 2>/dev/null | awk '{print $3}')"
+# The results are kept before the report is made: a report that fails loses no run.
 mkdir -p "$OUT/pulls-$STAMP"
 cp "$RES"/* "$OUT/pulls-$STAMP/"
+python3 "$ROOT/scripts/bench_pulls_report.py" "$RES" "$REPORT" "$MACHINE_DESC" "$QUICK" "$BERTH_DESC" \
+  "$(docker-registry --version 2>/dev/null | awk '{print $3}')"
 log "report: $REPORT"
 log "done in $(($(date +%s) - START_EPOCH)) s"

@@ -149,6 +149,8 @@ install_missing() {
   command -v wrk >/dev/null || missing+=(wrk)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v curl >/dev/null || missing+=(curl)
+  command -v python3 >/dev/null || missing+=(python3)
+  command -v free >/dev/null || missing+=(procps)
   [[ -x $PGBIN/initdb ]] || missing+=("postgresql-$PG_VERSION")
   apt_install "${missing[@]}"
 }
@@ -432,8 +434,10 @@ run_berth() { # NAME ENV
     # The cold pull drops each server's copy of the blob from the page cache before every
     # GET: Berth's data dir, nginx's directory, the reference's root.
     start_beside_nginx
+    # (With blobs in S3 there is no file of Berth's to drop: the cold pull is skipped.)
     local ref_args=() evict_args=(--evict-dir "$d/data" --evict-dir "$WORK/beside")
     [[ -n $REF_URL ]] && ref_args=(--reference-url "$REF_URL") && evict_args+=(--evict-dir "$WORK/distribution")
+    [[ $envspec == *@S3_ENDPOINT@* ]] && evict_args=()
     bench "$name" "http://$addr" "$pid" --disk-dir "$WORK/beside" --file-url "$BESIDE_URL" "${ref_args[@]}" \
       "${evict_args[@]}" "${REG_SCENARIOS[@]}"
   fi
@@ -507,7 +511,8 @@ fi
 # cleanup and it removes its namespaces before exiting.
 if [[ $PULLS -eq 1 && -z $ONLY_TARGETS && ${#SCENARIOS[@]} -eq 0 ]]; then
   log "scripts/bench-pulls.sh"
-  pulls=(--no-build --out "$OUT" --berth-bin "$BERTH")
+  pulls=(--no-build --out "$OUT")
+  [[ -n $BERTH_BIN ]] && pulls+=(--berth-bin "$BERTH_BIN")
   [[ $QUICK -eq 1 ]] && pulls+=(--quick)
   "$ROOT/scripts/bench-pulls.sh" "${pulls[@]}" &
   PULLS_PID=$!

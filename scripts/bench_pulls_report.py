@@ -90,6 +90,9 @@ for combo in combos:
         if not r["ok"]:
             w(f"| {s} | {KIND[k][1]} | {srv} | FAIL: {cell((r.get('error') or '?')[:200])} | - | - |")
             continue
+        if r.get("skipped"):  # not a measurement; the reason is its note
+            w(f"| {s} | {KIND[k][1]} | {srv} | skipped: {cell(r.get('note', '')[:200])} | - | - |")
+            continue
         ref, ng = beside(r, "reference"), beside(r, "file")
         xr = f"{ref['ratio']:.2f}x ({ref['mb_s']:.0f})" if ref else "-"
         if s.startswith("push-") and srv != "distribution" and not ref:
@@ -110,6 +113,9 @@ for combo in combos:
                 continue
             if not r["ok"]:
                 chk(combo, srv, f"{s} completes", "failed: " + (r.get("error") or "?")[:300], False)
+                continue
+            if r.get("skipped"):
+                chk(combo, srv, f"{s} measured", "skipped: " + r.get("note", "")[:300], False)
                 continue
             ref, ng = beside(r, "reference"), beside(r, "file")
 

@@ -396,7 +396,6 @@ pub async fn fetch(ctx: &Ctx, size: u64, rounds: u64) -> Result<Outcome> {
         what: "registry",
         args: fetch_args(&reg.base, &image.tag, ca, &hosts, user.as_deref())?,
     }];
-    write_hosts(&hosts, &reg.base)?;
     if let Some(refr) = &ctx.reference {
         image
             .push(refr)
@@ -406,7 +405,6 @@ pub async fn fetch(ctx: &Ctx, size: u64, rounds: u64) -> Result<Outcome> {
             what: "reference",
             args: fetch_args(&refr.base, &image.tag, ca, &hosts, None)?,
         });
-        write_hosts(&hosts, &refr.base)?;
     }
     // The reference does not fsync what it stores: its dirty pages go to the disk now
     // rather than during the fetches.
@@ -424,7 +422,15 @@ pub async fn fetch(ctx: &Ctx, size: u64, rounds: u64) -> Result<Outcome> {
         fetched: AtomicBool::new(false),
         timed: std::sync::Mutex::new(Vec::new()),
     });
-    let run = in_rounds(&fetcher, &sources, rounds).await;
+    // The hosts files live exactly as long as the fetches (removed whatever happened).
+    let mut written = write_hosts(&hosts, &reg.base);
+    if let (Ok(()), Some(refr)) = (&written, &ctx.reference) {
+        written = write_hosts(&hosts, &refr.base);
+    }
+    let run = match written {
+        Ok(()) => in_rounds(&fetcher, &sources, rounds).await,
+        Err(e) => Err(e),
+    };
     // Leave nothing behind, whatever happened.
     let cleared = fetcher.clear().await;
     let _ = std::fs::remove_dir_all(&hosts);

@@ -128,7 +128,7 @@ struct Args {
     /// Entries in the tags-list and catalog fixtures.
     #[arg(long)]
     listing: Option<u64>,
-    /// Blobs in the gc-* registry (a multiple of 10; a tenth become garbage).
+    /// Blobs in the gc-* registry (a multiple of 100; a tenth become garbage).
     #[arg(long)]
     gc_blobs: Option<u64>,
     /// Fail instead of creating missing listing fixtures.

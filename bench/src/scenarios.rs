@@ -614,9 +614,9 @@ impl Ctx {
     /// round of theirs follows, after one untimed GET of each; every registry GET is
     /// compared with each source's GETs on either side of it (the host's speed moves by
     /// 2x within a minute here, so a server measured at another time says little).
-    /// Without `--verify` the body is discarded in the kernel ([`crate::discard`]), so
-    /// that the client's copy does not cap what the server is measured at; with it,
-    /// every byte is read and compared.
+    /// Each GET receives its body as `how` says ([`crate::fetch`]: read into a 1 MiB
+    /// buffer, or spliced away), after evicting the blob from the page cache when `how`
+    /// is cold; with `--verify` every byte is hashed and the digest compared.
     async fn gets_in_turns(
         &self,
         reg: Registry,

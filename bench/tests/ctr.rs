@@ -69,13 +69,14 @@ fn installed(bin: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Prints why and returns false when a tool the test needs is not installed.
-fn tools_present(tools: &[&str]) -> bool {
+/// Fails, saying what to run, when a tool the test needs is not installed (as the root
+/// package's tests do: a test that passes without running hides a broken set-up).
+fn require_tools(tools: &[&str]) {
     let missing: Vec<&&str> = tools.iter().filter(|t| !installed(t)).collect();
-    if !missing.is_empty() {
-        println!("skipped: {missing:?} not installed (scripts/test.sh installs them)");
-    }
-    missing.is_empty()
+    assert!(
+        missing.is_empty(),
+        "{missing:?} not installed (run `bash scripts/test.sh --setup-only` to install them)"
+    );
 }
 
 /// `ctr --address SOCK --namespace NS ARGS`.
@@ -90,7 +91,7 @@ fn ctr(sock: &Path, ns: &str, args: &[&str]) -> Output {
         .expect("run ctr")
 }
 
-/// A private containerd in `dir` (config as tests/common/containers.rs writes it: no CRI,
+/// A private containerd in `dir` (scripts/lib/containerd.toml: no CRI,
 /// no snapshotters this machine lacks); its socket.
 fn containerd(dir: &Path) -> (Daemon, PathBuf) {
     std::fs::create_dir_all(dir).expect("containerd dir");
@@ -143,8 +144,8 @@ fn status(port: u16, method: &str, path: &str, accept: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// A private docker-registry in `dir` (configured as scripts/bench.sh's
-/// run_distribution does); its port.
+/// A private docker-registry in `dir` (configured as scripts/lib/bench-common.sh's
+/// start_distribution does); its port.
 fn docker_registry(dir: &Path) -> (Daemon, u16) {
     std::fs::create_dir_all(dir).expect("registry dir");
     let port = free_port();
@@ -177,9 +178,7 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 #[test]
 fn ctr_fetches_the_image_from_registry_and_reference_in_turns_and_leaves_nothing_in_containerd() {
-    if !tools_present(&["containerd", "ctr", "docker-registry"]) {
-        return;
-    }
+    require_tools(&["containerd", "ctr", "docker-registry"]);
     let tmp = temp_dir("ctr");
     let (_containerd, sock) = containerd(&tmp.path().join("containerd"));
     let (_registry, port) = docker_registry(&tmp.path().join("registry"));
@@ -252,9 +251,7 @@ fn ctr_fetches_the_image_from_registry_and_reference_in_turns_and_leaves_nothing
 
 #[test]
 fn without_a_containerd_answering_the_scenario_fails_naming_the_socket_before_pushing() {
-    if !tools_present(&["ctr", "docker-registry"]) {
-        return;
-    }
+    require_tools(&["ctr", "docker-registry"]);
     let tmp = temp_dir("ctr-none");
     let (_registry, port) = docker_registry(&tmp.path().join("registry"));
     let url = format!("http://127.0.0.1:{port}");
